@@ -14,7 +14,7 @@ from torch_geometric.utils import is_torch_sparse_tensor, scatter
 
 from pyg_ple.attention import AttentionAdjacency, AttentionGraph
 from pyg_ple.edges import as_edge_index
-from pyg_ple.validation import check_edge_values, check_features, check_tensor, checking
+from pyg_ple.validation import check_edge_values, check_features, check_finite, check_tensor, checking
 
 NORMALIZATIONS = ('rw', 'sym', 'comb')
 
@@ -42,7 +42,8 @@ class LaplacianDiffusionConv(MessagePassing):
       (``networkx.normalized_laplacian_matrix``), * ``'comb'``: :math:`L = D - W` (``networkx.laplacian_matrix``),
 
     where :math:`W_{ij}` is the weight of ``j -> i`` and :math:`D` the weighted in-degree; a node with no incoming edge
-    has a zero row, as in networkx. A plain head returns :math:`(I - L) V^{(h)}` (the propagation operator).
+    has a zero row, as in networkx. A plain head returns :math:`P V^{(h)}` with the propagation matrix
+    :math:`P` = :math:`D^{-1} W`, :math:`D^{-1/2} W D^{-1/2}` or :math:`W` (the off-diagonal part that ``L`` subtracts).
     The layer returns the update only (no residual, no output projection).
 
     Args:
@@ -161,6 +162,7 @@ class LaplacianDiffusionConv(MessagePassing):
         else:
             if checking():
                 check_edge_values(edge_weight, edge_index.size(1), 'edge_weight', nonnegative=True, dim=1)
+                check_finite(edge_weight, 'edge_weight')
             coef, self_weight = self.fixed_coefficients(edge_index, edge_weight, num_nodes)
             coef = coef.to(value.dtype).unsqueeze(-1).expand(-1, self.heads)
 
@@ -213,6 +215,7 @@ class LaplacianDiffusionConv(MessagePassing):
         if checking():
             check_tensor(x, 'x', dim=3, floating=True)
             check_features(x, self.in_channels)
+            check_finite(x, 'x')
         if self.edge_dim is not None:
             raise ValueError("the dense path has no edges: 'edge_dim' must be None to use forward_dense")
         B, T, _ = x.shape

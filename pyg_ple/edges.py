@@ -13,7 +13,7 @@ from torch import Tensor
 from torch_geometric.typing import Adj, SparseTensor
 from torch_geometric.utils import coalesce, is_torch_sparse_tensor, remove_self_loops, to_dense_batch, to_edge_index
 
-from pyg_ple.validation import check_batch, check_edge_index, check_features, checking
+from pyg_ple.validation import check_batch, check_edge_index, check_features, check_finite, checking
 
 EDGE_KINDS = ('native', 'full', 'native+full', 'knn')
 
@@ -199,6 +199,7 @@ def as_edge_index(edge_index: Adj, num_nodes: int, in_channels: Optional[int] = 
     """
     if checking() and x is not None and in_channels is not None:
         check_features(x, in_channels)
+        check_finite(x, 'x')
     if isinstance(edge_index, SparseTensor):
         row, col, value = edge_index.coo()
         if checking() and (edge_index.size(0) != num_nodes or edge_index.size(1) != num_nodes):

@@ -5,15 +5,40 @@ guard with :func:`checking`.
 """
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
+
+# NaN/inf scans cost a pass over the data and a device sync, so they are opt-in (see ``finite_checks``).
+_check_finite = False
 
 
 def checking() -> bool:
     """Whether eager-mode input checks should run (not while ``torch.compile`` traces)."""
     return not torch.compiler.is_compiling()
+
+
+@contextmanager
+def finite_checks(enabled: bool = True) -> Iterator[None]:
+    """Within this context, pyg-ple layers raise ``ValueError`` on NaN or inf in their inputs.
+
+    >>> with pyg_ple.finite_checks():
+    ...     out = conv(x, edge_index)
+    """
+    global _check_finite
+    previous, _check_finite = _check_finite, enabled
+    try:
+        yield
+    finally:
+        _check_finite = previous
+
+
+def check_finite(value: Optional[Tensor], name: str) -> None:
+    """Raise if ``finite_checks`` is on and ``value`` holds NaN or inf."""
+    if _check_finite and value is not None and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"'{name}' contains NaN or inf values")
 
 
 def check_tensor(value, name: str, dim: Optional[int] = None, floating: bool = False) -> None:
