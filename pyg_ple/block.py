@@ -104,8 +104,11 @@ class PLETransformerBlock(nn.Module):
                 raise ValueError("'mask' and 'causal' apply to [B, T, F] sequences, not to all-pairs graph attention")
             if checking() and batch is not None and (batch.dim() != 1 or batch.numel() != x.size(0)):
                 raise ValueError(f"'batch' must have shape [{x.size(0)}] (got {tuple(batch.shape)})")
-            dense, valid = to_dense_batch(h, batch)
-            update = self.conv.forward_dense(dense, mask=valid)[valid]
+            if x.size(0) == 0:  # to_dense_batch needs at least one node to size the batch
+                update = self.conv.forward_dense(h.unsqueeze(0)).squeeze(0)
+            else:
+                dense, valid = to_dense_batch(h, batch)
+                update = self.conv.forward_dense(dense, mask=valid)[valid]
         x = x + self.dropout(self.proj(update))
         return x + self.dropout(self.mlp(self.norm2(x)))
 

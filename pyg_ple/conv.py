@@ -163,8 +163,9 @@ class LaplacianDiffusionConv(MessagePassing):
             if checking():
                 check_edge_values(edge_weight, edge_index.size(1), 'edge_weight', nonnegative=True, dim=1)
                 check_finite(edge_weight, 'edge_weight')
-            coef, self_weight = self.fixed_coefficients(edge_index, edge_weight, num_nodes)
-            coef = coef.to(value.dtype).unsqueeze(-1).expand(-1, self.heads)
+            # The output keeps the features' dtype whatever the weights' dtype.
+            coef, self_weight = self.fixed_coefficients(edge_index, edge_weight.to(x.dtype), num_nodes)
+            coef = coef.unsqueeze(-1).expand(-1, self.heads)
 
         aggregated = self.propagate(edge_index, value=value, alpha=coef)  # [N, H, C]
         out = self.combine_heads(aggregated, value, self_weight)
@@ -206,7 +207,7 @@ class LaplacianDiffusionConv(MessagePassing):
         r"""The same layer on token sequences ``x [B, T, F]`` through ``scaled_dot_product_attention``.
 
         ``(A - I) V`` is ``SDPA(q, k, v) - v``. ``mask`` is ``[B, T]`` (``True`` marks real tokens; padding neither
-        attends nor is attended) or ``[T, T]`` / ``[B, T, T]`` (``True`` where ``i`` may attend to ``j``); ``causal``
+        attends nor is attended) or ``[1, T, T]`` / ``[B, T, T]`` (``True`` where ``i`` may attend to ``j``); ``causal``
         restricts ``i`` to ``j <= i``. A query row with no allowed key gets a zero update. The mask is used as given:
         no self-loops are added.
 
@@ -252,8 +253,8 @@ def dense_attention_mask(mask: OptTensor, causal: bool, batch_size: int, num_tok
                          device: torch.device) -> OptTensor:
     r"""Combine a padding or attention ``mask`` and ``causal`` into a bool ``[B, T, T]`` (``None`` if no mask).
 
-    A 2-D mask of shape ``[B, T]`` is a padding mask (also when ``B == T``; pass ``[1, T, T]`` for a pair mask
-    then)."""
+    A 2-D mask is always a ``[B, T]`` padding mask; pair masks are 3-D (``[1, T, T]`` shared by the batch), so the
+    two can never be confused when ``B == T``."""
     if mask is None:
         return None
     B, T = batch_size, num_tokens
@@ -261,10 +262,10 @@ def dense_attention_mask(mask: OptTensor, causal: bool, batch_size: int, num_tok
         check_tensor(mask, 'mask')
         if mask.dtype != torch.bool:
             raise TypeError(f"'mask' must be a bool tensor (got {mask.dtype})")
-        if tuple(mask.shape) not in ((B, T), (T, T), (1, T, T), (B, T, T)):
-            raise ValueError(f"'mask' must have shape [B, T] = [{B}, {T}] (padding) or [T, T] / [B, T, T] "
-                             f"(allowed pairs) (got {tuple(mask.shape)})")
-    if tuple(mask.shape) == (B, T):
+        if tuple(mask.shape) not in ((B, T), (1, T, T), (B, T, T)):
+            raise ValueError(f"'mask' must have shape [B, T] = [{B}, {T}] (padding) or [1, T, T] / [B, T, T] "
+                             f"(allowed pairs; a 2-D mask is always padding) (got {tuple(mask.shape)})")
+    if mask.dim() == 2:
         allowed = mask.unsqueeze(1) & mask.unsqueeze(2)
     else:
         allowed = mask.expand(B, T, T)

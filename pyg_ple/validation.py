@@ -55,8 +55,8 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: Optional[int] = 
     """``edge_index`` is an integer ``[2, E]`` tensor with sources in ``[0, num_src)`` and targets in ``[0, num_dst)``."""
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor of shape [2, E] (got {type(edge_index).__name__})")
-    if edge_index.is_floating_point() or edge_index.dtype == torch.bool or edge_index.is_complex():
-        raise TypeError(f"'{name}' must hold integer node indices (got dtype {edge_index.dtype})")
+    if edge_index.dtype not in (torch.long, torch.int32):
+        raise TypeError(f"'{name}' must hold int64 or int32 node indices (got dtype {edge_index.dtype})")
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"'{name}' must have shape [2, E] (got {tuple(edge_index.shape)})")
     num_dst = num_src if num_dst is None else num_dst

@@ -1,0 +1,268 @@
+"""PyG conventions: sparse layouts, attention weights, reset, repr,
+torch.compile, GPSConv, AttentionExplainer."""
+import copy
+import warnings
+
+import pytest
+import torch
+from torch_geometric.explain import Explainer
+from torch_geometric.explain.algorithm import AttentionExplainer
+from torch_geometric.nn import GPSConv, MessagePassing, global_mean_pool
+from torch_geometric.testing import assert_module
+from torch_geometric.utils import (to_torch_coo_tensor, to_torch_csc_tensor,
+                                   to_torch_csr_tensor)
+
+import reference as ref
+from pyg_ple import LaplacianDiffusionConv, PLETransformerBlock
+
+warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
+warnings.filterwarnings('ignore', '.*to CSR format.*')
+
+
+def test_is_message_passing():
+    conv = LaplacianDiffusionConv(4, 2, heads=2)
+    assert isinstance(conv, MessagePassing)
+
+
+@pytest.mark.parametrize('lap', [None, 0, 1])
+@pytest.mark.parametrize('add_self_loops', [True, False])
+def test_assert_module_layouts_and_edge_permutation(lap, add_self_loops):
+    n = 8
+    conv = LaplacianDiffusionConv(5, 3, heads=2, laplacian_heads=lap,
+                                  add_self_loops=add_self_loops)
+    x = torch.randn(n, 5)
+    ei = ref.random_graph(n, 20, seed=3)
+    assert_module(conv, x, ei, expected_size=(n, 6), atol=1e-6,
+                  test_sparse_layouts=[torch.sparse_csc, torch.sparse_coo])
+
+
+@pytest.mark.parametrize('layout', ['csr', 'coo', 'csc'])
+def test_sparse_adjacency_same_output(layout):
+    n = 7
+    conv = LaplacianDiffusionConv(4, 3, heads=3, laplacian_heads=2,
+                                  add_self_loops=False)
+    x = torch.randn(n, 4)
+    ei = ref.random_graph(n, 18, seed=1)
+    expected = conv(x, ei)
+    make = {'csr': to_torch_csr_tensor, 'coo': to_torch_coo_tensor,
+            'csc': to_torch_csc_tensor}[layout]
+    adj_t = make(ei, size=(n, n)).t()  # PyG's adj_t convention
+    if layout == 'coo':
+        adj_t = adj_t.coalesce()
+    torch.testing.assert_close(conv(x, adj_t), expected)
+    # Learned mode: values of the sparse adjacency are ignored (pattern
+    # only), as in GATConv.
+    w = torch.rand(ei.size(1)) * 5
+    adj_t = make(ei, w, size=(n, n)).t()
+    if layout == 'coo':
+        adj_t = adj_t.coalesce()
+    torch.testing.assert_close(conv(x, adj_t), expected)
+
+
+def test_sparse_adjacency_direction():
+    # A single edge 0 -> 1: only node 1 aggregates from node 0.
+    conv = LaplacianDiffusionConv(3, 2, heads=1, laplacian_heads=0,
+                                  add_self_loops=False, bias=False)
+    x = torch.randn(2, 3)
+    ei = torch.tensor([[0], [1]])
+    adj_t = to_torch_csr_tensor(ei, size=(2, 2)).t()
+    out = conv(x, adj_t)
+    assert torch.equal(out[0], torch.zeros(2))
+    torch.testing.assert_close(out[1], conv.lin_value(x)[0])
+
+
+@pytest.mark.parametrize('add_self_loops', [True, False])
+def test_return_attention_weights(add_self_loops):
+    n, h = 6, 3
+    conv = LaplacianDiffusionConv(4, 2, heads=h, laplacian_heads=1,
+                                  add_self_loops=add_self_loops).double()
+    x = torch.randn(n, 4, dtype=torch.float64)
+    ei = ref.random_graph(n, 12, seed=2, allow_self_loops=True)
+    num_loops = int((ei[0] == ei[1]).sum())
+    out, (ei_out, alpha) = conv(x, ei, return_attention_weights=True)
+    torch.testing.assert_close(out, conv(x, ei))
+    e_prime = ei.size(1) - num_loops + n if add_self_loops else ei.size(1)
+    assert ei_out.shape == (2, e_prime)
+    assert alpha.shape == (e_prime, h)
+    # alpha is the dense reference's softmax at each returned edge.
+    q, k, _ = ref.project_qkv(conv, x)
+    eiw = ei[:, ei[0] != ei[1]] if add_self_loops else ei
+    mask = ref.edge_mask(eiw, n, add_self_loops=add_self_loops)
+    a = ref.attention_matrices(q, k, mask)  # [H, N, N]
+    torch.testing.assert_close(alpha, a[:, ei_out[1], ei_out[0]].t())
+    assert isinstance(conv(x, ei, return_attention_weights=False),
+                      torch.Tensor)
+
+
+def test_return_attention_weights_fixed_mode():
+    conv = LaplacianDiffusionConv(4, 2, heads=2, normalization='rw')
+    x = torch.randn(5, 4)
+    ei = ref.random_graph(5, 9, seed=0)
+    w = torch.rand(9) + 0.1
+    out, (ei_out, coef) = conv(x, ei, edge_weight=w,
+                               return_attention_weights=True)
+    assert out.shape == (5, 4)
+    assert ei_out.shape == (2, 9) and coef.shape == (9, 2)
+
+
+def test_reset_parameters():
+    conv = LaplacianDiffusionConv(4, 3, heads=2, learn_step_size=True,
+                                  edge_dim=2, step_size=0.3)
+    with torch.no_grad():
+        for p in conv.parameters():
+            p.fill_(7.0)
+    conv.reset_parameters()
+    for name in ['lin_query', 'lin_key', 'lin_value']:
+        w = getattr(conv, name).weight
+        assert not torch.all(w == 7.0), name
+    assert not torch.all(conv.attention.lin_edge.weight == 7.0)
+    torch.testing.assert_close(conv.eta.detach(), torch.full((2, ), 0.3))
+    assert not torch.all(conv.bias == 7.0)
+    # Two resets give different random weights.
+    before = conv.lin_query.weight.detach().clone()
+    conv.reset_parameters()
+    assert not torch.equal(before, conv.lin_query.weight)
+
+
+def test_repr():
+    conv = LaplacianDiffusionConv(16, 8, heads=4, laplacian_heads=2)
+    r = repr(conv)
+    assert r.startswith('LaplacianDiffusionConv(')
+    assert '16' in r and '8' in r and 'heads=4' in r
+    assert 'PLETransformerBlock(' in repr(PLETransformerBlock(8, 2))
+
+
+def test_state_dict_round_trip():
+    a = LaplacianDiffusionConv(4, 3, heads=2, laplacian_heads=1,
+                               learn_step_size=True)
+    with torch.no_grad():
+        a.eta.copy_(torch.tensor([0.2, 0.9]))
+    b = LaplacianDiffusionConv(4, 3, heads=2, laplacian_heads=1,
+                               learn_step_size=True)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(5, 4)
+    ei = ref.random_graph(5, 10, seed=0)
+    torch.testing.assert_close(a(x, ei), b(x, ei))
+    c = copy.deepcopy(a)
+    torch.testing.assert_close(c(x, ei), a(x, ei))
+
+
+# --------------------------------------------------------------------------
+# torch.compile: no graph breaks when add_self_loops=False.
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('mode', ['learned', 'fixed', 'edge_attr'])
+def test_compile_fullgraph_no_breaks(mode):
+    torch._dynamo.reset()
+    kw = dict(edge_dim=2) if mode == 'edge_attr' else {}
+    conv = LaplacianDiffusionConv(8, 4, heads=2, laplacian_heads=1,
+                                  add_self_loops=False, **kw)
+    x = torch.randn(10, 8)
+    ei = ref.random_graph(10, 30, seed=0)
+    extra = {}
+    if mode == 'fixed':
+        extra['edge_weight'] = torch.rand(ei.size(1)) + 0.1
+    if mode == 'edge_attr':
+        extra['edge_attr'] = torch.randn(ei.size(1), 2)
+    # backend='eager' runs dynamo tracing (graph breaks raise with
+    # fullgraph=True) without the cost of code generation.
+    compiled = torch.compile(conv, fullgraph=True, backend='eager')
+    torch.testing.assert_close(compiled(x, ei, **extra), conv(x, ei, **extra))
+
+
+def test_compile_inductor_matches_eager():
+    torch._dynamo.reset()
+    conv = LaplacianDiffusionConv(8, 4, heads=2, laplacian_heads=1,
+                                  add_self_loops=False)
+    x = torch.randn(10, 8)
+    ei = ref.random_graph(10, 30, seed=0)
+    compiled = torch.compile(conv, fullgraph=True)
+    torch.testing.assert_close(compiled(x, ei), conv(x, ei), atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_compile_block_sequence_path():
+    torch._dynamo.reset()
+    block = PLETransformerBlock(8, 2, laplacian_heads=1).eval()
+    x = torch.randn(2, 5, 8)
+    compiled = torch.compile(block, fullgraph=True, backend='eager')
+    torch.testing.assert_close(compiled(x, causal=True), block(x, causal=True))
+
+
+# --------------------------------------------------------------------------
+# Inside PyG models.
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('lap', [None, 0])
+def test_gpsconv(lap):
+    channels, heads = 8, 2
+    conv = LaplacianDiffusionConv(channels, channels // heads, heads,
+                                  laplacian_heads=lap)
+    gps = GPSConv(channels, conv=conv, heads=2)
+    x = torch.randn(9, channels)
+    ei = torch.cat([ref.random_graph(5, 10, seed=0),
+                    ref.random_graph(4, 8, seed=1) + 5], 1)
+    batch = torch.tensor([0] * 5 + [1] * 4)
+    out = gps(x, ei, batch)
+    assert out.shape == (9, channels)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert conv.lin_query.weight.grad is not None
+    assert conv.lin_query.weight.grad.abs().sum() > 0
+
+
+class TwoLayer(torch.nn.Module):
+    def __init__(self, graph_level=False):
+        super().__init__()
+        self.conv1 = LaplacianDiffusionConv(4, 3, heads=2,
+                                            laplacian_heads=1)
+        self.conv2 = LaplacianDiffusionConv(6, 3, heads=1, concat=False,
+                                            laplacian_heads=0)
+        self.graph_level = graph_level
+
+    def forward(self, x, edge_index, batch=None):
+        x = self.conv1(x, edge_index).relu()
+        x = self.conv2(x, edge_index)
+        if self.graph_level:
+            x = global_mean_pool(x, batch)
+        return x
+
+
+def test_attention_explainer_node_level():
+    model = TwoLayer().eval()
+    explainer = Explainer(
+        model=model, algorithm=AttentionExplainer(),
+        explanation_type='model', edge_mask_type='object',
+        model_config=dict(mode='multiclass_classification',
+                          task_level='node', return_type='raw'))
+    x = torch.randn(8, 4)
+    ei = ref.random_graph(8, 20, seed=2)
+    expl = explainer(x, ei, index=3)
+    assert expl.edge_mask.shape == (ei.size(1), )
+    assert bool((expl.edge_mask >= 0).all())
+    assert expl.edge_mask.sum() > 0
+    # Edges outside node 3's 2-hop neighbourhood get zero.
+    hop1 = set(ei[0, ei[1] == 3].tolist()) | {3}
+    hop2 = set(ei[0, torch.isin(ei[1], torch.tensor(sorted(hop1)))].tolist())
+    far = ~torch.isin(ei[1], torch.tensor(sorted(hop1 | hop2)))
+    if bool(far.any()):
+        assert expl.edge_mask[far].abs().sum() == 0
+
+
+def test_attention_explainer_reads_layer_alpha():
+    model = TwoLayer(graph_level=True).eval()
+    explainer = Explainer(
+        model=model, algorithm=AttentionExplainer(reduce='max'),
+        explanation_type='model', edge_mask_type='object',
+        model_config=dict(mode='regression', task_level='graph',
+                          return_type='raw'))
+    x = torch.randn(6, 4)
+    ei = ref.random_graph(6, 14, seed=4)  # no self-loops
+    batch = torch.zeros(6, dtype=torch.long)
+    expl = explainer(x, ei, batch=batch)
+    # Expected: max over layers and heads of alpha on the native edges.
+    _, (ei1, a1) = model.conv1(x, ei, return_attention_weights=True)
+    h = model.conv1(x, ei).relu()
+    _, (ei2, a2) = model.conv2(h, ei, return_attention_weights=True)
+    assert torch.equal(ei1[:, :ei.size(1)], ei)
+    expected = torch.maximum(a1[:ei.size(1)].max(-1).values,
+                             a2[:ei.size(1)].max(-1).values)
+    torch.testing.assert_close(expl.edge_mask, expected)
