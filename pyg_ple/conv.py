@@ -14,6 +14,7 @@ from torch_geometric.utils import is_torch_sparse_tensor, scatter
 
 from pyg_ple.attention import AttentionAdjacency, AttentionGraph
 from pyg_ple.edges import as_edge_index
+from pyg_ple.fused import can_use_fused, fused_conv_forward
 from pyg_ple.validation import check_edge_values, check_features, check_finite, check_tensor, checking
 
 NORMALIZATIONS = ('rw', 'sym', 'comb')
@@ -60,8 +61,10 @@ class LaplacianDiffusionConv(MessagePassing):
         dropout: dropout on the attention weights.
         edge_dim: edge feature size for an edge term in the attention score, or ``None``.
         bias: add a learned bias to the output.
-        fused: use the fused kernel path (no ``[E, H, C]`` messages) when no hook, explainer or dropout needs the
-            per-edge messages; ``False`` always takes the reference ``propagate`` path.
+        fused: in learned mode, use the fused kernel of :mod:`pyg_ple.fused` (SDDMM, segment softmax, SpMM: no
+            ``[E, H, C]`` messages in forward or backward) unless a hook, an explainer or ``torch.compile`` needs
+            the per-edge ``propagate`` path; ``False`` always takes the reference ``propagate`` path. The kernel
+            supports first-order gradients only: use ``fused=False`` for double backward.
         **kwargs: passed to :class:`torch_geometric.nn.conv.MessagePassing`.
 
     Shapes:
@@ -153,6 +156,10 @@ class LaplacianDiffusionConv(MessagePassing):
             raise ValueError("'edge_weight' needs 'edge_index' as a [2, E] tensor; with a sparse adjacency the "
                              "layer runs in learned-attention mode (convert with torch_geometric.utils."
                              "to_edge_index for a fixed graph)")
+        if checking() and edge_weight is None:
+            check_edge_values(edge_attr, edge_index.size(1), 'edge_attr')
+        if edge_weight is None and self.fused and checking() and self._fused_applies(x, return_attention_weights):
+            return fused_conv_forward(self, x, edge_index, edge_attr, bool(return_attention_weights))
         value = self.lin_value(x).view(-1, self.heads, self.out_channels)
 
         if edge_weight is None:
@@ -175,6 +182,13 @@ class LaplacianDiffusionConv(MessagePassing):
         if return_attention_weights:
             return out, (edge_index, coef)
         return out
+
+    def _fused_applies(self, x: Tensor, return_attention_weights: Optional[bool]) -> bool:
+        # The kernel covers float32/float64 (any dtype on CUDA) and first-order gradients; hooks, explainers and
+        # torch.compile (which fuses the reference path itself, without graph breaks) take ``propagate``.
+        if x.device.type == 'cpu' and x.dtype not in (torch.float32, torch.float64):
+            return False
+        return can_use_fused(self, bool(return_attention_weights))
 
     def attention_graph(self, x: Tensor, edge_index: Adj, edge_attr: OptTensor = None,
                         batch: OptTensor = None) -> AttentionGraph:
