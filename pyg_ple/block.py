@@ -14,6 +14,24 @@ from pyg_ple.edges import full_edge_index, sequence_edge_index
 from pyg_ple.validation import check_tensor, checking
 
 
+# Per attended pair, the dense SDPA path ran 4x (T = 64) to 17x (T = 256) faster than the fused sparse kernel in
+# benchmarks/results/speed.md, so padding a batch of graphs to its largest one pays off until padding multiplies
+# the pairs by about this much.
+DENSE_PADDING_LIMIT = 4.0
+
+
+def all_pairs_path(batch: OptTensor) -> str:
+    r"""``'dense'`` or ``'sparse'``: how to run all-pairs attention within the graphs of ``batch``.
+
+    The dense path computes ``B * N_max^2`` pairs, the sparse path ``sum_g N_g^2``; dense is chosen unless padding
+    to the largest graph costs more than :data:`DENSE_PADDING_LIMIT` times the real pairs."""
+    if batch is None or batch.numel() == 0:
+        return 'dense'
+    sizes = torch.bincount(batch).double()
+    padded = sizes.numel() * float(sizes.max()) ** 2
+    return 'dense' if padded <= DENSE_PADDING_LIMIT * float((sizes ** 2).sum()) else 'sparse'
+
+
 class PLETransformerBlock(nn.Module):
     r"""Transformer block read as one step of probabilistic Laplacian Eigenmaps inference.
 
@@ -26,7 +44,9 @@ class PLETransformerBlock(nn.Module):
 
     - ``block(x [N, F], edge_index, batch=None, edge_attr=None)``: over a graph's edges (sparse path);
     - ``block(x [N, F], batch=batch)`` (no ``edge_index``): all pairs within each graph of a PyG batch, through the
-      dense path (``to_dense_batch`` and ``scaled_dot_product_attention`` with a padding mask);
+      dense path (``to_dense_batch`` and ``scaled_dot_product_attention`` with a padding mask), or through the sparse
+      path over :func:`~pyg_ple.full_edge_index` when graph sizes vary so much that padding would dominate (see
+      :func:`all_pairs_path`);
     - ``block(x [B, T, F], mask=None, causal=False)``: token sequences, through the dense path.
 
     ``block(x, causal=True)`` equals ``block(x.reshape(B * T, F), sequence_edge_index(T, B, causal=True))`` reshaped.
@@ -106,6 +126,8 @@ class PLETransformerBlock(nn.Module):
                 raise ValueError(f"'batch' must have shape [{x.size(0)}] (got {tuple(batch.shape)})")
             if x.size(0) == 0:  # to_dense_batch needs at least one node to size the batch
                 update = self.conv.forward_dense(h.unsqueeze(0)).squeeze(0)
+            elif all_pairs_path(batch) == 'sparse':
+                update = self.conv(h, full_edge_index(batch, x.size(0)))
             else:
                 dense, valid = to_dense_batch(h, batch)
                 update = self.conv.forward_dense(dense, mask=valid)[valid]
