@@ -149,6 +149,8 @@ class LaplacianDiffusionConv(MessagePassing):
         edge_attr: OptTensor = None,
         return_attention_weights: Optional[bool] = None,
     ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+        if checking():
+            check_features(x, self.in_channels, dim=2, dtype=self.lin_value.weight.dtype)
         num_nodes = x.size(0)
         is_sparse = not (isinstance(edge_index, Tensor) and not is_torch_sparse_tensor(edge_index))
         edge_index, _ = as_edge_index(edge_index, num_nodes, self.in_channels, x)
@@ -157,7 +159,10 @@ class LaplacianDiffusionConv(MessagePassing):
                              "layer runs in learned-attention mode (convert with torch_geometric.utils."
                              "to_edge_index for a fixed graph)")
         if checking() and edge_weight is None:
-            check_edge_values(edge_attr, edge_index.size(1), 'edge_attr')
+            check_edge_values(edge_attr, edge_index.size(1), 'edge_attr', dim=None if self.edge_dim is None else 2)
+            if edge_attr is not None and self.edge_dim is not None and edge_attr.size(-1) != self.edge_dim:
+                raise ValueError(f"'edge_attr' must have edge_dim={self.edge_dim} features "
+                                 f"(got shape {tuple(edge_attr.shape)})")
         if edge_weight is None and self.fused and checking() and self._fused_applies(x, return_attention_weights):
             return fused_conv_forward(self, x, edge_index, edge_attr, bool(return_attention_weights))
         value = self.lin_value(x).view(-1, self.heads, self.out_channels)
@@ -228,8 +233,7 @@ class LaplacianDiffusionConv(MessagePassing):
         Returns ``[B, T, H * C]`` (or ``[B, T, C]`` without ``concat``).
         """
         if checking():
-            check_tensor(x, 'x', dim=3, floating=True)
-            check_features(x, self.in_channels)
+            check_features(x, self.in_channels, dim=3, dtype=self.lin_value.weight.dtype)
             check_finite(x, 'x')
         if self.edge_dim is not None:
             raise ValueError("the dense path has no edges: 'edge_dim' must be None to use forward_dense")

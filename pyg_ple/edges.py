@@ -13,7 +13,7 @@ from torch import Tensor
 from torch_geometric.typing import Adj, SparseTensor
 from torch_geometric.utils import coalesce, is_torch_sparse_tensor, remove_self_loops, to_dense_batch, to_edge_index
 
-from pyg_ple.validation import check_batch, check_edge_index, check_features, check_finite, checking
+from pyg_ple.validation import check_batch, check_edge_index, check_features, check_finite, check_same_graph, checking
 
 EDGE_KINDS = ('native', 'full', 'native+full', 'knn')
 
@@ -108,8 +108,9 @@ def native_plus_full_edge_index(
     if num_nodes is None:
         raise ValueError("pass 'batch' or 'num_nodes' to define the graphs")
     check_edge_index(edge_index, num_nodes)
-    if batch is not None and edge_index.numel() > 0 and bool((batch[edge_index[0]] != batch[edge_index[1]]).any()):
-        raise ValueError("'edge_index' has edges between different graphs of 'batch'")
+    if batch is not None:
+        check_batch(batch, num_nodes)
+        check_same_graph(edge_index, batch)
     full = full_edge_index(batch, num_nodes)
     native = coalesce(edge_index, num_nodes=num_nodes)
     # Key every pair by target * N + source; full pairs sorted by target then source are sorted by that key.

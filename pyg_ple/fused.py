@@ -78,6 +78,8 @@ class EdgeCSR:
             self.perm = None
         self.row = dst
         self.col = src.to(self.index_dtype)
+        # Duplicate edges are legal (each is its own softmax term) but need the gather SDDMM (see ``_sddmm``).
+        self.unique = E == 0 or torch.unique(dst * self.num_src + src).numel() == E
         counts = torch.bincount(dst, minlength=self.num_dst) if E > 0 else \
             torch.zeros(self.num_dst, dtype=torch.long, device=self.device)
         self.rowptr = _ptr_from_counts(counts, self.index_dtype)
@@ -141,14 +143,15 @@ def _csr(ptr: Tensor, idx: Tensor, values: Tensor, shape) -> Tensor:
         return torch.sparse_csr_tensor(ptr, idx, values, shape, check_invariants=False)
 
 
-def _sddmm(ptr: Tensor, idx: Tensor, row: Tensor, a: Tensor, b: Tensor, shape) -> Tensor:
+def _sddmm(ptr: Tensor, idx: Tensor, row: Tensor, a: Tensor, b: Tensor, shape, unique: bool = True) -> Tensor:
     """out[h, e] = <a[h, row_e], b[h, idx_e]> for the CSR pattern (ptr, idx); a: [H, M, C], b: [H, K, C] -> [H, E]."""
     H, E = a.size(0), idx.numel()
     out = torch.zeros((H, E), dtype=a.dtype, device=a.device)
     if E == 0:
         return out
     dev = (a.device.type, a.dtype)
-    if _SAMPLED_ADDMM_OK.get(dev, True):
+    # sampled_addmm assumes a coalesced pattern: with duplicate (i, j) entries it writes out of bounds.
+    if unique and _SAMPLED_ADDMM_OK.get(dev, True):
         try:
             for h in range(H):
                 # In place into out[h] (the pattern's values are a view of it; beta=0 on zeros): no clones.
@@ -213,7 +216,7 @@ class _EdgeSoftmaxAggregate(torch.autograd.Function):
         qh = q.transpose(0, 1).contiguous()  # [H, Nd, C]
         kh = k.transpose(0, 1).contiguous()  # [H, Ns, C]
         vh = v.transpose(0, 1).contiguous()
-        scores = _sddmm(csr.rowptr, csr.col, csr.row, qh, kh, shape).mul_(scale)  # [H, E]
+        scores = _sddmm(csr.rowptr, csr.col, csr.row, qh, kh, shape, csr.unique).mul_(scale)  # [H, E]
         if bias is not None:
             scores.add_(csr.to_sorted(bias.to(scores.dtype)))
         alpha = _segment_softmax(scores, csr)
@@ -262,7 +265,7 @@ class _EdgeSoftmaxAggregate(torch.autograd.Function):
             del vals
         if need_q or need_k or need_b:
             if gh is not None:
-                dalpha = _sddmm(csr.rowptr, csr.col, csr.row, gh, vh, (Nd, Ns))  # d loss / d alpha_dropped
+                dalpha = _sddmm(csr.rowptr, csr.col, csr.row, gh, vh, (Nd, Ns), csr.unique)  # d loss / d alpha_dropped
                 if mask is not None:
                     dalpha.mul_(mask).mul_(keep)
                 if grad_alpha is not None:

@@ -85,11 +85,23 @@ def check_edge_values(value: Optional[Tensor], num_edges: int, name: str, nonneg
             raise ValueError(f"'{name}' must be non-negative")
 
 
-def check_features(x: Tensor, channels: int, name: str = 'x') -> None:
-    check_tensor(x, name, floating=True)
+def check_features(x: Tensor, channels: int, name: str = 'x', dim: Optional[int] = None,
+                   dtype: Optional[torch.dtype] = None) -> None:
+    """``x`` is a floating tensor (of ``dim`` dimensions and the parameters' ``dtype`` when given) with ``channels``
+    features in its last dimension."""
+    check_tensor(x, name, dim=dim, floating=True)
     if x.dim() < 2 or x.size(-1) != channels:
         raise ValueError(f"'{name}' must have {channels} features in its last dimension "
                          f"(got shape {tuple(x.shape)})")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"'{name}' has dtype {x.dtype} but the layer's parameters are {dtype}: convert one of them "
+                        f"(e.g. module.to({x.dtype}))")
+
+
+def check_same_graph(edge_index: Tensor, batch: Tensor) -> None:
+    """No edge of ``edge_index`` joins two different graphs of ``batch``."""
+    if edge_index.numel() > 0 and bool((batch[edge_index[0]] != batch[edge_index[1]]).any()):
+        raise ValueError("'edge_index' has edges between different graphs of 'batch'")
 
 
 def check_batch(batch: Tensor, num_nodes: int) -> None:
