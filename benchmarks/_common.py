@@ -1,0 +1,105 @@
+"""Small helpers shared by the paper-claims scripts (statistics, JSON, timing, data root)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / 'benchmarks' / 'results'
+
+
+def data_root(root: Optional[str]) -> Path:
+    from pyg_ple.io import data_root as _data_root
+    return _data_root(root)
+
+
+def require(path: Path, what: str) -> Path:
+    if not path.exists():
+        sys.exit(f'{what} not found at {path}; pass --root (or set PYG_PLE_DATA) to the data folder')
+    return path
+
+
+_LIMITS = []
+
+
+def set_threads(n: Optional[int]) -> None:
+    """Use ``n`` threads in torch and in the BLAS/OpenMP pools of numpy and scikit-learn (0/None: leave as is).
+
+    On a shared machine this matters: scikit-learn's OpenMP neighbour searches spin-wait when the cores are busy and
+    become orders of magnitude slower than single-threaded."""
+    import torch
+    if n:
+        torch.set_num_threads(n)
+        try:
+            from threadpoolctl import threadpool_limits
+            _LIMITS.append(threadpool_limits(n))
+        except ImportError:  # pragma: no cover
+            pass
+
+
+def mean_std(values: Sequence[float]) -> Dict[str, float]:
+    v = np.asarray(values, dtype=float)
+    return {'mean': float(v.mean()) if v.size else float('nan'),
+            'std': float(v.std(ddof=1)) if v.size > 1 else 0.0, 'n': int(v.size)}
+
+
+def fmt(ms: Dict[str, float], digits: int = 3) -> str:
+    return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
+
+
+def paired(a: Sequence[float], b: Sequence[float], lower_is_better: bool = True) -> Dict[str, float]:
+    """Paired comparison of ``a`` against ``b`` (same seeds): mean difference a - b, its std, paired t-test p value,
+    and how many pairs favour ``a``."""
+    from scipy import stats
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = a - b
+    out = {'mean_diff': float(d.mean()), 'std_diff': float(d.std(ddof=1)) if d.size > 1 else 0.0, 'n': int(d.size)}
+    out['wins'] = int((d < 0).sum() if lower_is_better else (d > 0).sum())
+    if d.size > 1 and np.any(d != d[0]):
+        out['t'], out['p'] = (float(x) for x in stats.ttest_rel(a, b))
+    else:
+        out['t'], out['p'] = float('nan'), float('nan')
+    # exact two-sided sign test
+    k, n = out['wins'], int((d != 0).sum())
+    out['sign_p'] = float(stats.binomtest(k, n).pvalue) if n else float('nan')
+    return out
+
+
+def env_info() -> Dict[str, str]:
+    import sklearn
+    import torch
+    return {'python': platform.python_version(), 'torch': torch.__version__, 'sklearn': sklearn.__version__,
+            'threads': str(torch.get_num_threads()), 'machine': platform.machine(),
+            'cpus': str(os.cpu_count())}
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + '.tmp')
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+
+
+def md_table(header: List[str], rows: Iterable[Sequence]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
+    lines += ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows]
+    return '\n'.join(lines)

@@ -1,0 +1,287 @@
+"""Dimensionality reduction by unrolled Laplacian-diffusion steps.
+
+:class:`PLEEmbedding` is a scikit-learn estimator.  It embeds a point cloud the way
+the probabilistic-Laplacian-Eigenmaps reading of a transformer block does (see
+``docs`` / method notes, section 2): the points are tokens, a graph over them is
+the attention matrix ``A`` (row-stochastic), and each step is one gradient step on
+the Laplacian term of the PLE objective::
+
+    Z_0     = (X - mean) P                       # linear map: PCA or a random projection
+    Z_t'    = Z_{t-1} + eta (A - I) Z_{t-1}       # graph diffusion, L = I - A
+    Z_t     = whiten(Z_t')                       # stands in for the log-det term / normalisation
+
+``whiten`` centres the latents and rescales them to identity covariance (the
+log-determinant term of the PLE bound pushes latents apart; in a transformer,
+normalisation layers play that role).  Without it, repeated diffusion collapses
+every point towards the mean.  With it, the iteration is subspace iteration on
+``(1 - eta) I + eta A``; many steps converge to the leading non-trivial
+eigenvectors of ``A``, i.e. to (random-walk) Laplacian Eigenmaps, and the
+default eight steps stop well before that (an early-stopped, PCA-started
+Laplacian Eigenmaps).  Every step is linear in ``Z`` for a fixed graph, so the
+whole map from ``X`` to the embedding is linear given ``A``.
+
+Graphs (``graph=``):
+
+``'knn'``
+    ``A[i, j] = 1 / k`` for the ``k = n_neighbors`` nearest points ``j`` of ``i``
+    in input space, the point itself included (a directed k-NN graph, one
+    uniform attention row per point).
+``'attention'``
+    softmax attention over the same candidates with queries = keys = the input
+    points and an L2 key bias, i.e. ``A[i, j] = softmax_j(-||x_i - x_j||^2 / tau_i)``
+    with ``tau_i`` the squared distance to the k-th neighbour (self-tuning
+    temperature).  ``n_neighbors=None`` attends to all points (dense, O(n^2)).
+
+The diffusion uses plain sparse matrix products (``scipy.sparse``), which is the
+fixed-graph mode ``-eta L V`` of :class:`pyg_ple.LaplacianDiffusionConv` with
+``V = Z`` (identity value/output projections) and ``normalization='rw'``.
+
+scikit-learn compatibility: ``sklearn.utils.estimator_checks.check_estimator`` passes every check it runs on
+``PLEEmbedding()`` and on ``PLEEmbedding(graph='attention', init='random')`` (46 with scikit-learn 1.9); the one
+check it skips, ``check_array_api_input``, needs ``SCIPY_ARRAY_API=1`` and array-API support, which this estimator
+does not claim (it computes in float64 NumPy/SciPy).
+
+Out-of-sample points (``transform``) reuse the fitted steps: a new point attends to
+its neighbours among the *training* points at every step, and the stored
+per-step centring/whitening is applied, so ``fit(X).transform(X)`` equals
+``fit_transform(X)`` (up to ties among neighbour distances).
+"""
+from __future__ import annotations
+
+import numbers
+from typing import List, Optional, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.neighbors import NearestNeighbors
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ['PLEEmbedding', 'diffusion_graph']
+
+
+def diffusion_graph(dist: np.ndarray, ind: np.ndarray, n_cols: int, graph: str) -> sp.csr_matrix:
+    """Row-stochastic sparse graph from neighbour distances ``dist`` and indices ``ind`` ``[n, k]``."""
+    n, k = ind.shape
+    if graph == 'knn':
+        w = np.full((n, k), 1.0 / k)
+    else:  # attention: softmax(-d^2 / tau_i), tau_i = k-th squared distance (self-tuning)
+        d2 = dist.astype(np.float64) ** 2
+        tau = d2[:, -1:].copy()
+        tau[tau <= 0] = 1.0
+        logits = -d2 / tau
+        logits -= logits.max(axis=1, keepdims=True)
+        w = np.exp(logits)
+        w /= w.sum(axis=1, keepdims=True)
+    rows = np.repeat(np.arange(n), k)
+    return sp.csr_matrix((w.ravel(), (rows, ind.ravel())), shape=(n, n_cols))
+
+
+def _whitening(Z: np.ndarray, eps: float = 1e-10) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean and symmetric (ZCA) whitening matrix of ``Z`` [n, d]."""
+    mu = Z.mean(axis=0)
+    C = np.cov(Z - mu, rowvar=False, bias=True).reshape(Z.shape[1], Z.shape[1])
+    evals, evecs = np.linalg.eigh(C)
+    scale = 1.0 / np.sqrt(np.maximum(evals, eps * max(float(evals.max()), eps)))
+    return mu, (evecs * scale) @ evecs.T
+
+
+class PLEEmbedding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Embed points by ``n_steps`` unrolled Laplacian-diffusion steps over a graph of the points.
+
+    Parameters
+    ----------
+    n_components : int, default=2
+        Dimension of the embedding.
+    n_neighbors : int or None, default=10
+        Candidate neighbours of each point (the point itself included).  ``None``
+        (only with ``graph='attention'``) attends to all training points.
+        Clamped to the number of training points.
+    n_steps : int, default=8
+        Number of unrolled diffusion steps (the paper's figure uses eight blocks).
+    step_size : float, default=1.0
+        ``eta`` in ``Z + eta (A - I) Z``.  ``1.0`` gives ``Z <- A Z``.
+    graph : {'knn', 'attention'}, default='knn'
+        The graph (attention matrix) the steps diffuse over; see the module docs.
+    init : {'pca', 'random'}, default='pca'
+        The linear map to ``n_components`` dimensions that starts the iteration:
+        the leading principal directions, or a Gaussian random projection (a
+        randomly initialised embedding layer).
+    whiten : bool, default=True
+        Centre and whiten after every step (see the module docs).  ``False`` gives
+        plain diffusion (the embedding contracts towards the mean).
+    random_state : int, RandomState instance or None, default=None
+        Seed for ``init='random'``.
+
+    Attributes
+    ----------
+    embedding_ : ndarray of shape (n_samples, n_components)
+    projection_ : ndarray of shape (n_features_in_, n_components)
+        The initial linear map (applied to centred inputs).
+    mean_ : ndarray of shape (n_features_in_,)
+    steps_ : list of ndarray
+        Training latents before each step (``n_steps`` arrays), used by ``transform``.
+    whitening_ : list of (mean, matrix) pairs, one per step (empty if ``whiten=False``).
+    affinity_matrix_ : scipy.sparse.csr_matrix of shape (n_samples, n_samples)
+        The row-stochastic graph ``A``.
+    n_neighbors_ : int
+        The number of neighbours actually used.
+    n_features_in_ : int
+    """
+
+    _parameter_constraints: dict = {
+        'n_components': [Interval(numbers.Integral, 1, None, closed='left')],
+        'n_neighbors': [Interval(numbers.Integral, 1, None, closed='left'), None],
+        'n_steps': [Interval(numbers.Integral, 0, None, closed='left')],
+        'step_size': [Interval(numbers.Real, 0, None, closed='neither')],
+        'graph': [StrOptions({'knn', 'attention'})],
+        'init': [StrOptions({'pca', 'random'})],
+        'whiten': ['boolean'],
+        'random_state': ['random_state'],
+    }
+
+    def __init__(self, n_components: int = 2, n_neighbors: Optional[int] = 10, n_steps: int = 8,
+                 step_size: float = 1.0, graph: str = 'knn', init: str = 'pca', whiten: bool = True,
+                 random_state=None):
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.n_steps = n_steps
+        self.step_size = step_size
+        self.graph = graph
+        self.init = init
+        self.whiten = whiten
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ helpers
+    def _neighbours(self, X: np.ndarray, training: bool) -> Tuple[np.ndarray, np.ndarray]:
+        if training:  # the point itself is its own nearest neighbour (distance 0)
+            dist, ind = self._nn.kneighbors(None, n_neighbors=self.n_neighbors_ - 1) \
+                if self.n_neighbors_ > 1 else (np.zeros((X.shape[0], 0)), np.zeros((X.shape[0], 0), int))
+            n = X.shape[0]
+            dist = np.hstack([np.zeros((n, 1)), dist])
+            ind = np.hstack([np.arange(n)[:, None], ind])
+            return dist, ind
+        return self._nn.kneighbors(X, n_neighbors=self.n_neighbors_)
+
+    def _graph(self, X: np.ndarray, training: bool) -> sp.csr_matrix:
+        dist, ind = self._neighbours(X, training)
+        return diffusion_graph(dist, ind, self._n_train, self.graph)
+
+    def _step(self, Z: np.ndarray, AZ: np.ndarray) -> np.ndarray:
+        return Z + self.step_size * (AZ - Z)
+
+    # ---------------------------------------------------------------------- API
+    def fit(self, X, y=None):
+        """Fit the embedding of ``X`` (``y`` is ignored)."""
+        self._fit(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit and return the embedding of the training points ``[n_samples, n_components]``."""
+        self._fit(X)
+        return self.embedding_
+
+    def _fit(self, X):
+        self._validate_params()
+        if self.graph == 'knn' and self.n_neighbors is None:
+            raise ValueError("n_neighbors=None (attend to all points) needs graph='attention'")
+        min_features = self.n_components if self.init == 'pca' else 1
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2,
+                          ensure_min_features=min_features)
+        X = X.astype(np.float64, copy=False)
+        n, d = X.shape
+        self._n_train = n
+        self.n_neighbors_ = n if self.n_neighbors is None else min(int(self.n_neighbors), n)
+        self.mean_ = X.mean(axis=0)
+        Xc = X - self.mean_
+        if self.init == 'pca':
+            _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+            P = vt[:self.n_components].T
+            # deterministic sign: largest-magnitude loading positive
+            signs = np.sign(P[np.abs(P).argmax(axis=0), np.arange(P.shape[1])])
+            signs[signs == 0] = 1.0
+            P = P * signs
+        else:
+            rng = check_random_state(self.random_state)
+            P = rng.standard_normal((d, self.n_components)) / np.sqrt(d)
+        self.projection_ = P
+        self._nn = NearestNeighbors(n_neighbors=max(self.n_neighbors_ - 1, 1)).fit(X)
+        A = self._graph(X, training=True)
+        self.affinity_matrix_ = A
+        Z = Xc @ P
+        self.steps_: List[np.ndarray] = []
+        self.whitening_: List[Tuple[np.ndarray, np.ndarray]] = []
+        if self.whiten:  # the input to the first step is whitened too
+            mu, W = _whitening(Z)
+            self.init_whitening_ = (mu, W)
+            Z = (Z - mu) @ W
+        else:
+            self.init_whitening_ = None
+        for _ in range(self.n_steps):
+            self.steps_.append(Z)
+            Z = self._step(Z, A @ Z)
+            if self.whiten:
+                mu, W = _whitening(Z)
+                self.whitening_.append((mu, W))
+                Z = (Z - mu) @ W
+        self.embedding_ = Z
+        self._n_features_out = self.n_components
+        return self
+
+    def transform(self, X):
+        """Embed new points: each step diffuses them over their neighbours among the training points."""
+        check_is_fitted(self, 'embedding_')
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False).astype(np.float64, copy=False)
+        Z = (X - self.mean_) @ self.projection_
+        if self.init_whitening_ is not None:
+            mu, W = self.init_whitening_
+            Z = (Z - mu) @ W
+        if self.n_steps == 0:
+            return Z
+        A = self._graph(X, training=False)
+        for t in range(self.n_steps):
+            Z = self._step(Z, A @ self.steps_[t])
+            if self.whiten:
+                mu, W = self.whitening_[t]
+                Z = (Z - mu) @ W
+        return Z
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+def ple_init_(block, qk_scale: float = 1.0):
+    """Initialise a :class:`pyg_ple.PLETransformerBlock` so that it is one PLE gradient step (in place).
+
+    Sets ``W_v = W_o = I`` (zero biases), ``W_q = W_k = sqrt(qk_scale) I`` (zero biases) and zeroes the MLP's output
+    layer, so the block computes exactly::
+
+        out = x + eta (A - I) LN(x)        (Laplacian heads; standard heads: x + A LN(x))
+        A_h = softmax(qk_scale * <LN(x)_i^h, LN(x)_j^h> / sqrt(C))   (head h reads channel slice h)
+
+    i.e. the diffusion step ``X + eta (A - I) X`` of the method notes on the LayerNorm-ed latents (LN stands in for
+    the log-determinant term), with a data-derived attention graph: a Gaussian-type similarity of the latents
+    (dot-product attention with queries = keys).  The LayerNorm affine parameters stay at their identity
+    initialisation.  Returns ``block``.
+    """
+    import torch
+
+    conv = block.conv
+    F = block.channels
+    eye = torch.eye(F)
+    with torch.no_grad():
+        for lin, scale in ((conv.lin_query, qk_scale ** 0.5), (conv.lin_key, qk_scale ** 0.5),
+                           (conv.lin_value, 1.0), (block.proj, 1.0)):
+            lin.weight.copy_(scale * eye)
+            if lin.bias is not None:
+                lin.bias.zero_()
+        last = block.mlp[-1]
+        last.weight.zero_()
+        last.bias.zero_()
+        if conv.bias is not None:
+            conv.bias.zero_()
+    return block

@@ -1,0 +1,453 @@
+"""The one training loop of pyg-ple, with atomic checkpoints and exact resume.
+
+Every model in the project (graph classifiers, node classifiers, language models) is trained by :func:`fit`:
+
+>>> result = fit(model, loader, TrainConfig(epochs=50, lr=1e-3, checkpoint_path='run.pt', resume=True),
+...              loss_fn=lambda m, batch: F.cross_entropy(m(batch), batch.y),
+...              evaluate=lambda m: {'val_loss': ..., 'val_acc': ...})
+>>> model.load_state_dict(result.best_state)
+
+``train_data`` is iterated once per epoch (a ``DataLoader``, a list of batches, or any re-iterable object; for a language
+model one "epoch" may be a fixed number of sampled batches). ``loss_fn(model, batch)`` returns the scalar loss of one
+batch; ``evaluate(model)`` (optional, called after every epoch with the model in eval mode under ``torch.no_grad``)
+returns a dict of metrics. ``monitor``/``mode`` choose the metric for early stopping and for the best state.
+
+Checkpoints hold the model, optimiser, scheduler, the RNG states of torch, numpy and python (plus the ``generator`` of the
+data loader or its sampler, if there is one), the epoch, the history, the best-so-far state and the early-stopping
+counter. They are written atomically (a temporary file in the same folder, then ``os.replace``), so a process killed at
+any moment leaves either the previous checkpoint or the new one, never a torn file. With ``resume=True`` training
+continues from the last checkpoint; on CPU the resumed run reproduces the loss curve of an uninterrupted run exactly,
+because the RNG states (which also drive ``DataLoader`` shuffling and dropout) are restored bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    'TrainConfig',
+    'TrainResult',
+    'fit',
+    'seed_everything',
+    'atomic_write_bytes',
+    'atomic_write_text',
+    'atomic_write_json',
+    'atomic_torch_save',
+    'get_rng_state',
+    'set_rng_state',
+    'move_to_device',
+]
+
+CHECKPOINT_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Atomic file writing
+# --------------------------------------------------------------------------------------------------------------------
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, then ``os.replace``.
+
+    A process interrupted at any point (Ctrl-C, SIGKILL, power loss after the fsync) leaves either the old file or the
+    new one, never a half-written file. Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the final file the usual permissions
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = 'utf-8') -> Path:
+    """Atomic text write (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f'Object of type {type(obj).__name__} is not JSON serializable')
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Atomic JSON write (numpy/torch scalars and arrays are converted)."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + '\n')
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` made atomic (see :func:`atomic_write_bytes`)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# RNG handling
+# --------------------------------------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy and torch (CPU and, if present, CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _data_generators(train_data: Any) -> dict[str, torch.Generator]:
+    """The torch generators that drive shuffling of ``train_data`` and are not the global RNG."""
+    gens: dict[str, torch.Generator] = {}
+    gen = getattr(train_data, 'generator', None)
+    if isinstance(gen, torch.Generator):
+        gens['loader'] = gen
+    sampler = getattr(train_data, 'sampler', None)
+    gen = getattr(sampler, 'generator', None)
+    if isinstance(gen, torch.Generator) and all(gen is not g for g in gens.values()):
+        gens['sampler'] = gen
+    batch_sampler = getattr(train_data, 'batch_sampler', None)
+    gen = getattr(getattr(batch_sampler, 'sampler', None), 'generator', None)
+    if isinstance(gen, torch.Generator) and all(gen is not g for g in gens.values()):
+        gens['batch_sampler'] = gen
+    return gens
+
+
+def get_rng_state(train_data: Any = None) -> dict[str, Any]:
+    """Snapshot of every RNG that influences training (python, numpy, torch, CUDA, data-loader generators)."""
+    state: dict[str, Any] = {
+        'python': random.getstate(),
+        'numpy': np.random.get_state(),
+        'torch': torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    state['data'] = {k: g.get_state() for k, g in _data_generators(train_data).items()}
+    return state
+
+
+def set_rng_state(state: dict[str, Any], train_data: Any = None) -> None:
+    """Restore a snapshot taken by :func:`get_rng_state`."""
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+    gens = _data_generators(train_data)
+    for key, gstate in state.get('data', {}).items():
+        if key in gens:
+            gens[key].set_state(gstate)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Configuration and result
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """Settings of :func:`fit`.
+
+    Args:
+        epochs: maximum number of epochs.
+        lr, weight_decay: for the default optimiser (Adam) when ``fit`` gets no optimiser.
+        patience: early stopping after this many epochs without improvement of the monitored metric (None: never).
+        device: where the model and batches go.
+        seed: seeds python, numpy and torch at the start of a fresh run (not on resume: the RNG states are restored).
+        checkpoint_path: file for checkpoints (None: no checkpoints).
+        checkpoint_every: write a checkpoint every this many epochs (and always after the last one).
+        resume: continue from ``checkpoint_path`` if it exists (a finished run is returned without training).
+        progress: show a tqdm bar over epochs.
+        desc: label of the progress bar.
+        grad_clip: clip the gradient norm to this value (None: no clipping).
+    """
+
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int | None = None
+    device: str = 'cpu'
+    seed: int = 0
+    checkpoint_path: str | os.PathLike | None = None
+    checkpoint_every: int = 1
+    resume: bool = False
+    progress: bool = True
+    desc: str = ''
+    grad_clip: float | None = None
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns.
+
+    ``history`` has one dict per epoch: ``epoch`` (1-based), ``train_loss``, ``lr``, ``time`` (seconds of the epoch,
+    training + evaluation) and the metrics returned by ``evaluate``. ``best_state`` is a CPU copy of the model's
+    ``state_dict`` at ``best_epoch`` (the last epoch if there is nothing to monitor); ``best_metrics`` is the history
+    entry of that epoch. ``fit`` leaves the model in its final state; load ``best_state`` to get the selected one.
+    """
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_state: dict[str, Tensor] | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+    resumed_from_epoch: int = 0
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    @property
+    def losses(self) -> list[float]:
+        return [h['train_loss'] for h in self.history]
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        times = [h['time'] for h in self.history if 'time' in h]
+        return float(np.mean(times)) if times else float('nan')
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------------
+def move_to_device(batch: Any, device: torch.device | str) -> Any:
+    """Move a batch (tensor, PyG ``Data``/``Batch``, or nested tuple/list/dict of them) to ``device``."""
+    if isinstance(batch, (Tensor, nn.Module)) or hasattr(batch, 'to') and callable(batch.to):
+        return batch.to(device)
+    if isinstance(batch, tuple) and hasattr(batch, '_fields'):  # namedtuple
+        return type(batch)(*(move_to_device(b, device) for b in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _cpu_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to('cpu', copy=True) for k, v in model.state_dict().items()}
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if best is None:
+        return True
+    return value < best if mode == 'min' else value > best
+
+
+def _step_scheduler(scheduler: Any, metrics: dict[str, float], monitor: str) -> None:
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(metrics[monitor])
+    else:
+        scheduler.step()
+
+
+def _distributed_rank() -> int:
+    """This process's rank in an initialised ``torch.distributed`` group, or -1 without one."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else -1
+
+
+def _all_reduce_sum(total: float, count: int) -> tuple[float, int]:
+    dist = torch.distributed
+    device = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else 'cpu'
+    t = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t[0]), int(t[1])
+
+
+def _load_checkpoint(path: Path, device: str) -> dict[str, Any]:
+    # RNG states contain numpy arrays and python tuples: the checkpoint is our own file, so full unpickling is fine.
+    return torch.load(path, map_location='cpu', weights_only=False)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------------------------
+def fit(
+    model: nn.Module,
+    train_data: Iterable,
+    config: TrainConfig,
+    loss_fn: Callable[[nn.Module, Any], Tensor],
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    monitor: str = 'val_loss',
+    mode: str = 'min',
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    meta: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` for ``config.epochs`` epochs over ``train_data``; see the module docstring.
+
+    ``monitor`` must be a key of ``evaluate``'s dict or ``'train_loss'``; if it is missing (e.g. no ``evaluate``),
+    ``'train_loss'`` is monitored. ``meta`` is stored in the checkpoint as is (e.g. ``{'fold': 3}``) and checked on
+    resume: a checkpoint written with a different ``meta`` is refused.
+    """
+    if mode not in ('min', 'max'):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if config.epochs < 0:
+        raise ValueError(f'epochs must be >= 0, got {config.epochs}')
+    if config.checkpoint_every < 1:
+        raise ValueError(f'checkpoint_every must be >= 1, got {config.checkpoint_every}')
+    device = torch.device(config.device)
+    model.to(device)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    ckpt_path = Path(config.checkpoint_path) if config.checkpoint_path is not None else None
+    result = TrainResult()
+    best_value: float | None = None
+    bad_epochs = 0
+    start_epoch = 0
+    finished = False
+
+    if config.resume and ckpt_path is not None and ckpt_path.exists():
+        ckpt = _load_checkpoint(ckpt_path, config.device)
+        if ckpt.get('meta') != meta:
+            raise ValueError(f'checkpoint {ckpt_path} was written for {ckpt.get("meta")!r}, not {meta!r}; '
+                             'delete it or choose another checkpoint_path')
+        model.load_state_dict(ckpt['model'])
+        optimizer.load_state_dict(ckpt['optimizer'])
+        if scheduler is not None and ckpt.get('scheduler') is not None:
+            scheduler.load_state_dict(ckpt['scheduler'])
+        start_epoch = int(ckpt['epoch'])
+        result.history = list(ckpt['history'])
+        result.best_epoch = int(ckpt['best_epoch'])
+        result.best_state = ckpt['best_state']
+        result.best_metrics = dict(ckpt['best_metrics'])
+        result.stopped_early = bool(ckpt.get('stopped_early', False))
+        result.resumed_from_epoch = start_epoch
+        best_value = ckpt['best_value']
+        bad_epochs = int(ckpt['bad_epochs'])
+        set_rng_state(ckpt['rng'], train_data)
+        finished = bool(ckpt.get('finished', False)) or start_epoch >= config.epochs
+    else:
+        seed_everything(config.seed)
+
+    def save_checkpoint(epoch: int, done: bool) -> None:
+        if ckpt_path is None or _distributed_rank() > 0:  # multi-process: only rank 0 writes
+            return
+        atomic_torch_save({
+            'version': CHECKPOINT_VERSION,
+            'meta': meta,
+            'config': {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in asdict(config).items()},
+            'epoch': epoch,
+            'model': model.state_dict(),
+            'optimizer': optimizer.state_dict(),
+            'scheduler': scheduler.state_dict() if scheduler is not None else None,
+            'rng': get_rng_state(train_data),
+            'history': result.history,
+            'best_epoch': result.best_epoch,
+            'best_value': best_value,
+            'best_state': result.best_state,
+            'best_metrics': result.best_metrics,
+            'bad_epochs': bad_epochs,
+            'stopped_early': result.stopped_early,
+            'finished': done,
+        }, ckpt_path)
+
+    if finished:
+        return result
+
+    bar = None
+    if config.progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=config.epochs, initial=start_epoch, desc=config.desc or 'train', leave=False,
+                   dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            t0 = time.perf_counter()
+            model.train()
+            total, count = 0.0, 0
+            epoch_sampler = getattr(train_data, 'sampler', None)
+            if hasattr(epoch_sampler, 'set_epoch'):  # DistributedSampler: a fresh shuffle per epoch, same on resume
+                epoch_sampler.set_epoch(epoch)
+            for batch in train_data:
+                batch = move_to_device(batch, device)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model, batch)
+                loss.backward()
+                if config.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                total += float(loss.detach())
+                count += 1
+            if _distributed_rank() >= 0:  # multi-process: the mean over every rank's batches
+                total, count = _all_reduce_sum(total, count)
+            train_loss = total / max(count, 1)
+            record: dict[str, float] = {'epoch': epoch + 1, 'train_loss': train_loss,
+                                        'lr': float(optimizer.param_groups[0]['lr'])}
+            if evaluate is not None:
+                model.eval()
+                with torch.no_grad():
+                    metrics = evaluate(model)
+                record.update({k: float(v) for k, v in metrics.items()})
+            key = monitor if monitor in record else 'train_loss'
+            _step_scheduler(scheduler, record, key)
+            record['time'] = time.perf_counter() - t0
+            result.history.append(record)
+
+            value = record[key]
+            if _is_better(value, best_value, mode if key == monitor else 'min'):
+                best_value = value
+                bad_epochs = 0
+                result.best_epoch = epoch + 1
+                result.best_state = _cpu_state_dict(model)
+                result.best_metrics = dict(record)
+            else:
+                bad_epochs += 1
+            stop = config.patience is not None and bad_epochs >= config.patience
+            result.stopped_early = stop
+            last = stop or epoch + 1 == config.epochs
+            if (epoch + 1) % config.checkpoint_every == 0 or last:
+                save_checkpoint(epoch + 1, last)
+            if bar is not None:
+                post = {'loss': f'{train_loss:.4f}'}
+                if key != 'train_loss':
+                    post[key] = f'{value:.4f}'
+                bar.set_postfix(post)
+                bar.update(1)
+            if stop:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if result.best_state is None:  # zero epochs
+        result.best_state = _cpu_state_dict(model)
+    return result

@@ -1,0 +1,78 @@
+"""Data-parallel training with 2 CPU processes (torchrun, gloo) equals single-process training on the global batches."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import dist_common as dc
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope='module')
+def ddp_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('ddp')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={dc.WORLD}',
+           str(HERE / 'dist_worker.py'), str(out)]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope='module')
+def reference():
+    return dc.reference_run()
+
+
+def test_parameters_match_single_process(ddp_run, reference):
+    ref_model, _, _ = reference
+    ref = ref_model.state_dict()
+    for rank in range(dc.WORLD):
+        params = torch.load(ddp_run / f'params_rank{rank}.pt')
+        assert params.keys() == ref.keys()
+        for k in ref:
+            diff = float((params[k] - ref[k]).abs().max()) if ref[k].numel() else 0.0
+            assert diff <= 1e-6, f'rank {rank}: {k} differs by {diff:.3g}'
+
+
+def test_metrics_match_single_process(ddp_run, reference):
+    _, losses, metrics = reference
+    history = json.loads((ddp_run / 'history.json').read_text())
+    assert [h['epoch'] for h in history] == list(range(1, dc.EPOCHS + 1))
+    for h, loss in zip(history, losses):
+        assert abs(h['train_loss'] - loss) <= 1e-6, (h['train_loss'], loss)
+    final = history[-1]
+    for key, value in metrics.items():
+        assert abs(final[key] - value) <= 1e-6, (key, final[key], value)
+
+
+def test_only_rank0_writes(ddp_run):
+    assert (ddp_run / 'ckpt.pt').exists() and (ddp_run / 'history.json').exists()
+    ckpt = torch.load(ddp_run / 'ckpt.pt', weights_only=False)
+    assert ckpt['epoch'] == dc.EPOCHS and ckpt['finished']
+    assert not list(ddp_run.glob('.*.tmp')), 'a temporary checkpoint file was left behind'
+    # the checkpoint (written by rank 0) holds DDP's state, equal to both ranks' final parameters
+    final = torch.load(ddp_run / 'params_rank1.pt')
+    for k, v in final.items():
+        assert torch.equal(ckpt['model']['module.' + k], v)
+
+
+def test_single_process_fallback(monkeypatch):
+    from pyg_ple import distributed as D
+    for var in D.TORCHRUN_VARS:
+        monkeypatch.delenv(var, raising=False)
+    info = D.init_distributed()
+    assert info.world_size == 1 and info.rank == 0 and info.is_main and not info.distributed
+    assert D.is_main_process() and D.get_world_size() == 1 and not D.is_distributed()
+    model = torch.nn.Linear(2, 2)
+    assert D.wrap_model(model, info) is model
+    assert D.all_reduce_metrics({'loss': 6.0, 'correct': 3.0, 'count': 4.0}) == {'correct': 0.75, 'loss': 1.5}
+    assert D.shard_indices(5, rank=1, world_size=2) == [1, 3]
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    with pytest.raises(RuntimeError, match='torchrun'):
+        D.init_distributed()

@@ -1,0 +1,120 @@
+"""Every model on a tiny batch: shapes, gradients, permutation invariance of graph predictions."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+from torch_geometric.utils import erdos_renyi_graph, to_undirected
+
+from pyg_ple.datasets import add_positional_encoding, digits_graphs, digits_tokens, grid_edge_index
+from pyg_ple.models import MODEL_NAMES, TransformerClassifier, build_model, count_parameters, is_permutation_invariant
+
+IN, C = 5, 3
+SMALL = dict(hidden=16, num_layers=2, heads=4, dropout=0.0)
+
+
+def _graphs(n_graphs=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(n_graphs):
+        n = 4 + 2 * k
+        torch.manual_seed(seed + k)
+        ei = to_undirected(erdos_renyi_graph(n, 0.5))
+        out.append(Data(x=torch.randn(n, IN, generator=g), edge_index=ei, y=torch.tensor([k % C])))
+    return out
+
+
+def _permute(data: Data, perm: torch.Tensor) -> Data:
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel())
+    return Data(x=data.x[perm], edge_index=inv[data.edge_index], y=data.y)
+
+
+CASES = [(n, {}) for n in MODEL_NAMES] + [
+    ('laplacian', {'attention': 'full'}), ('laplacian', {'attention': 'both'}), ('mixed', {'attention': 'full'}),
+    ('laplacian', {'learn_step_size': True, 'step_size': 0.5}), ('gin', {'pool': 'add'}),
+]
+
+
+@pytest.mark.parametrize('name,extra', CASES, ids=[f'{n}-{"-".join(map(str, e.values()))}' for n, e in CASES])
+def test_shapes_gradients_and_permutation_invariance(name, extra):
+    torch.manual_seed(0)
+    model = build_model(name, IN, C, **SMALL, **extra)
+    graphs = _graphs()
+    batch = Batch.from_data_list(graphs)
+    out = model(batch)
+    assert out.shape == (3, C) and torch.isfinite(out).all()
+    torch.nn.functional.cross_entropy(out, batch.y).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads), 'some parameter received no gradient'
+    assert any(float(g.abs().sum()) > 0 for g in grads)
+    assert count_parameters(model) > 0
+    if not is_permutation_invariant(name):
+        return
+    model.eval()
+    with torch.no_grad():
+        ref = model(Batch.from_data_list(graphs))
+        perm = [_permute(g, torch.randperm(g.num_nodes)) for g in graphs]
+        got = model(Batch.from_data_list(perm))
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_single_graph_without_batch_vector():
+    model = build_model('laplacian', IN, C, **SMALL).eval()
+    g = _graphs(1)[0]
+    assert model(g).shape == (1, C)
+
+
+def test_token_model_reads_pixel_positions_and_is_order_sensitive():
+    ds = digits_graphs(20)
+    model = build_model('laplacian-tokens', ds.num_features, 10, **SMALL).eval()
+    b = Batch.from_data_list(ds.graphs[:2])
+    out = model(b)
+    assert out.shape == (2, 10)
+    g = ds.graphs[0]
+    shifted = Data(x=g.x, edge_index=g.edge_index, pixel=(g.pixel + 1) % 64, y=g.y)
+    with torch.no_grad():
+        assert not torch.allclose(model(g), model(shifted))
+
+
+def test_positional_encodings_feed_the_encoder():
+    graphs = add_positional_encoding(_graphs(), 'rw', 4)
+    assert graphs[0].pe.shape == (graphs[0].num_nodes, 4)
+    lap = add_positional_encoding(_graphs(), 'lap', 6)  # the 4-node graph has fewer than 7 nodes: zero-padded
+    assert all(g.pe.shape == (g.num_nodes, 6) for g in lap)
+    model = build_model('laplacian', IN, C, pe_dim=4, **SMALL)
+    assert model(Batch.from_data_list(graphs)).shape == (3, C)
+    with pytest.raises(ValueError, match='pe'):
+        model(Batch.from_data_list(_graphs()))
+
+
+def test_attention_graph_of_a_layer():
+    model = build_model('mixed', IN, C, **SMALL).eval()
+    g = _graphs(1)[0]
+    att = model.attention_graph(g, layer=1)
+    assert att.weight.shape[1] == 4 and att.num_nodes == g.num_nodes
+    G = att.to_networkx(head=0)
+    assert G.number_of_nodes() == g.num_nodes
+    full = build_model('laplacian', IN, C, attention='full', **SMALL).eval().attention_graph(g, layer=0)
+    assert full.edge_index.size(1) == g.num_nodes ** 2
+    with pytest.raises(IndexError):
+        model.attention_graph(g, layer=5)
+    assert isinstance(model, TransformerClassifier)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match='unknown model'):
+        build_model('nope', IN, C)
+
+
+def test_digits_as_graphs_and_tokens():
+    ei = grid_edge_index(8, 8)
+    assert ei.size(1) == 2 * (2 * 8 * 7 + 2 * 7 * 7)  # horizontal, vertical and both diagonals, both directions
+    full = digits_graphs(30, ink_only=False)
+    assert all(g.num_nodes == 64 and g.x.shape == (64, 17) for g in full.graphs)
+    ink = digits_graphs(30)
+    assert len(ink) == 30 and set(ink.labels.tolist()) == set(range(10))
+    assert all(bool((g.x[:, 0] > 0).all()) for g in ink.graphs)
+    x, y = digits_tokens(30)
+    assert x.shape == (30, 64, 1) and y.tolist() == ink.labels.tolist()
+    assert torch.equal(full.graphs[3].x[:, 0], x[3, :, 0])

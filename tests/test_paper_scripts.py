@@ -1,0 +1,149 @@
+"""Each paper-claims script end-to-end on a tiny budget (each well under 20 s on one CPU core).
+
+Scripts that need the shared data skip cleanly when it is absent (set PYG_PLE_DATA to the data folder)."""
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get('PYG_PLE_DATA', REPO.parent / 'shared' / 'data'))
+HAS_MNIST = (DATA / 'MNIST' / 'raw' / 't10k-images-idx3-ubyte.gz').exists()
+HAS_SHAKESPEARE = (DATA / 'tinyshakespeare' / 'input.txt').exists()
+needs_mnist = pytest.mark.skipif(not HAS_MNIST, reason='MNIST test files not available (set PYG_PLE_DATA)')
+needs_text = pytest.mark.skipif(not HAS_SHAKESPEARE, reason='tinyshakespeare not available (set PYG_PLE_DATA)')
+
+
+def load_script(rel: str):
+    path = REPO / rel
+    spec = importlib.util.spec_from_file_location(path.stem + '_under_test', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@needs_mnist
+def test_mnist_clustering_example(tmp_path):
+    mod = load_script('examples/mnist_clustering.py')
+    out, png = tmp_path / 'c.json', tmp_path / 'c.png'
+    assert mod.main(['--root', str(DATA), '--n', '120', '--seeds', '0', '1', '--channels', '16', '--heads', '2',
+                     '--steps', '2', '--threads', '1', '--out', str(out), '--png', str(png)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res['seeds']) == {'0', '1'}
+    s0 = res['seeds']['0']
+    for init in ('random', 'ple'):
+        for heads in ('standard', 'laplacian', 'mixed'):
+            m = s0[f'{init}/{heads}']
+            assert 0.0 <= m['after']['2d_knn'] <= 1.0 and 0.0 <= m['before']['full_trust'] <= 1.0
+    assert 'SpectralEmbedding (2)' in s0 and png.stat().st_size > 1000
+
+
+@needs_mnist
+def test_linearity_script(tmp_path):
+    mod = load_script('benchmarks/linearity.py')
+    out = tmp_path / 'lin.json'
+    assert mod.main(['--root', str(DATA), '--n', '80', '--seeds', '0', '--channels', '16', '--heads', '2',
+                     '--depth', '2', '--threads', '1', '--out', str(out)]) == 0
+    res = json.loads(out.read_text())
+    r = res['mnist']['laplacian']['0']['shared_block'][0]
+    assert r['output'] <= 1.0 and r['update'] <= 1.0
+
+
+def test_r2_affine_exact_for_affine_maps():
+    mod = load_script('benchmarks/linearity.py')
+    import numpy as np
+    X = np.random.default_rng(0).normal(size=(200, 5))
+    assert mod.r2_affine(X, X @ np.ones((5, 3)) + 2.0) == pytest.approx(1.0)
+    assert mod.r2_affine(X, np.tanh(3 * X) ** 2) < 0.5
+
+
+def test_manifold_compare_digits(tmp_path):
+    mod = load_script('benchmarks/manifold_compare.py')
+    out, png = tmp_path / 'm.json', tmp_path / 'm.png'
+    assert mod.main(['--datasets', 'digits', '--seeds', '0', '--skip-tsne', '--threads', '1',
+                     '--out', str(out), '--png', str(png)]) == 0
+    res = json.loads(out.read_text())['results']['digits']
+    assert res['PLEEmbedding knn, 8 steps']['0']['trust'] > res['PCA']['0']['trust']
+    assert png.exists()
+
+
+@needs_text
+def test_lm_script(tmp_path):
+    mod = load_script('benchmarks/lm_shakespeare.py')
+    runs, png, models = tmp_path / 'runs', tmp_path / 'curves.png', tmp_path / 'models'
+    args = ['--root', str(DATA), '--max-chars', '20000', '--steps', '4', '--eval-every', '2', '--eval-batches', '1',
+            '--batch-size', '4', '--block-size', '16', '--channels', '16', '--layers', '1', '--heads', '2',
+            '--seeds', '0', '1', '--variants', 'standard', 'mixed_learned_eta', '--threads', '1',
+            '--out-dir', str(runs), '--png', str(png), '--save-models', str(models)]
+    assert mod.main(args) == 0
+    r = json.loads((runs / 'mixed_learned_eta_s1.json').read_text())
+    assert r['steps'] == [0, 2, 4] and len(r['val_loss']) == 3 and len(r['eta'][0]) == 1
+    s = json.loads((runs / 'standard_s1.json').read_text())
+    assert r['params'] == s['params'] + 2  # one learned step size per head (2 heads, 1 layer)
+    assert png.exists() and len(list(models.glob('*.pt'))) == 4
+    mtime = (runs / 'standard_s0.json').stat().st_mtime
+    assert mod.main(args) == 0  # re-run resumes: nothing is retrained
+    assert (runs / 'standard_s0.json').stat().st_mtime == mtime
+    # the linearity script reads the trained LMs
+    lin = load_script('benchmarks/linearity.py')
+    if HAS_MNIST:
+        out = tmp_path / 'lin.json'
+        assert lin.main(['--root', str(DATA), '--n', '40', '--seeds', '0', '--channels', '16', '--heads', '2',
+                         '--depth', '1', '--threads', '1', '--lm-models', str(models), '--lm-batches', '1',
+                         '--out', str(out)]) == 0
+        assert set(json.loads(out.read_text())['lm']) == {'standard', 'mixed_learned_eta'}
+
+
+def test_vit_script_digits(tmp_path):
+    mod = load_script('benchmarks/vit_patches.py')
+    runs = tmp_path / 'vit'
+    assert mod.main(['--datasets', 'digits', '--seeds', '0', '--epochs', '1', '--max-train', '200',
+                     '--channels', '16', '--heads', '2', '--layers', '1', '--threads', '1',
+                     '--out-dir', str(runs)]) == 0
+    files = sorted(p.name for p in runs.glob('*.json'))
+    assert files == ['digits_laplacian_s0.json', 'digits_mixed_s0.json', 'digits_standard_s0.json']
+    r = json.loads((runs / 'digits_mixed_s0.json').read_text())
+    assert 0.0 <= r['final_val_acc'] <= 1.0 and r['n_val'] == 360
+
+
+@needs_mnist
+def test_vit_script_mnist(tmp_path):
+    mod = load_script('benchmarks/vit_patches.py')
+    runs = tmp_path / 'vit'
+    assert mod.main(['--root', str(DATA), '--datasets', 'mnist', '--seeds', '0', '--variants', 'laplacian',
+                     '--epochs', '1', '--max-train', '128', '--channels', '16', '--heads', '2', '--layers', '1',
+                     '--threads', '1', '--out-dir', str(runs)]) == 0
+    r = json.loads((runs / 'mnist_laplacian_s0.json').read_text())
+    assert r['n_train'] == 128 and r['n_val'] == 2000
+
+
+def test_vit_patchify_and_model():
+    import torch
+    from pyg_ple.vit import PatchViT, patchify, variant_kwargs
+    img = torch.arange(2 * 4 * 4, dtype=torch.float32).view(2, 4, 4)
+    p = patchify(img, 2)
+    assert p.shape == (2, 4, 4)
+    assert p[0, 0].tolist() == [0, 1, 4, 5] and p[0, 1].tolist() == [2, 3, 6, 7]
+    with pytest.raises(ValueError, match='multiple'):
+        patchify(img, 3)
+    m = PatchViT(4, 4, 10, channels=8, heads=2, num_layers=1, **variant_kwargs('mixed', 2))
+    assert m(p).shape == (2, 10)
+    assert m.blocks[0].conv.laplacian_heads == 1
+
+
+def test_lm_model_is_causal():
+    import torch
+    from pyg_ple.lm import CharTransformerLM, variant_kwargs
+    torch.manual_seed(0)
+    for v in ('standard', 'laplacian', 'mixed_learned_eta'):
+        m = CharTransformerLM(11, block_size=8, channels=8, num_layers=2, heads=2, **variant_kwargs(v, 2)).eval()
+        x = torch.randint(0, 11, (1, 8))
+        y = x.clone()
+        y[0, 5:] = (y[0, 5:] + 1) % 11
+        torch.testing.assert_close(m(x)[:, :5], m(y)[:, :5])
+    out = m.generate(x[:, :3], 4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 7)
+    with pytest.raises(ValueError, match='unknown variant'):
+        variant_kwargs('nope', 2)

@@ -1,0 +1,119 @@
+"""Protocol of Errica et al.: stratified, disjoint, covering, deterministic folds; validation inside training."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyg_ple.protocol import expand_grid, get_splits, make_splits
+
+LABELS = np.array([0] * 60 + [1] * 30 + [2] * 15)
+
+
+def test_folds_are_disjoint_cover_every_graph_and_are_stratified():
+    folds = make_splits(LABELS, n_folds=5, seed=0)
+    assert len(folds) == 5
+    tests = [set(f['test']) for f in folds]
+    assert set().union(*tests) == set(range(len(LABELS)))
+    assert sum(len(t) for t in tests) == len(LABELS)  # pairwise disjoint
+    overall = np.bincount(LABELS) / len(LABELS)
+    for f in folds:
+        tr, va, te = set(f['train']), set(f['val']), set(f['test'])
+        assert not (tr & va) and not (tr & te) and not (va & te)
+        assert tr | va | te == set(range(len(LABELS)))
+        for part, tol in ((f['test'], 0.06), (f['train'] + f['val'], 0.02)):
+            frac = np.bincount(LABELS[part], minlength=3) / len(part)
+            assert np.abs(frac - overall).max() <= tol
+        # 10 % validation, stratified: every class present.
+        assert len(f['val']) == round(0.1 * (len(f['train']) + len(f['val'])))
+        assert set(LABELS[f['val']]) == {0, 1, 2}
+
+
+def test_folds_deterministic_under_seed_and_differ_across_seeds():
+    a = make_splits(LABELS, 10, seed=3)
+    b = make_splits(LABELS, 10, seed=3)
+    c = make_splits(LABELS, 10, seed=4)
+    assert a == b
+    assert a != c
+
+
+def test_validation_never_overlaps_test_fold():
+    for seed in range(3):
+        for f in make_splits(LABELS, 10, seed=seed):
+            assert not set(f['val']) & set(f['test'])
+
+
+def test_splits_saved_and_reloaded(tmp_path):
+    path = tmp_path / 'splits.json'
+    a = get_splits(path, LABELS, 5, seed=1, dataset='toy')
+    saved = json.loads(path.read_text())
+    assert saved['n_folds'] == 5 and saved['seed'] == 1 and saved['num_graphs'] == len(LABELS)
+    # Reloading returns the stored splits, even if making them again would differ.
+    saved['folds'][0]['val'], saved['folds'][0]['train'] = saved['folds'][0]['train'][:2], saved['folds'][0]['val']
+    path.write_text(json.dumps(saved))
+    b = get_splits(path, LABELS, 5, seed=1)
+    assert b[0]['val'] == a[0]['train'][:2]
+    with pytest.raises(ValueError, match='does not match'):
+        get_splits(path, LABELS, 5, seed=2)
+    with pytest.raises(ValueError, match='does not match'):
+        get_splits(path, LABELS[::-1], 5, seed=1)
+
+
+def test_too_small_class_is_rejected():
+    with pytest.raises(ValueError, match='smallest class'):
+        make_splits(np.array([0] * 20 + [1] * 3), n_folds=5)
+
+
+def test_expand_grid():
+    assert expand_grid(None) == [{}]
+    g = expand_grid({'lr': [1e-3, 1e-4], 'hidden': [32, 64], 'pool': 'mean'})
+    assert len(g) == 4 and {'lr': 1e-4, 'hidden': 32, 'pool': 'mean'} in g
+    assert expand_grid([{'lr': 1}, {'lr': 2}]) == [{'lr': 1}, {'lr': 2}]
+
+
+def _tu_root():
+    for cand in (os.environ.get('PYG_PLE_DATA'), Path(__file__).resolve().parents[2] / 'shared' / 'data',
+                 '/work/shared/data'):
+        if cand and (Path(cand) / 'TUDataset' / 'MUTAG' / 'raw').is_dir():
+            return Path(cand)
+    return None
+
+
+@pytest.mark.skipif(_tu_root() is None, reason='TU data not found (set PYG_PLE_DATA to a folder with TUDataset/)')
+def test_tu_loading_mutag_and_degree_features(tmp_path, monkeypatch):
+    from pyg_ple.datasets import load_dataset
+    monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
+    root = _tu_root()
+    ds = load_dataset('MUTAG', root=root)
+    assert len(ds) == 188 and ds.num_features == 7 and ds.num_classes == 2
+    assert np.bincount(ds.labels).tolist() == [63, 125]
+    assert not (root / 'TUDataset' / 'MUTAG' / 'processed').exists()  # nothing written into the data folder
+    assert (tmp_path / 'cache' / 'MUTAG' / 'processed').is_dir()
+    if (root / 'TUDataset' / 'IMDB-BINARY' / 'raw').is_dir():
+        ds = load_dataset('IMDB-BINARY', root=root / 'TUDataset')
+        assert ds.num_features == 136 and 'degree' in ds.info['features']
+        g = ds.graphs[0]
+        assert g.x.shape == (g.num_nodes, 136) and bool((g.x.sum(1) == 1).all())
+
+
+def test_unknown_tu_dataset_offline_gives_clear_error(tmp_path, monkeypatch):
+    from pyg_ple import datasets
+    from pyg_ple.datasets import DatasetUnavailableError, load_tu
+
+    class Offline:
+        def __init__(self, *a, **k):
+            raise OSError('network is unreachable')
+
+    import torch_geometric.datasets
+    monkeypatch.setattr(torch_geometric.datasets, 'TUDataset', Offline)
+    with pytest.raises(DatasetUnavailableError) as e:
+        load_tu('NOT_A_DATASET', root=tmp_path)
+    msg = str(e.value)
+    assert 'NOT_A_DATASET' in msg and '--root' in msg and 'PYG_PLE_DATA' in msg and 'raw' in msg
+    assert not (tmp_path / 'NOT_A_DATASET').exists()
+    with pytest.raises(DatasetUnavailableError):
+        load_tu('MUTAG', root=tmp_path, download=False)
+    assert datasets.TU_DATASETS
