@@ -97,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
           '(Adam) and training loop (`pyg_ple.training.fit`). Edge labels are not used. Bold: best on the dataset.',
           '', pivot(rows), '',
           '**Compute budget (read before comparing with the literature).** These runs share 2 CPU cores with other '
-          'jobs, so the grid is shrunk to ONE configuration per model (hidden 64, 3 layers, 4 heads, dropout 0.1, '
-          'mean pooling, batch 32, Adam lr 3e-3, no weight decay, no positional encoding, attention over the native '
-          'edges) and the epoch budget is short (per dataset below) instead of Errica et al.\'s grid and up to 1000 '
+          'jobs, so the grid is shrunk to ONE configuration per model (3 layers, 4 heads, dropout 0.1, mean '
+          'pooling, batch 32, Adam lr 3e-3, no weight decay, no positional encoding, attention over the native '
+          'edges; hidden width and epochs per dataset in the table below) and the epoch budget is short instead of '
+          'Errica et al.\'s grid and up to 1000 '
           'epochs with early stopping. The protocol itself (10 outer folds, inner validation, selection on '
           'validation only) is not shrunk. Numbers are therefore lower bounds for every model, and differences '
           'within one standard deviation are not meaningful.', '',
@@ -111,15 +112,18 @@ def main(argv: list[str] | None = None) -> int:
           'Data: `../shared/data/TUDataset/<NAME>/raw` (read-only). `pyg-ple` never writes there: it symlinks the raw '
           'files into a writable cache (`$PYG_PLE_CACHE`, default `~/.cache/pyg_ple/tu/<NAME>/raw`) and PyG writes '
           '`processed/` next to the links. Run folders (`runs/`, git-ignored) hold `splits.json`, `state.json`, the '
-          'selected model of every fold and the per-run results.', '', '```']
+          'selected model of every fold and the per-run results. The runs were started from the repository root as '
+          '`python -m pyg_ple bench ...` (the same entry point as `pyg-ple`), one after another, with '
+          '`/work/shared/data` being `../shared/data` seen from the repository.', '', '```']
     for r in runs:
         md.append(r['command'])
     md += [f'python benchmarks/graph_classification.py {" ".join(str(d) for d in args.runs)}', '```', '']
-    md += ['| dataset | epochs | graphs | features | wall time (min) |', '|---|---:|---:|---|---:|']
+    md += ['| dataset | epochs | hidden | graphs | features | wall time (min) |', '|---|---:|---:|---:|---|---:|']
     for r in runs:
         info = r['info']
         secs = f"{r['seconds'] / 60:.1f}" if r['seconds'] else '–'
-        md.append(f"| {r['dataset']} | {r['config']['epochs']} | {info.get('graphs', '')} | "
+        md.append(f"| {r['dataset']} | {r['config']['epochs']} | {r['config']['hparams'].get('hidden', '')} | "
+                  f"{info.get('graphs', '')} | "
                   f"{info.get('features', '')} | {secs} |")
     md.append('')
     if args.notes and args.notes.exists():

@@ -87,7 +87,8 @@ def run_one(args, data, name: str, variant: str, seed: int) -> dict:
 
     def evaluate(m):
         logits = torch.cat([m(xva[i:i + 512].to(args.device)) for i in range(0, len(xva), 512)]).cpu()
-        return {'val_loss': float(F.cross_entropy(logits, yva)), 'val_acc': float((logits.argmax(1) == yva).float().mean())}
+        return {'val_loss': float(F.cross_entropy(logits, yva)),
+                'val_acc': float((logits.argmax(1) == yva).float().mean())}
 
     epochs = args.epochs or DATASETS[name]['epochs']
     cfg = TrainConfig(epochs=epochs, lr=args.lr, seed=seed, device=args.device, progress=False,
@@ -127,6 +128,7 @@ def report(out_dir: Path) -> str:
                 continue
             rows.append([v, len(vr), vr[0]['params'], vr[0]['epochs'],
                          C.fmt(C.mean_std([100 * r['final_val_acc'] for r in vr]), 2),
+                         C.fmt(C.mean_std([100 * float(np.mean(r['val_acc'][-3:])) for r in vr]), 2),
                          C.fmt(C.mean_std([r['final_val_loss'] for r in vr]), 4),
                          f"{np.mean([r['wall_s'] for r in vr]):.0f}"])
             if v != 'standard':
@@ -134,15 +136,21 @@ def report(out_dir: Path) -> str:
                 if common:
                     pr = C.paired([100 * by[(v, s)]['final_val_acc'] for s in common],
                                   [100 * by[('standard', s)]['final_val_acc'] for s in common], lower_is_better=False)
+                    pl = C.paired([by[(v, s)]['final_val_loss'] for s in common],
+                                  [by[('standard', s)]['final_val_loss'] for s in common])
                     prow.append([f'{v} - standard', pr['n'], f"{pr['mean_diff']:+.2f} ± {pr['std_diff']:.2f}",
-                                 f"{pr['wins']}/{pr['n']}", f"{pr['p']:.3g}"])
+                                 f"{pr['wins']}/{pr['n']}", f"{pr['p']:.3g}",
+                                 f"{pl['mean_diff']:+.4f} ± {pl['std_diff']:.4f}", f"{pl['wins']}/{pl['n']}",
+                                 f"{pl['p']:.3g}"])
         r0 = rs[0]
         lines.append(f"\n**{name}** ({r0['n_train']} train / {r0['n_val']} val, seeds {seeds}):\n")
-        lines.append(C.md_table(['variant', 'seeds', 'params', 'epochs', 'val acc % (final epoch)', 'val loss',
+        lines.append(C.md_table(['variant', 'seeds', 'params', 'epochs', 'val acc % (final epoch)',
+                                 'val acc % (mean of last 3 epochs)', 'val loss (final)',
                                  'wall s/run'], rows))
         if prow:
-            lines.append('\nPaired (same seed), accuracy points:\n')
-            lines.append(C.md_table(['comparison', 'pairs', 'mean diff ± std', 'seeds better', 'paired t p'], prow))
+            lines.append('\nPaired (same seed): final accuracy (points) and final validation loss:\n')
+            lines.append(C.md_table(['comparison', 'pairs', 'acc diff ± std', 'seeds better', 'paired t p',
+                                     'loss diff ± std', 'seeds lower loss', 'paired t p (loss)'], prow))
     return '\n'.join(lines)
 
 

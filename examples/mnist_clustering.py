@@ -2,9 +2,9 @@
 
 N test images (a stratified random subset per seed) are flattened, centred (minus the subset's mean image) and
 embedded linearly (a random ``nn.Linear(784, channels)``, seeded, then multiplied by one scalar so that the tokens
-have RMS 1, the scale at which LayerNorm works; ``--embed-scale none`` skips it).  The N embeddings form ONE token sequence (all
-pairs attend, so the attention matrix is a graph over the images) and the same :class:`pyg_ple.PLETransformerBlock`
-is applied ``--steps`` times.  No training anywhere.
+have RMS 1, the scale at which LayerNorm works; ``--embed-scale none`` skips it).  The N embeddings form ONE token
+sequence (all pairs attend, so the attention matrix is a graph over the images) and the same
+:class:`pyg_ple.PLETransformerBlock` is applied ``--steps`` times.  No training anywhere.
 
 Block variants: heads ``standard`` / ``laplacian`` (all heads) / ``mixed`` (half), each with
 
@@ -64,6 +64,8 @@ def parse_args(argv=None):
     p.add_argument('--out', default=str(C.RESULTS / 'mnist_clustering.json'))
     p.add_argument('--png', default=str(C.RESULTS / 'mnist_clustering.png'), help="'' for no plot")
     p.add_argument('--no-baselines', action='store_true')
+    p.add_argument('--summarise-sweep', default=None, metavar='DIR',
+                   help='only print a table of the result JSONs in DIR (runs with other --qk-scale/--step-size)')
     return p.parse_args(argv)
 
 
@@ -183,6 +185,23 @@ def summarise(results: dict) -> str:
     return text
 
 
+def summarise_sweep(folder: Path) -> str:
+    """One row per (qk_scale, step_size, variant) of the JSONs in ``folder`` (2-D k-NN before/after, ...)."""
+    import json
+    rows = []
+    for f in sorted(Path(folder).glob('*.json')):
+        r = json.loads(f.read_text())
+        cfg, S = r['config'], r['seeds']
+        for name in [k for k in S[next(iter(S))] if '/' in k]:
+            def ms(when, m):
+                return C.fmt(C.mean_std([S[s][name][when][m] for s in S]))
+            rows.append([cfg['qk_scale'], cfg['step_size'], name, ms('before', '2d_knn'), ms('after', '2d_knn'),
+                         ms('after', '2d_silhouette'), ms('before', 'full_knn'), ms('after', 'full_knn')])
+    rows.sort(key=lambda r: (r[2], r[0], r[1]))
+    return C.md_table(['qk scale', 'eta', 'variant', '2-D 5-NN before', '2-D 5-NN after', '2-D silhouette after',
+                       'full 5-NN before', 'full 5-NN after'], rows)
+
+
 def plot(results: dict, png: Path) -> None:
     import matplotlib
     matplotlib.use('Agg')
@@ -218,6 +237,9 @@ def plot(results: dict, png: Path) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.summarise_sweep:
+        print(summarise_sweep(Path(args.summarise_sweep)))
+        return 0
     C.set_threads(args.threads)
     t0 = time.perf_counter()
     results = run(args)

@@ -24,7 +24,6 @@ All variants have the same parameters except ``heads`` step sizes per layer for 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import torch

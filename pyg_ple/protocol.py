@@ -347,7 +347,7 @@ def plot_results(rows: Sequence[dict[str, Any]], title: str = '') -> bytes:
     import matplotlib.pyplot as plt
     datasets = list(dict.fromkeys(r['dataset'] for r in rows))
     models = list(dict.fromkeys(r['model'] for r in rows))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 0.5 * len(models) * len(datasets)), 3.8))
+    fig, ax = plt.subplots(figsize=(min(11.0, max(5.0, 1.5 + 1.4 * len(datasets))), 4.2))
     width = 0.8 / max(len(models), 1)
     for j, m in enumerate(models):
         xs, ys, es = [], [], []
@@ -362,10 +362,10 @@ def plot_results(rows: Sequence[dict[str, Any]], title: str = '') -> bytes:
     ax.set_ylabel('test accuracy (%)')
     lo = min((r['acc_mean'] - r['acc_std'] for r in rows), default=0)
     ax.set_ylim(max(0.0, lo - 10), 100)
-    ax.legend(fontsize=7, ncol=min(len(models), 4), loc='lower right')
+    ax.legend(fontsize=7, ncol=min(len(models), 8), loc='lower center', bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.grid(axis='y', alpha=0.3)
     if title:
-        ax.set_title(title, fontsize=9)
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=120)
