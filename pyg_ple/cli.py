@@ -135,6 +135,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from pyg_ple.datasets import DatasetUnavailableError, load_dataset
     from pyg_ple.models import MODEL_NAMES
+    from pyg_ple.distributed import cleanup, init_distributed
     from pyg_ple.protocol import BenchmarkConfig, format_table, run_benchmark, summarize, write_results
 
     if args.threads:
@@ -172,12 +173,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f'models {", ".join(models)}; {args.folds} folds x {len(grid)} config(s) x {epochs} epochs; out {out}',
           file=sys.stderr)
     t0 = time.time()
+    info = init_distributed()  # a no-op unless launched by torchrun
+    if info.world_size > 1:
+        cfg.device, cfg.progress = str(info.device), cfg.progress and info.is_main
     try:
         state = run_benchmark(ds, cfg, out, resume=args.resume, command=command, dataset_args=dataset_args)
     except KeyboardInterrupt:
         print(f'\npyg-ple bench: interrupted; finished folds are in {out / "state.json"}. Continue with the same '
               'command and --resume.', file=sys.stderr)
         return 130
+    finally:
+        cleanup()
+    if not info.is_main:
+        return 0
     rows = summarize(state, models)
     grid_text = json.dumps(grid) if grid != [{}] else f'one configuration {json.dumps(hparams)}'
     meta = {'command': command, 'dataset': ds.name, 'info': ds.info, 'config': cfg.comparable(),

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 
 from pyg_ple.datasets import GraphDataset
 from pyg_ple.models import build_model, count_parameters
+from pyg_ple.distributed import (barrier, distributed_loader, init_distributed, is_distributed, is_main_process,
+                                 unwrap_model, wrap_model)
 from pyg_ple.training import TrainConfig, atomic_torch_save, atomic_write_json, fit, seed_everything
 
 __all__ = ['make_splits', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'BenchmarkConfig',
@@ -175,9 +177,13 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
     model_kw = {**cfg.hparams, **{k: v for k, v in grid_cfg.items() if k not in TRAIN_KEYS}}
     seed_everything(run_seed)
     model = build_model(name, ds.num_features, ds.num_classes, **model_kw)
-    gen = torch.Generator().manual_seed(run_seed)
     bs = int(train_kw.get('batch_size', cfg.batch_size))
-    train_loader = DataLoader(ds.subset(split['train']), batch_size=bs, shuffle=True, generator=gen)
+    if is_distributed():  # under torchrun: each process trains on its shard, DDP averages the gradients
+        train_loader = distributed_loader(ds.subset(split['train']), batch_size=bs, shuffle=True, seed=run_seed)
+        model = wrap_model(model, init_distributed())
+    else:
+        gen = torch.Generator().manual_seed(run_seed)
+        train_loader = DataLoader(ds.subset(split['train']), batch_size=bs, shuffle=True, generator=gen)
     val_loader = DataLoader(ds.subset(split['val']), batch_size=256)
     test_loader = DataLoader(ds.subset(split['test']), batch_size=256)
 
@@ -196,6 +202,7 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
     res = fit(model, train_loader, tc, loss_fn, evaluate, monitor='val_score', mode='max',
               meta={'model': name, 'fold': split['fold'], 'config': grid_cfg, 'seed': run_seed})
     model.load_state_dict(res.best_state)
+    model = unwrap_model(model)
     test = evaluate_loader(model, test_loader, cfg.device)
     return {
         'config': grid_cfg, 'seed': run_seed, 'best_epoch': res.best_epoch, 'epochs_run': res.epochs_run,
@@ -217,12 +224,13 @@ def run_benchmark(ds: GraphDataset, cfg: BenchmarkConfig, out: str | os.PathLike
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / 'state.json'
     ckpt_dir = out / 'checkpoints'
-    if not resume:
+    if not resume and is_main_process():
         for p in (state_path, out / 'splits.json'):
             if p.exists():
                 p.unlink()
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         shutil.rmtree(out / 'models', ignore_errors=True)
+    barrier()  # the other processes read what rank 0 kept or removed
     splits = get_splits(out / 'splits.json', ds.labels, cfg.n_folds, cfg.seed, cfg.val_fraction, ds.name)
     state: dict[str, Any] = {'dataset': ds.name, 'info': ds.info, 'config': cfg.comparable(), 'runs': {},
                              'command': command, 'torch': torch.__version__}
@@ -273,8 +281,8 @@ def run_benchmark(ds: GraphDataset, cfg: BenchmarkConfig, out: str | os.PathLike
                                   'grid_val_acc': [c['val_acc'] for c in candidates],
                                   'seconds': time.perf_counter() - t0}
             atomic_write_json(state_path, state)
-            for p in (ckpt_dir / name).glob(f'fold{split["fold"]}_cfg*.pt'):  # the fold is stored: drop them
-                p.unlink()
+            for p in (ckpt_dir / name).glob(f'fold{split["fold"]}_cfg*.pt') if is_main_process() else ():
+                p.unlink()  # the fold is stored: drop its checkpoints
             if bar is not None:
                 bar.update(1)
     finally:

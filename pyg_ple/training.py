@@ -70,9 +70,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, then ``os.replace``.
 
     A process interrupted at any point (Ctrl-C, SIGKILL, power loss after the fsync) leaves either the old file or the
-    new one, never a half-written file. Parent folders are created.
+    new one, never a half-written file. Parent folders are created. In a multi-process (``torchrun``) run only rank 0
+    writes; the other processes return without touching the file.
     """
     path = Path(path)
+    if _distributed_rank() > 0:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:

@@ -76,3 +76,20 @@ def test_single_process_fallback(monkeypatch):
     monkeypatch.setenv('WORLD_SIZE', '2')
     with pytest.raises(RuntimeError, match='torchrun'):
         D.init_distributed()
+
+
+def test_torchrun_bench_end_to_end(tmp_path):
+    """`torchrun --nproc_per_node=2 -m pyg_ple bench` trains with DDP, writes one set of results from rank 0, and
+    saves models that load without DDP's 'module.' prefix."""
+    out = tmp_path / 'run'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m', 'pyg_ple',
+           'bench', '--digits-n', '40', '--folds', '2', '--epochs', '1', '--models', 'gcn,laplacian', '--out',
+           str(out), '--no-progress', '--threads', '1']
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count('results:') == 1  # only rank 0 reports
+    rows = json.loads((out / 'results.json').read_text())['results']
+    assert {r['model'] for r in rows} == {'gcn', 'laplacian'} and all(r['folds'] == 2 for r in rows)
+    saved = torch.load(out / 'models' / 'laplacian_fold0.pt', weights_only=False)
+    assert not any(k.startswith('module.') for k in saved['state_dict'])
+    assert not list(out.glob('**/*.tmp'))
