@@ -180,7 +180,7 @@ class LaplacianDiffusionConv(MessagePassing):
             coef = coef.unsqueeze(-1).expand(-1, self.heads)
 
         aggregated = self.propagate(edge_index, value=value, alpha=coef)  # [N, H, C]
-        out = self.combine_heads(aggregated, value, self_weight)
+        out = self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1))
         out = out.reshape(num_nodes, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
         if self.bias is not None:
             out = out + self.bias
@@ -214,10 +214,20 @@ class LaplacianDiffusionConv(MessagePassing):
         deg_inv_sqrt = torch.where(deg > 0, deg.rsqrt(), torch.zeros_like(deg))
         return deg_inv_sqrt[dst] * edge_weight * deg_inv_sqrt[src], has_in
 
-    def combine_heads(self, aggregated: Tensor, value: Tensor, self_weight: Tensor) -> Tensor:
-        r"""``eta_h (AV - s V)`` on Laplacian heads, ``AV`` on plain heads; all ``[N, H, C]``."""
-        laplacian = self.eta.to(value.dtype).view(1, -1, 1) * (aggregated - self_weight.view(-1, 1, 1) * value)
-        return torch.where(self.laplacian_mask.view(1, -1, 1), laplacian, aggregated)
+    def combine_heads(self, aggregated: Tensor, value: Tensor, self_weight: Optional[Tensor],
+                      head_shape: Tuple[int, ...] = (1, -1, 1)) -> Tensor:
+        r"""``eta_h (AV - s V)`` on Laplacian heads, ``AV`` on plain heads.
+
+        ``aggregated`` and ``value`` share a layout (``[N, H, C]``, or ``[B, H, T, C]`` with ``head_shape=(1, -1, 1,
+        1)``), ``self_weight`` broadcasts against them (``None``: every node has an incoming edge) and ``head_shape``
+        views a per-head vector the same way."""
+        if self.laplacian_heads == 0:
+            return aggregated
+        laplacian = aggregated - (value if self_weight is None else self_weight * value)
+        laplacian = self.eta.to(value.dtype).view(head_shape) * laplacian
+        if self.laplacian_heads == self.heads:
+            return laplacian
+        return torch.where(self.laplacian_mask.view(head_shape), laplacian, aggregated)
 
     def message(self, value_j: Tensor, alpha: Tensor) -> Tensor:
         return alpha.unsqueeze(-1) * value_j
@@ -246,7 +256,7 @@ class LaplacianDiffusionConv(MessagePassing):
         dropout = self.dropout if self.training else 0.0
         if allowed is None:
             aggregated = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, is_causal=causal)
-            self_weight = x.new_ones(B, 1, T, 1)
+            self_weight = None  # every row has a key (itself, at least)
         else:
             row_valid = allowed.any(dim=-1, keepdim=True)  # [B, T, 1]
             # A row without keys would give NaN (and NaN gradients); let it attend anywhere and zero it below.
@@ -255,8 +265,7 @@ class LaplacianDiffusionConv(MessagePassing):
                                                         dropout_p=dropout)
             self_weight = row_valid.unsqueeze(1).to(x.dtype)  # [B, 1, T, 1]
             aggregated = aggregated * self_weight
-        laplacian = self.eta.to(x.dtype).view(1, H, 1, 1) * (aggregated - self_weight * value)
-        out = torch.where(self.laplacian_mask.view(1, H, 1, 1), laplacian, aggregated).transpose(1, 2)  # [B,T,H,C]
+        out = self.combine_heads(aggregated, value, self_weight, (1, H, 1, 1)).transpose(1, 2)  # [B, T, H, C]
         out = out.reshape(B, T, H * C) if self.concat else out.mean(dim=2)
         if self.bias is not None:
             out = out + self.bias
