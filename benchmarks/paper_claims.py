@@ -80,12 +80,27 @@ def tables(args) -> int:
     if (res / 'linearity.json').exists():
         print('\n## Linearity\n')
         print(_load('benchmarks/linearity.py').summarise(json.loads((res / 'linearity.json').read_text())))
-    if (res / 'lm').exists():
-        print('\n## Character LM\n')
-        print(_load('benchmarks/lm_shakespeare.py').report(res / 'lm', res / 'lm_curves.png'))
-    if (res / 'vit').exists():
-        print('\n## ViT\n')
-        print(_load('benchmarks/vit_patches.py').report(res / 'vit'))
+    if (res / 'sweep').exists():
+        print('\n## Clustering sensitivity (qk scale x step size)\n')
+        print(_load('examples/mnist_clustering.py').summarise_sweep(res / 'sweep'))
+    if (res / 'manifold_compare.json').exists():
+        print('\n## PLEEmbedding vs scikit-learn\n')
+        r = json.loads((res / 'manifold_compare.json').read_text())
+        for label, per in r['results'].items():
+            rows = [[name] + [C.fmt(C.mean_std([v[c] for v in per_seed.values()]))
+                              for c in ('trust', 'knn', 'silhouette', 'time_s')] for name, per_seed in per.items()]
+            print(f'\n**{label}**\n')
+            print(C.md_table(['method', 'trustworthiness', 'k-NN acc', 'silhouette', 'fit time s'], rows))
+    lm = _load('benchmarks/lm_shakespeare.py')
+    for folder, png in (('lm', 'lm_curves.png'), ('lm_4000', 'lm_curves_4000.png')):
+        if (res / folder).exists():
+            print(f'\n## Character LM ({folder})\n')
+            print(lm.report(res / folder, res / png))
+    vit = _load('benchmarks/vit_patches.py')
+    for folder in ('vit', 'vit_long_digits', 'vit_long_mnist'):
+        if (res / folder).exists():
+            print(f'\n## ViT ({folder})\n')
+            print(vit.report(res / folder))
     return 0
 
 
