@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import math
 import os
 import platform
@@ -142,15 +141,6 @@ def training_step(module, forward):
 # ----------------------------------------------------------------------------------------------------------------
 # models
 # ----------------------------------------------------------------------------------------------------------------
-def conv_is_wired():
-    """Does LaplacianDiffusionConv route its learned mode through the fused kernel (``fused=True``)?"""
-    try:
-        import pyg_ple.conv as conv_mod
-        return 'edge_softmax_aggregate' in inspect.getsource(conv_mod)
-    except (OSError, TypeError):
-        return False
-
-
 class KernelInputs(torch.nn.Module):
     """Leaf q, k, v [N, H, C] (as parameters, so the step's backward reaches them)."""
 
@@ -162,9 +152,9 @@ class KernelInputs(torch.nn.Module):
 
 
 def ldc_forward(conv, x, edge_index, fused):
-    """The conv's fast path: ``conv(x, edge_index)`` when its ``fused`` switch reaches the kernel, else the same
-    computation through :func:`pyg_ple.fused.fused_conv_forward` (tested equal to the reference path)."""
-    if fused and not conv_is_wired():
+    """The conv's kernel path (forced through :func:`pyg_ple.fused.fused_conv_forward`, which ``fused=True`` runs
+    from ``FUSED_MIN_EDGES`` edges on) or its reference ``propagate`` path."""
+    if fused:
         return lambda: fused_conv_forward(conv, x, edge_index)
     return lambda: conv(x, edge_index)
 
@@ -413,8 +403,8 @@ def write_outputs(args, rows, device, argv, wall):
          f'- heads {args.heads} x {args.channels} channels; time = best of {args.repeats} repeats after 1 warm-up '
          f'step (median in the CSV); load average at start {LOAD_AT_START}; '
          f'wall time {wall:.0f} s',
-         f'- LaplacianDiffusionConv fused switch routed through `edge_softmax_aggregate`: '
-         f'{"yes" if conv_is_wired() else "not yet: LDC-fused runs pyg_ple.fused.fused_conv_forward(conv, x, ei)"}',
+         '- LDC-fused forces the kernel (`pyg_ple.fused.fused_conv_forward`, what `fused=True` runs from '
+         '`pyg_ple.conv.FUSED_MIN_EDGES` edges on); LDC-reference is `fused=False` (`propagate`)',
          '- time: one training step (forward, sum, backward). peak: tensor bytes allocated by the step above the '
          'level before it (CUDA: max_memory_allocated; CPU: running sum of the PyTorch profiler allocator events).',
          '- ratios are against TransformerConv (graph suite) or the SDPA layer (sequence suite) *in the same run*; '

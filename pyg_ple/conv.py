@@ -19,6 +19,10 @@ from pyg_ple.validation import check_edge_values, check_features, check_finite, 
 
 NORMALIZATIONS = ('rw', 'sym', 'comb')
 
+# Below this many edges the reference ``propagate`` path ran faster than the fused kernel on CPU (kernel launch and
+# CSR set-up dominate): 4k-40k edges favoured the reference, 160k and more the kernel (benchmarks/results/speed.md).
+FUSED_MIN_EDGES = 65_536
+
 
 class LaplacianDiffusionConv(MessagePassing):
     r"""One Laplacian-diffusion step over a learned (attention) or a fixed weighted graph.
@@ -63,7 +67,8 @@ class LaplacianDiffusionConv(MessagePassing):
         bias: add a learned bias to the output.
         fused: in learned mode, use the fused kernel of :mod:`pyg_ple.fused` (SDDMM, segment softmax, SpMM: no
             ``[E, H, C]`` messages in forward or backward) unless a hook, an explainer or ``torch.compile`` needs
-            the per-edge ``propagate`` path; ``False`` always takes the reference ``propagate`` path. The kernel
+            the per-edge ``propagate`` path, or, on CPU, the graph has fewer than ``FUSED_MIN_EDGES`` edges (where
+            ``propagate`` is faster); ``False`` always takes the reference ``propagate`` path. The kernel
             supports first-order gradients only: use ``fused=False`` for double backward.
         **kwargs: passed to :class:`torch_geometric.nn.conv.MessagePassing`.
 
@@ -163,7 +168,8 @@ class LaplacianDiffusionConv(MessagePassing):
             if edge_attr is not None and self.edge_dim is not None and edge_attr.size(-1) != self.edge_dim:
                 raise ValueError(f"'edge_attr' must have edge_dim={self.edge_dim} features "
                                  f"(got shape {tuple(edge_attr.shape)})")
-        if edge_weight is None and self.fused and checking() and self._fused_applies(x, return_attention_weights):
+        if (edge_weight is None and self.fused and checking()
+                and self._fused_applies(x, edge_index, return_attention_weights)):
             return fused_conv_forward(self, x, edge_index, edge_attr, bool(return_attention_weights))
         value = self.lin_value(x).view(-1, self.heads, self.out_channels)
 
@@ -188,10 +194,11 @@ class LaplacianDiffusionConv(MessagePassing):
             return out, (edge_index, coef)
         return out
 
-    def _fused_applies(self, x: Tensor, return_attention_weights: Optional[bool]) -> bool:
+    def _fused_applies(self, x: Tensor, edge_index: Tensor, return_attention_weights: Optional[bool]) -> bool:
         # The kernel covers float32/float64 (any dtype on CUDA) and first-order gradients; hooks, explainers and
         # torch.compile (which fuses the reference path itself, without graph breaks) take ``propagate``.
-        if x.device.type == 'cpu' and x.dtype not in (torch.float32, torch.float64):
+        if x.device.type == 'cpu' and (x.dtype not in (torch.float32, torch.float64)
+                                       or edge_index.size(1) < FUSED_MIN_EDGES):
             return False
         return can_use_fused(self, bool(return_attention_weights))
 

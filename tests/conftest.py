@@ -15,3 +15,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 def _seed():
     torch.manual_seed(12345)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fused_on_small_graphs(monkeypatch):
+    """Test graphs are tiny: let ``fused=True`` take the kernel on them too, so both paths stay covered
+    (``test_fused_size_threshold`` checks the size rule itself)."""
+    monkeypatch.setattr('pyg_ple.conv.FUSED_MIN_EDGES', 0)

@@ -397,3 +397,18 @@ def test_duplicate_edges_match_reference_in_values_and_gradients(add_self_loops)
         results.append((out.detach(), xx.grad))
     torch.testing.assert_close(results[0][0], results[1][0])
     torch.testing.assert_close(results[0][1], results[1][1])
+
+
+def test_fused_size_threshold(monkeypatch):
+    """On CPU the conv takes the kernel from FUSED_MIN_EDGES edges on, and propagate below."""
+    import pyg_ple.conv as conv_module
+    from pyg_ple import LaplacianDiffusionConv
+    monkeypatch.setattr(conv_module, 'FUSED_MIN_EDGES', 10)
+    conv = LaplacianDiffusionConv(4, 2, heads=2)
+    calls = []
+    monkeypatch.setattr(conv_module, 'fused_conv_forward', lambda *a, **k: calls.append(1) or a[1][:, :4] * 0)
+    x = torch.randn(6, 4)
+    conv(x, torch.tensor([[0, 1, 2], [1, 2, 3]]))
+    assert calls == []  # 3 edges < 10: propagate
+    conv(x, torch.randint(0, 6, (2, 12)))
+    assert calls == [1]  # 12 edges: the kernel
