@@ -218,11 +218,12 @@ class AttentionAdjacency(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Adj, edge_attr: Optional[Tensor] = None,
                 batch: Optional[Tensor] = None, checked: bool = False) -> AttentionGraph:
+        # ``checked``: the caller (the conv) has already parsed and validated ``edge_index`` and ``edge_attr``.
         num_nodes = x.size(0)
         if not checked:
             edge_index, _ = as_edge_index(edge_index, num_nodes, self.in_channels, x)
-        if checking():
-            check_edge_values(edge_attr, edge_index.size(1), 'edge_attr')
+            if checking():
+                check_edge_values(edge_attr, edge_index.size(1), 'edge_attr')
         edge_index, edge_attr = self.prepare_edges(edge_index, num_nodes, edge_attr)
         query, key = self.project(x)
         alpha = self.normalize(self.scores(query, key, edge_index, edge_attr), edge_index, num_nodes)

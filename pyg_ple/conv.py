@@ -186,10 +186,7 @@ class LaplacianDiffusionConv(MessagePassing):
             coef = coef.unsqueeze(-1).expand(-1, self.heads)
 
         aggregated = self.propagate(edge_index, value=value, alpha=coef)  # [N, H, C]
-        out = self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1))
-        out = out.reshape(num_nodes, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
-        if self.bias is not None:
-            out = out + self.bias
+        out = self.merge_heads(self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)))
         if return_attention_weights:
             return out, (edge_index, coef)
         return out
@@ -236,6 +233,11 @@ class LaplacianDiffusionConv(MessagePassing):
             return laplacian
         return torch.where(self.laplacian_mask.view(head_shape), laplacian, aggregated)
 
+    def merge_heads(self, out: Tensor) -> Tensor:
+        r"""``[..., H, C]`` to ``[..., H * C]`` (``concat``) or ``[..., C]`` (mean over heads), plus the bias."""
+        out = out.flatten(-2) if self.concat else out.mean(dim=-2)
+        return out if self.bias is None else out + self.bias
+
     def message(self, value_j: Tensor, alpha: Tensor) -> Tensor:
         return alpha.unsqueeze(-1) * value_j
 
@@ -272,11 +274,7 @@ class LaplacianDiffusionConv(MessagePassing):
                                                         dropout_p=dropout)
             self_weight = row_valid.unsqueeze(1).to(x.dtype)  # [B, 1, T, 1]
             aggregated = aggregated * self_weight
-        out = self.combine_heads(aggregated, value, self_weight, (1, H, 1, 1)).transpose(1, 2)  # [B, T, H, C]
-        out = out.reshape(B, T, H * C) if self.concat else out.mean(dim=2)
-        if self.bias is not None:
-            out = out + self.bias
-        return out
+        return self.merge_heads(self.combine_heads(aggregated, value, self_weight, (1, H, 1, 1)).transpose(1, 2))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, '

@@ -400,10 +400,7 @@ def fused_conv_forward(conv, x: Tensor, edge_index: Tensor, edge_attr: Optional[
         self_weight = (csr.rowptr[1:] > csr.rowptr[:-1]).to(value.dtype)
     else:
         self_weight = (torch.bincount(edge_index[1], minlength=N) > 0).to(value.dtype)
-    out = conv.combine_heads(aggregated, value, self_weight.view(-1, 1, 1))
-    out = out.reshape(N, H * C) if conv.concat else out.mean(dim=1)
-    if conv.bias is not None:
-        out = out + conv.bias
+    out = conv.merge_heads(conv.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)))
     if return_attention_weights:
         return out, (edge_index, alpha)
     return out
