@@ -21,7 +21,7 @@ import torch
 import torch_geometric
 from torch import nn
 
-from pyg_ple.manifold import ple_init_
+from pyg_ple.block import ple_init_
 from pyg_ple.node import build_node_model, load_planetoid, train_node_classifier
 from pyg_ple.training import TrainConfig, atomic_write_text
 
@@ -79,7 +79,7 @@ regenerated from `laplacian_ablation.csv` by a call with an empty `--variants`.
   homophilous graph that part is close to noise and nearly unique per node, easy to memorise. The smoothing that
   `x + eta (A - I) x` stands for needs two things the default block lacks: `W_v W_o` close to the identity (so the
   update acts on the stream itself) and a residual stream on the scale that `LN(x)` has (here the encoder's output is
-  far smaller). Each alone helps little; together (the PLE initialisation of `pyg_ple.manifold.ple_init_` plus a
+  far smaller). Each alone helps little; together (the PLE initialisation of `pyg_ple.block.ple_init_` plus a
   LayerNorm after the encoder) they bring Laplacian heads level with standard heads.
 """
 

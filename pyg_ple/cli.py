@@ -67,6 +67,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help='what the transformer blocks attend over')
     p.add_argument('--step-size', type=float, default=1.0, help='Laplacian step size eta')
     p.add_argument('--learn-step-size', action='store_true')
+    p.add_argument('--ple-init', action='store_true',
+                   help='transformer blocks start as the diffusion step: W_v = W_o = I (pyg_ple.block.ple_init_)')
+    p.add_argument('--encoder-norm', action='store_true',
+                   help='LayerNorm after the node encoder of the transformer models (residual stream on LN scale)')
     p.add_argument('--pe', default='none', choices=['none', 'rw', 'lap'], help='positional encoding (all models)')
     p.add_argument('--pe-dim', type=int, default=8)
     p.add_argument('--digits-n', type=int, default=None,
@@ -161,7 +165,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 2
     hparams = dict(hidden=args.hidden or d['hidden'], num_layers=args.layers or d['layers'], heads=args.heads,
                    dropout=args.dropout, pool=args.pool, attention=args.attention, step_size=args.step_size,
-                   learn_step_size=args.learn_step_size, pe_dim=args.pe_dim if pe else 0)
+                   learn_step_size=args.learn_step_size, pe_dim=args.pe_dim if pe else 0,
+                   ple_init=args.ple_init, encoder_norm=args.encoder_norm)
     grid = _parse_grid(args.grid)
     cfg = BenchmarkConfig(models=models, n_folds=args.folds, epochs=epochs, seed=args.seed, device=args.device,
                           batch_size=args.batch_size or d['batch_size'], lr=args.lr or d['lr'], weight_decay=args.weight_decay,

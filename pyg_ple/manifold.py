@@ -59,7 +59,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ['PLEEmbedding', 'diffusion_graph']
+from pyg_ple.block import ple_init_  # noqa: F401  (kept here: the clustering experiments import it from here)
+
+__all__ = ['PLEEmbedding', 'diffusion_graph', 'ple_init_']
 
 
 def diffusion_graph(dist: np.ndarray, ind: np.ndarray, n_cols: int, graph: str) -> sp.csr_matrix:
@@ -252,36 +254,3 @@ class PLEEmbedding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
-
-
-def ple_init_(block, qk_scale: float = 1.0):
-    """Initialise a :class:`pyg_ple.PLETransformerBlock` so that it is one PLE gradient step (in place).
-
-    Sets ``W_v = W_o = I`` (zero biases), ``W_q = W_k = sqrt(qk_scale) I`` (zero biases) and zeroes the MLP's output
-    layer, so the block computes exactly::
-
-        out = x + eta (A - I) LN(x)        (Laplacian heads; standard heads: x + A LN(x))
-        A_h = softmax(qk_scale * <LN(x)_i^h, LN(x)_j^h> / sqrt(C))   (head h reads channel slice h)
-
-    i.e. the diffusion step ``X + eta (A - I) X`` of the method notes on the LayerNorm-ed latents (LN stands in for
-    the log-determinant term), with a data-derived attention graph: a Gaussian-type similarity of the latents
-    (dot-product attention with queries = keys).  The LayerNorm affine parameters stay at their identity
-    initialisation.  Returns ``block``.
-    """
-    import torch
-
-    conv = block.conv
-    F = block.channels
-    eye = torch.eye(F)
-    with torch.no_grad():
-        for lin, scale in ((conv.lin_query, qk_scale ** 0.5), (conv.lin_key, qk_scale ** 0.5),
-                           (conv.lin_value, 1.0), (block.proj, 1.0)):
-            lin.weight.copy_(scale * eye)
-            if lin.bias is not None:
-                lin.bias.zero_()
-        last = block.mlp[-1]
-        last.weight.zero_()
-        last.bias.zero_()
-        if conv.bias is not None:
-            conv.bias.zero_()
-    return block

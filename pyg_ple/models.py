@@ -38,7 +38,7 @@ from torch_geometric.nn import GATConv, GCNConv, GINConv, GPSConv, global_add_po
 from torch_geometric.utils import to_dense_batch
 
 from pyg_ple.attention import AttentionGraph
-from pyg_ple.block import PLETransformerBlock
+from pyg_ple.block import PLETransformerBlock, ple_init_
 from pyg_ple.edges import native_plus_full_edge_index
 
 __all__ = ['GraphClassifier', 'GNNClassifier', 'TransformerClassifier', 'TokenClassifier', 'build_model',
@@ -138,7 +138,8 @@ class TransformerClassifier(GraphClassifier):
     def __init__(self, in_channels: int, num_classes: int, hidden: int = 64, num_layers: int = 3, heads: int = 4,
                  laplacian_heads: int | None = None, dropout: float = 0.1, pool: str = 'mean', pe_dim: int = 0,
                  attention: str = 'native', mlp_ratio: float = 2.0, step_size: float = 1.0,
-                 learn_step_size: bool = False, attention_dropout: float = 0.0, **_: Any):
+                 learn_step_size: bool = False, attention_dropout: float = 0.0, ple_init: bool = False,
+                 encoder_norm: bool = False, **_: Any):
         super().__init__(in_channels, num_classes, hidden, dropout, pool, pe_dim)
         if attention not in ('native', 'full', 'both'):
             raise ValueError(f"attention must be 'native', 'full' or 'both', got {attention!r}")
@@ -150,6 +151,13 @@ class TransformerClassifier(GraphClassifier):
                                 learn_step_size=learn_step_size, edge_dim=self.edge_dim)
             for _ in range(num_layers)])
         self.norm = nn.LayerNorm(hidden)
+        # The diffusion reading of a Laplacian block needs W_v W_o ~ I and a residual stream on LayerNorm scale
+        # (benchmarks/results/laplacian_ablation.md): ``ple_init`` and ``encoder_norm`` give it both.
+        if encoder_norm:
+            self.encoder = nn.Sequential(self.encoder, nn.LayerNorm(hidden))
+        if ple_init:
+            for block in self.blocks:
+                ple_init_(block)
 
     def _edges(self, data: Any, batch: Tensor) -> tuple[Tensor | None, Tensor | None]:
         if self.attention == 'native':

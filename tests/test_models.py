@@ -118,3 +118,21 @@ def test_digits_as_graphs_and_tokens():
     x, y = digits_tokens(30)
     assert x.shape == (30, 64, 1) and y.tolist() == ink.labels.tolist()
     assert torch.equal(full.graphs[3].x[:, 0], x[3, :, 0])
+
+
+def test_transformer_ple_init_and_encoder_norm():
+    """--ple-init starts every block as the diffusion step (W_v = W_o = I); --encoder-norm puts the residual stream
+    on LayerNorm scale."""
+    import torch
+    from torch import nn
+
+    from pyg_ple.models import build_model
+    model = build_model('laplacian', 5, 3, hidden=8, heads=2, num_layers=2, ple_init=True, encoder_norm=True)
+    assert isinstance(model.encoder, nn.Sequential) and isinstance(model.encoder[-1], nn.LayerNorm)
+    for block in model.blocks:
+        assert torch.equal(block.conv.lin_value.weight, torch.eye(8))
+        assert torch.equal(block.proj.weight, torch.eye(8))
+        assert torch.count_nonzero(block.mlp[-1].weight) == 0
+    plain = build_model('laplacian', 5, 3, hidden=8, heads=2, num_layers=2)
+    assert isinstance(plain.encoder, nn.Linear)
+    assert not torch.equal(plain.blocks[0].conv.lin_value.weight, torch.eye(8))
