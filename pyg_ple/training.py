@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pyg_ple.distributed import all_reduce_sums, is_main_process
+
 __all__ = [
     'TrainConfig',
     'TrainResult',
@@ -74,7 +76,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     writes; the other processes return without touching the file.
     """
     path = Path(path)
-    if _distributed_rank() > 0:
+    if not is_main_process():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
@@ -281,20 +283,6 @@ def _step_scheduler(scheduler: Any, metrics: dict[str, float], monitor: str) -> 
         scheduler.step()
 
 
-def _distributed_rank() -> int:
-    """This process's rank in an initialised ``torch.distributed`` group, or -1 without one."""
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else -1
-
-
-def _all_reduce_sum(total: float, count: int) -> tuple[float, int]:
-    dist = torch.distributed
-    device = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else 'cpu'
-    t = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t[0]), int(t[1])
-
-
 def _load_checkpoint(path: Path, device: str) -> dict[str, Any]:
     # RNG states contain numpy arrays and python tuples: the checkpoint is our own file, so full unpickling is fine.
     return torch.load(path, map_location='cpu', weights_only=False)
@@ -363,7 +351,7 @@ def fit(
         seed_everything(config.seed)
 
     def save_checkpoint(epoch: int, done: bool) -> None:
-        if ckpt_path is None or _distributed_rank() > 0:  # multi-process: only rank 0 writes
+        if ckpt_path is None or not is_main_process():  # multi-process: only rank 0 writes
             return
         atomic_torch_save({
             'version': CHECKPOINT_VERSION,
@@ -410,9 +398,9 @@ def fit(
                 optimizer.step()
                 total += float(loss.detach())
                 count += 1
-            if _distributed_rank() >= 0:  # multi-process: the mean over every rank's batches
-                total, count = _all_reduce_sum(total, count)
-            train_loss = total / max(count, 1)
+            # Multi-process: the mean over every rank's batches (the identity in a single process).
+            sums = all_reduce_sums({'total': total, 'count': count})
+            train_loss = sums['total'] / max(sums['count'], 1)
             record: dict[str, float] = {'epoch': epoch + 1, 'train_loss': train_loss,
                                         'lr': float(optimizer.param_groups[0]['lr'])}
             if evaluate is not None:
