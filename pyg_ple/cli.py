@@ -71,6 +71,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help='transformer blocks start as the diffusion step: W_v = W_o = I (pyg_ple.block.ple_init_)')
     p.add_argument('--encoder-norm', action='store_true',
                    help='LayerNorm after the node encoder of the transformer models (residual stream on LN scale)')
+    p.add_argument('--node-attr', action='store_true',
+                   help='TU datasets: use the continuous node attributes as well as the node labels (ENZYMES: 3 + 18, '
+                        'as Errica et al.); adds a BatchNorm on the raw features of every model (input_norm)')
     p.add_argument('--pe', default='none', choices=['none', 'rw', 'lap'], help='positional encoding (all models)')
     p.add_argument('--pe-dim', type=int, default=8)
     p.add_argument('--digits-n', type=int, default=None,
@@ -157,7 +160,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     digits_n = args.digits_n if args.digits_n is not None else DIGITS_DEFAULTS['digits_n']
     pe = None if args.pe == 'none' else args.pe
     dataset_args = {'name': args.dataset, 'root': args.root, 'pe': pe, 'pe_dim': args.pe_dim,
-                    'digits_n': (digits_n or None) if digits else None, 'seed': args.seed}
+                    'digits_n': (digits_n or None) if digits else None, 'seed': args.seed,
+                    'use_node_attr': args.node_attr}
     try:
         ds = load_dataset(**dataset_args)
     except DatasetUnavailableError as e:
@@ -166,7 +170,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     hparams = dict(hidden=args.hidden or d['hidden'], num_layers=args.layers or d['layers'], heads=args.heads,
                    dropout=args.dropout, pool=args.pool, attention=args.attention, step_size=args.step_size,
                    learn_step_size=args.learn_step_size, pe_dim=args.pe_dim if pe else 0,
-                   ple_init=args.ple_init, encoder_norm=args.encoder_norm)
+                   ple_init=args.ple_init, encoder_norm=args.encoder_norm, input_norm=args.node_attr)
     grid = _parse_grid(args.grid)
     cfg = BenchmarkConfig(models=models, n_folds=args.folds, epochs=epochs, seed=args.seed, device=args.device,
                           batch_size=args.batch_size or d['batch_size'], lr=args.lr or d['lr'], weight_decay=args.weight_decay,

@@ -1,7 +1,8 @@
 """Graph classifiers: Laplacian-attention transformers and the PyG baselines they are compared with.
 
-All models share the node encoder (a linear map of the node features, one-hot labels or continuous attributes, plus an
-optional linear map of a positional encoding ``data.pe`` from PyG's ``AddLaplacianEigenvectorPE`` /
+All models share the node encoder (a linear map of the node features, one-hot labels or continuous attributes, with
+an optional ``BatchNorm1d`` on the raw features first (``input_norm``: continuous attributes such as ENZYMES' come on
+scales from 1 to several hundred; the statistics are learned from training batches only), plus an optional linear map of a positional encoding ``data.pe`` from PyG's ``AddLaplacianEigenvectorPE`` /
 ``AddRandomWalkPE``, see :func:`pyg_ple.datasets.add_positional_encoding`), the global pooling and the MLP head; they
 differ only in the stack of layers between them. ``model(data)`` takes a PyG ``Batch`` and returns logits
 ``[num_graphs, num_classes]``.
@@ -48,7 +49,8 @@ POOLS: dict[str, Callable] = {'mean': global_mean_pool, 'add': global_add_pool, 
                               'max': global_max_pool}
 
 DEFAULT_HPARAMS: dict[str, Any] = dict(hidden=64, num_layers=3, heads=4, dropout=0.1, pool='mean', pe_dim=0,
-                                       attention='native', mlp_ratio=2.0, step_size=1.0, learn_step_size=False)
+                                       attention='native', mlp_ratio=2.0, step_size=1.0, learn_step_size=False,
+                                       input_norm=False)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -59,12 +61,13 @@ class GraphClassifier(nn.Module):
     """Encoder -> layers (subclass) -> pooling -> MLP head."""
 
     def __init__(self, in_channels: int, num_classes: int, hidden: int = 64, dropout: float = 0.1,
-                 pool: str = 'mean', pe_dim: int = 0):
+                 pool: str = 'mean', pe_dim: int = 0, input_norm: bool = False):
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f'pool must be one of {sorted(POOLS)}, got {pool!r}')
         self.in_channels, self.num_classes, self.hidden = in_channels, num_classes, hidden
         self.pool_name, self.pe_dim = pool, pe_dim
+        self.input_norm = nn.BatchNorm1d(in_channels) if input_norm else None
         self.encoder = nn.Linear(in_channels, hidden)
         self.pe_encoder = nn.Linear(pe_dim, hidden) if pe_dim else None
         self.dropout = nn.Dropout(dropout)
@@ -72,7 +75,8 @@ class GraphClassifier(nn.Module):
                                   nn.Linear(hidden, num_classes))
 
     def encode(self, data: Any) -> Tensor:
-        h = self.encoder(data.x.float())
+        x = data.x.float()
+        h = self.encoder(x if self.input_norm is None else self.input_norm(x))
         if self.pe_encoder is not None:
             pe = getattr(data, 'pe', None)
             if pe is None:
@@ -99,8 +103,9 @@ class GNNClassifier(GraphClassifier):
     """Baseline message-passing stack from PyG's own layers (``kind`` in gcn, gat, gin, gps)."""
 
     def __init__(self, kind: str, in_channels: int, num_classes: int, hidden: int = 64, num_layers: int = 3,
-                 heads: int = 4, dropout: float = 0.1, pool: str = 'mean', pe_dim: int = 0, **_: Any):
-        super().__init__(in_channels, num_classes, hidden, dropout, pool, pe_dim)
+                 heads: int = 4, dropout: float = 0.1, pool: str = 'mean', pe_dim: int = 0,
+                 input_norm: bool = False, **_: Any):
+        super().__init__(in_channels, num_classes, hidden, dropout, pool, pe_dim, input_norm)
         self.kind = kind
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
@@ -139,8 +144,8 @@ class TransformerClassifier(GraphClassifier):
                  laplacian_heads: int | None = None, dropout: float = 0.1, pool: str = 'mean', pe_dim: int = 0,
                  attention: str = 'native', mlp_ratio: float = 2.0, step_size: float = 1.0,
                  learn_step_size: bool = False, attention_dropout: float = 0.0, ple_init: bool = False,
-                 encoder_norm: bool = False, **_: Any):
-        super().__init__(in_channels, num_classes, hidden, dropout, pool, pe_dim)
+                 encoder_norm: bool = False, input_norm: bool = False, **_: Any):
+        super().__init__(in_channels, num_classes, hidden, dropout, pool, pe_dim, input_norm)
         if attention not in ('native', 'full', 'both'):
             raise ValueError(f"attention must be 'native', 'full' or 'both', got {attention!r}")
         self.attention = attention
@@ -195,8 +200,8 @@ class TokenClassifier(GraphClassifier):
     def __init__(self, in_channels: int, num_classes: int, hidden: int = 64, num_layers: int = 3, heads: int = 4,
                  laplacian_heads: int | None = None, dropout: float = 0.1, pe_dim: int = 0, mlp_ratio: float = 2.0,
                  step_size: float = 1.0, learn_step_size: bool = False, max_tokens: int = 1024,
-                 attention_dropout: float = 0.0, **_: Any):
-        super().__init__(in_channels, num_classes, hidden, dropout, 'mean', pe_dim)
+                 attention_dropout: float = 0.0, input_norm: bool = False, **_: Any):
+        super().__init__(in_channels, num_classes, hidden, dropout, 'mean', pe_dim, input_norm)
         self.position = nn.Embedding(max_tokens, hidden)
         nn.init.normal_(self.position.weight, std=0.02)
         self.blocks = nn.ModuleList([
