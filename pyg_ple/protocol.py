@@ -307,6 +307,9 @@ def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> lis
             'acc_std': float(accs.std()), 'folds': len(rs), 'params': int(np.median([r['params'] for r in rs])),
             'sec_per_epoch': float(np.mean([r['sec_per_epoch'] for r in rs])),
             'epochs': int(np.median([r['epochs_run'] for r in rs])),
+            # Selected epoch: near 'epochs' means the budget, not early stopping, ended training.
+            'best_epoch': int(np.median([r['best_epoch'] for r in rs])),
+            'selected_config': [int(r.get('selected_config', 0)) for r in rs],
             'val_acc_mean': float(np.mean([r['val_acc'] for r in rs]) * 100),
             'fold_acc': [round(float(a), 2) for a in accs],
         })
@@ -321,11 +324,13 @@ COLUMNS = ('dataset', 'model', 'accuracy', 'acc_mean', 'acc_std', 'folds', 'para
 
 def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     """Results table: model, accuracy mean +- std, folds, parameters, seconds per epoch."""
-    header = ['dataset', 'model', 'accuracy (%)', 'folds', 'params', 's/epoch', 'epochs (median)']
+    header = ['dataset', 'model', 'accuracy (%)', 'folds', 'params', 's/epoch', 'epochs (median)',
+              'selected epoch (median)']
     body = [[r['dataset'], r['model'], f"{r['acc_mean']:.1f} ± {r['acc_std']:.1f}", str(r['folds']),
-             f"{r['params']:,}", f"{r['sec_per_epoch']:.3f}", str(r['epochs'])] for r in rows]
+             f"{r['params']:,}", f"{r['sec_per_epoch']:.3f}", str(r['epochs']), str(r.get('best_epoch', '–'))]
+            for r in rows]
     if markdown:
-        lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * 2 + ['---:'] * 5) + '|']
+        lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * 2 + ['---:'] * 6) + '|']
         lines += ['| ' + ' | '.join(b) + ' |' for b in body]
         return '\n'.join(lines)
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
@@ -339,10 +344,12 @@ def _csv(rows: Sequence[dict[str, Any]]) -> str:
     import io
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator='\n')
-    w.writerow(['dataset', 'model', 'acc_mean', 'acc_std', 'folds', 'params', 'sec_per_epoch', 'epochs', 'fold_acc'])
+    w.writerow(['dataset', 'model', 'acc_mean', 'acc_std', 'folds', 'params', 'sec_per_epoch', 'epochs', 'best_epoch',
+                'fold_acc'])
     for r in rows:
         w.writerow([r['dataset'], r['model'], f"{r['acc_mean']:.2f}", f"{r['acc_std']:.2f}", r['folds'], r['params'],
-                    f"{r['sec_per_epoch']:.4f}", r['epochs'], ' '.join(f'{a:.1f}' for a in r['fold_acc'])])
+                    f"{r['sec_per_epoch']:.4f}", r['epochs'], r.get('best_epoch', ''),
+                    ' '.join(f'{a:.1f}' for a in r['fold_acc'])])
     return buf.getvalue()
 
 

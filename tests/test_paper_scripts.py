@@ -147,3 +147,36 @@ def test_lm_model_is_causal():
     assert out.shape == (1, 7)
     with pytest.raises(ValueError, match='unknown variant'):
         variant_kwargs('nope', 2)
+
+
+def test_graph_classification_report_takes_every_number_from_the_runs(tmp_path):
+    """benchmarks/graph_classification.py: main table, grid selections, earlier runs and ablations, all from state.json
+    of finished `pyg-ple bench` runs (digits, 2 folds, 1 epoch)."""
+    import numpy as np
+
+    from pyg_ple.cli import main as cli
+    tiny = ['bench', '--digits-n', '60', '--folds', '2', '--epochs', '1', '--no-progress', '--threads', '1',
+            '--no-save-models']
+    grid_run, early, abl = tmp_path / 'grid', tmp_path / 'early', tmp_path / 'abl'
+    assert cli(tiny + ['--models', 'gcn,laplacian', '--grid', '{"dropout": [0.0, 0.5]}', '--out', str(grid_run)]) == 0
+    assert cli(tiny + ['--models', 'gcn', '--out', str(early)]) == 0
+    assert cli(tiny + ['--models', 'laplacian', '--step-size', '0.5', '--out', str(abl)]) == 0
+    mod = load_script('benchmarks/graph_classification.py')
+    out = tmp_path / 'report'
+    assert mod.main([str(grid_run), '--earlier', str(early), '--ablation', f'{abl}=half step|--step-size 0.5',
+                     '--ablation', f'{grid_run}@laplacian=grid', '--out', str(out)]) == 0
+    md = (out / 'graph_classification.md').read_text()
+    state = json.loads((grid_run / 'state.json').read_text())
+    for model in ('gcn', 'laplacian'):
+        accs = np.array([r['test_acc'] for r in state['runs'].values() if r['model'] == model]) * 100
+        assert f'| {model} | ' in md and f'{accs.mean():.1f} ± {accs.std():.1f}' in md
+        picks = [r['selected_config'] for r in state['runs'].values() if r['model'] == model]
+        assert f'digits {model}: {{"dropout": 0.0}} in {picks.count(0)}, {{"dropout": 0.5}} in {picks.count(1)} of 2' \
+            in md
+    abl_state = json.loads((abl / 'state.json').read_text())
+    accs = np.array([r['test_acc'] for r in abl_state['runs'].values()]) * 100
+    assert f'| digits | laplacian | half step | `--step-size 0.5` | {accs.mean():.1f} ± {accs.std():.1f} | 2 |' in md
+    assert '## Shorter budgets' in md and str(early) in md and abl_state['command'] in md
+    csv_lines = (out / 'graph_classification.csv').read_text().splitlines()
+    assert csv_lines[0].startswith('dataset,model,acc_mean') and len(csv_lines) == 3
+    assert (out / 'graph_classification.png').read_bytes()[:4] == b'\x89PNG'
