@@ -180,3 +180,39 @@ def test_graph_classification_report_takes_every_number_from_the_runs(tmp_path):
     csv_lines = (out / 'graph_classification.csv').read_text().splitlines()
     assert csv_lines[0].startswith('dataset,model,acc_mean') and len(csv_lines) == 3
     assert (out / 'graph_classification.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_laplacian_signal_matches_the_layer_itself(tmp_path):
+    """benchmarks/laplacian_signal.py: ||A V - V|| / ||A V|| equals ||Laplacian conv output|| / ||standard conv output||
+    for the same weights (the layer's own two modes), and the report reads saved fold models of a bench run."""
+    import torch
+    from torch_geometric.data import Batch
+
+    from pyg_ple.cli import main as cli
+    from pyg_ple.datasets import digits_graphs
+    from pyg_ple.models import build_model
+    mod = load_script('benchmarks/laplacian_signal.py')
+    batch = Batch.from_data_list(digits_graphs(20).graphs[:6])
+    torch.manual_seed(1)
+    lap = build_model('laplacian', 17, 10, hidden=16, heads=4, num_layers=2, dropout=0.0).eval()
+    std = build_model('transformer', 17, 10, hidden=16, heads=4, num_layers=2, dropout=0.0).eval()
+    std.load_state_dict(lap.state_dict())
+    signals = mod.block_signals(lap, batch)
+    h = lap.encode(batch)
+    hn = lap.blocks[0].norm1(h)
+    with torch.no_grad():
+        ratio = lap.blocks[0].conv(hn, batch.edge_index).norm() / std.blocks[0].conv(hn, batch.edge_index).norm()
+    assert abs(signals[0]['lap_rel'] - float(ratio)) < 1e-4
+    assert len(signals) == 2 and all(s['update_rel'] > 0 for s in signals)
+
+    run = tmp_path / 'run'
+    assert cli(['bench', '--digits-n', '40', '--folds', '2', '--epochs', '1', '--hidden', '8', '--layers', '1',
+                '--heads', '2', '--no-progress', '--models', 'laplacian,transformer', '--out', str(run)]) == 0
+    assert mod.main([str(run), '--out', str(tmp_path / 'out')]) == 0
+    rows = list(__import__('csv').DictReader((tmp_path / 'out' / 'laplacian_signal.csv').open()))
+    assert {(r['model'], r['when']) for r in rows} == {(m, w) for m in ('laplacian', 'transformer')
+                                                       for w in ('init', 'trained')}
+    assert all(r['folds'] == '2' and float(r['lap_rel']) > 0 for r in rows)
+    md = (tmp_path / 'out' / 'laplacian_signal.md').read_text()
+    lap_init = next(r for r in rows if (r['model'], r['when']) == ('laplacian', 'init'))
+    assert f"| digits | {float(lap_init['input_contrast']):.2f} | {float(lap_init['lap_rel']):.2f} |" in md
