@@ -17,7 +17,7 @@ from typing import Any
 
 from pyg_ple import __version__
 
-DEFAULT_TU_MODELS = 'gcn,gat,gin,transformer,laplacian,mixed'
+DEFAULT_TU_MODELS = 'gcn,gat,gin,gps,transformer,laplacian,mixed'
 DEFAULT_DIGITS_MODELS = 'gcn,gat,gin,transformer,laplacian,mixed,laplacian-tokens'
 # The offline default: a stratified subset of the digits, sized to finish in a few minutes on 2 cores.
 DIGITS_DEFAULTS = dict(digits_n=300, epochs=10, hidden=32, layers=2, batch_size=16, lr=3e-3)
