@@ -51,7 +51,7 @@ def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
 
 def pivot(rows: list[dict]) -> str:
     datasets = list(dict.fromkeys(r['dataset'] for r in rows))
-    models = list(dict.fromkeys(r['model'] for r in rows))
+    models = sorted(dict.fromkeys(r['model'] for r in rows), key=lambda m: MODELS.index(m) if m in MODELS else 99)
     lines = ['| model | ' + ' | '.join(datasets) + ' |', '|---|' + '---:|' * len(datasets)]
     for m in models:
         cells = []
