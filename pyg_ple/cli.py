@@ -74,6 +74,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--node-attr', action='store_true',
                    help='TU datasets: use the continuous node attributes as well as the node labels (ENZYMES: 3 + 18, '
                         'as Errica et al.); adds a BatchNorm on the raw features of every model (input_norm)')
+    p.add_argument('--degree', action='store_true',
+                   help='TU datasets with node features: append the one-hot node degree to them')
     p.add_argument('--pe', default='none', choices=['none', 'rw', 'lap'], help='positional encoding (all models)')
     p.add_argument('--pe-dim', type=int, default=8)
     p.add_argument('--digits-n', type=int, default=None,
@@ -161,10 +163,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     pe = None if args.pe == 'none' else args.pe
     dataset_args = {'name': args.dataset, 'root': args.root, 'pe': pe, 'pe_dim': args.pe_dim,
                     'digits_n': (digits_n or None) if digits else None, 'seed': args.seed,
-                    'use_node_attr': args.node_attr}
+                    'use_node_attr': args.node_attr, 'degree_features': args.degree}
     try:
         ds = load_dataset(**dataset_args)
-    except DatasetUnavailableError as e:
+    except (DatasetUnavailableError, ValueError) as e:
         print(f'pyg-ple bench: {e}', file=sys.stderr)
         return 2
     hparams = dict(hidden=args.hidden or d['hidden'], num_layers=args.layers or d['layers'], heads=args.heads,

@@ -158,7 +158,8 @@ def max_degree(graphs: Sequence[Any]) -> int:
 
 
 def add_degree_features(graphs: Sequence[Any]) -> tuple[list, int]:
-    """One-hot degree node features for graphs without ``x``; returns (graphs, feature size)."""
+    """One-hot degree node features (appended to ``x`` where graphs have one); returns (graphs, size of the one-hot
+    part)."""
     from torch_geometric.transforms import OneHotDegree
     md = max_degree(graphs)
     t = OneHotDegree(md)
@@ -269,9 +270,15 @@ def load_tu(name: str, root: str | os.PathLike | None = None, use_node_attr: boo
 
 def load_dataset(name: str = 'digits', root: str | os.PathLike | None = None, pe: str | None = None,
                  pe_dim: int = 8, digits_n: int | None = None, seed: int = 0,
-                 use_node_attr: bool = False, ink_only: bool = True) -> GraphDataset:
-    """``'digits'`` (offline default) or a TU name; features are ready to use (degree one-hot if missing, PE)."""
+                 use_node_attr: bool = False, ink_only: bool = True, degree_features: bool = False) -> GraphDataset:
+    """``'digits'`` (offline default) or a TU name; features are ready to use (degree one-hot if missing, PE).
+
+    ``degree_features=True`` appends the one-hot degree to the node features of a TU dataset that has them: softmax
+    attention and mean aggregation normalise the neighbourhood size away, and this hands it back as an input."""
     if name.lower() == 'digits':
+        if use_node_attr or degree_features:
+            raise ValueError("'use_node_attr' and 'degree_features' (--node-attr, --degree) apply to TU datasets; the "
+                             'digits graphs have fixed features (intensity and position)')
         ds = digits_graphs(digits_n, seed, ink_only=ink_only)
         if pe:
             ds.graphs = add_positional_encoding(ds.graphs, pe, pe_dim)
@@ -289,6 +296,10 @@ def load_dataset(name: str = 'digits', root: str | os.PathLike | None = None, pe
         info['features'] = 'node labels' + (' + attributes' if use_node_attr else '')
         for g in graphs:
             g.x = g.x.float()
+        if degree_features:
+            graphs, extra = add_degree_features(graphs)
+            nfeat += extra
+            info['features'] += f' + one-hot degree (max degree {extra - 1})'
     # Edge attributes are not used by any model (as in Errica et al.); drop them to keep batches lean.
     for g in graphs:
         if 'edge_attr' in g:

@@ -124,6 +124,32 @@ def test_cli_node_attr_loads_continuous_attributes_and_normalises_them(tmp_path,
     assert 'input_norm.running_mean' in ckpt['state_dict']
 
 
+@pytest.mark.skipif(_tu_root() is None, reason='TU data not found (set PYG_PLE_DATA to a folder with TUDataset/)')
+def test_degree_features_are_appended_to_node_labels(tmp_path, monkeypatch):
+    import torch
+    from torch_geometric.utils import degree
+
+    from pyg_ple.datasets import load_dataset
+    monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
+    plain = load_dataset('MUTAG', root=_tu_root())
+    ds = load_dataset('MUTAG', root=_tu_root(), degree_features=True)
+    extra = ds.num_features - plain.num_features
+    assert extra == 5 and 'degree' in ds.info['features']  # MUTAG: degrees 0..4
+    for a, b in zip(plain.graphs[:20], ds.graphs[:20]):
+        assert torch.equal(b.x[:, :plain.num_features], a.x)
+        assert torch.equal(b.x[:, plain.num_features:].argmax(1), degree(a.edge_index[1], a.num_nodes).long())
+
+
+def test_tu_only_feature_options_are_rejected_on_digits(capsys):
+    from pyg_ple.cli import main
+    from pyg_ple.datasets import load_dataset
+    for kw in ({'use_node_attr': True}, {'degree_features': True}):
+        with pytest.raises(ValueError, match='TU datasets'):
+            load_dataset('digits', digits_n=20, **kw)
+    assert main(['bench', '--degree', '--no-progress']) == 2
+    assert 'TU datasets' in capsys.readouterr().err
+
+
 def test_unknown_tu_dataset_offline_gives_clear_error(tmp_path, monkeypatch):
     from pyg_ple import datasets
     from pyg_ple.datasets import DatasetUnavailableError, load_tu
