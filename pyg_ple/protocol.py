@@ -310,6 +310,8 @@ def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> lis
             # Selected epoch: near 'epochs' means the budget, not early stopping, ended training.
             'best_epoch': int(np.median([r['best_epoch'] for r in rs])),
             'selected_config': [int(r.get('selected_config', 0)) for r in rs],
+            # Training loss at the selected epoch: high together with the validation loss means underfitting.
+            'train_loss': float(np.mean([r['train_loss'] if r.get('train_loss') is not None else np.nan for r in rs])),
             'val_acc_mean': float(np.mean([r['val_acc'] for r in rs]) * 100),
             'fold_acc': [round(float(a), 2) for a in accs],
         })
@@ -325,12 +327,13 @@ COLUMNS = ('dataset', 'model', 'accuracy', 'acc_mean', 'acc_std', 'folds', 'para
 def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     """Results table: model, accuracy mean +- std, folds, parameters, seconds per epoch."""
     header = ['dataset', 'model', 'accuracy (%)', 'folds', 'params', 's/epoch', 'epochs (median)',
-              'selected epoch (median)']
+              'selected epoch (median)', 'train loss (selected)']
     body = [[r['dataset'], r['model'], f"{r['acc_mean']:.1f} ± {r['acc_std']:.1f}", str(r['folds']),
-             f"{r['params']:,}", f"{r['sec_per_epoch']:.3f}", str(r['epochs']), str(r.get('best_epoch', '–'))]
+             f"{r['params']:,}", f"{r['sec_per_epoch']:.3f}", str(r['epochs']), str(r.get('best_epoch', '–')),
+             f"{r['train_loss']:.3f}" if 'train_loss' in r else '–']
             for r in rows]
     if markdown:
-        lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * 2 + ['---:'] * 6) + '|']
+        lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * 2 + ['---:'] * 7) + '|']
         lines += ['| ' + ' | '.join(b) + ' |' for b in body]
         return '\n'.join(lines)
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
