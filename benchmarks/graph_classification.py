@@ -167,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.earlier:
         early_dirs = [d for d in args.earlier if (d / 'state.json').exists()]
         erows, eruns = collect(early_dirs)
-        md += ['## Shorter budgets (earlier runs, same splits)', '',
-               'The same protocol with shorter epoch budgets (and, for ENZYMES, the node labels only): what the budget '
-               'and the features change.', '', pivot(erows), '', *_run_settings(eruns), '']
+        md += ['## Earlier runs (same splits)', '',
+               'The same protocol and splits with other budgets, features or no grid (the run table below says '
+               'which): what those choices change.', '', pivot(erows), '', *_run_settings(eruns), '']
         runs += eruns
     if args.ablation:
         md += ['## Ablations', '', *_ablations(args.ablation), '']

@@ -176,7 +176,7 @@ def test_graph_classification_report_takes_every_number_from_the_runs(tmp_path):
     abl_state = json.loads((abl / 'state.json').read_text())
     accs = np.array([r['test_acc'] for r in abl_state['runs'].values()]) * 100
     assert f'| digits | laplacian | half step | `--step-size 0.5` | {accs.mean():.1f} ± {accs.std():.1f} | 2 |' in md
-    assert '## Shorter budgets' in md and str(early) in md and abl_state['command'] in md
+    assert '## Earlier runs' in md and str(early) in md and abl_state['command'] in md
     csv_lines = (out / 'graph_classification.csv').read_text().splitlines()
     assert csv_lines[0].startswith('dataset,model,acc_mean') and len(csv_lines) == 3
     assert (out / 'graph_classification.png').read_bytes()[:4] == b'\x89PNG'
