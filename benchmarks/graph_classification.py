@@ -39,8 +39,8 @@ def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
         for row in r:
             row['complete'] = row['folds'] == n_folds
         rows += r
-        runs.append({'dir': str(d), 'models': list(dict.fromkeys(r['model'] for r in state['runs'].values())),
-                     'dataset': state['dataset'], 'command': summary.get('command') or state.get('command'),
+        runs.append({'dir': str(d), 'state': state,
+                     'models': list(dict.fromkeys(r['model'] for r in state['runs'].values())), 'dataset': state['dataset'], 'command': summary.get('command') or state.get('command'),
                      'config': state['config'], 'info': state.get('info', {}), 'seconds': summary.get('seconds'),
                      'n_folds': n_folds})
     key = lambda r: (ORDER.index(r['dataset']) if r['dataset'] in ORDER else 99,  # noqa: E731
@@ -94,11 +94,11 @@ def _run_settings(runs: list[dict]) -> list[str]:
     return md
 
 
-def _selected_configs(run_dirs: list[Path]) -> list[str]:
+def _selected_configs(runs: list[dict]) -> list[str]:
     """For runs with a grid: how often each configuration was selected (on validation) per model."""
     out = []
-    for d in run_dirs:
-        state = json.loads((d / 'state.json').read_text())
+    for run in runs:
+        state = run['state']
         grid = state['config']['grid']
         if len(grid) < 2:
             continue
@@ -109,32 +109,34 @@ def _selected_configs(run_dirs: list[Path]) -> list[str]:
     return out
 
 
-def _ablations(specs: list[str]) -> list[str]:
-    """``RUN[@model]=variant|option`` -> a table row per spec, numbers straight from the run's state.json."""
+def _ablations(specs: list[str]) -> tuple[list[str], list[str]]:
+    """``RUN[@model]=variant|option`` -> a table row per spec, numbers straight from the run's state.json; also the
+    commands of those runs."""
     md = ['| dataset | model | variant | option | accuracy (%) | folds | run |', '|---|---|---|---|---:|---:|---|']
+    commands = []
     for spec in specs:
         where, _, label = spec.partition('=')
         variant, _, option = label.partition('|')
         run, _, model = where.partition('@')
         state = json.loads((Path(run) / 'state.json').read_text())
+        commands.append(state.get('command'))
         for r in summarize(state, [model] if model else None):
             md.append(f"| {state['dataset']} | {r['model']} | {variant} | {f'`{option}`' if option else '–'} | "
                       f"{r['acc_mean']:.1f} ± {r['acc_std']:.1f} | {r['folds']} | `{run}` |")
-    return md
+    return md, commands
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('runs', nargs='+', type=Path, help='run folders of the main table')
     ap.add_argument('--earlier', nargs='*', type=Path, default=[],
-                    help='run folders with shorter budgets, shown as a second table to show what the budget changes')
+                    help='run folders with other budgets, features or no grid, shown as a second table')
     ap.add_argument('--ablation', action='append', default=[], metavar='RUN[@MODEL]=VARIANT|OPTION',
                     help='one row of the ablation table (repeatable)')
     ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent / 'results')
     ap.add_argument('--notes', type=Path, default=None, help='Markdown file appended as "Findings"')
     args = ap.parse_args(argv)
-    run_dirs = [d for d in args.runs if (d / 'state.json').exists()]
-    rows, runs = collect(run_dirs)
+    rows, runs = collect([d for d in args.runs if (d / 'state.json').exists()])
     if not rows:
         print('no finished runs found', file=sys.stderr)
         return 1
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
           '## Details', '', format_table(rows, markdown=True), '',
           'Literature (Errica et al. 2020, same protocol, full grid): ' + '; '.join(
               f'{m} {d} {v}' for (d, m), v in LITERATURE.items()) + '.', '']
-    selected = _selected_configs(run_dirs)
+    selected = _selected_configs(runs)
     if selected:
         md += ['Grid configurations selected on validation, per fold:', '', *selected, '']
     md += ['## Runs', '', *_run_settings(runs), '']
@@ -171,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                'The same protocol and splits with other budgets, features or no grid (the run table below says '
                'which): what those choices change.', '', pivot(erows), '', *_run_settings(eruns), '']
         runs += eruns
+    ablation_md, ablation_commands = _ablations(args.ablation)
     if args.ablation:
-        md += ['## Ablations', '', *_ablations(args.ablation), '']
+        md += ['## Ablations', '', *ablation_md, '']
     md += ['## Exact commands', '',
            'Data: `../shared/data/TUDataset/<NAME>/raw` (read-only). `pyg-ple` never writes there: it symlinks the raw '
            'files into a writable cache (`$PYG_PLE_CACHE`, default `~/.cache/pyg_ple/tu/<NAME>/raw`) and PyG writes '
@@ -180,16 +183,7 @@ def main(argv: list[str] | None = None) -> int:
            'selected model of every fold and the per-run results. The runs were started from the repository root as '
            '`python -m pyg_ple bench ...` (the same entry point as `pyg-ple`), two at a time with one thread each, '
            'with `/work/shared/data` being `../shared/data` seen from the repository.', '', '```']
-    seen = set()
-    for r in runs:
-        if r['command'] not in seen:
-            seen.add(r['command'])
-            md.append(r['command'])
-    for spec in args.ablation:
-        state = json.loads((Path(spec.partition('=')[0].partition('@')[0]) / 'state.json').read_text())
-        if state.get('command') and state['command'] not in seen:
-            seen.add(state['command'])
-            md.append(state['command'])
+    md += [c for c in dict.fromkeys([r['command'] for r in runs] + ablation_commands) if c]
     cmd = ['python benchmarks/graph_classification.py ' + ' '.join(map(str, args.runs))]
     if args.earlier:
         cmd.append('--earlier ' + ' '.join(map(str, args.earlier)))

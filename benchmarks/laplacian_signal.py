@@ -23,18 +23,20 @@ import argparse
 import csv
 import io
 import json
-import platform
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch_geometric.data import Batch
-from torch_geometric.utils import scatter
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
-from pyg_ple.datasets import load_dataset
-from pyg_ple.models import TransformerClassifier, build_model
-from pyg_ple.training import atomic_write_text
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch_geometric.data import Batch  # noqa: E402
+from torch_geometric.utils import degree, scatter  # noqa: E402
+
+from pyg_ple.datasets import load_dataset  # noqa: E402
+from pyg_ple.models import TransformerClassifier, build_model  # noqa: E402
+from pyg_ple.training import atomic_write_text  # noqa: E402
 
 
 def _norm(t: torch.Tensor) -> float:
@@ -47,7 +49,7 @@ def neighbour_contrast(batch: Batch) -> float:
     src, dst = batch.edge_index
     x = batch.x.float()
     mean = scatter(x[src], dst, dim=0, dim_size=x.size(0), reduce='mean')
-    has = scatter(torch.ones_like(dst, dtype=x.dtype), dst, dim=0, dim_size=x.size(0)) > 0
+    has = degree(dst, x.size(0)) > 0
     return _norm(mean[has] - x[has]) / max(_norm(x[has]), 1e-12)
 
 
@@ -76,10 +78,6 @@ def block_signals(model: TransformerClassifier, batch: Batch) -> list[dict[str, 
     return out
 
 
-def _load(path: Path) -> dict:
-    return torch.load(path, map_location='cpu', weights_only=False)
-
-
 def _build(ckpt: dict, trained: bool) -> TransformerClassifier:
     torch.manual_seed(0)
     model = build_model(ckpt['name'], ckpt['in_channels'], ckpt['num_classes'], **ckpt['hparams'])
@@ -99,7 +97,7 @@ def measure_run(run: Path, folds: int | None = None) -> list[dict]:
         paths = paths[:folds] if folds else paths
         per_fold = {'init': [], 'trained': []}
         for p in paths:
-            ckpt = _load(p)
+            ckpt = torch.load(p, map_location='cpu', weights_only=False)
             if dataset is None:
                 dataset = load_dataset(**ckpt['dataset_args'])
             batch = Batch.from_data_list([dataset.graphs[i] for i in ckpt['test_idx']])
@@ -125,7 +123,8 @@ def measure_run(run: Path, folds: int | None = None) -> list[dict]:
 def report(rows: list[dict], command: str) -> str:
     datasets = list(dict.fromkeys(r['dataset'] for r in rows))
     get = lambda d, m, w, key, layer=1: next(  # noqa: E731
-        (r[key] for r in rows if (r['dataset'], r['model'], r['when'], r['layer']) == (d, m, w, layer)), float('nan'))
+        (r[key] for r in rows if (r['dataset'], r['model'], r['when'], r['layer']) == (d, m, w, layer)),
+        float('nan'))
     md = ['# Laplacian signal: how much a Laplacian head passes, at initialisation and after training', '',
           'A Laplacian head outputs `eta (A V - V)`, a standard head `A V`. Measured on the test graphs of every fold '
           'with the selected model of each fold (`trained`) and the same architecture untrained (`init`, seed 0), '
@@ -137,7 +136,8 @@ def report(rows: list[dict], command: str) -> str:
         md.append(
             f"| {d} | {get(d, 'laplacian', 'init', 'input_contrast'):.2f} | "
             f"{get(d, 'laplacian', 'init', 'lap_rel'):.2f} | {get(d, 'laplacian', 'trained', 'lap_rel'):.2f} | "
-            f"{get(d, 'laplacian', 'init', 'update_rel'):.2f} → {get(d, 'laplacian', 'trained', 'update_rel'):.2f} | "
+            f"{get(d, 'laplacian', 'init', 'update_rel'):.2f} → "
+            f"{get(d, 'laplacian', 'trained', 'update_rel'):.2f} | "
             f"{get(d, 'transformer', 'init', 'update_rel'):.2f} → "
             f"{get(d, 'transformer', 'trained', 'update_rel'):.2f} | "
             f"{get(d, 'laplacian', 'trained', 'test_acc') - get(d, 'transformer', 'trained', 'test_acc'):+.1f} |")
@@ -145,7 +145,7 @@ def report(rows: list[dict], command: str) -> str:
            'node features. `‖AV−V‖/‖AV‖`: the Laplacian signal relative to what a standard head with the same '
            'weights passes (1 when the neighbourhood average is unrelated to the node\'s own value, 0 when they are '
            'equal).', '', '## Command', '', '```', command, '```', '',
-           f'torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}, CPU.', '']
+           'Environment: ' + ', '.join(f'{k} {v}' for k, v in C.env_info().items()) + '.', '']
     return '\n'.join(md)
 
 
@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent / 'results')
     ap.add_argument('--threads', type=int, default=None)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    C.set_threads(args.threads)
     rows = []
     for run in args.runs:
         if not (run / 'state.json').exists():

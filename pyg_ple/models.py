@@ -2,9 +2,10 @@
 
 All models share the node encoder (a linear map of the node features, one-hot labels or continuous attributes, with
 an optional ``BatchNorm1d`` on the raw features first (``input_norm``: continuous attributes such as ENZYMES' come on
-scales from 1 to several hundred; the statistics are learned from training batches only), plus an optional linear map of a positional encoding ``data.pe`` from PyG's ``AddLaplacianEigenvectorPE`` /
-``AddRandomWalkPE``, see :func:`pyg_ple.datasets.add_positional_encoding`), the global pooling and the MLP head; they
-differ only in the stack of layers between them. ``model(data)`` takes a PyG ``Batch`` and returns logits
+scales from 1 to several hundred; the statistics are learned from training batches only), plus an optional linear
+map of a positional encoding ``data.pe`` from PyG's ``AddLaplacianEigenvectorPE`` / ``AddRandomWalkPE``, see
+:func:`pyg_ple.datasets.add_positional_encoding`), the global pooling and the MLP head; they differ only in the stack
+of layers between them. ``model(data)`` takes a PyG ``Batch`` and returns logits
 ``[num_graphs, num_classes]``.
 
 Build any of them by name with :func:`build_model`:
