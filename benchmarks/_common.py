@@ -19,7 +19,7 @@ RESULTS = REPO / 'benchmarks' / 'results'
 
 
 def data_root(root: Optional[str]) -> Path:
-    from pyg_ple.io import data_root as _data_root
+    from pyg_ple.bench.io import data_root as _data_root
     return _data_root(root)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pyg_ple.protocol import _csv, format_table, plot_results, summarize
-from pyg_ple.training import atomic_write_bytes, atomic_write_text
+from pyg_ple.bench.protocol import _csv, format_table, plot_results, summarize
+from pyg_ple.bench.io import atomic_write_bytes, atomic_write_text
 
 ORDER = ['MUTAG', 'PROTEINS', 'ENZYMES', 'IMDB-BINARY', 'IMDB-MULTI', 'NCI1', 'digits']
 MODELS = ['gcn', 'gat', 'gin', 'gps', 'transformer', 'laplacian', 'mixed', 'laplacian-tokens']
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
           'gives the same folds in every run folder), the same encoder (linear map of the node features; one-hot '
           'degree for IMDB; on ENZYMES the 3 node labels and 18 continuous attributes, as Errica et al., with a '
           'BatchNorm on the raw features), mean pooling, MLP head, optimiser (Adam) and training loop '
-          '(`pyg_ple.training.fit`). Edge labels are not used. Bold: best on the dataset.',
+          '(`pyg_ple.bench.training.fit`). Edge labels are not used. Bold: best on the dataset.',
           '', pivot(rows), '',
           '**Compute budget (read before comparing with the literature).** These runs share 2 CPU cores, so the '
           'grid is shrunk: one configuration per model (3 layers, 4 heads, dropout 0.1, mean pooling, batch 32, Adam '
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         md += ['## Ablations', '', *ablation_md, '']
     md += ['## Exact commands', '',
            'Data: `../shared/data/TUDataset/<NAME>/raw` (read-only). `pyg-ple` never writes there: it symlinks the raw '
-           'files into a writable cache (`$PYG_PLE_CACHE`, default `~/.cache/pyg_ple/tu/<NAME>/raw`) and PyG writes '
+           'files into a writable cache (`$PYG_PLE_CACHE/TUDataset`, default `~/.cache/pyg_ple/cache/TUDataset/<NAME>/raw`) and PyG writes '
            '`processed/` next to the links. Run folders (`runs/`, git-ignored) hold `splits.json`, `state.json`, the '
            'selected model of every fold and the per-run results. The runs were started from the repository root as '
            '`python -m pyg_ple bench ...` (the same entry point as `pyg-ple`), two at a time with one thread each, '

@@ -1,6 +1,6 @@
 """Why do all-Laplacian heads lose on Planetoid node classification? An ablation over one block design.
 
-Runs the NodeTransformer of ``pyg_ple.node`` (PLE blocks over the native edges) on the public split with a few
+Runs the NodeTransformer of ``pyg_ple.bench.node`` (PLE blocks over the native edges) on the public split with a few
 variants that isolate one factor each, trained by the shared loop, and writes
 ``benchmarks/results/laplacian_ablation.{md,csv}``.
 
@@ -21,9 +21,10 @@ import torch
 import torch_geometric
 from torch import nn
 
-from pyg_ple.block import ple_init_
-from pyg_ple.node import build_node_model, load_planetoid, train_node_classifier
-from pyg_ple.training import TrainConfig, atomic_write_text
+from pyg_ple.nn.block import ple_init_
+from pyg_ple.bench.node import build_node_model, load_planetoid, train_node_classifier
+from pyg_ple.bench.io import atomic_write_text
+from pyg_ple.bench.training import TrainConfig
 
 
 def _encoder_layer_norm(model: nn.Module) -> None:
@@ -79,7 +80,7 @@ regenerated from `laplacian_ablation.csv` by a call with an empty `--variants`.
   homophilous graph that part is close to noise and nearly unique per node, easy to memorise. The smoothing that
   `x + eta (A - I) x` stands for needs two things the default block lacks: `W_v W_o` close to the identity (so the
   update acts on the stream itself) and a residual stream on the scale that `LN(x)` has (here the encoder's output is
-  far smaller). Each alone helps little; together (the PLE initialisation of `pyg_ple.block.ple_init_` plus a
+  far smaller). Each alone helps little; together (the PLE initialisation of `pyg_ple.nn.block.ple_init_` plus a
   LayerNorm after the encoder) they bring Laplacian heads level with standard heads.
 """
 

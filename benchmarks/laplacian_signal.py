@@ -34,9 +34,9 @@ import torch  # noqa: E402
 from torch_geometric.data import Batch  # noqa: E402
 from torch_geometric.utils import degree, scatter  # noqa: E402
 
-from pyg_ple.datasets import load_dataset  # noqa: E402
-from pyg_ple.models import TransformerClassifier, build_model  # noqa: E402
-from pyg_ple.training import atomic_write_text  # noqa: E402
+from pyg_ple.bench.datasets import load_dataset  # noqa: E402
+from pyg_ple.bench.models import TransformerClassifier, build_model  # noqa: E402
+from pyg_ple.bench.io import atomic_write_text  # noqa: E402
 
 
 def _norm(t: torch.Tensor) -> float:

@@ -69,7 +69,7 @@ def both(X, Y, seed=0) -> dict:
 
 @torch.no_grad()
 def mnist_part(args) -> dict:
-    from pyg_ple.io import load_mnist
+    from pyg_ple.experiments.idx import load_mnist
     from sklearn.model_selection import train_test_split
     images, labels = load_mnist(C.require(C.data_root(args.root), 'data folder'), 'test')
     out = {}
@@ -111,8 +111,8 @@ def lm_states(model, x):
 
 
 def lm_part(args) -> dict:
-    from pyg_ple.lm import CharData, CharTransformerLM, variant_kwargs
-    from pyg_ple.training import seed_everything
+    from pyg_ple.experiments.lm import CharData, CharTransformerLM, variant_kwargs
+    from pyg_ple.bench.training import seed_everything
     folder = Path(args.lm_models)
     files = sorted(folder.glob('lm_*.pt'))
     if not files:

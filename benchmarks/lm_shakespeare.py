@@ -1,6 +1,6 @@
 """Claim 3 (language model): does subtracting the identity from attention help a char-level LM on Tiny Shakespeare?
 
-Variants at equal parameters, steps, batch and learning rate (see :mod:`pyg_ple.lm`): ``standard``, ``laplacian``
+Variants at equal parameters, steps, batch and learning rate (see :mod:`pyg_ple.experiments.lm`): ``standard``, ``laplacian``
 (all heads), ``mixed`` (half the heads), and both Laplacian variants with a learned step size. Every seed trains every
 variant on exactly the same sequence of random batches (a paired design) and is evaluated on the same fixed
 validation batches (last 10% of the text). One JSON per run is written to ``--out-dir`` (existing runs are skipped, so
@@ -30,8 +30,8 @@ import _common as C  # noqa: E402
 
 import torch  # noqa: E402
 
-from pyg_ple.lm import LM_VARIANTS, CharData, CharTransformerLM, RandomBatches, evaluate_lm, variant_kwargs  # noqa
-from pyg_ple.training import TrainConfig, fit, seed_everything  # noqa: E402
+from pyg_ple.experiments.lm import LM_VARIANTS, CharData, CharTransformerLM, RandomBatches, evaluate_lm, variant_kwargs  # noqa
+from pyg_ple.bench.training import TrainConfig, fit, seed_everything  # noqa: E402
 
 
 def parse_args(argv=None):

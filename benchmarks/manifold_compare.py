@@ -1,4 +1,4 @@
-"""The dimensionality-reduction estimator :class:`pyg_ple.manifold.PLEEmbedding` against scikit-learn.
+"""The dimensionality-reduction estimator :class:`pyg_ple.experiments.manifold.PLEEmbedding` against scikit-learn.
 
 2-D embeddings of scikit-learn's digits (1,797 points) and of stratified subsets of the MNIST test set, by PCA,
 ``SpectralEmbedding`` (Laplacian Eigenmaps; scikit-learn's default graph of n/10 neighbours, and 10 neighbours as
@@ -27,7 +27,7 @@ from sklearn.metrics import silhouette_score  # noqa: E402
 from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 
-from pyg_ple.manifold import PLEEmbedding  # noqa: E402
+from pyg_ple.experiments.manifold import PLEEmbedding  # noqa: E402
 
 
 def estimators(seed: int, skip_tsne: bool):
@@ -62,7 +62,7 @@ def get_data(name, args, seed):
     if name == 'digits':
         X, y = load_digits(return_X_y=True)
         return X.astype(np.float64), y
-    from pyg_ple.io import load_mnist
+    from pyg_ple.experiments.idx import load_mnist
     images, labels = load_mnist(C.require(C.data_root(args.root), 'data folder'), 'test')
     idx, _ = train_test_split(np.arange(len(labels)), train_size=args.mnist_n, stratify=labels, random_state=seed)
     return images[idx].reshape(len(idx), -1).astype(np.float64) / 255.0, labels[idx].astype(int)

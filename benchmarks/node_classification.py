@@ -9,7 +9,7 @@
     python benchmarks/node_classification.py report
 
 Data: the raw Planetoid files are read from ``--root`` (or ``$PYG_PLE_DATA``) ``/Planetoid/<Name>/raw`` and symlinked into
-``$PYG_PLE_CACHE/Planetoid`` (default ``~/.cache/pyg_ple/Planetoid``), where PyG writes ``processed/``; the data folder
+``$PYG_PLE_CACHE/Planetoid`` (default ``~/.cache/pyg_ple/cache/Planetoid``), where PyG writes ``processed/``; the data folder
 is never written to. Threads: one (``--threads``), the machine is shared.
 """
 from __future__ import annotations
@@ -64,8 +64,8 @@ def append_csv(path: Path, fields: list[str], row: dict) -> None:
 def cmd_accuracy(args) -> None:
     import torch
 
-    from pyg_ple.node import DEFAULT_HPARAMS, build_node_model, load_planetoid, train_node_classifier
-    from pyg_ple.training import TrainConfig
+    from pyg_ple.bench.node import DEFAULT_HPARAMS, build_node_model, load_planetoid, train_node_classifier
+    from pyg_ple.bench.training import TrainConfig
     done = {(r['dataset'], r['model'], r['mode'], int(r['seed'])) for r in read_csv(CSV_ACC)}
     graphs = {name: load_planetoid(name, args.root) for name in args.datasets}
     # seeds outermost: an interrupted run leaves every (dataset, model, mode) cell with about as many seeds
@@ -101,7 +101,7 @@ def cmd_scale(args) -> None:
     import torch
     import torch.nn.functional as F
 
-    from pyg_ple.node import build_node_model, neighbor_loader
+    from pyg_ple.bench.node import build_node_model, neighbor_loader
     from torch_geometric.data import Data
     torch.manual_seed(0)
     rss0 = rss_mb()
@@ -162,7 +162,7 @@ def cmd_report(args) -> None:
     import torch
     import torch_geometric
 
-    from pyg_ple.node import PUBLISHED
+    from pyg_ple.bench.node import PUBLISHED
     rows = read_csv(CSV_ACC)
     lines = ['# Node classification: Planetoid (public split) and a 1e6-node graph', '',
              'Produced by `benchmarks/node_classification.py` (numbers below are regenerated from '

@@ -46,7 +46,7 @@ from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, TransformerConv  # n
 
 from pyg_ple import LaplacianDiffusionConv  # noqa: E402
 from pyg_ple.edges import sequence_edge_index  # noqa: E402
-from pyg_ple.fused import (edge_softmax_aggregate, edge_softmax_aggregate_reference,  # noqa: E402
+from pyg_ple.ops.edge_softmax import (edge_softmax_aggregate, edge_softmax_aggregate_reference,  # noqa: E402
                            fused_conv_forward)
 
 MATERIALISING = {'LDC-reference': 10, 'reference-kernel': 8, 'TransformerConv': 10, 'GATConv': 6, 'GATv2Conv': 10,
@@ -152,7 +152,7 @@ class KernelInputs(torch.nn.Module):
 
 
 def ldc_forward(conv, x, edge_index, fused):
-    """The conv's kernel path (forced through :func:`pyg_ple.fused.fused_conv_forward`, which ``fused=True`` runs
+    """The conv's kernel path (forced through :func:`pyg_ple.ops.edge_softmax.fused_conv_forward`, which ``fused=True`` runs
     from ``FUSED_MIN_EDGES`` edges on) or its reference ``propagate`` path."""
     if fused:
         return lambda: fused_conv_forward(conv, x, edge_index)
@@ -403,8 +403,8 @@ def write_outputs(args, rows, device, argv, wall):
          f'- heads {args.heads} x {args.channels} channels; time = best of {args.repeats} repeats after 1 warm-up '
          f'step (median in the CSV); load average at start {LOAD_AT_START}; '
          f'wall time {wall:.0f} s',
-         '- LDC-fused forces the kernel (`pyg_ple.fused.fused_conv_forward`, what `fused=True` runs from '
-         '`pyg_ple.conv.FUSED_MIN_EDGES` edges on); LDC-reference is `fused=False` (`propagate`)',
+         '- LDC-fused forces the kernel (`pyg_ple.ops.edge_softmax.fused_conv_forward`, what `fused=True` runs from '
+         '`pyg_ple.nn.conv.FUSED_MIN_EDGES` edges on); LDC-reference is `fused=False` (`propagate`)',
          '- time: one training step (forward, sum, backward). peak: tensor bytes allocated by the step above the '
          'level before it (CUDA: max_memory_allocated; CPU: running sum of the PyTorch profiler allocator events).',
          '- ratios are against TransformerConv (graph suite) or the SDPA layer (sequence suite) *in the same run*; '

@@ -1,6 +1,6 @@
 """Claim 3 (vision): does subtracting the identity from attention help a small ViT?
 
-:class:`pyg_ple.vit.PatchViT` with ``standard``, ``laplacian`` (all heads) and ``mixed`` (half the heads) attention,
+:class:`pyg_ple.experiments.vit.PatchViT` with ``standard``, ``laplacian`` (all heads) and ``mixed`` (half the heads) attention,
 same parameters, epochs, batch size and learning rate, several seeds, on
 
 * ``mnist``: the 10,000 MNIST test images (the only MNIST images in the shared data), a FIXED stratified split of
@@ -30,8 +30,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from pyg_ple.training import TrainConfig, fit, seed_everything  # noqa: E402
-from pyg_ple.vit import VIT_VARIANTS, PatchViT, patchify, variant_kwargs  # noqa: E402
+from pyg_ple.bench.training import TrainConfig, fit, seed_everything  # noqa: E402
+from pyg_ple.experiments.vit import VIT_VARIANTS, PatchViT, patchify, variant_kwargs  # noqa: E402
 
 DATASETS = {'mnist': {'patch': 7, 'epochs': 5}, 'digits': {'patch': 2, 'epochs': 15}}
 
@@ -60,7 +60,7 @@ def parse_args(argv=None):
 def load(name: str, root) -> tuple:
     from sklearn.model_selection import train_test_split
     if name == 'mnist':
-        from pyg_ple.io import load_mnist
+        from pyg_ple.experiments.idx import load_mnist
         images, labels = load_mnist(C.require(C.data_root(root), 'data folder'), 'test')
         images = images.astype(np.float32) / 255.0
     else:

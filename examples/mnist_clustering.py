@@ -9,14 +9,14 @@ sequence (all pairs attend, so the attention matrix is a graph over the images) 
 Block variants: heads ``standard`` / ``laplacian`` (all heads) / ``mixed`` (half), each with
 
 * ``random`` initialisation (the block's default init), and
-* ``ple`` initialisation (:func:`pyg_ple.manifold.ple_init_`): ``W_v = W_o = I``, ``W_q = W_k = sqrt(s) I``, MLP
+* ``ple`` initialisation (:func:`pyg_ple.experiments.manifold.ple_init_`): ``W_v = W_o = I``, ``W_q = W_k = sqrt(s) I``, MLP
   output zero, so the block is exactly ``x + eta (A - I) LN(x)`` with ``A`` the dot-product similarity graph of the
   LayerNorm-ed latents (standard heads: ``x + A LN(x)``).
 
 Measured before (the linear embedding) and after the steps, on the first two latent dimensions ("2-D", the paper's
 figure) and on all channels ("full"): 5-NN accuracy (5-fold CV), silhouette score of the true classes, and
 ``sklearn.manifold.trustworthiness`` (k=5) against the pixels; next to PCA, scikit-learn's ``SpectralEmbedding``
-(Laplacian Eigenmaps) and :class:`pyg_ple.manifold.PLEEmbedding` on the same points.  Mean ± std over seeds.
+(Laplacian Eigenmaps) and :class:`pyg_ple.experiments.manifold.PLEEmbedding` on the same points.  Mean ± std over seeds.
 
     python examples/mnist_clustering.py --root /path/to/data --n 2000 --seeds 0 1 2 3 4
 """
@@ -40,8 +40,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 
 from pyg_ple import PLETransformerBlock  # noqa: E402
-from pyg_ple.io import load_mnist  # noqa: E402
-from pyg_ple.manifold import PLEEmbedding, ple_init_  # noqa: E402
+from pyg_ple.experiments.idx import load_mnist  # noqa: E402
+from pyg_ple.experiments.manifold import PLEEmbedding, ple_init_  # noqa: E402
 
 HEADS = {'standard': 0.0, 'laplacian': 1.0, 'mixed': 0.5}
 INITS = ('random', 'ple')

@@ -1,5 +1,5 @@
 import sys
 
-from pyg_ple.cli import main
+from pyg_ple.bench.cli import main
 
 sys.exit(main())

@@ -21,4 +21,4 @@ def _seed():
 def _fused_on_small_graphs(monkeypatch):
     """Test graphs are tiny: let ``fused=True`` take the kernel on them too, so both paths stay covered
     (``test_fused_size_threshold`` checks the size rule itself)."""
-    monkeypatch.setattr('pyg_ple.conv.FUSED_MIN_EDGES', 0)
+    monkeypatch.setattr('pyg_ple.nn.conv.FUSED_MIN_EDGES', 0)

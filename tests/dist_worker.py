@@ -10,9 +10,9 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 import torch  # noqa: E402
 
 import dist_common as dc  # noqa: E402
-from pyg_ple.distributed import (all_reduce_metrics, cleanup, distributed_loader, init_distributed,  # noqa: E402
+from pyg_ple.bench.distributed import (all_reduce_metrics, cleanup, distributed_loader, init_distributed,  # noqa: E402
                                  is_main_process, shard_indices, unwrap_model, wrap_model)
-from pyg_ple.training import TrainConfig, fit  # noqa: E402
+from pyg_ple.bench.training import TrainConfig, fit  # noqa: E402
 
 torch.set_num_threads(1)
 out = Path(sys.argv[1])

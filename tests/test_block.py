@@ -289,7 +289,7 @@ def test_block_all_pairs_empty_batch():
 
 
 def test_all_pairs_path_chooser_and_both_paths_agree():
-    from pyg_ple.block import DENSE_PADDING_LIMIT, all_pairs_path
+    from pyg_ple.nn.block import DENSE_PADDING_LIMIT, all_pairs_path
     even = torch.arange(4).repeat_interleave(5)  # four graphs of 5 nodes: no padding
     skewed = torch.cat([torch.zeros(40, dtype=torch.long), torch.arange(1, 31)])  # one big graph, 30 singletons
     assert all_pairs_path(even) == 'dense'

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pyg_ple import __version__
-from pyg_ple.cli import main
+from pyg_ple.bench.cli import main
 
 TINY = ['bench', '--digits-n', '40', '--folds', '2', '--epochs', '1', '--hidden', '8', '--layers', '1',
         '--heads', '2', '--no-progress', '--checkpoint-every', '1']
@@ -65,7 +65,7 @@ def test_bench_end_to_end_writes_all_result_files_and_resumes(tmp_path, capsys):
 
 
 def test_interrupted_bench_leaves_no_half_written_file_and_resumes(tmp_path, monkeypatch, capsys):
-    from pyg_ple import protocol
+    from pyg_ple.bench import protocol
     out = tmp_path / 'run'
     real = protocol._train_one
     calls = {'n': 0}

@@ -63,7 +63,7 @@ def test_only_rank0_writes(ddp_run):
 
 
 def test_single_process_fallback(monkeypatch):
-    from pyg_ple import distributed as D
+    from pyg_ple.bench import distributed as D
     for var in D.TORCHRUN_VARS:
         monkeypatch.delenv(var, raising=False)
     info = D.init_distributed()

@@ -1,4 +1,4 @@
-"""The fused sparse kernel path (``pyg_ple.fused``) against a plain gather / softmax / scatter reference."""
+"""The fused sparse kernel path (``pyg_ple.ops.edge_softmax``) against a plain gather / softmax / scatter reference."""
 import math
 import os
 import subprocess
@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-import pyg_ple.fused as fused
-from pyg_ple.fused import build_csr, edge_softmax_aggregate
+import pyg_ple.ops.edge_softmax as fused
+from pyg_ple.ops.edge_softmax import build_csr, edge_softmax_aggregate
 from torch_geometric.utils import coalesce
 
 DT = torch.float64
@@ -306,7 +306,7 @@ def test_speed_benchmark_quick_end_to_end(tmp_path):
 def test_fused_conv_forward_matches_reference_conv(kwargs):
     """``fused_conv_forward`` (the recipe the conv's fast path uses) equals the conv's propagate path."""
     from pyg_ple import LaplacianDiffusionConv
-    from pyg_ple.fused import fused_conv_forward
+    from pyg_ple.ops.edge_softmax import fused_conv_forward
     ei = torch.tensor([[0, 1, 1, 2, 3, 3, 0, 4], [1, 0, 2, 2, 1, 1, 3, 3]])  # duplicates, a self-loop, 5 isolated
     edge_attr = torch.randn(8, 3, dtype=DT) if 'edge_dim' in kwargs else None
     conv = LaplacianDiffusionConv(5, 4, fused=False, learn_step_size=True, **kwargs).to(DT)
@@ -336,7 +336,7 @@ def test_fused_conv_forward_matches_reference_conv(kwargs):
 
 def test_fused_conv_forward_caches_csr_per_edge_index_object():
     from pyg_ple import LaplacianDiffusionConv
-    from pyg_ple.fused import fused_conv_forward
+    from pyg_ple.ops.edge_softmax import fused_conv_forward
     conv = LaplacianDiffusionConv(4, 3, heads=2, fused=False).to(DT)
     x = torch.randn(5, 4, dtype=DT)
     ei = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
@@ -363,7 +363,7 @@ def test_out_of_range_edges_are_rejected():
 
 def test_can_use_fused():
     from pyg_ple import LaplacianDiffusionConv
-    from pyg_ple.fused import can_use_fused
+    from pyg_ple.ops.edge_softmax import can_use_fused
     conv = LaplacianDiffusionConv(4, 3, heads=2, dropout=0.2)
     conv.eval()
     assert can_use_fused(conv, return_attention_weights=True)
@@ -401,7 +401,7 @@ def test_duplicate_edges_match_reference_in_values_and_gradients(add_self_loops)
 
 def test_fused_size_threshold(monkeypatch):
     """On CPU the conv takes the kernel from FUSED_MIN_EDGES edges on, and propagate below."""
-    import pyg_ple.conv as conv_module
+    import pyg_ple.nn.conv as conv_module
     from pyg_ple import LaplacianDiffusionConv
     monkeypatch.setattr(conv_module, 'FUSED_MIN_EDGES', 10)
     conv = LaplacianDiffusionConv(4, 2, heads=2)

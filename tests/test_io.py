@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyg_ple.io import data_root, load_mnist, read_idx
+from pyg_ple.bench.io import data_root
+from pyg_ple.experiments.idx import load_mnist, read_idx
 
 DATA = Path(os.environ.get('PYG_PLE_DATA', Path(__file__).resolve().parents[2] / 'shared' / 'data'))
 

@@ -7,7 +7,7 @@ from sklearn.datasets import make_blobs
 from sklearn.utils.estimator_checks import check_estimator
 
 from pyg_ple import PLETransformerBlock
-from pyg_ple.manifold import PLEEmbedding, diffusion_graph, ple_init_
+from pyg_ple.experiments.manifold import PLEEmbedding, diffusion_graph, ple_init_
 
 
 @pytest.fixture

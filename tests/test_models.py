@@ -6,8 +6,8 @@ import torch
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import erdos_renyi_graph, to_undirected
 
-from pyg_ple.datasets import add_positional_encoding, digits_graphs, digits_tokens, grid_edge_index
-from pyg_ple.models import MODEL_NAMES, TransformerClassifier, build_model, count_parameters, is_permutation_invariant
+from pyg_ple.bench.datasets import add_positional_encoding, digits_graphs, digits_tokens, grid_edge_index
+from pyg_ple.bench.models import MODEL_NAMES, TransformerClassifier, build_model, count_parameters, is_permutation_invariant
 
 IN, C = 5, 3
 SMALL = dict(hidden=16, num_layers=2, heads=4, dropout=0.0)
@@ -126,7 +126,7 @@ def test_transformer_ple_init_and_encoder_norm():
     import torch
     from torch import nn
 
-    from pyg_ple.models import build_model
+    from pyg_ple.bench.models import build_model
     model = build_model('laplacian', 5, 3, hidden=8, heads=2, num_layers=2, ple_init=True, encoder_norm=True)
     assert isinstance(model.encoder, nn.Sequential) and isinstance(model.encoder[-1], nn.LayerNorm)
     for block in model.blocks:

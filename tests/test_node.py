@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from pyg_ple.node import (GAT, GCN, NodeTransformer, TorchNeighborSampler, build_node_model, load_planetoid,
+from pyg_ple.bench.node import (GAT, GCN, NodeTransformer, TorchNeighborSampler, build_node_model, load_planetoid,
                           neighbor_loader, train_node_classifier)
-from pyg_ple.training import TrainConfig
+from pyg_ple.bench.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -121,7 +121,7 @@ def test_vit_script_mnist(tmp_path):
 
 def test_vit_patchify_and_model():
     import torch
-    from pyg_ple.vit import PatchViT, patchify, variant_kwargs
+    from pyg_ple.experiments.vit import PatchViT, patchify, variant_kwargs
     img = torch.arange(2 * 4 * 4, dtype=torch.float32).view(2, 4, 4)
     p = patchify(img, 2)
     assert p.shape == (2, 4, 4)
@@ -135,7 +135,7 @@ def test_vit_patchify_and_model():
 
 def test_lm_model_is_causal():
     import torch
-    from pyg_ple.lm import CharTransformerLM, variant_kwargs
+    from pyg_ple.experiments.lm import CharTransformerLM, variant_kwargs
     torch.manual_seed(0)
     for v in ('standard', 'laplacian', 'mixed_learned_eta'):
         m = CharTransformerLM(11, block_size=8, channels=8, num_layers=2, heads=2, **variant_kwargs(v, 2)).eval()
@@ -154,7 +154,7 @@ def test_graph_classification_report_takes_every_number_from_the_runs(tmp_path):
     of finished `pyg-ple bench` runs (digits, 2 folds, 1 epoch)."""
     import numpy as np
 
-    from pyg_ple.cli import main as cli
+    from pyg_ple.bench.cli import main as cli
     tiny = ['bench', '--digits-n', '60', '--folds', '2', '--epochs', '1', '--no-progress', '--threads', '1',
             '--no-save-models']
     grid_run, early, abl = tmp_path / 'grid', tmp_path / 'early', tmp_path / 'abl'
@@ -188,9 +188,9 @@ def test_laplacian_signal_matches_the_layer_itself(tmp_path):
     import torch
     from torch_geometric.data import Batch
 
-    from pyg_ple.cli import main as cli
-    from pyg_ple.datasets import digits_graphs
-    from pyg_ple.models import build_model
+    from pyg_ple.bench.cli import main as cli
+    from pyg_ple.bench.datasets import digits_graphs
+    from pyg_ple.bench.models import build_model
     mod = load_script('benchmarks/laplacian_signal.py')
     batch = Batch.from_data_list(digits_graphs(20).graphs[:6])
     torch.manual_seed(1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyg_ple.protocol import expand_grid, get_splits, make_splits
+from pyg_ple.bench.protocol import expand_grid, get_splits, make_splits
 
 LABELS = np.array([0] * 60 + [1] * 30 + [2] * 15)
 
@@ -84,14 +84,14 @@ def _tu_root():
 
 @pytest.mark.skipif(_tu_root() is None, reason='TU data not found (set PYG_PLE_DATA to a folder with TUDataset/)')
 def test_tu_loading_mutag_and_degree_features(tmp_path, monkeypatch):
-    from pyg_ple.datasets import load_dataset
+    from pyg_ple.bench.datasets import load_dataset
     monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
     root = _tu_root()
     ds = load_dataset('MUTAG', root=root)
     assert len(ds) == 188 and ds.num_features == 7 and ds.num_classes == 2
     assert np.bincount(ds.labels).tolist() == [63, 125]
     assert not (root / 'TUDataset' / 'MUTAG' / 'processed').exists()  # nothing written into the data folder
-    assert (tmp_path / 'cache' / 'MUTAG' / 'processed').is_dir()
+    assert (tmp_path / 'cache' / 'TUDataset' / 'MUTAG' / 'processed').is_dir()
     if (root / 'TUDataset' / 'IMDB-BINARY' / 'raw').is_dir():
         ds = load_dataset('IMDB-BINARY', root=root / 'TUDataset')
         assert ds.num_features == 136 and 'degree' in ds.info['features']
@@ -106,8 +106,8 @@ def test_cli_node_attr_loads_continuous_attributes_and_normalises_them(tmp_path,
     adds the input BatchNorm, and the saved model records both so that `pyg-ple graph` can rebuild it."""
     import torch
 
-    from pyg_ple.cli import main
-    from pyg_ple.datasets import load_dataset
+    from pyg_ple.bench.cli import main
+    from pyg_ple.bench.datasets import load_dataset
     monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
     root = _tu_root() / 'TUDataset'
     assert load_dataset('ENZYMES', root=root).num_features == 3
@@ -129,7 +129,7 @@ def test_degree_features_are_appended_to_node_labels(tmp_path, monkeypatch):
     import torch
     from torch_geometric.utils import degree
 
-    from pyg_ple.datasets import load_dataset
+    from pyg_ple.bench.datasets import load_dataset
     monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
     plain = load_dataset('MUTAG', root=_tu_root())
     ds = load_dataset('MUTAG', root=_tu_root(), degree_features=True)
@@ -141,8 +141,8 @@ def test_degree_features_are_appended_to_node_labels(tmp_path, monkeypatch):
 
 
 def test_tu_only_feature_options_are_rejected_on_digits(capsys):
-    from pyg_ple.cli import main
-    from pyg_ple.datasets import load_dataset
+    from pyg_ple.bench.cli import main
+    from pyg_ple.bench.datasets import load_dataset
     for kw in ({'use_node_attr': True}, {'degree_features': True}):
         with pytest.raises(ValueError, match='TU datasets'):
             load_dataset('digits', digits_n=20, **kw)
@@ -151,8 +151,8 @@ def test_tu_only_feature_options_are_rejected_on_digits(capsys):
 
 
 def test_unknown_tu_dataset_offline_gives_clear_error(tmp_path, monkeypatch):
-    from pyg_ple import datasets
-    from pyg_ple.datasets import DatasetUnavailableError, load_tu
+    from pyg_ple.bench import datasets
+    from pyg_ple.bench.datasets import DatasetUnavailableError, load_tu
 
     class Offline:
         def __init__(self, *a, **k):

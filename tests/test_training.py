@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from pyg_ple.training import TrainConfig, atomic_write_json, atomic_write_text, fit
+from pyg_ple.bench.io import atomic_write_json, atomic_write_text
+from pyg_ple.bench.training import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,12 +24,8 @@ WORKER = textwrap.dedent(r'''
     import torch
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
-    import importlib.util
-    # Load the training module from its file: the loop needs torch only, and the package import (PyG) is slow.
-    spec = importlib.util.spec_from_file_location('pyg_ple_training', sys.argv[4] + '/pyg_ple/training.py')
-    training = sys.modules['pyg_ple_training'] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(training)
-    TrainConfig, fit = training.TrainConfig, training.fit
+    sys.path.insert(0, sys.argv[4])
+    from pyg_ple.bench.training import TrainConfig, fit
 
     torch.set_num_threads(1)
     ckpt, out, sleep = sys.argv[1], sys.argv[2], float(sys.argv[3])

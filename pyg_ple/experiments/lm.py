@@ -87,7 +87,7 @@ class RandomBatches:
     """An "epoch" of ``steps`` random training batches; re-iterable, driven by its own ``generator``.
 
     The generator is seeded once, so two models trained with the same seed see exactly the same batches (a paired
-    design), and :func:`pyg_ple.training.fit` checkpoints its state through the ``generator`` attribute.
+    design), and :func:`pyg_ple.bench.training.fit` checkpoints its state through the ``generator`` attribute.
     """
 
     def __init__(self, data: CharData, steps: int, batch_size: int, block_size: int, seed: int = 0):
@@ -109,7 +109,7 @@ class CharTransformerLM(nn.Module):
                  heads: int = 4, laplacian_heads: Optional[int] = 0, step_size: float = 1.0,
                  learn_step_size: bool = False, mlp_ratio: float = 4.0, dropout: float = 0.0):
         super().__init__()
-        from pyg_ple.block import PLETransformerBlock  # the core block (dense causal path)
+        from pyg_ple.nn.block import PLETransformerBlock  # the core block (dense causal path)
 
         self.block_size = block_size
         self.tok_emb = nn.Embedding(vocab_size, channels)

@@ -1,27 +1,21 @@
-r"""Attention as an explicit, learned graph.
+r"""``AttentionGraph``: attention as an explicit weighted graph, one weight per edge and head.
 
-:class:`AttentionAdjacency` is the module that turns node features into a row-stochastic adjacency over a candidate
-edge set, and :class:`AttentionGraph` is what it returns: an explicit weighted graph with one weight per edge and head
-that can be inspected, sparsified, turned into a Laplacian, and exported. :class:`~pyg_ple.LaplacianDiffusionConv`
-diffuses over exactly the graph this module returns.
+It is what :class:`~pyg_ple.AttentionAdjacency` returns and what :class:`~pyg_ple.LaplacianDiffusionConv` diffuses
+over: it can be inspected, sparsified (``topk``, ``threshold``), turned into a Laplacian, split per graph of a batch,
+and exported (``to_data``, ``to_networkx``).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
-import networkx as nx
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
-from torch_geometric.nn.dense.linear import Linear
-from torch_geometric.typing import Adj
-from torch_geometric.utils import add_self_loops, coalesce, remove_self_loops, scatter, softmax, to_dense_adj
+from torch_geometric.utils import coalesce, scatter, to_dense_adj
 
-from pyg_ple.edges import as_edge_index
-from pyg_ple.validation import check_edge_values, checking
+if TYPE_CHECKING:  # networkx is imported by ``to_networkx`` only
+    import networkx as nx
 
 
 @dataclass
@@ -127,13 +121,15 @@ class AttentionGraph:
             data.batch = self.batch
         return data
 
-    def to_networkx(self, head: Optional[int] = None) -> nx.DiGraph:
+    def to_networkx(self, head: Optional[int] = None) -> 'nx.DiGraph':
         r"""A ``networkx.DiGraph`` with an edge ``(j, i)`` for every ``j -> i``.
 
         Each edge carries ``weight`` (the weight of ``head``, or the mean over heads) and ``head0``, ``head1``, ...;
         ``networkx.to_numpy_array(G).T`` is the dense attention matrix. Duplicate edges are summed."""
         score = self._edge_score(head).detach().cpu().tolist()
         per_head = self.weight.detach().cpu().tolist()
+        import networkx as nx
+
         graph = nx.DiGraph()
         graph.add_nodes_from(range(self.num_nodes))
         for (j, i), w, ws in zip(self.edge_index.t().tolist(), score, per_head):
@@ -145,90 +141,3 @@ class AttentionGraph:
             else:
                 graph.add_edge(j, i, weight=w, **{f'head{h}': value for h, value in enumerate(ws)})
         return graph
-
-
-class AttentionAdjacency(torch.nn.Module):
-    r"""Learned adjacency: scaled dot-product attention over a candidate edge set.
-
-    .. math::
-        \alpha^{(h)}_{ij} = \operatorname{softmax}_{j \in \mathcal{N}(i)}
-        \left( \frac{\langle q^{(h)}_i,\, k^{(h)}_j + e^{(h)}_{ij} \rangle}{\sqrt{C}} \right),
-        \qquad q = x W_q,\ k = x W_k,\ e = \text{edge\_attr}\, W_e,
-
-    over the incoming edges ``j -> i`` of each node ``i``. The edge term ``e`` (when ``edge_dim`` is set) enters
-    the score only. With ``add_self_loops`` existing self-loops are removed and one is added per node (as in
-    ``GATConv``), so every node attends at least to itself.
-
-    Args:
-        in_channels: input features ``F``.
-        out_channels: channels per head ``C``.
-        heads: number of heads ``H``.
-        edge_dim: edge feature size, or ``None``.
-        add_self_loops: see above.
-        dropout: dropout on the attention weights (training only).
-
-    Shapes:
-        input ``x [N, F]``, ``edge_index [2, E]``, ``edge_attr [E, edge_dim]``; output an :class:`AttentionGraph`
-        with ``weight [E', H]``.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, heads: int = 1, edge_dim: Optional[int] = None,
-                 add_self_loops: bool = True, dropout: float = 0.0):
-        super().__init__()
-        self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
-        self.edge_dim, self.add_self_loops, self.dropout = edge_dim, add_self_loops, dropout
-        self.lin_query = Linear(in_channels, heads * out_channels)
-        self.lin_key = Linear(in_channels, heads * out_channels)
-        self.lin_edge = Linear(edge_dim, heads * out_channels, bias=False) if edge_dim is not None else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        self.lin_query.reset_parameters()
-        self.lin_key.reset_parameters()
-        if self.lin_edge is not None:
-            self.lin_edge.reset_parameters()
-
-    def prepare_edges(self, edge_index: Tensor, num_nodes: int,
-                      edge_attr: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
-        r"""The edge set attention runs over: self-loops removed and re-added when ``add_self_loops``."""
-        if self.add_self_loops:
-            edge_index, edge_attr = remove_self_loops(edge_index, edge_attr)
-            edge_index, edge_attr = add_self_loops(edge_index, edge_attr, fill_value='mean', num_nodes=num_nodes)
-        return edge_index, edge_attr
-
-    def scores(self, query: Tensor, key: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None) -> Tensor:
-        r"""Scaled scores ``[E, H]`` of the edges ``j -> i`` from ``query [N, H, C]`` and ``key [N, H, C]``."""
-        src, dst = edge_index[0], edge_index[1]
-        q_i = query.index_select(0, dst)
-        k_j = key.index_select(0, src)
-        if self.lin_edge is not None:
-            if edge_attr is None:
-                raise ValueError(f"'edge_attr' is required: the layer was built with edge_dim={self.edge_dim}")
-            k_j = k_j + self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
-        return (q_i * k_j).sum(dim=-1) / math.sqrt(self.out_channels)
-
-    def normalize(self, score: Tensor, edge_index: Tensor, num_nodes: int) -> Tensor:
-        r"""Softmax of ``score [E, H]`` over each target's incoming edges, then dropout."""
-        alpha = softmax(score, edge_index[1], num_nodes=num_nodes)
-        return F.dropout(alpha, p=self.dropout, training=self.training)
-
-    def project(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        H, C = self.heads, self.out_channels
-        return self.lin_query(x).view(-1, H, C), self.lin_key(x).view(-1, H, C)
-
-    def forward(self, x: Tensor, edge_index: Adj, edge_attr: Optional[Tensor] = None,
-                batch: Optional[Tensor] = None, checked: bool = False) -> AttentionGraph:
-        # ``checked``: the caller (the conv) has already parsed and validated ``edge_index`` and ``edge_attr``.
-        num_nodes = x.size(0)
-        if not checked:
-            edge_index, _ = as_edge_index(edge_index, num_nodes, self.in_channels, x)
-            if checking():
-                check_edge_values(edge_attr, edge_index.size(1), 'edge_attr')
-        edge_index, edge_attr = self.prepare_edges(edge_index, num_nodes, edge_attr)
-        query, key = self.project(x)
-        alpha = self.normalize(self.scores(query, key, edge_index, edge_attr), edge_index, num_nodes)
-        return AttentionGraph(edge_index, alpha, num_nodes, batch)
-
-    def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, '
-                f'add_self_loops={self.add_self_loops})')

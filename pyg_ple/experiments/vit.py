@@ -4,7 +4,7 @@ Images are cut into non-overlapping ``patch x patch`` patches (:func:`patchify`)
 learned class token and learned position embeddings are added, and ``num_layers`` blocks run through the block's dense
 (all-pairs, non-causal) sequence path.  The class token's final state, LayerNorm-ed, feeds a linear classifier.
 
-Variants (as for the language model, :data:`pyg_ple.lm.LM_VARIANTS`): ``standard`` (``laplacian_heads=0``),
+Variants (as for the language model, :data:`pyg_ple.experiments.lm.LM_VARIANTS`): ``standard`` (``laplacian_heads=0``),
 ``laplacian`` (all heads ``eta (A - I) V``) and ``mixed`` (half the heads).
 
 >>> patches = patchify(images, patch=7)                 # [N, 28, 28] -> [N, 16, 49]
@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from pyg_ple.lm import variant_kwargs
+from pyg_ple.experiments.lm import variant_kwargs
 
 __all__ = ['VIT_VARIANTS', 'patchify', 'PatchViT', 'variant_kwargs']
 
@@ -47,7 +47,7 @@ class PatchViT(nn.Module):
                  heads: int = 4, laplacian_heads: Optional[int] = 0, step_size: float = 1.0,
                  learn_step_size: bool = False, mlp_ratio: float = 2.0, dropout: float = 0.0):
         super().__init__()
-        from pyg_ple.block import PLETransformerBlock
+        from pyg_ple.nn.block import PLETransformerBlock
 
         self.embed = nn.Linear(patch_dim, channels)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, channels))

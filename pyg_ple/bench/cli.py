@@ -36,7 +36,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="'digits' (offline, ships with scikit-learn) or a TU dataset name (MUTAG, PROTEINS, ...)")
     p.add_argument('--models', default=None,
                    help=f'comma-separated model names (default: {DEFAULT_DIGITS_MODELS} on digits, '
-                        f'{DEFAULT_TU_MODELS} on TU datasets); see pyg_ple.models.MODEL_NAMES')
+                        f'{DEFAULT_TU_MODELS} on TU datasets); see pyg_ple.bench.models.MODEL_NAMES')
     p.add_argument('--folds', type=int, default=10, help='outer cross-validation folds')
     p.add_argument('--epochs', type=int, default=None,
                    help=f'epochs per training run (default {DIGITS_DEFAULTS["epochs"]} on digits, '
@@ -68,7 +68,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--step-size', type=float, default=1.0, help='Laplacian step size eta')
     p.add_argument('--learn-step-size', action='store_true')
     p.add_argument('--ple-init', action='store_true',
-                   help='transformer blocks start as the diffusion step: W_v = W_o = I (pyg_ple.block.ple_init_)')
+                   help='transformer blocks start as the diffusion step: W_v = W_o = I (pyg_ple.nn.block.ple_init_)')
     p.add_argument('--encoder-norm', action='store_true',
                    help='LayerNorm after the node encoder of the transformer models (residual stream on LN scale)')
     p.add_argument('--node-attr', action='store_true',
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 # bench
 # --------------------------------------------------------------------------------------------------------------------
 def _parse_grid(text: str | None) -> list[dict[str, Any]]:
-    from pyg_ple.protocol import expand_grid
+    from pyg_ple.bench.protocol import expand_grid
     if not text:
         return [{}]
     src = Path(text)
@@ -142,10 +142,10 @@ PROTOCOL_NOTE = (
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from pyg_ple.datasets import DatasetUnavailableError, load_dataset
-    from pyg_ple.models import MODEL_NAMES
-    from pyg_ple.distributed import cleanup, init_distributed
-    from pyg_ple.protocol import BenchmarkConfig, format_table, run_benchmark, summarize, write_results
+    from pyg_ple.bench.datasets import DatasetUnavailableError, load_dataset
+    from pyg_ple.bench.models import MODEL_NAMES
+    from pyg_ple.bench.distributed import cleanup, init_distributed
+    from pyg_ple.bench.protocol import BenchmarkConfig, format_table, run_benchmark, summarize, write_results
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -217,9 +217,9 @@ def cmd_graph(args: argparse.Namespace) -> int:
     import networkx as nx
     import torch
 
-    from pyg_ple.datasets import DatasetUnavailableError, load_dataset
-    from pyg_ple.models import TokenClassifier, TransformerClassifier, build_model
-    from pyg_ple.training import atomic_write_bytes
+    from pyg_ple.bench.datasets import DatasetUnavailableError, load_dataset
+    from pyg_ple.bench.models import TokenClassifier, TransformerClassifier, build_model
+    from pyg_ple.bench.io import atomic_write_bytes
 
     ckpt_path = Path(args.checkpoint)
     if not ckpt_path.exists():

@@ -21,13 +21,9 @@ because the RNG states (which also drive ``DataLoader`` shuffling and dropout) a
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,92 +33,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pyg_ple.distributed import all_reduce_sums, is_main_process
+from pyg_ple.bench.distributed import all_reduce_sums, is_main_process
+from pyg_ple.bench.io import atomic_torch_save
 
 __all__ = [
     'TrainConfig',
     'TrainResult',
     'fit',
     'seed_everything',
-    'atomic_write_bytes',
-    'atomic_write_text',
-    'atomic_write_json',
-    'atomic_torch_save',
     'get_rng_state',
     'set_rng_state',
     'move_to_device',
 ]
 
 CHECKPOINT_VERSION = 1
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Atomic file writing
-# --------------------------------------------------------------------------------------------------------------------
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, then ``os.replace``.
-
-    A process interrupted at any point (Ctrl-C, SIGKILL, power loss after the fsync) leaves either the old file or the
-    new one, never a half-written file. Parent folders are created. In a multi-process (``torchrun``) run only rank 0
-    writes; the other processes return without touching the file.
-    """
-    path = Path(path)
-    if not is_main_process():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the final file the usual permissions
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = 'utf-8') -> Path:
-    """Atomic text write (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, text.encode(encoding))
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Tensor):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f'Object of type {type(obj).__name__} is not JSON serializable')
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
-    """Atomic JSON write (numpy/torch scalars and arrays are converted)."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + '\n')
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` made atomic (see :func:`atomic_write_bytes`)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------------------------------------

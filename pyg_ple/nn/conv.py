@@ -12,9 +12,10 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import is_torch_sparse_tensor, scatter
 
-from pyg_ple.attention import AttentionAdjacency, AttentionGraph
+from pyg_ple.graph import AttentionGraph
+from pyg_ple.nn.attention import AttentionAdjacency
 from pyg_ple.edges import as_edge_index
-from pyg_ple.fused import can_use_fused, fused_conv_forward
+from pyg_ple.ops.edge_softmax import can_use_fused, fused_conv_forward
 from pyg_ple.validation import check_edge_values, check_features, check_finite, check_tensor, checking
 
 NORMALIZATIONS = ('rw', 'sym', 'comb')
@@ -65,7 +66,7 @@ class LaplacianDiffusionConv(MessagePassing):
         dropout: dropout on the attention weights.
         edge_dim: edge feature size for an edge term in the attention score, or ``None``.
         bias: add a learned bias to the output.
-        fused: in learned mode, use the fused kernel of :mod:`pyg_ple.fused` (SDDMM, segment softmax, SpMM: no
+        fused: in learned mode, use the fused kernel of :mod:`pyg_ple.ops.edge_softmax` (SDDMM, segment softmax, SpMM: no
             ``[E, H, C]`` messages in forward or backward) unless a hook, an explainer or ``torch.compile`` needs
             the per-edge ``propagate`` path, or, on CPU, the graph has fewer than ``FUSED_MIN_EDGES`` edges (where
             ``propagate`` is faster); ``False`` always takes the reference ``propagate`` path. The kernel

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 
 __all__ = [
     'DistInfo', 'init_distributed', 'cleanup', 'is_distributed', 'get_rank', 'get_world_size', 'is_main_process',
@@ -130,7 +130,7 @@ def distributed_sampler(dataset: Sequence, shuffle: bool = True, seed: int = 0, 
                         num_replicas: Optional[int] = None, rank: Optional[int] = None):
     """``torch.utils.data.DistributedSampler`` for this process (``num_replicas``/``rank`` default to the group).
 
-    :func:`~pyg_ple.training.fit` calls ``sampler.set_epoch(epoch)`` every epoch, so each epoch is shuffled afresh
+    :func:`~pyg_ple.bench.training.fit` calls ``sampler.set_epoch(epoch)`` every epoch, so each epoch is shuffled afresh
     and a resumed run sees the same order."""
     from torch.utils.data import DistributedSampler
     return DistributedSampler(dataset, num_replicas=get_world_size() if num_replicas is None else num_replicas,

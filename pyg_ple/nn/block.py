@@ -8,8 +8,8 @@ from torch import Tensor, nn
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import is_torch_sparse_tensor, to_dense_batch
 
-from pyg_ple.attention import AttentionGraph
-from pyg_ple.conv import LaplacianDiffusionConv
+from pyg_ple.graph import AttentionGraph
+from pyg_ple.nn.conv import LaplacianDiffusionConv
 from pyg_ple.edges import full_edge_index, sequence_edge_index
 from pyg_ple.validation import (check_batch, check_edge_index, check_features, check_same_graph, check_tensor,
                                  checking)

@@ -11,7 +11,7 @@ Classification", shared by every model of the benchmark.
 The splits are written to a JSON file (``splits.json`` under the output folder) and reloaded when it exists, so that
 every model and every repeated run sees the same splits. Seeds are derived from one ``seed`` and recorded. Finished
 (model, fold) results are written atomically to ``state.json`` after each one; ``resume=True`` skips them, and a
-training run killed half-way continues from its last checkpoint (see :func:`pyg_ple.training.fit`).
+training run killed half-way continues from its last checkpoint (see :func:`pyg_ple.bench.training.fit`).
 """
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pyg_ple.datasets import GraphDataset
-from pyg_ple.models import build_model, count_parameters
-from pyg_ple.distributed import (barrier, distributed_loader, init_distributed, is_distributed, is_main_process,
+from pyg_ple.bench.datasets import GraphDataset
+from pyg_ple.bench.models import build_model, count_parameters
+from pyg_ple.bench.distributed import (barrier, distributed_loader, init_distributed, is_distributed, is_main_process,
                                  unwrap_model, wrap_model)
-from pyg_ple.training import TrainConfig, atomic_torch_save, atomic_write_json, fit, seed_everything
+from pyg_ple.bench.io import atomic_torch_save, atomic_write_json
+from pyg_ple.bench.training import TrainConfig, fit, seed_everything
 
 __all__ = ['make_splits', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'BenchmarkConfig',
            'run_benchmark', 'summarize', 'format_table', 'write_results', 'TRAIN_KEYS']
@@ -394,7 +395,7 @@ def plot_results(rows: Sequence[dict[str, Any]], title: str = '') -> bytes:
 def write_results(out: str | os.PathLike, rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None,
                   stem: str = 'results', title: str = '') -> dict[str, Path]:
     """Write ``<stem>.json``, ``.csv``, ``.md`` and ``.png`` under ``out``, each atomically."""
-    from pyg_ple.training import atomic_write_bytes, atomic_write_text
+    from pyg_ple.bench.io import atomic_write_bytes, atomic_write_text
     out = Path(out)
     meta = meta or {}
     paths = {'json': out / f'{stem}.json', 'csv': out / f'{stem}.csv', 'md': out / f'{stem}.md',

@@ -4,7 +4,7 @@ All models share the node encoder (a linear map of the node features, one-hot la
 an optional ``BatchNorm1d`` on the raw features first (``input_norm``: continuous attributes such as ENZYMES' come on
 scales from 1 to several hundred; the statistics are learned from training batches only), plus an optional linear
 map of a positional encoding ``data.pe`` from PyG's ``AddLaplacianEigenvectorPE`` / ``AddRandomWalkPE``, see
-:func:`pyg_ple.datasets.add_positional_encoding`), the global pooling and the MLP head; they differ only in the stack
+:func:`pyg_ple.bench.datasets.add_positional_encoding`), the global pooling and the MLP head; they differ only in the stack
 of layers between them. ``model(data)`` takes a PyG ``Batch`` and returns logits
 ``[num_graphs, num_classes]``.
 
@@ -39,8 +39,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, GINConv, GPSConv, global_add_pool, global_max_pool, global_mean_pool
 from torch_geometric.utils import to_dense_batch
 
-from pyg_ple.attention import AttentionGraph
-from pyg_ple.block import PLETransformerBlock, ple_init_
+from pyg_ple.graph import AttentionGraph
+from pyg_ple.nn.block import PLETransformerBlock, ple_init_
 from pyg_ple.edges import native_plus_full_edge_index
 
 __all__ = ['GraphClassifier', 'GNNClassifier', 'TransformerClassifier', 'TokenClassifier', 'build_model',
@@ -82,7 +82,7 @@ class GraphClassifier(nn.Module):
             pe = getattr(data, 'pe', None)
             if pe is None:
                 raise ValueError(f'{type(self).__name__} was built with pe_dim={self.pe_dim} but the data has no '
-                                 "'pe' attribute: add one with pyg_ple.datasets.add_positional_encoding")
+                                 "'pe' attribute: add one with pyg_ple.bench.datasets.add_positional_encoding")
             h = h + self.pe_encoder(pe.float())
         return h
 

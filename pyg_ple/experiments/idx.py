@@ -4,8 +4,6 @@
   gzip-compressed or plain, and returns a :class:`numpy.ndarray`.
 * :func:`load_mnist` reads the MNIST test (or training) images and labels from a
   ``raw`` folder such as ``$PYG_PLE_DATA/MNIST/raw``.
-* :func:`data_root` resolves the data folder: an explicit argument, else the
-  ``PYG_PLE_DATA`` environment variable, else ``~/.cache/pyg_ple``.
 
 IDX format (http://yann.lecun.com/exdb/mnist/): a 4-byte big-endian magic number
 ``0x00 0x00 <dtype code> <ndim>`` followed by ``ndim`` big-endian uint32
@@ -21,7 +19,9 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ['IDX_DTYPES', 'read_idx', 'load_mnist', 'data_root', 'MNIST_FILES']
+from pyg_ple.bench.io import data_root
+
+__all__ = ['IDX_DTYPES', 'read_idx', 'load_mnist', 'MNIST_FILES']
 
 # dtype code (third magic byte) -> big-endian numpy dtype
 IDX_DTYPES = {
@@ -39,16 +39,6 @@ MNIST_FILES = {
 }
 
 PathLike = Union[str, os.PathLike]
-
-
-def data_root(root: Optional[PathLike] = None) -> Path:
-    """The data folder: ``root`` if given, else ``$PYG_PLE_DATA``, else ``~/.cache/pyg_ple``."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get('PYG_PLE_DATA')
-    if env:
-        return Path(env).expanduser()
-    return Path('~/.cache/pyg_ple').expanduser()
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -6,7 +6,7 @@
 * :func:`load_tu`: a TU dataset by name through PyG's ``TUDataset``. The root is ``root`` if given, else
   ``$PYG_PLE_DATA``, else ``~/.cache/pyg_ple``; ``<root>/<NAME>/raw`` and ``<root>/TUDataset/<NAME>/raw`` are both
   accepted. PyG writes ``processed/`` next to ``raw/``; when the root is read-only (e.g. a shared data folder), the raw
-  files are symlinked into a writable cache (``$PYG_PLE_CACHE`` or ``~/.cache/pyg_ple/tu``) and processed there.
+  files are symlinked into a writable cache (:func:`pyg_ple.bench.io.cache_root`) and processed there.
   Missing data is downloaded by PyG as usual; when that fails (unknown name, no network) the error says what to do.
 * Datasets without node features get one-hot degree features (``OneHotDegree`` with the maximum degree of the dataset).
 * :func:`load_dataset` returns a :class:`GraphDataset` (graphs, labels, feature size, classes) for either source.
@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyg_ple.io import data_root
+from pyg_ple.bench.io import cache_root, data_root, link_raw_files
 
 __all__ = [
     'GraphDataset', 'DatasetUnavailableError', 'load_dataset', 'load_tu', 'digits_graphs', 'digits_tokens',
-    'grid_edge_index', 'data_root', 'cache_root', 'max_degree', 'add_degree_features', 'add_positional_encoding',
+    'grid_edge_index', 'max_degree', 'add_degree_features', 'add_positional_encoding',
     'TU_DATASETS',
 ]
 
@@ -60,15 +60,6 @@ class GraphDataset:
 
     def subset(self, idx: Sequence[int]) -> list:
         return [self.graphs[int(i)] for i in idx]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Roots
-# --------------------------------------------------------------------------------------------------------------------
-def cache_root() -> Path:
-    """Writable folder for processed PyG files when the data root is read-only (``$PYG_PLE_CACHE``)."""
-    env = os.environ.get('PYG_PLE_CACHE')
-    return Path(env).expanduser() if env else Path('~/.cache/pyg_ple/tu').expanduser()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -137,7 +128,7 @@ def digits_graphs(n: int | None = None, seed: int = 0, ink_only: bool = True) ->
 def digits_tokens(n: int | None = None, seed: int = 0) -> tuple[Tensor, Tensor]:
     """The same images as token sequences: ``x [num_images, 64, 1]`` intensities in raster order and ``y``.
 
-    The sequence models of :mod:`pyg_ple.models` (``'*-tokens'``) see exactly this: the 64 pixels of a graph in raster
+    The sequence models of :mod:`pyg_ple.bench.models` (``'*-tokens'``) see exactly this: the 64 pixels of a graph in raster
     order with a learned position embedding, attending over all tokens without the pixel-grid edges.
     """
     images, labels = _digits_arrays(n, seed)
@@ -238,20 +229,10 @@ def load_tu(name: str, root: str | os.PathLike | None = None, use_node_attr: boo
     from torch_geometric.datasets import TUDataset
     base = data_root(root)
     found = _locate_tu(name, base)
-    writable_homes = {cache_root().resolve(), Path('~/.cache/pyg_ple').expanduser().resolve()}
-    if found is not None and found.resolve() not in writable_homes:
-        # PyG writes processed/ next to raw/. Never write into the data folder (it may be shared or read-only, and
-        # os.access says yes to root even without write bits): symlink the raw files into the writable cache.
-        cache = cache_root()
-        raw = cache / name / 'raw'
-        raw.mkdir(parents=True, exist_ok=True)
-        for f in (found / name / 'raw').iterdir():
-            link = raw / f.name
-            if not link.exists():
-                try:
-                    link.symlink_to(f.resolve())
-                except OSError:
-                    shutil.copy2(f, link)
+    cache = cache_root() / 'TUDataset'
+    if found is not None and found.resolve() != cache.resolve():
+        # PyG writes processed/ next to raw/: the data folder (maybe shared or read-only) is never written to.
+        link_raw_files((found / name / 'raw').iterdir(), cache / name / 'raw')
         found = cache
     if found is None:
         if not download:

@@ -3,20 +3,19 @@ r"""Node classification on native graphs: Planetoid loading, models, neighbour s
 * :func:`load_planetoid`: Planetoid ``Cora`` / ``CiteSeer`` / ``PubMed`` (standard public split) from ``root`` (else
   ``$PYG_PLE_DATA``, else ``~/.cache/pyg_ple``); ``<root>/Planetoid/<Name>/raw`` and ``<root>/<Name>/raw`` are both
   accepted. PyG writes ``processed/`` next to ``raw/``, so the raw files are symlinked into a writable cache
-  (``$PYG_PLE_CACHE/Planetoid``, default ``~/.cache/pyg_ple/Planetoid``) and processed there: the data folder (which
+  (:func:`pyg_ple.bench.io.cache_root`) and processed there: the data folder (which
   may be shared and read-only) is never written to.
 * :class:`NodeTransformer`: a stack of :class:`~pyg_ple.PLETransformerBlock` over the native edges; :class:`GCN` and
   :class:`GAT` are the baselines of Kipf & Welling (2017) and Velickovic et al. (2018) with their published settings.
 * :func:`neighbor_loader`: PyG's ``NeighborLoader``. Without ``pyg-lib`` or ``torch-sparse`` (neither has wheels for
   every torch version) it is given :class:`TorchNeighborSampler`, a pure-PyTorch neighbour sampler with the same
   output, so mini-batching works on a plain ``pip install``.
-* :func:`train_node_classifier`: one run (full-batch or mini-batched) through :func:`pyg_ple.training.fit`, model
+* :func:`train_node_classifier`: one run (full-batch or mini-batched) through :func:`pyg_ple.bench.training.fit`, model
   selection on validation accuracy, and the test accuracy of the selected state.
 """
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -25,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pyg_ple.block import PLETransformerBlock
-from pyg_ple.io import data_root
-from pyg_ple.training import TrainConfig, TrainResult, fit
+from pyg_ple.nn.block import PLETransformerBlock
+from pyg_ple.bench.io import cache_root, data_root, link_raw_files
+from pyg_ple.bench.training import TrainConfig, TrainResult, fit
 
 __all__ = [
-    'PLANETOID', 'PUBLISHED', 'load_planetoid', 'planetoid_cache', 'NodeTransformer', 'GCN', 'GAT',
+    'PLANETOID', 'PUBLISHED', 'load_planetoid', 'NodeTransformer', 'GCN', 'GAT',
     'build_node_model', 'NODE_MODELS', 'DEFAULT_HPARAMS', 'TorchNeighborSampler', 'neighbor_loader',
     'NodeRunResult', 'train_node_classifier', 'accuracy',
 ]
@@ -44,13 +43,6 @@ PUBLISHED = {'Cora': {'gcn': 81.5, 'gat': 83.0}, 'CiteSeer': {'gcn': 70.3, 'gat'
 # --------------------------------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------------------------------
-def planetoid_cache() -> Path:
-    """Writable folder where Planetoid is processed (``$PYG_PLE_CACHE/Planetoid`` or ``~/.cache/pyg_ple/Planetoid``)."""
-    env = os.environ.get('PYG_PLE_CACHE')
-    base = Path(env).expanduser() if env else Path('~/.cache/pyg_ple').expanduser()
-    return base / 'Planetoid'
-
-
 def _raw_files(name: str) -> list[str]:
     low = name.lower()
     return [f'ind.{low}.{s}' for s in ('x', 'tx', 'allx', 'y', 'ty', 'ally', 'graph', 'test.index')]
@@ -80,19 +72,9 @@ def load_planetoid(name: str, root: Optional[str | os.PathLike] = None, normaliz
         raise FileNotFoundError(
             f'Planetoid {name} raw files ({", ".join(_raw_files(name))}) not found under {base}/Planetoid/{name}/raw '
             f'or {base}/{name}/raw; pass --root (or set PYG_PLE_DATA) to the folder that holds Planetoid/')
-    cache = planetoid_cache()
-    cache_raw = cache / name / 'raw'
-    if raw.resolve() != cache_raw.resolve():
-        cache_raw.mkdir(parents=True, exist_ok=True)
-        for f in _raw_files(name):
-            link = cache_raw / f
-            if link.is_symlink() and not link.exists():  # dangling link from an old root
-                link.unlink()
-            if not link.exists():
-                try:
-                    link.symlink_to((raw / f).resolve())
-                except OSError:
-                    shutil.copy2(raw / f, link)
+    cache = cache_root() / 'Planetoid'
+    if raw.resolve() != (cache / name / 'raw').resolve():
+        link_raw_files([raw / f for f in _raw_files(name)], cache / name / 'raw')
     transform = NormalizeFeatures() if normalize_features else None
     return Planetoid(str(cache), name, split='public', transform=transform)[0]
 
@@ -294,7 +276,7 @@ class NodeRunResult:
 def train_node_classifier(model: nn.Module, data, config: TrainConfig, mode: str = 'full',
                           num_neighbors: Sequence[int] = (10, 10), batch_size: int = 64,
                           monitor: str = 'val_acc') -> tuple[NodeRunResult, TrainResult]:
-    """Train ``model`` on ``data.train_mask`` with :func:`~pyg_ple.training.fit`, select the epoch with the best
+    """Train ``model`` on ``data.train_mask`` with :func:`~pyg_ple.bench.training.fit`, select the epoch with the best
     validation accuracy (``monitor='val_loss'`` to select on loss), and return the accuracies of that state.
 
     ``mode='full'`` is full-batch (one step per epoch over the whole graph); ``mode='neighbor'`` takes steps over

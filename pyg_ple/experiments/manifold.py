@@ -59,7 +59,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from pyg_ple.block import ple_init_  # noqa: F401  (kept here: the clustering experiments import it from here)
+from pyg_ple.nn.block import ple_init_  # noqa: F401  (kept here: the clustering experiments import it from here)
 
 __all__ = ['PLEEmbedding', 'diffusion_graph', 'ple_init_']
 
