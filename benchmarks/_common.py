@@ -1,7 +1,6 @@
 """Small helpers shared by the paper-claims scripts (statistics, JSON, timing, data root)."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -15,12 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
     sys.path.insert(0, str(REPO))
 
+# The scripts call C.data_root and C.write_json (atomic: a temporary file, fsync, os.replace).
+from pyg_ple.bench.io import atomic_write_json as write_json, data_root  # noqa: E402,F401
+
 RESULTS = REPO / 'benchmarks' / 'results'
-
-
-def data_root(root: Optional[str]) -> Path:
-    from pyg_ple.bench.io import data_root as _data_root
-    return _data_root(root)
 
 
 def require(path: Path, what: str) -> Path:
@@ -81,13 +78,6 @@ def env_info() -> Dict[str, str]:
     return {'python': platform.python_version(), 'torch': torch.__version__, 'sklearn': sklearn.__version__,
             'threads': str(torch.get_num_threads()), 'machine': platform.machine(),
             'cpus': str(os.cpu_count())}
-
-
-def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + '.tmp')
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
 
 
 class Timer:

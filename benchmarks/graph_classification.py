@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pyg_ple.bench.protocol import _csv, format_table, plot_results, summarize
 from pyg_ple.bench.io import atomic_write_bytes, atomic_write_text
+from pyg_ple.bench.report import format_table, plot_results, results_csv, summarize
 
 ORDER = ['MUTAG', 'PROTEINS', 'ENZYMES', 'IMDB-BINARY', 'IMDB-MULTI', 'NCI1', 'digits']
 MODELS = ['gcn', 'gat', 'gin', 'gps', 'transformer', 'laplacian', 'mixed', 'laplacian-tokens']
@@ -40,7 +40,8 @@ def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
             row['complete'] = row['folds'] == n_folds
         rows += r
         runs.append({'dir': str(d), 'state': state,
-                     'models': list(dict.fromkeys(r['model'] for r in state['runs'].values())), 'dataset': state['dataset'], 'command': summary.get('command') or state.get('command'),
+                     'models': list(dict.fromkeys(r['model'] for r in state['runs'].values())),
+                     'dataset': state['dataset'], 'command': summary.get('command') or state.get('command'),
                      'config': state['config'], 'info': state.get('info', {}), 'seconds': summary.get('seconds'),
                      'n_folds': n_folds})
     key = lambda r: (ORDER.index(r['dataset']) if r['dataset'] in ORDER else 99,  # noqa: E731
@@ -178,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         md += ['## Ablations', '', *ablation_md, '']
     md += ['## Exact commands', '',
            'Data: `../shared/data/TUDataset/<NAME>/raw` (read-only). `pyg-ple` never writes there: it symlinks the raw '
-           'files into a writable cache (`$PYG_PLE_CACHE/TUDataset`, default `~/.cache/pyg_ple/cache/TUDataset/<NAME>/raw`) and PyG writes '
-           '`processed/` next to the links. Run folders (`runs/`, git-ignored) hold `splits.json`, `state.json`, the '
-           'selected model of every fold and the per-run results. The runs were started from the repository root as '
-           '`python -m pyg_ple bench ...` (the same entry point as `pyg-ple`), two at a time with one thread each, '
-           'with `/work/shared/data` being `../shared/data` seen from the repository.', '', '```']
+           'files into a writable cache (`$PYG_PLE_CACHE/TUDataset`, default '
+           '`~/.cache/pyg_ple/cache/TUDataset/<NAME>/raw`) and PyG writes `processed/` next to the links. Run folders '
+           '(`runs/`, git-ignored) hold `splits.json`, `state.json`, the selected model of every fold and the per-run '
+           'results. The runs were started from the repository root as `python -m pyg_ple bench ...` (the same entry '
+           'point as `pyg-ple`), two at a time with one thread each, with `DATA` being `../shared/data` seen from the '
+           'repository.', '', '```']
     md += [c for c in dict.fromkeys([r['command'] for r in runs] + ablation_commands) if c]
     cmd = ['python benchmarks/graph_classification.py ' + ' '.join(map(str, args.runs))]
     if args.earlier:
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         md += ['## Findings', '', args.notes.read_text().strip(), '']
     out = args.out
     atomic_write_text(out / 'graph_classification.md', '\n'.join(md))
-    atomic_write_text(out / 'graph_classification.csv', _csv(rows))
+    atomic_write_text(out / 'graph_classification.csv', results_csv(rows))
     atomic_write_bytes(out / 'graph_classification.png',
                        plot_results(rows, 'Graph classification, 10-fold CV (Errica et al. protocol)'))
     print(pivot(rows))

@@ -32,7 +32,7 @@ def _encoder_layer_norm(model: nn.Module) -> None:
 
 
 def _ple_init(model: nn.Module) -> None:
-    for block in model.blocks:
+    for block in model.transformer.blocks:
         ple_init_(block)
 
 
@@ -43,7 +43,7 @@ def _ple_init_and_layer_norm(model: nn.Module) -> None:
 
 def _fixed_step(value: float):
     def patch(model: nn.Module) -> None:
-        for block in model.blocks:
+        for block in model.transformer.blocks:
             block.conv.eta.fill_(value)
     return patch
 

@@ -57,10 +57,10 @@ def neighbour_contrast(batch: Batch) -> float:
 def block_signals(model: TransformerClassifier, batch: Batch) -> list[dict[str, float]]:
     """Per block: ``||A V - V|| / ||A V||`` and ``||attention update|| / ||residual input||`` on ``batch``."""
     model.eval()
-    edge_index, edge_attr = model._edges(batch, batch.batch)
+    edge_index, edge_attr = model.attention_edges(batch, batch.batch)
     h = model.encode(batch)
     out = []
-    for block in model.blocks:
+    for block in model.transformer.blocks:
         hn = block.norm1(h)
         graph = block.conv.attention_graph(hn, edge_index, edge_attr, batch.batch)
         value = block.conv.lin_value(hn).view(-1, block.conv.heads, block.conv.out_channels)

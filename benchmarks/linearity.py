@@ -12,7 +12,8 @@ Settings:
 
 1. MNIST test images as tokens (one sequence of ``--n`` images, embedded as in ``examples/mnist_clustering.py``),
    blocks at random initialisation: one block applied ``1..8`` times (shared weights) and a stack of 8 independent
-   random blocks, for standard / Laplacian / mixed heads.
+   random blocks, for the ``transformer`` (standard), ``laplacian`` and ``mixed`` variants of
+   ``pyg_ple.nn.block.VARIANTS``.
 2. The character LM of ``benchmarks/lm_shakespeare.py`` on validation sequences: each layer and the whole stack, at
    initialisation and after training (models saved by ``lm_shakespeare.py --save-models DIR``, if given).
 
@@ -32,8 +33,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pyg_ple import PLETransformerBlock  # noqa: E402
+from pyg_ple.nn.block import variant_kwargs  # noqa: E402
 
-HEADS = {'standard': 0.0, 'laplacian': 1.0, 'mixed': 0.5}
+HEADS = ('transformer', 'laplacian', 'mixed')
 
 
 def parse_args(argv=None):
@@ -81,8 +83,8 @@ def mnist_part(args) -> dict:
         embed = torch.nn.Linear(X.shape[1], args.channels)
         z0 = embed(X)
         z0 = (z0 / z0.pow(2).mean().sqrt()).unsqueeze(0)
-        for heads, frac in HEADS.items():
-            lap = int(round(frac * args.heads))
+        for heads in HEADS:
+            lap = variant_kwargs(heads, args.heads)['laplacian_heads']
             torch.manual_seed(seed + 1)
             shared = PLETransformerBlock(args.channels, args.heads, laplacian_heads=lap).eval()
             stack = [PLETransformerBlock(args.channels, args.heads, laplacian_heads=lap).eval()
@@ -102,16 +104,16 @@ def mnist_part(args) -> dict:
 
 @torch.no_grad()
 def lm_states(model, x):
-    h = model.drop(model.tok_emb(x) + model.pos_emb(torch.arange(x.size(1))))
+    h = model.embed(x)
     states = [h]
-    for block in model.blocks:
+    for block in model.transformer.blocks:
         h = block(h, causal=True)
         states.append(h)
     return [s.reshape(-1, s.size(-1)).numpy() for s in states]
 
 
 def lm_part(args) -> dict:
-    from pyg_ple.experiments.lm import CharData, CharTransformerLM, variant_kwargs
+    from pyg_ple.experiments.lm import CharData, CharTransformerLM
     from pyg_ple.bench.training import seed_everything
     folder = Path(args.lm_models)
     files = sorted(folder.glob('lm_*.pt'))
@@ -132,7 +134,7 @@ def lm_part(args) -> dict:
         seed_everything(seed)  # the same initialisation as the training run
         model = CharTransformerLM(data.vocab_size, block_size=a['block_size'], channels=a['channels'],
                                   num_layers=a['layers'], heads=a['heads'], step_size=a['step_size'],
-                                  **variant_kwargs(variant, a['heads'])).eval()
+                                  variant=variant).eval()
         rec = {}
         for when in ('init', 'trained'):
             if when == 'trained':

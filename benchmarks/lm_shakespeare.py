@@ -1,11 +1,12 @@
 """Claim 3 (language model): does subtracting the identity from attention help a char-level LM on Tiny Shakespeare?
 
-Variants at equal parameters, steps, batch and learning rate (see :mod:`pyg_ple.experiments.lm`): ``standard``, ``laplacian``
-(all heads), ``mixed`` (half the heads), and both Laplacian variants with a learned step size. Every seed trains every
-variant on exactly the same sequence of random batches (a paired design) and is evaluated on the same fixed
-validation batches (last 10% of the text). One JSON per run is written to ``--out-dir`` (existing runs are skipped, so
-an interrupted grid resumes); ``--report`` aggregates them: validation loss mean ± std at equal steps, paired
-comparisons against ``standard`` (paired t-test and exact sign test over seeds), and a learning-curve PNG.
+Variants at equal parameters, steps, batch and learning rate (see :mod:`pyg_ple.experiments.lm`): ``transformer``
+(standard attention), ``laplacian`` (all heads), ``mixed`` (half the heads), and both Laplacian variants with a learned
+step size. Every seed trains every variant on exactly the same sequence of random batches (a paired design) and is
+evaluated on the same fixed validation batches (last 10% of the text). One JSON per run is written to ``--out-dir``
+(existing runs are skipped, so an interrupted grid resumes); ``--report`` aggregates them: validation loss mean ± std
+at equal steps, paired comparisons against ``transformer`` (paired t-test and exact sign test over seeds), and a
+learning-curve PNG.
 
 CPU default (about 2 min per run on one core; 15 runs)::
 
@@ -30,14 +31,15 @@ import _common as C  # noqa: E402
 
 import torch  # noqa: E402
 
-from pyg_ple.experiments.lm import LM_VARIANTS, CharData, CharTransformerLM, RandomBatches, evaluate_lm, variant_kwargs  # noqa
+from pyg_ple.experiments.lm import CharData, CharTransformerLM, RandomBatches, evaluate_lm, variant_name  # noqa: E402
+from pyg_ple.nn.block import VARIANTS  # noqa: E402
 from pyg_ple.bench.training import TrainConfig, fit, seed_everything  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--root', default=None, help='data folder holding tinyshakespeare/input.txt (or $PYG_PLE_DATA)')
-    p.add_argument('--variants', nargs='+', default=list(LM_VARIANTS), choices=list(LM_VARIANTS))
+    p.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--steps', type=int, default=2000)
     p.add_argument('--eval-every', type=int, default=200)
@@ -65,7 +67,7 @@ def run_one(args, data: CharData, variant: str, seed: int) -> dict:
     seed_everything(seed)
     model = CharTransformerLM(data.vocab_size, block_size=args.block_size, channels=args.channels,
                               num_layers=args.layers, heads=args.heads, step_size=args.step_size,
-                              dropout=args.dropout, **variant_kwargs(variant, args.heads))
+                              dropout=args.dropout, variant=variant)
     n_params = sum(p.numel() for p in model.parameters())
     gen = torch.Generator().manual_seed(10_000)  # the same validation batches for every run
     val_batches = [data.batch('val', args.batch_size, args.block_size, gen) for _ in range(args.eval_batches)]
@@ -79,7 +81,7 @@ def run_one(args, data: CharData, variant: str, seed: int) -> dict:
               evaluate=lambda m: {'val_loss': evaluate_lm(m, val_batches)})
     wall = time.perf_counter() - t0
     # step sizes of the Laplacian heads only (plain heads ignore eta)
-    etas = [b.conv.eta[b.conv.laplacian_mask].detach().cpu().tolist() for b in model.blocks]
+    etas = [b.conv.eta[b.conv.laplacian_mask].detach().cpu().tolist() for b in model.transformer.blocks]
     if args.save_models:
         Path(args.save_models).mkdir(parents=True, exist_ok=True)
         torch.save({'state_dict': model.state_dict(), 'args': vars(args), 'variant': variant, 'seed': seed},
@@ -98,7 +100,9 @@ def report(out_dir: Path, png: Path) -> str:
     runs = [json.loads(p.read_text()) for p in sorted(out_dir.glob('*.json'))]
     if not runs:
         return 'no runs found'
-    variants = [v for v in LM_VARIANTS if any(r['variant'] == v for r in runs)]
+    for r in runs:
+        r['variant'] = variant_name(r['variant'])
+    variants = [v for v in VARIANTS if any(r['variant'] == v for r in runs)]
     by = {(r['variant'], r['seed']): r for r in runs}
     seeds = sorted({r['seed'] for r in runs})
     lines = []
@@ -109,7 +113,7 @@ def report(out_dir: Path, png: Path) -> str:
         best = C.mean_std([r['best_val_loss'] for r in rs])
         wall = C.mean_std([r['wall_s'] for r in rs])
         eta = ''
-        if LM_VARIANTS[v][1]:
+        if VARIANTS[v][1]:
             import numpy as np
             allv = [x for r in rs for e in r['eta'] for x in e]
             eta = f"{np.mean(allv):.3f} [{np.min(allv):.2f}, {np.max(allv):.2f}]"
@@ -118,17 +122,17 @@ def report(out_dir: Path, png: Path) -> str:
     lines.append(f'Validation loss (nats/char) after {steps} steps, mean ± std over seeds {seeds}:\n')
     lines.append(C.md_table(['variant', 'seeds', 'params', 'final val loss', 'best val loss', 'wall s/run',
                              'mean learned eta'], rows))
-    if 'standard' in variants:
+    if 'transformer' in variants:
         prow = []
         for v in variants:
-            if v == 'standard':
+            if v == 'transformer':
                 continue
-            common = [s for s in seeds if (v, s) in by and ('standard', s) in by]
+            common = [s for s in seeds if (v, s) in by and ('transformer', s) in by]
             if not common:
                 continue
             pr = C.paired([by[(v, s)]['final_val_loss'] for s in common],
-                          [by[('standard', s)]['final_val_loss'] for s in common])
-            prow.append([f'{v} - standard', pr['n'], f"{pr['mean_diff']:+.4f} ± {pr['std_diff']:.4f}",
+                          [by[('transformer', s)]['final_val_loss'] for s in common])
+            prow.append([f'{v} - transformer', pr['n'], f"{pr['mean_diff']:+.4f} ± {pr['std_diff']:.4f}",
                          f"{pr['wins']}/{pr['n']}", f"{pr['t']:.2f}", f"{pr['p']:.3g}", f"{pr['sign_p']:.3g}"])
         lines.append('\nPaired comparison with standard attention (same seed = same init seed and batches; '
                      'negative = lower loss):\n')

@@ -64,7 +64,7 @@ def append_csv(path: Path, fields: list[str], row: dict) -> None:
 def cmd_accuracy(args) -> None:
     import torch
 
-    from pyg_ple.bench.node import DEFAULT_HPARAMS, build_node_model, load_planetoid, train_node_classifier
+    from pyg_ple.bench.node import OPTIMIZER_DEFAULTS, build_node_model, load_planetoid, train_node_classifier
     from pyg_ple.bench.training import TrainConfig
     done = {(r['dataset'], r['model'], r['mode'], int(r['seed'])) for r in read_csv(CSV_ACC)}
     graphs = {name: load_planetoid(name, args.root) for name in args.datasets}
@@ -78,7 +78,7 @@ def cmd_accuracy(args) -> None:
                     continue
                 torch.manual_seed(seed)
                 model = build_node_model(kind, data.num_features, classes, **extra)
-                hp = DEFAULT_HPARAMS[kind]
+                hp = OPTIMIZER_DEFAULTS[kind]
                 config = TrainConfig(epochs=args.epochs, lr=hp['lr'], weight_decay=hp['weight_decay'], seed=seed,
                                      progress=False)
                 run, _ = train_node_classifier(model, data, config, mode=mode, num_neighbors=args.num_neighbors,

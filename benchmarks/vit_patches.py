@@ -1,7 +1,7 @@
 """Claim 3 (vision): does subtracting the identity from attention help a small ViT?
 
-:class:`pyg_ple.experiments.vit.PatchViT` with ``standard``, ``laplacian`` (all heads) and ``mixed`` (half the heads) attention,
-same parameters, epochs, batch size and learning rate, several seeds, on
+:class:`pyg_ple.experiments.vit.PatchViT` with ``transformer`` (standard), ``laplacian`` (all heads) and ``mixed`` (half
+the heads) attention, same parameters, epochs, batch size and learning rate, several seeds, on
 
 * ``mnist``: the 10,000 MNIST test images (the only MNIST images in the shared data), a FIXED stratified split of
   8,000 train / 2,000 validation (``random_state=0``, the same for every seed), 7x7 patches -> 16 tokens;
@@ -31,7 +31,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from pyg_ple.bench.training import TrainConfig, fit, seed_everything  # noqa: E402
-from pyg_ple.experiments.vit import VIT_VARIANTS, PatchViT, patchify, variant_kwargs  # noqa: E402
+from pyg_ple.experiments.lm import variant_name  # noqa: E402
+from pyg_ple.experiments.vit import VIT_VARIANTS, PatchViT, patchify  # noqa: E402
 
 DATASETS = {'mnist': {'patch': 7, 'epochs': 5}, 'digits': {'patch': 2, 'epochs': 15}}
 
@@ -81,7 +82,7 @@ def run_one(args, data, name: str, variant: str, seed: int) -> dict:
         xtr, ytr = xtr[:args.max_train], ytr[:args.max_train]
     seed_everything(seed)
     model = PatchViT(xtr.size(-1), xtr.size(1), 10, channels=args.channels, num_layers=args.layers,
-                     heads=args.heads, **variant_kwargs(variant, args.heads))
+                     heads=args.heads, variant=variant)
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(TensorDataset(xtr, ytr), batch_size=args.batch_size, shuffle=True, generator=gen)
 
@@ -114,6 +115,8 @@ def report(out_dir: Path) -> str:
     runs = [json.loads(p.read_text()) for p in sorted(out_dir.glob('*.json'))]
     if not runs:
         return 'no runs found'
+    for r in runs:
+        r['variant'] = variant_name(r['variant'])
     lines = []
     for name in DATASETS:
         rs = [r for r in runs if r['dataset'] == name]
@@ -131,14 +134,15 @@ def report(out_dir: Path) -> str:
                          C.fmt(C.mean_std([100 * float(np.mean(r['val_acc'][-3:])) for r in vr]), 2),
                          C.fmt(C.mean_std([r['final_val_loss'] for r in vr]), 4),
                          f"{np.mean([r['wall_s'] for r in vr]):.0f}"])
-            if v != 'standard':
-                common = [s for s in seeds if (v, s) in by and ('standard', s) in by]
+            if v != 'transformer':
+                common = [s for s in seeds if (v, s) in by and ('transformer', s) in by]
                 if common:
                     pr = C.paired([100 * by[(v, s)]['final_val_acc'] for s in common],
-                                  [100 * by[('standard', s)]['final_val_acc'] for s in common], lower_is_better=False)
+                                  [100 * by[('transformer', s)]['final_val_acc'] for s in common],
+                                  lower_is_better=False)
                     pl = C.paired([by[(v, s)]['final_val_loss'] for s in common],
-                                  [by[('standard', s)]['final_val_loss'] for s in common])
-                    prow.append([f'{v} - standard', pr['n'], f"{pr['mean_diff']:+.2f} ± {pr['std_diff']:.2f}",
+                                  [by[('transformer', s)]['final_val_loss'] for s in common])
+                    prow.append([f'{v} - transformer', pr['n'], f"{pr['mean_diff']:+.2f} ± {pr['std_diff']:.2f}",
                                  f"{pr['wins']}/{pr['n']}", f"{pr['p']:.3g}",
                                  f"{pl['mean_diff']:+.4f} ± {pl['std_diff']:.4f}", f"{pl['wins']}/{pl['n']}",
                                  f"{pl['p']:.3g}"])

@@ -6,11 +6,12 @@ have RMS 1, the scale at which LayerNorm works; ``--embed-scale none`` skips it)
 sequence (all pairs attend, so the attention matrix is a graph over the images) and the same
 :class:`pyg_ple.PLETransformerBlock` is applied ``--steps`` times.  No training anywhere.
 
-Block variants: heads ``standard`` / ``laplacian`` (all heads) / ``mixed`` (half), each with
+Block variants (:data:`pyg_ple.nn.block.VARIANTS`): ``transformer`` (standard heads) / ``laplacian`` (all heads) /
+``mixed`` (half), each with
 
 * ``random`` initialisation (the block's default init), and
-* ``ple`` initialisation (:func:`pyg_ple.experiments.manifold.ple_init_`): ``W_v = W_o = I``, ``W_q = W_k = sqrt(s) I``, MLP
-  output zero, so the block is exactly ``x + eta (A - I) LN(x)`` with ``A`` the dot-product similarity graph of the
+* ``ple`` initialisation (:func:`pyg_ple.nn.ple_init_`): ``W_v = W_o = I``, ``W_q = W_k = sqrt(s) I``, MLP output
+  zero, so the block is exactly ``x + eta (A - I) LN(x)`` with ``A`` the dot-product similarity graph of the
   LayerNorm-ed latents (standard heads: ``x + A LN(x)``).
 
 Measured before (the linear embedding) and after the steps, on the first two latent dimensions ("2-D", the paper's
@@ -19,32 +20,48 @@ figure) and on all channels ("full"): 5-NN accuracy (5-fold CV), silhouette scor
 (Laplacian Eigenmaps) and :class:`pyg_ple.experiments.manifold.PLEEmbedding` on the same points.  Mean ± std over seeds.
 
     python examples/mnist_clustering.py --root /path/to/data --n 2000 --seeds 0 1 2 3 4
+
+By default the results go to ``benchmarks/results/mnist_clustering.{json,png}`` of the repository
+(``benchmarks/paper_claims.py`` runs this script); ``--out`` and ``--png`` put them elsewhere.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'benchmarks'))
-import _common as C  # noqa: E402
+import numpy as np
+import sklearn
+import torch
+from scipy import stats
+from sklearn.decomposition import PCA
+from sklearn.manifold import SpectralEmbedding, trustworthiness
+from sklearn.metrics import silhouette_score
+from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
+from sklearn.neighbors import KNeighborsClassifier
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.manifold import SpectralEmbedding, trustworthiness  # noqa: E402
-from sklearn.metrics import silhouette_score  # noqa: E402
-from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split  # noqa: E402
-from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
+from pyg_ple import PLETransformerBlock
+from pyg_ple.bench.io import atomic_write_json, data_root
+from pyg_ple.experiments.idx import load_mnist
+from pyg_ple.experiments.manifold import PLEEmbedding
+from pyg_ple.nn import ple_init_, variant_kwargs
 
-from pyg_ple import PLETransformerBlock  # noqa: E402
-from pyg_ple.experiments.idx import load_mnist  # noqa: E402
-from pyg_ple.experiments.manifold import PLEEmbedding, ple_init_  # noqa: E402
-
-HEADS = {'standard': 0.0, 'laplacian': 1.0, 'mixed': 0.5}
+RESULTS = Path(__file__).resolve().parents[1] / 'benchmarks' / 'results'
+HEADS = ('transformer', 'laplacian', 'mixed')
 INITS = ('random', 'ple')
+
+
+def mean_std(values) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.3f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.3f}"
+
+
+def md_table(header, rows) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
+    return '\n'.join(lines + ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows])
 
 
 def parse_args(argv=None):
@@ -61,8 +78,8 @@ def parse_args(argv=None):
                    help="'unit': rescale the embedding (one scalar) to token RMS 1, LayerNorm's scale")
     p.add_argument('--k', type=int, default=5, help='neighbours for k-NN accuracy and trustworthiness')
     p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--out', default=str(C.RESULTS / 'mnist_clustering.json'))
-    p.add_argument('--png', default=str(C.RESULTS / 'mnist_clustering.png'), help="'' for no plot")
+    p.add_argument('--out', default=str(RESULTS / 'mnist_clustering.json'))
+    p.add_argument('--png', default=str(RESULTS / 'mnist_clustering.png'), help="'' for no plot")
     p.add_argument('--no-baselines', action='store_true')
     p.add_argument('--summarise-sweep', default=None, metavar='DIR',
                    help='only print a table of the result JSONs in DIR (runs with other --qk-scale/--step-size)')
@@ -99,8 +116,8 @@ def unrolled(X: np.ndarray, args, heads: str, init: str, seed: int):
     """Embedding and the latents after each of ``args.steps`` applications of one block: list of [N, C] arrays."""
     torch.manual_seed(seed)
     embed = torch.nn.Linear(X.shape[1], args.channels)
-    block = PLETransformerBlock(args.channels, args.heads, laplacian_heads=int(round(HEADS[heads] * args.heads)),
-                                step_size=args.step_size)
+    block = PLETransformerBlock(args.channels, args.heads, step_size=args.step_size,
+                                laplacian_heads=variant_kwargs(heads, args.heads)['laplacian_heads'])
     if init == 'ple':
         ple_init_(block, args.qk_scale)
     block.eval()
@@ -115,8 +132,10 @@ def unrolled(X: np.ndarray, args, heads: str, init: str, seed: int):
 
 
 def run(args) -> dict:
-    images, labels = load_mnist(C.require(C.data_root(args.root), 'data folder'), 'test')
-    results = {'config': vars(args), 'env': C.env_info(), 'seeds': {}}
+    images, labels = load_mnist(data_root(args.root), 'test')
+    env = {'python': platform.python_version(), 'torch': torch.__version__, 'sklearn': sklearn.__version__,
+           'threads': str(torch.get_num_threads()), 'machine': platform.machine(), 'cpus': str(os.cpu_count())}
+    results = {'config': vars(args), 'env': env, 'seeds': {}}
     for seed in args.seeds:
         X, y = subset(images, labels, args.n, seed)
         res = {}
@@ -155,32 +174,35 @@ def summarise(results: dict) -> str:
     seeds = list(results['seeds'])
     names = [k for k in results['seeds'][seeds[0]] if not k.startswith('_')]
     cols = ['2d_knn', '2d_silhouette', '2d_trust', 'full_knn', 'full_silhouette', 'full_trust']
-    rows = []
+    rows, shown = [], set()
     for name in names:
         for when in ('before', 'after'):
             if when not in results['seeds'][seeds[0]][name]:
                 continue
-            if when == 'before' and not name.endswith('/standard'):
+            init = name.split('/')[0]
+            if when == 'before' and init in shown:
                 continue  # the embedding (before) is the same for every head type of one init
+            shown.add(init)
             vals = [[results['seeds'][s][name][when][c] for s in seeds] for c in cols]
-            label = (name.split('/')[0] + ' embedding (before)') if when == 'before' else \
+            label = (init + ' embedding (before)') if when == 'before' else \
                 (name + f" after {results['config']['steps']} steps" if '/' in name else name)
-            rows.append([label] + [C.fmt(C.mean_std(v)) for v in vals])
+            rows.append([label] + [mean_std(v) for v in vals])
     head = ['latents', '2-D 5-NN acc', '2-D silhouette', '2-D trust.', 'full 5-NN acc', 'full silhouette',
             'full trust.']
-    text = C.md_table(head, rows)
+    text = md_table(head, rows)
     # paired: after vs before per variant, 2-D kNN
     prow = []
     for name in names:
         if '/' not in name:
             continue
         for c in ('2d_knn', 'full_knn', '2d_silhouette'):
-            a = [results['seeds'][s][name]['after'][c] for s in seeds]
-            b = [results['seeds'][s][name]['before'][c] for s in seeds]
-            pr = C.paired(a, b, lower_is_better=False)
-            prow.append([name, c, f"{pr['mean_diff']:+.3f} ± {pr['std_diff']:.3f}", f"{pr['wins']}/{pr['n']}",
-                         f"{pr['p']:.3g}"])
-    text += '\n\nAfter minus before (paired over seeds):\n\n' + C.md_table(
+            a = np.array([results['seeds'][s][name]['after'][c] for s in seeds])
+            b = np.array([results['seeds'][s][name]['before'][c] for s in seeds])
+            d = a - b
+            p = stats.ttest_rel(a, b).pvalue if d.size > 1 and np.any(d != d[0]) else float('nan')
+            prow.append([name, c, f"{d.mean():+.3f} ± {d.std(ddof=1) if d.size > 1 else 0.0:.3f}",
+                         f"{int((d > 0).sum())}/{d.size}", f"{p:.3g}"])
+    text += '\n\nAfter minus before (paired over seeds):\n\n' + md_table(
         ['variant', 'metric', 'after - before', 'seeds improved', 'paired t p'], prow)
     return text
 
@@ -194,11 +216,11 @@ def summarise_sweep(folder: Path) -> str:
         cfg, S = r['config'], r['seeds']
         for name in [k for k in S[next(iter(S))] if '/' in k]:
             def ms(when, m):
-                return C.fmt(C.mean_std([S[s][name][when][m] for s in S]))
+                return mean_std([S[s][name][when][m] for s in S])
             rows.append([cfg['qk_scale'], cfg['step_size'], name, ms('before', '2d_knn'), ms('after', '2d_knn'),
                          ms('after', '2d_silhouette'), ms('before', 'full_knn'), ms('after', 'full_knn')])
     rows.sort(key=lambda r: (r[2], r[0], r[1]))
-    return C.md_table(['qk scale', 'eta', 'variant', '2-D 5-NN before', '2-D 5-NN after', '2-D silhouette after',
+    return md_table(['qk scale', 'eta', 'variant', '2-D 5-NN before', '2-D 5-NN after', '2-D silhouette after',
                        'full 5-NN before', 'full 5-NN after'], rows)
 
 
@@ -210,7 +232,7 @@ def plot(results: dict, png: Path) -> None:
     y = np.asarray(s0['_y'])
     panels = []
     for init in INITS:
-        panels.append((f'{init} init: embedding (before)', s0[f'{init}/standard']['_plot'][0]))
+        panels.append((f'{init} init: embedding (before)', s0[f'{init}/{HEADS[0]}']['_plot'][0]))
         for heads in HEADS:
             panels.append((f'{init}/{heads}: after {results["config"]["steps"]} steps',
                            s0[f'{init}/{heads}']['_plot'][1]))
@@ -240,7 +262,10 @@ def main(argv=None):
     if args.summarise_sweep:
         print(summarise_sweep(Path(args.summarise_sweep)))
         return 0
-    C.set_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    # scikit-learn's OpenMP neighbour searches spin-wait on busy cores: give its BLAS/OpenMP pools the same count
+    from threadpoolctl import threadpool_limits
+    limits = threadpool_limits(args.threads)  # noqa: F841  (held until main returns)
     t0 = time.perf_counter()
     results = run(args)
     results['wall_s'] = time.perf_counter() - t0
@@ -251,7 +276,7 @@ def main(argv=None):
             if isinstance(v, dict):
                 v.pop('_plot', None)
         s.pop('_y', None)
-    C.write_json(Path(args.out), results)
+    atomic_write_json(args.out, results)
     print(summarise(results))
     print(f"\nwall time {results['wall_s']:.0f}s; PNG {args.png}")
     return 0

@@ -6,6 +6,7 @@ holds the weights of the edges *into* ``i`` (this is PyG's ``flow='source_to_tar
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -13,7 +14,7 @@ from torch import Tensor
 from torch_geometric.typing import Adj, SparseTensor
 from torch_geometric.utils import coalesce, is_torch_sparse_tensor, remove_self_loops, to_dense_batch, to_edge_index
 
-from pyg_ple.validation import check_batch, check_edge_index, check_features, check_finite, check_same_graph, checking
+from pyg_ple.validation import check_batch, check_edge_index, check_once, check_same_graph, checking
 
 EDGE_KINDS = ('native', 'full', 'native+full', 'knn')
 
@@ -40,25 +41,35 @@ def sequence_edge_index(
         raise ValueError(f"'batch_size' must be a non-negative int (got {batch_size!r})")
     if window is not None and (not isinstance(window, int) or window < 0):
         raise ValueError(f"'window' must be None or a non-negative int (got {window!r})")
-    pos = torch.arange(num_tokens, device=device)
-    allowed = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=device)  # allowed[i, j]
-    offset = pos.view(-1, 1) - pos.view(1, -1)  # i - j
-    if causal:
-        allowed &= offset >= 0
-    if window is not None:
-        allowed &= offset.abs() <= window
-    dst, src = allowed.nonzero(as_tuple=True)
-    shift = (torch.arange(batch_size, device=device) * num_tokens).repeat_interleave(src.numel())
+    # Token i sees the contiguous source range [low_i, high_i]: built per target in O(edges) memory.
+    T = num_tokens
+    reach = T if window is None else min(window, T)  # how far back (and, unless causal, forward) a token sees
+    pos = torch.arange(T, device=device)
+    low = (pos - reach).clamp_min(0)
+    high = pos if causal else (pos + reach).clamp_max(max(T - 1, 0))
+    counts = high - low + 1
+    # Edges per sequence, counted without reading the device: sum_i (min(i, r) + 1) causal, twice that minus T not.
+    r = min(reach, max(T - 1, 0))
+    backward = r * (r + 1) // 2 + (T - r) * (r + 1) if T > 0 else 0
+    num_edges = backward if causal else 2 * backward - T
+    dst = pos.repeat_interleave(counts, output_size=num_edges)
+    first = torch.cumsum(counts, 0) - counts  # position of each target's first edge
+    src = torch.arange(num_edges, device=device) - (first - low).repeat_interleave(counts, output_size=num_edges)
+    shift = (torch.arange(batch_size, device=device) * T).repeat_interleave(num_edges)
     src = src.repeat(batch_size) + shift
     dst = dst.repeat(batch_size) + shift
     return torch.stack([src, dst], dim=0)
 
 
 def _graph_sizes(batch: Optional[Tensor], num_nodes: Optional[int]) -> Tensor:
+    if num_nodes is not None and (not isinstance(num_nodes, int) or num_nodes < 0):
+        raise ValueError(f"'num_nodes' must be a non-negative int (got {num_nodes!r})")
     if batch is None:
         if num_nodes is None:
             raise ValueError("pass 'batch' or 'num_nodes' to define the graphs")
         return torch.tensor([num_nodes])
+    if isinstance(batch, Tensor) and num_nodes is not None and batch.numel() != num_nodes:
+        raise ValueError(f"'num_nodes' is {num_nodes} but 'batch' assigns {batch.numel()} nodes")
     check_batch(batch, batch.numel())
     if batch.numel() == 0:
         return batch.new_zeros(0)
@@ -101,7 +112,8 @@ def native_plus_full_edge_index(
     r"""All pairs within each graph, with a flag saying which of them are native edges.
 
     The union of the native edges and full attention is full attention; what it adds is ``is_native`` (``[E]``,
-    bool), which a layer can read as an edge feature (``edge_dim=1``) to tell local from global pairs.
+    bool), which a layer can read as an edge feature (``edge_attr=is_native.float()`` with ``edge_dim=1``) to tell
+    local from global pairs.
     """
     if num_nodes is None:
         num_nodes = batch.numel() if batch is not None else None
@@ -112,7 +124,7 @@ def native_plus_full_edge_index(
         check_batch(batch, num_nodes)
         check_same_graph(edge_index, batch)
     full = full_edge_index(batch, num_nodes)
-    native = coalesce(edge_index, num_nodes=num_nodes)
+    native = coalesce(edge_index.long(), num_nodes=num_nodes)
     # Key every pair by target * N + source; full pairs sorted by target then source are sorted by that key.
     full_key = full[1] * num_nodes + full[0]
     native_key = native[1] * num_nodes + native[0]
@@ -166,7 +178,9 @@ def candidate_edge_index(
 ) -> Tuple[Tensor, Optional[Tensor]]:
     r"""Build the candidate edge set named ``kind``: ``'native'``, ``'full'``, ``'native+full'`` or ``'knn'``.
 
-    Returns ``(edge_index, is_native)``; ``is_native`` is a bool ``[E]`` for ``'native+full'`` and ``None`` else.
+    The number of nodes is ``num_nodes``, else ``x.size(0)``, else ``batch.numel()``; ``'native'`` checks
+    ``edge_index`` against it (when known). Returns ``(edge_index, is_native)`` with int64 indices; ``is_native`` is a
+    bool ``[E]`` for ``'native+full'`` and ``None`` else.
     """
     if num_nodes is None:
         if x is not None:
@@ -176,7 +190,8 @@ def candidate_edge_index(
     if kind == 'native':
         if edge_index is None:
             raise ValueError("kind='native' needs 'edge_index'")
-        return edge_index, None
+        check_edge_index(edge_index, num_nodes)
+        return edge_index.long(), None
     if kind == 'full':
         return full_edge_index(batch, num_nodes), None
     if kind == 'native+full':
@@ -190,29 +205,41 @@ def candidate_edge_index(
     raise ValueError(f"'kind' must be one of {EDGE_KINDS} (got {kind!r})")
 
 
-def as_edge_index(edge_index: Adj, num_nodes: int, in_channels: Optional[int] = None,
-                  x: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
-    r"""``(edge_index [2, E], values or None)`` from a ``[2, E]`` tensor, a ``torch.sparse`` adjacency or a
-    ``torch_sparse.SparseTensor``.
+def as_edge_index(edge_index: Adj, num_nodes: int) -> Tuple[Tensor, Optional[Tensor]]:
+    r"""``(edge_index [2, E] int64, values or None)`` from a ``[2, E]`` tensor (int64 or int32), a ``torch.sparse``
+    adjacency or a ``torch_sparse.SparseTensor``.
 
-    A sparse adjacency follows PyG's ``adj_t`` convention: entry ``[i, j]`` is the edge ``j -> i``.
-    Checks (outside ``torch.compile``) that indices are in range and that ``x`` has ``in_channels`` features.
+    A sparse adjacency follows PyG's ``adj_t`` convention: entry ``[i, j]`` is the edge ``j -> i``. Outside
+    ``torch.compile`` the shape and the index range are checked; a sparse adjacency whose values are not all one
+    gives a ``UserWarning`` (attention uses its pattern only). Indices come back as int64 whatever they came in as
+    (on CPU, index ops whose backward gathers with an int32 index give wrong gradients).
     """
-    if checking() and x is not None and in_channels is not None:
-        check_features(x, in_channels)
-        check_finite(x, 'x')
     if isinstance(edge_index, SparseTensor):
         row, col, value = edge_index.coo()
-        if checking() and (edge_index.size(0) != num_nodes or edge_index.size(1) != num_nodes):
-            raise ValueError(f"'edge_index' must be a [{num_nodes}, {num_nodes}] adjacency "
-                             f"(got {tuple(edge_index.sizes())})")
-        return torch.stack([col, row], dim=0), value
+        if checking():
+            _check_adjacency(tuple(edge_index.sizes()), value, num_nodes)
+        return torch.stack([col, row], dim=0).long(), value
     if isinstance(edge_index, Tensor) and is_torch_sparse_tensor(edge_index):
-        if checking() and (edge_index.size(0) != num_nodes or edge_index.size(1) != num_nodes):
-            raise ValueError(f"'edge_index' must be a [{num_nodes}, {num_nodes}] adjacency "
-                             f"(got {tuple(edge_index.shape)})")
         index, value = to_edge_index(edge_index)
-        return index.flip(0), value
+        if checking():
+            check_once('adjacency', (edge_index,), (num_nodes,),
+                       lambda: _check_adjacency(tuple(edge_index.shape), value, num_nodes))
+        return index.flip(0).long(), value
     if checking():
         check_edge_index(edge_index, num_nodes)
-    return edge_index, None
+    return edge_index.long(), None
+
+
+def _check_adjacency(shape: Tuple[int, ...], value: Optional[Tensor], num_nodes: int) -> None:
+    if shape != (num_nodes, num_nodes):
+        raise ValueError(f"'edge_index' must be a [{num_nodes}, {num_nodes}] adjacency (got {shape})")
+    if value is not None and value.numel() > 0 and bool((value != 1).any()):
+        warnings.warn("'edge_index' is a weighted sparse adjacency, but attention uses its pattern only and ignores "
+                      "the values; for a fixed weighted graph pass 'edge_index' as a [2, E] tensor and the weights "
+                      "as 'edge_weight'", UserWarning)
+
+
+def has_incoming_edge(edge_index: Tensor, num_nodes: int) -> Tensor:
+    r"""Bool ``[num_nodes]``: whether node ``i`` is the target of at least one edge of ``edge_index``."""
+    mask = torch.zeros(num_nodes, dtype=torch.bool, device=edge_index.device)
+    return mask.index_fill_(0, edge_index[1], True)

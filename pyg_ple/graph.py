@@ -14,6 +14,8 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import coalesce, scatter, to_dense_adj
 
+from pyg_ple.edges import has_incoming_edge
+
 if TYPE_CHECKING:  # networkx is imported by ``to_networkx`` only
     import networkx as nx
 
@@ -23,7 +25,7 @@ class AttentionGraph:
     r"""A weighted directed graph with ``heads`` weights per edge ``j -> i``.
 
     Attributes:
-        edge_index: ``[2, E]``, row 0 the sources ``j``, row 1 the targets ``i``.
+        edge_index: ``[2, E]`` (stored as int64), row 0 the sources ``j``, row 1 the targets ``i``.
         weight: ``[E, heads]``; for a learned attention graph each target's incoming weights sum to one per head.
         num_nodes: number of nodes ``N``.
         batch: optional graph assignment ``[N]`` (sorted), as in a PyG ``Batch``.
@@ -32,6 +34,11 @@ class AttentionGraph:
     weight: Tensor
     num_nodes: int
     batch: Optional[Tensor] = None
+
+    def __post_init__(self) -> None:
+        # int64 indices whatever came in: on CPU, scatter's backward gathers wrong rows with an int32 index.
+        if isinstance(self.edge_index, Tensor):
+            self.edge_index = self.edge_index.long()
 
     @property
     def heads(self) -> int:
@@ -94,9 +101,8 @@ class AttentionGraph:
         r"""The random-walk Laplacian ``I - A`` per head, as ``(edge_index, weight [E', heads])``.
 
         A node without incoming edges has a zero row (no diagonal entry), as in networkx."""
-        N, dst = self.num_nodes, self.edge_index[1]
-        has_in = torch.bincount(dst, minlength=N) > 0
-        loops = torch.arange(N, device=dst.device)[has_in]
+        N = self.num_nodes
+        loops = torch.arange(N, device=self.edge_index.device)[has_incoming_edge(self.edge_index, N)]
         edge_index = torch.cat([self.edge_index, loops.expand(2, -1)], dim=1)
         weight = torch.cat([-self.weight, self.weight.new_ones(loops.numel(), self.heads)], dim=0)
         return coalesce(edge_index, weight, num_nodes=N, reduce='sum')

@@ -1,12 +1,17 @@
 """Input checks that turn bad input into a clear error naming the argument.
 
 Every check is skipped while ``torch.compile`` traces (data-dependent checks would break the graph); call sites
-guard with :func:`checking`.
+guard with :func:`checking`. Checks that read tensor values (index ranges, signs, sort order) cost a pass over the
+data and, on a GPU, a host-device sync; the result of each is remembered per tensor object and version
+(:func:`check_once`), so a graph that passes through several layers, or is reused across steps, is read once.
 """
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -22,7 +27,8 @@ def checking() -> bool:
 
 @contextmanager
 def finite_checks(enabled: bool = True) -> Iterator[None]:
-    """Within this context, pyg-ple layers raise ``ValueError`` on NaN or inf in their inputs.
+    """Within this context, pyg-ple layers raise ``ValueError`` on NaN or inf in their inputs (``x``,
+    ``edge_weight``, ``edge_attr``).
 
     >>> with pyg_ple.finite_checks():
     ...     out = conv(x, edge_index)
@@ -41,6 +47,58 @@ def check_finite(value: Optional[Tensor], name: str) -> None:
         raise ValueError(f"'{name}' contains NaN or inf values")
 
 
+class _PassedChecks:
+    """Value checks that passed, keyed by check name, tensor identities and versions, and sizes.
+
+    Bounded (least recently used entries go first) and holding weak references only: no tensor is kept alive, and a
+    key whose ``id`` was recycled by another tensor never matches. An in-place change bumps a tensor's version, so a
+    modified tensor is checked again. Inference tensors have no version counter and are checked every time.
+    """
+
+    def __init__(self, capacity: int = 128):
+        self.capacity = capacity
+        self._entries: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(name: str, tensors: Tuple[Tensor, ...], sizes: tuple) -> Optional[tuple]:
+        if any(t.is_inference() for t in tensors):
+            return None
+        return name, tuple((id(t), t._version) for t in tensors), sizes
+
+    def passed(self, key: tuple, tensors: Tuple[Tensor, ...]) -> bool:
+        with self._lock:
+            refs = self._entries.get(key)
+            if refs is None or any(ref() is not t for ref, t in zip(refs, tensors)):
+                return False
+            self._entries.move_to_end(key)
+            return True
+
+    def add(self, key: tuple, tensors: Tuple[Tensor, ...]) -> None:
+        with self._lock:
+            self._entries[key] = tuple(weakref.ref(t) for t in tensors)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_PASSED = _PassedChecks()
+
+
+def check_once(name: str, tensors: Tuple[Tensor, ...], sizes: tuple, check: Callable[[], None]) -> None:
+    """Run ``check()`` (which raises on bad input) unless it already passed for these tensor objects, unmodified,
+    and these ``sizes``."""
+    key = _PASSED.key(name, tensors, sizes)
+    if key is not None and _PASSED.passed(key, tensors):
+        return
+    check()
+    if key is not None:
+        _PASSED.add(key, tensors)
+
+
 def check_tensor(value, name: str, dim: Optional[int] = None, floating: bool = False) -> None:
     if not isinstance(value, Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor (got {type(value).__name__})")
@@ -50,9 +108,10 @@ def check_tensor(value, name: str, dim: Optional[int] = None, floating: bool = F
         raise TypeError(f"'{name}' must be a floating-point tensor (got {value.dtype})")
 
 
-def check_edge_index(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None,
+def check_edge_index(edge_index: Tensor, num_src: Optional[int], num_dst: Optional[int] = None,
                      name: str = 'edge_index') -> None:
-    """``edge_index`` is an integer ``[2, E]`` tensor with sources in ``[0, num_src)`` and targets in ``[0, num_dst)``."""
+    """``edge_index`` is an integer ``[2, E]`` tensor with sources in ``[0, num_src)`` and targets in ``[0, num_dst)``
+    (``num_src=None``: non-negative only). The range is read once per tensor object and version."""
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor of shape [2, E] (got {type(edge_index).__name__})")
     if edge_index.dtype not in (torch.long, torch.int32):
@@ -62,11 +121,17 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: Optional[int] = 
     num_dst = num_src if num_dst is None else num_dst
     if edge_index.numel() == 0:
         return
-    if int(edge_index.min()) < 0:
-        raise ValueError(f"'{name}' contains negative node indices")
-    if int(edge_index[0].max()) >= num_src or int(edge_index[1].max()) >= num_dst:
-        raise ValueError(f"'{name}' refers to node {int(edge_index.max())} but there are only "
-                         f"{num_src} source / {num_dst} target nodes")
+
+    def check_range() -> None:
+        # One host read for the three bounds.
+        low, src_high, dst_high = torch.cat([edge_index.amin().view(1), edge_index.amax(dim=1)]).tolist()
+        if low < 0:
+            raise ValueError(f"'{name}' contains negative node indices")
+        if num_src is not None and (src_high >= num_src or dst_high >= num_dst):
+            raise ValueError(f"'{name}' refers to node {max(src_high, dst_high)} but there are only "
+                             f"{num_src} source / {num_dst} target nodes")
+
+    check_once('edge_index range', (edge_index,), (num_src, num_dst), check_range)
 
 
 def check_edge_values(value: Optional[Tensor], num_edges: int, name: str, nonnegative: bool = False,
@@ -74,15 +139,42 @@ def check_edge_values(value: Optional[Tensor], num_edges: int, name: str, nonneg
     if value is None:
         return
     check_tensor(value, name)
-    if value.size(0) != num_edges:
-        raise ValueError(f"'{name}' must have one entry per edge: expected {num_edges} (got {value.size(0)})")
+    if value.dim() == 0 or value.size(0) != num_edges:
+        got = value.size(0) if value.dim() else 'a scalar'
+        raise ValueError(f"'{name}' must have one entry per edge: expected {num_edges} (got {got})")
     if dim is not None and value.dim() != dim:
         raise ValueError(f"'{name}' must be {dim}-D (got shape {tuple(value.shape)})")
     if nonnegative:
         if not value.is_floating_point():
             raise TypeError(f"'{name}' must be a floating-point tensor (got {value.dtype})")
-        if value.numel() > 0 and bool((value < 0).any()):
-            raise ValueError(f"'{name}' must be non-negative")
+
+        def check_sign() -> None:
+            if value.numel() > 0 and bool((value < 0).any()):
+                raise ValueError(f"'{name}' must be non-negative")
+
+        check_once('non-negative', (value,), (), check_sign)
+
+
+def as_edge_attr(edge_attr: Optional[Tensor], num_edges: int, edge_dim: Optional[int]) -> Optional[Tensor]:
+    """``edge_attr`` as ``[E, edge_dim]``: a ``[E]`` vector is one feature when ``edge_dim == 1`` (as in PyG's convs).
+    Outside ``torch.compile`` also checks it: only a layer built with ``edge_dim`` takes edge features, one row per
+    edge, ``edge_dim`` floating-point columns (finite inside :func:`finite_checks`)."""
+    if edge_attr is None:
+        return None
+    if checking():
+        if edge_dim is None:
+            raise ValueError("'edge_attr' was given but the layer was built with edge_dim=None: build it with "
+                             "edge_dim=<features per edge> to use edge features")
+        check_tensor(edge_attr, 'edge_attr', floating=True)
+    if edge_attr.dim() == 1 and edge_dim == 1:
+        edge_attr = edge_attr.view(-1, 1)
+    if checking():
+        check_edge_values(edge_attr, num_edges, 'edge_attr', dim=2)
+        if edge_attr.size(-1) != edge_dim:
+            raise ValueError(f"'edge_attr' must have edge_dim={edge_dim} features "
+                             f"(got shape {tuple(edge_attr.shape)})")
+        check_finite(edge_attr, 'edge_attr')
+    return edge_attr
 
 
 def check_features(x: Tensor, channels: int, name: str = 'x', dim: Optional[int] = None,
@@ -100,8 +192,11 @@ def check_features(x: Tensor, channels: int, name: str = 'x', dim: Optional[int]
 
 def check_same_graph(edge_index: Tensor, batch: Tensor) -> None:
     """No edge of ``edge_index`` joins two different graphs of ``batch``."""
-    if edge_index.numel() > 0 and bool((batch[edge_index[0]] != batch[edge_index[1]]).any()):
-        raise ValueError("'edge_index' has edges between different graphs of 'batch'")
+    def check() -> None:
+        if edge_index.numel() > 0 and bool((batch[edge_index[0]] != batch[edge_index[1]]).any()):
+            raise ValueError("'edge_index' has edges between different graphs of 'batch'")
+
+    check_once('same graph', (edge_index, batch), (), check)
 
 
 def check_batch(batch: Tensor, num_nodes: int) -> None:
@@ -112,7 +207,11 @@ def check_batch(batch: Tensor, num_nodes: int) -> None:
     if batch.dim() != 1 or batch.numel() != num_nodes:
         raise ValueError(f"'batch' must have shape [{num_nodes}] (one graph index per node; got "
                          f"{tuple(batch.shape)})")
-    if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
-        raise ValueError("'batch' must be sorted (nodes of a graph stored together, as in a PyG Batch)")
-    if batch.numel() > 0 and int(batch[0]) < 0:
-        raise ValueError("'batch' must hold non-negative graph indices")
+
+    def check_order() -> None:
+        if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
+            raise ValueError("'batch' must be sorted (nodes of a graph stored together, as in a PyG Batch)")
+        if batch.numel() > 0 and int(batch[0]) < 0:
+            raise ValueError("'batch' must hold non-negative graph indices")
+
+    check_once('batch order', (batch,), (), check_order)

@@ -10,8 +10,8 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 import torch  # noqa: E402
 
 import dist_common as dc  # noqa: E402
-from pyg_ple.bench.distributed import (all_reduce_metrics, cleanup, distributed_loader, init_distributed,  # noqa: E402
-                                 is_main_process, shard_indices, unwrap_model, wrap_model)
+from pyg_ple.bench.distributed import (cleanup, distributed_loader, init_distributed, is_main_process,  # noqa: E402
+                                       unwrap_model, wrap_model)
 from pyg_ple.bench.training import TrainConfig, fit  # noqa: E402
 
 torch.set_num_threads(1)
@@ -21,9 +21,8 @@ assert info.world_size == dc.WORLD and info.backend == 'gloo', info
 data = dc.make_dataset()
 loader = distributed_loader(data, batch_size=dc.BATCH, shuffle=True, seed=dc.SEED)
 model = wrap_model(dc.make_model(), info)
-eval_part = [data[i] for i in shard_indices(len(data))]
 config = TrainConfig(epochs=dc.EPOCHS, lr=dc.LR, seed=dc.SEED, progress=False, checkpoint_path=out / 'ckpt.pt')
-result = fit(model, loader, config, dc.loss_fn, evaluate=lambda m: all_reduce_metrics(dc.eval_sums(m, eval_part)),
+result = fit(model, loader, config, dc.loss_fn, evaluate=lambda m: dc.eval_metrics(m, data),
              optimizer=dc.make_optimizer(model))
 torch.save(unwrap_model(model).state_dict(), out / f'params_rank{info.rank}.pt')
 if is_main_process():

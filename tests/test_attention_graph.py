@@ -259,3 +259,21 @@ def test_duplicate_edges_sum_in_dense_and_networkx():
         np.testing.assert_allclose(m, dense[hd].numpy(), rtol=1e-6)
     m = nx.to_numpy_array(G, nodelist=range(3)).T
     np.testing.assert_allclose(m, dense.mean(0).numpy(), rtol=1e-6)
+
+
+def test_int32_indices_give_int64_graph_and_correct_gradients():
+    """AttentionAdjacency and AttentionGraph take int32 indices; the softmax and the renormalised top-k
+    differentiate correctly (gradcheck in float64)."""
+    adj = AttentionAdjacency(3, 2, heads=2, add_self_loops=False).double()
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    ei = torch.tensor([[0, 1, 2, 3, 0, 4, 4], [1, 2, 3, 0, 2, 1, 2]])
+    graph = adj(x, ei.int())
+    assert graph.edge_index.dtype == torch.long and torch.equal(graph.edge_index, ei)
+    torch.testing.assert_close(graph.weight, adj(x, ei).weight)
+    assert torch.autograd.gradcheck(lambda x: adj(x, ei.int()).weight, (x,))
+    weight = torch.rand(7, 2, dtype=torch.float64, requires_grad=True)
+    assert AttentionGraph(ei.int(), weight, 5).edge_index.dtype == torch.long
+    assert torch.autograd.gradcheck(
+        lambda w: AttentionGraph(ei.int(), w, 5).topk(1, normalize=True).weight, (weight,))
+    assert torch.autograd.gradcheck(
+        lambda w: AttentionGraph(ei.int(), w, 5).threshold(0.2, normalize=True).weight, (weight,))

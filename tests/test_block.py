@@ -304,3 +304,185 @@ def test_all_pairs_path_chooser_and_both_paths_agree():
     via_dense = block.conv.forward_dense(dense, mask=valid)[valid]
     h = x + block.proj(via_dense)
     torch.testing.assert_close(out, h + block.mlp(block.norm2(h)), atol=1e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# Block arguments and error messages.
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('name', ['dropout', 'attention_dropout'])
+@pytest.mark.parametrize('value', [1.5, -0.1, 1.0])
+def test_block_rejects_dropout_out_of_range_by_name(name, value):
+    with pytest.raises(ValueError, match=f"'{name}' must be in"):
+        PLETransformerBlock(8, 2, **{name: value})
+
+
+def test_block_with_edge_dim_needs_edge_index():
+    block = PLETransformerBlock(8, 2, edge_dim=3).eval()
+    for kwargs in ({'x': torch.randn(5, 8)}, {'x': torch.randn(5, 8), 'batch': torch.zeros(5, dtype=torch.long)},
+                   {'x': torch.randn(2, 5, 8)}):
+        for call in (block, block.attention_graph):
+            with pytest.raises(ValueError, match=r"edge_dim=3: pass 'edge_index'") as err:
+                call(**kwargs)
+            assert 'forward_dense' not in str(err.value)
+
+
+def test_block_ple_init_option_is_ple_init_function():
+    from pyg_ple.nn.block import ple_init_
+    torch.manual_seed(0)
+    opt = PLETransformerBlock(8, 2, step_size=0.5, ple_init=True)
+    torch.manual_seed(0)
+    fn = ple_init_(PLETransformerBlock(8, 2, step_size=0.5))
+    for (name, a), (_, b) in zip(opt.state_dict().items(), fn.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert torch.equal(opt.proj.weight, torch.eye(8)) and torch.count_nonzero(opt.mlp[-1].weight) == 0
+    with torch.no_grad():
+        opt.proj.weight.normal_()
+    opt.reset_parameters()  # re-initialises as a PLE step, not randomly
+    assert torch.equal(opt.proj.weight, torch.eye(8))
+    assert not torch.equal(PLETransformerBlock(8, 2).proj.weight, torch.eye(8))
+
+
+# --------------------------------------------------------------------------
+# attention_graph of a padded / masked sequence batch.
+# --------------------------------------------------------------------------
+def _dense_block_attention(block, x, allowed):
+    """[B, H, T, T] attention from the block's weights, written from the math (float64)."""
+    h = torch.nn.functional.layer_norm(x.double(), (x.size(-1),), block.norm1.weight.double(),
+                                       block.norm1.bias.double(), block.norm1.eps)
+    out = []
+    for b in range(x.size(0)):
+        q, k, _ = ref.project_qkv(block.conv, h[b])
+        out.append(ref.attention_matrices(q, k, allowed[b]))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize('kind', ['padding', 'padding_causal', 'pairs', 'none_causal'])
+def test_block_attention_graph_with_mask_is_the_dense_attention(kind):
+    B, T, F, H = 3, 5, 8, 2
+    block = PLETransformerBlock(F, H, laplacian_heads=1).eval()
+    x = torch.randn(B, T, F)
+    pad = torch.arange(T).view(1, -1) < torch.tensor([5, 3, 1]).view(-1, 1)
+    pairs = torch.rand(B, T, T, generator=torch.Generator().manual_seed(3)) < 0.5
+    pairs[0, 1] = False  # a query row without a key
+    tril = torch.ones(T, T, dtype=torch.bool).tril()
+    kwargs, allowed = {
+        'padding': (dict(mask=pad), pad.unsqueeze(1) & pad.unsqueeze(2)),
+        'padding_causal': (dict(mask=pad, causal=True), pad.unsqueeze(1) & pad.unsqueeze(2) & tril),
+        'pairs': (dict(mask=pairs), pairs),
+        'none_causal': (dict(causal=True), tril.expand(B, T, T)),
+    }[kind]
+    g = block.attention_graph(x, **kwargs)
+    assert g.num_nodes == B * T and g.heads == H and torch.equal(g.batch, torch.arange(B).repeat_interleave(T))
+    # Exactly the allowed pairs are edges: padded tokens and rows without a key have none.
+    src, dst = g.edge_index
+    got = torch.zeros(B * T, B * T, dtype=torch.bool)
+    got[dst, src] = True
+    assert torch.equal(got, torch.block_diag(*allowed))
+    if kind.startswith('padding'):
+        padded = (~pad).reshape(-1).nonzero().view(-1)
+        assert not torch.isin(g.edge_index, padded).any()
+    # Weights: the dense attention under the same mask (rows sum to one where they have keys).
+    expected = _dense_block_attention(block, x, allowed)
+    torch.testing.assert_close(g.to_dense().double(), expected, atol=1e-6, rtol=1e-5)
+    # The update forward computes from that graph: sum_j A_ij v_j, through the block's own projections.
+    v = block.conv.lin_value(block.norm1(x))
+    av = torch.einsum('bhij,bjhc->bihc', g.to_dense(), v.view(B, T, H, -1))
+    lap = block.conv.eta.view(1, 1, H, 1) * (av - v.view(B, T, H, -1) * allowed.any(-1).view(B, T, 1, 1))
+    update = torch.where(block.conv.laplacian_mask.view(1, 1, H, 1), lap, av).reshape(B, T, F)
+    h = x + block.proj(update)
+    out = block(x, **kwargs)
+    real = allowed.any(-1)
+    torch.testing.assert_close(out[real], (h + block.mlp(block.norm2(h)))[real], atol=1e-5, rtol=1e-5)
+
+
+def test_block_attention_graph_graph_inputs_reject_mask():
+    block = PLETransformerBlock(8, 2).eval()
+    with pytest.raises(ValueError, match='mask'):
+        block.attention_graph(torch.randn(4, 8), full_edge_index(num_nodes=4), mask=torch.ones(1, 4, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------
+# PLETransformer: the stack equals an explicit loop over blocks + LayerNorm.
+# --------------------------------------------------------------------------
+def _loop(stack, x, **kwargs):
+    for block in stack.blocks:
+        x = block(x, **kwargs)
+    return torch.nn.functional.layer_norm(x, (x.size(-1),), stack.norm.weight, stack.norm.bias, stack.norm.eps)
+
+
+def _stack_inputs(form):
+    F = 8
+    if form == 'edges':
+        return torch.randn(7, F), dict(edge_index=ref.random_graph(7, 20, seed=2))
+    if form == 'edges_attr':
+        return torch.randn(7, F), dict(edge_index=ref.random_graph(7, 20, seed=2), edge_attr=torch.randn(20, 3))
+    if form == 'all_pairs':
+        return torch.randn(9, F), dict(batch=torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2]))
+    if form == 'sequence_causal':
+        return torch.randn(2, 5, F), dict(causal=True)
+    return torch.randn(3, 5, F), dict(mask=torch.arange(5).view(1, -1) < torch.tensor([5, 2, 4]).view(-1, 1))
+
+
+@pytest.mark.parametrize('form', ['edges', 'edges_attr', 'all_pairs', 'sequence_causal', 'sequence_padding'])
+def test_stack_equals_loop_over_blocks_and_layer_norm(form):
+    from pyg_ple.nn import PLETransformer
+    x, kwargs = _stack_inputs(form)
+    edge_dim = 3 if form == 'edges_attr' else None
+    stack = PLETransformer(8, 2, 3, laplacian_heads=1, step_size=0.7, edge_dim=edge_dim, dropout=0.1).eval()
+    with torch.no_grad():
+        stack.norm.weight.uniform_(0.5, 1.5)
+        stack.norm.bias.uniform_(-1, 1)
+    assert len(stack.blocks) == 3 and stack.num_layers == 3
+    assert all(b.conv.laplacian_heads == 1 and b.conv.edge_dim == edge_dim for b in stack.blocks)
+    out = stack(x, **kwargs)
+    torch.testing.assert_close(out, _loop(stack, x, **kwargs), atol=0, rtol=0)
+    # attention_graph(layer=i) runs the first i blocks, then block i's attention_graph
+    for layer in (0, 2, -1):
+        h = x
+        for block in stack.blocks[:layer % 3]:
+            h = block(h, **kwargs)
+        want = stack.blocks[layer].attention_graph(h, **kwargs)
+        got = stack.attention_graph(x, layer=layer, **kwargs)
+        assert torch.equal(got.edge_index, want.edge_index)
+        torch.testing.assert_close(got.weight, want.weight, atol=0, rtol=0)
+    with pytest.raises(IndexError, match='layer'):
+        stack.attention_graph(x, layer=3, **kwargs)
+    # gradients reach every block
+    stack.train()
+    x = x.clone().requires_grad_()
+    stack(x, **kwargs).square().sum().backward()
+    assert all(p.grad is not None for p in stack.parameters())
+
+
+def test_stack_without_blocks_is_layer_norm_and_reset_parameters():
+    from pyg_ple.nn import PLETransformer
+    empty = PLETransformer(8, 2, 0)
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(empty(x), torch.nn.functional.layer_norm(x, (8,)))
+    with pytest.raises(ValueError, match='num_layers'):
+        PLETransformer(8, 2, -1)
+    with pytest.raises(TypeError, match='dropuot'):
+        PLETransformer(8, 2, 1, dropuot=0.1)
+    stack = PLETransformer(8, 2, 2, ple_init=True)
+    with torch.no_grad():
+        for p in stack.parameters():
+            p.normal_()
+    stack.reset_parameters()
+    assert all(torch.equal(b.proj.weight, torch.eye(8)) for b in stack.blocks)
+    assert torch.equal(stack.norm.weight, torch.ones(8))
+    assert 'num_layers=2' in repr(stack)
+
+
+def test_variant_table():
+    from pyg_ple.nn.block import VARIANTS, variant_kwargs
+    assert list(VARIANTS) == ['transformer', 'laplacian', 'mixed', 'laplacian_learned_eta', 'mixed_learned_eta']
+    for heads in (1, 3, 4, 6):
+        assert variant_kwargs('transformer', heads) == {'laplacian_heads': 0, 'learn_step_size': False}
+        assert variant_kwargs('laplacian', heads) == {'laplacian_heads': heads, 'learn_step_size': False}
+        assert variant_kwargs('mixed', heads) == {'laplacian_heads': heads // 2, 'learn_step_size': False}
+        assert variant_kwargs('mixed_learned_eta', heads) == {'laplacian_heads': heads // 2, 'learn_step_size': True}
+        assert variant_kwargs('laplacian_learned_eta', heads) == {'laplacian_heads': heads, 'learn_step_size': True}
+    with pytest.raises(ValueError, match="unknown variant 'standard'"):
+        variant_kwargs('standard', 4)
+    with pytest.raises(ValueError, match='heads'):
+        variant_kwargs('mixed', 0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pyg_ple import __version__
-from pyg_ple.bench.cli import main
+from pyg_ple.bench.cli import CommandError, main
 
 TINY = ['bench', '--digits-n', '40', '--folds', '2', '--epochs', '1', '--hidden', '8', '--layers', '1',
         '--heads', '2', '--no-progress', '--checkpoint-every', '1']
@@ -59,9 +60,19 @@ def test_bench_end_to_end_writes_all_result_files_and_resumes(tmp_path, capsys):
     for key, rec in state['runs'].items():
         assert new['runs'][key] == rec  # untouched (same timings: not retrained)
     assert new['runs']['laplacian/1']['test_acc'] == dropped['test_acc']  # recomputed, deterministically
-    # Resuming with other settings is refused.
-    assert pytest.raises(ValueError, main, TINY[:-2] + ['--epochs', '2', '--out', str(out), '--resume',
-                                                        '--models', 'gcn'])
+    # Resuming with other settings is refused before anything is trained.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(TINY + ['--epochs', '2', '--out', str(out), '--resume', '--models', 'gcn'])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (f'pyg-ple bench: error: {out} holds a run with other settings or data '
+                                       '(epochs: 1 in the run, 2 now): resume with the same options, or start afresh '
+                                       'with --overwrite or another --out\n')
+    # Resuming with other data (another digits subset, same settings) is refused too.
+    with pytest.raises(SystemExit):
+        main(TINY + ['--digits-n', '50', '--out', str(out), '--resume', '--models', 'gcn'])
+    assert 'num_graphs: 40 in the run, 50 now' in capsys.readouterr().err
+    assert json.loads((out / 'state.json').read_text()) == new
 
 
 def test_interrupted_bench_leaves_no_half_written_file_and_resumes(tmp_path, monkeypatch, capsys):
@@ -91,29 +102,85 @@ def test_interrupted_bench_leaves_no_half_written_file_and_resumes(tmp_path, mon
 
 def test_graph_command_exports_graphml_and_png(tmp_path, capsys):
     import networkx as nx
+    import torch
     out = tmp_path / 'run'
     assert main(TINY + ['--models', 'mixed', '--out', str(out)]) == 0
     capsys.readouterr()
     ckpt = out / 'models' / 'mixed_fold0.pt'
     assert main(['graph', str(ckpt), '--index', '3', '--layer', '0', '--head', '1', '--out', str(tmp_path / 'g')]) == 0
     files = sorted((tmp_path / 'g').iterdir())
-    assert [f.suffix for f in files] == ['.graphml', '.png']
+    assert [f.name for f in files] == ['mixed_digits_g3_l0_h1.graphml', 'mixed_digits_g3_l0_h1.png',
+                                       'pyg-ple-manifest.json']
     G = nx.read_graphml(files[0])
     assert G.number_of_nodes() > 0 and G.number_of_edges() > 0
     assert all('weight' in d and 'head1' in d for _, _, d in G.edges(data=True))
-    assert main(['graph', str(ckpt), '--layer', '7']) == 2
-    assert main(['graph', str(tmp_path / 'missing.pt')]) == 2
+    assert G.graph['layer'] == 0 and G.graph['model'] == 'mixed'
+    assert main(['graph', str(ckpt), '--layer', '-1', '--out', str(tmp_path / 'g')]) == 0  # the last of one layer
+    names = {f.name for f in (tmp_path / 'g').iterdir()}
+    first_test_graph = torch.load(ckpt, weights_only=True)['test_idx'][0]
+    mean = f'mixed_digits_g{first_test_graph}_l0_hmean'
+    assert names == {'mixed_digits_g3_l0_h1.graphml', 'mixed_digits_g3_l0_h1.png', 'pyg-ple-manifest.json',
+                     f'{mean}.graphml', f'{mean}.png'}
+    for argv in (['--layer', '7'], ['--layer', '-2']):
+        with pytest.raises(SystemExit) as e:
+            main(['graph', str(ckpt), *argv])
+        assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == ('pyg-ple graph: error: --layer -2 is out of range: the model '
+                                                        'has 1 layers (0 to 0, or -1 to -1)')
 
 
-def test_bench_errors_are_clear(tmp_path, capsys):
-    assert main(['bench', '--dataset', 'NOT_A_TU_SET', '--root', str(tmp_path / 'empty'), '--no-progress',
-                 '--out', str(tmp_path / 'o')]) == 2
+def test_unavailable_dataset_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    import torch_geometric.datasets
+
+    class Offline:
+        def __init__(self, *a, **k):
+            raise OSError('network is unreachable')
+
+    monkeypatch.setattr(torch_geometric.datasets, 'TUDataset', Offline)
+    with pytest.raises(SystemExit) as e:
+        main(['bench', '--dataset', 'NOT_A_TU_SET', '--root', str(tmp_path / 'empty'), '--no-progress',
+              '--out', str(tmp_path / 'o')])
+    assert e.value.code == 2
     err = capsys.readouterr().err
+    assert err.startswith('pyg-ple bench: error: ') and err.count('\n') == 1
     assert 'NOT_A_TU_SET' in err and '--root' in err
-    assert main(TINY + ['--models', 'gcn,nope', '--out', str(tmp_path / 'o')]) == 2
-    assert 'unknown model' in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()
+
+
+def test_zero_and_empty_settings_are_refused_not_replaced_by_defaults(tmp_path):
+    from pyg_ple.bench.cli import build_parser, validate_bench_args
+    parser = build_parser()
+    bench = ['bench', '--out', str(tmp_path / 'o')]  # a new folder: only the settings are in question
+    cfg = validate_bench_args(parser.parse_args(bench))
+    assert (cfg.batch_size, cfg.lr, cfg.hparams['hidden'], cfg.hparams['num_layers']) == (16, 3e-3, 32, 2)
+    assert cfg.models == ['gcn', 'gat', 'gin', 'transformer', 'laplacian', 'mixed', 'laplacian-tokens']
+    cfg = validate_bench_args(parser.parse_args(bench + ['--batch-size', '1', '--lr', '1e-5', '--hidden', '4',
+                                                         '--layers', '1', '--heads', '2', '--models', 'gat']))
+    assert (cfg.batch_size, cfg.lr, cfg.hparams['hidden'], cfg.hparams['num_layers']) == (1, 1e-5, 4, 1)
+    assert cfg.models == ['gat']
+    for argv, match in ((['--batch-size', '0'], '--batch-size must be an integer >= 1, got 0'),
+                        (['--lr', '0'], '--lr must be a number > 0, got 0.0'),
+                        (['--hidden', '0'], "'hidden' must be positive"),
+                        (['--layers', '0'], "'num_layers' must be positive"),
+                        (['--models', ''], "--models '' names no model")):
+        with pytest.raises(CommandError, match=match):
+            validate_bench_args(parser.parse_args(bench + argv))
+
+
+def test_help_texts_render_cleanly(capsys):
+    for command in ('bench', 'graph'):
+        with pytest.raises(SystemExit) as e:
+            main([command, '--help'])
+        assert e.value.code == 0
+        text = capsys.readouterr().out
+        assert '%%' not in text and '(default: None)' not in text and '(default: False)' not in text
+        for option in re.split(r'\n  (?=-)', text)[1:]:  # one block per option
+            assert option.lower().count('default') <= 1, option
     with pytest.raises(SystemExit):
-        main(TINY + ['--grid', '{not json', '--out', str(tmp_path / 'o')])
+        main(['bench', '--help'])
+    bench = ' '.join(capsys.readouterr().out.split())
+    assert 'a stratified 10% validation split' in bench
+    assert '--folds FOLDS outer cross-validation folds (2 to the size of the smallest class) (default: 10)' in bench
 
 
 def test_python_dash_m_entry_point():

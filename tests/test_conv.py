@@ -540,13 +540,80 @@ def test_fused_and_message_passing_paths_match_reference(fused, edge_dim):
                                     (x, ))
 
 
-@pytest.mark.parametrize('fixed', [False, True])
-def test_int32_edge_index(fixed):
-    conv = LaplacianDiffusionConv(4, 2, heads=2, laplacian_heads=1)
-    x = torch.randn(6, 4)
-    ei = ref.random_graph(6, 12, seed=1)
-    kw = {'edge_weight': torch.rand(12) + 0.1} if fixed else {}
-    torch.testing.assert_close(conv(x, ei.int(), **kw), conv(x, ei, **kw))
+# Every mode on each of its paths; with int32 indices, 'learned, no self-loops', 'edge_attr' and 'fixed' once gave
+# wrong gradients (on CPU, the backward of scatter gathered with an expanded int32 index).
+INDEX_DTYPE_MODES = {'learned': {}, 'learned, no self-loops': dict(add_self_loops=False), 'edge_attr': dict(edge_dim=2),
+                     'fixed': {}}
+INDEX_DTYPE_PATHS = [(mode, fused) for mode in INDEX_DTYPE_MODES for fused in (True, False)
+                     if mode != 'fixed' or not fused]  # fixed-graph mode has one path
+
+
+@pytest.mark.parametrize('index_dtype', [torch.int64, torch.int32])
+@pytest.mark.parametrize('mode,fused', INDEX_DTYPE_PATHS)
+def test_index_dtype_values_and_gradients(index_dtype, mode, fused):
+    """int32 and int64 indices give the reference's values and correct gradients (gradcheck in float64)."""
+    lap = None if mode == 'fixed' else 1  # the fixed-graph reference has Laplacian heads only
+    conv = LaplacianDiffusionConv(3, 2, heads=2, laplacian_heads=lap, fused=fused, **INDEX_DTYPE_MODES[mode]).double()
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    ei = torch.tensor([[0, 1, 2, 3, 0, 4, 4], [1, 2, 3, 0, 2, 1, 2]])
+    extra = {}
+    if mode == 'fixed':
+        extra['edge_weight'] = (torch.rand(7, dtype=torch.float64) + 0.5).requires_grad_()
+    if mode == 'edge_attr':
+        extra['edge_attr'] = torch.randn(7, 2, dtype=torch.float64, requires_grad=True)
+    out = conv(x, ei.to(index_dtype), **extra)
+    if mode == 'fixed':
+        expected = ref.reference_fixed(conv, x.detach(), ei, extra['edge_weight'].detach(), 'rw')
+    elif mode == 'edge_attr':
+        expected = ref.reference_learned_edge(conv, x.detach(), ei, extra['edge_attr'].detach(), laplacian_heads=1,
+                                              add_self_loops=True)
+    else:
+        expected = ref.reference_learned(conv, x.detach(), ei, laplacian_heads=1,
+                                         add_self_loops=conv.add_self_loops)
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-8)
+    names = list(extra)
+    assert torch.autograd.gradcheck(
+        lambda x, *rest: conv(x, ei.to(index_dtype), **dict(zip(names, rest))), (x, *extra.values()))
+
+
+def test_edge_attr_vector_with_edge_dim_one():
+    """``edge_attr [E]`` is one feature per edge when ``edge_dim=1`` (as in PyG's convs)."""
+    conv = LaplacianDiffusionConv(4, 3, heads=2, edge_dim=1).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    ei = ref.random_graph(6, 12, seed=3)
+    ea = torch.randn(12, dtype=torch.float64)
+    out = conv(x, ei, edge_attr=ea)
+    torch.testing.assert_close(out, conv(x, ei, edge_attr=ea.view(-1, 1)))
+    expected = ref.reference_learned_edge(conv, x, ei, ea.view(-1, 1), laplacian_heads=None, add_self_loops=True)
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-8)
+    graph = conv.attention_graph(x, ei, edge_attr=ea)
+    torch.testing.assert_close(graph.weight, conv.attention_graph(x, ei, edge_attr=ea.view(-1, 1)).weight)
+    with pytest.raises(ValueError, match="'edge_attr'"):
+        LaplacianDiffusionConv(4, 3, heads=2, edge_dim=2)(x.float(), ei, edge_attr=ea.float())
+
+
+def test_edge_attr_needs_edge_dim_and_learned_mode():
+    x, ei = torch.randn(6, 4), ref.random_graph(6, 12, seed=3)
+    with pytest.raises(ValueError, match="'edge_attr'.*edge_dim=None"):
+        LaplacianDiffusionConv(4, 3)(x, ei, edge_attr=torch.randn(12, 2))
+    with pytest.raises(ValueError, match="'edge_attr'.*'edge_weight'"):
+        LaplacianDiffusionConv(4, 3, edge_dim=2)(x, ei, edge_weight=torch.rand(12), edge_attr=torch.randn(12, 2))
+    with pytest.raises(ValueError, match="'edge_attr'.*edge_dim=None"):
+        LaplacianDiffusionConv(4, 3).attention(x, ei, edge_attr=torch.randn(12, 2))
+
+
+@pytest.mark.parametrize('kwargs,word', [(dict(flow='target_to_source'), 'flow'), (dict(step_size=-0.5), 'step_size'),
+                                         (dict(step_size=float('nan')), 'step_size'),
+                                         (dict(edge_dim=0), 'edge_dim')])
+def test_constructor_rejects(kwargs, word):
+    with pytest.raises(ValueError, match=f"'{word}'"):
+        LaplacianDiffusionConv(4, 3, **kwargs)
+
+
+def test_step_size_zero_and_source_to_target_flow_are_accepted():
+    conv = LaplacianDiffusionConv(4, 3, step_size=0.0, flow='source_to_target', bias=False)
+    out = conv(torch.randn(5, 4), ref.random_graph(5, 8, seed=0))
+    assert torch.equal(out, torch.zeros_like(out))  # eta = 0 on every (Laplacian) head
 
 
 @pytest.mark.parametrize('normalization', ['rw', 'sym', 'comb'])

@@ -61,6 +61,55 @@ def test_sequence_edge_index_direction():
     assert torch.equal(ei[0] // 5, ei[1] // 5)
 
 
+def dense_sequence_reference(T, B, causal, window):
+    """The earlier construction, from a dense T x T offset matrix (O(T^2) memory): the same edges in the same
+    order (by target, then source)."""
+    pos = torch.arange(T)
+    allowed = torch.ones(T, T, dtype=torch.bool)  # allowed[i, j]
+    offset = pos.view(-1, 1) - pos.view(1, -1)  # i - j
+    if causal:
+        allowed &= offset >= 0
+    if window is not None:
+        allowed &= offset.abs() <= window
+    dst, src = allowed.nonzero(as_tuple=True)
+    shift = (torch.arange(B) * T).repeat_interleave(src.numel())
+    return torch.stack([src.repeat(B) + shift, dst.repeat(B) + shift])
+
+
+@pytest.mark.parametrize('causal', [False, True])
+@pytest.mark.parametrize('window', [None, 0, 1, 2, 3, 6, 7, 50])
+def test_sequence_edge_index_equals_dense_construction(causal, window):
+    for T in range(0, 9):
+        for B in (0, 1, 3):
+            expected = dense_sequence_reference(T, B, causal, window)
+            ei = sequence_edge_index(T, B, causal=causal, window=window)
+            assert ei.dtype == torch.long and torch.equal(ei, expected), (T, B)
+
+
+def test_sequence_edge_index_memory_grows_with_edges_not_tokens_squared(peak_bytes):
+    """Peak memory of a windowed sequence graph stays within a few copies of its edges (a T x T matrix would be
+    T / (2 w + 1) times larger)."""
+    T, w = 4000, 2
+    peak = peak_bytes(lambda: sequence_edge_index(T, window=w))
+    ei = sequence_edge_index(T, window=w)
+    edge_bytes = ei.numel() * ei.element_size()
+    assert ei.size(1) == (2 * w + 1) * T - w * (w + 1)
+    assert peak < 6 * edge_bytes, (peak, edge_bytes)
+
+
+def test_sequence_edge_index_long_sequence_with_window():
+    """T = 200,000 with window 2: about a million edges (a T x T matrix would need 40 GB)."""
+    import time
+    start = time.perf_counter()
+    ei = sequence_edge_index(200_000, window=2, causal=False)
+    assert time.perf_counter() - start < 10.0
+    assert ei.shape == (2, 5 * 200_000 - 6)
+    assert int((ei[1] - ei[0]).abs().max()) == 2
+    assert bool((ei[1][1:] >= ei[1][:-1]).all())  # sorted by target
+    head = dense_sequence_reference(20, 1, False, 2)
+    assert torch.equal(ei[:, :head.size(1) - 7], head[:, :head.size(1) - 7])  # the first 18 targets match
+
+
 def test_sequence_edge_index_empty():
     assert sequence_edge_index(0, 3).shape == (2, 0)
     assert sequence_edge_index(4, 0).shape == (2, 0)
@@ -103,6 +152,22 @@ def test_native_plus_full():
     flagged = {(int(j), int(i)) for (j, i), f in zip(ei.t().tolist(),
                                                    is_native.tolist()) if f}
     assert flagged == {(0, 1), (1, 2), (3, 4)}
+
+
+def test_native_plus_full_int32_indices():
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    native = torch.tensor([[0, 1, 3], [1, 2, 4]])
+    ei, is_native = native_plus_full_edge_index(native.int(), batch)
+    ei64, is_native64 = native_plus_full_edge_index(native, batch)
+    assert ei.dtype == torch.long and torch.equal(ei, ei64) and torch.equal(is_native, is_native64)
+
+
+def test_full_edge_index_num_nodes_must_match_batch():
+    with pytest.raises(ValueError, match="'num_nodes'.*'batch'"):
+        full_edge_index(torch.tensor([0, 0, 1]), num_nodes=4)
+    with pytest.raises(ValueError, match="'num_nodes'"):
+        full_edge_index(num_nodes=-1)
+    assert full_edge_index(torch.tensor([0, 0, 1]), num_nodes=3).size(1) == 5
 
 
 def test_native_plus_full_rejects_cross_graph_edges():
@@ -165,3 +230,29 @@ def test_candidate_edge_index():
     assert as_set(ei) == brute_knn(x, 1, batch, False) and flag is None
     with pytest.raises(ValueError, match='kind'):
         candidate_edge_index('bogus', edge_index=native)
+
+
+def test_candidate_native_checks_indices_and_returns_int64():
+    native = torch.tensor([[0, 2], [1, 3]])
+    ei, _ = candidate_edge_index('native', edge_index=native.int(), num_nodes=4)
+    assert ei.dtype == torch.long and torch.equal(ei, native)
+    with pytest.raises(ValueError, match="'edge_index'"):
+        candidate_edge_index('native', edge_index=native, num_nodes=3)  # node 3 of 3
+    with pytest.raises(ValueError, match="'edge_index'"):
+        candidate_edge_index('native', edge_index=native, batch=torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="'edge_index'"):
+        candidate_edge_index('native', edge_index=torch.tensor([[0, -1], [1, 2]]))
+    with pytest.raises(TypeError, match="'edge_index'"):
+        candidate_edge_index('native', edge_index=native.float(), num_nodes=4)
+
+
+def test_native_flag_as_edge_feature():
+    """The documented use: ``is_native.float()`` as a ``[E]`` edge feature of a layer with ``edge_dim=1``."""
+    from pyg_ple import LaplacianDiffusionConv
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    ei, is_native = native_plus_full_edge_index(torch.tensor([[0, 1, 3], [1, 2, 4]]), batch)
+    conv = LaplacianDiffusionConv(4, 2, heads=2, edge_dim=1)
+    x = torch.randn(5, 4)
+    out = conv(x, ei, edge_attr=is_native.float())
+    torch.testing.assert_close(out, conv(x, ei, edge_attr=is_native.float().view(-1, 1)))
+    assert not torch.allclose(out, conv(x, ei, edge_attr=torch.zeros(ei.size(1))))

@@ -239,9 +239,8 @@ def test_float32_matches_reference():
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_does_not_materialise_edge_messages():
+def test_does_not_materialise_edge_messages(peak_bytes):
     """Peak tensor memory of forward + backward stays far below one [E, H, C] tensor."""
-    from torch.profiler import ProfilerActivity, profile
     N, E, H, C = 500, 40000, 2, 64
     # Without duplicate edges (those take the chunked gather SDDMM, bounded by SDDMM_CHUNK rather than by E).
     ei = coalesce(random_graph(N, E, seed=11), num_nodes=N)
@@ -249,16 +248,12 @@ def test_does_not_materialise_edge_messages():
     csr = build_csr(ei, N)
     assert csr.unique
     csr.transpose()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+
+    def step():
         out, alpha = edge_softmax_aggregate(q, k, v, ei, N, csr=csr)
         (out.sum() + alpha.sum()).backward()
-        del out, alpha
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == '[memory]')
-    level = peak = 0
-    for _, nbytes in events:
-        level += nbytes
-        peak = max(peak, level)
+
+    peak = peak_bytes(step)
     edge_message_bytes = ei.size(1) * H * C * 4
     assert peak < 0.25 * edge_message_bytes, (peak, edge_message_bytes)
 
@@ -303,22 +298,24 @@ def test_speed_benchmark_quick_end_to_end(tmp_path):
 @pytest.mark.parametrize('kwargs', [dict(heads=3, laplacian_heads=1), dict(heads=2, concat=False),
                                     dict(heads=2, laplacian_heads=0, add_self_loops=False),
                                     dict(heads=2, edge_dim=3)])
-def test_fused_conv_forward_matches_reference_conv(kwargs):
-    """``fused_conv_forward`` (the recipe the conv's fast path uses) equals the conv's propagate path."""
+def test_kernel_path_matches_propagate_path(kwargs):
+    """The conv's kernel path (``fused=True``) equals its ``propagate`` path in values, attention weights and every
+    gradient."""
     from pyg_ple import LaplacianDiffusionConv
-    from pyg_ple.ops.edge_softmax import fused_conv_forward
     ei = torch.tensor([[0, 1, 1, 2, 3, 3, 0, 4], [1, 0, 2, 2, 1, 1, 3, 3]])  # duplicates, a self-loop, 5 isolated
     edge_attr = torch.randn(8, 3, dtype=DT) if 'edge_dim' in kwargs else None
-    conv = LaplacianDiffusionConv(5, 4, fused=False, learn_step_size=True, **kwargs).to(DT)
+    conv = LaplacianDiffusionConv(5, 4, learn_step_size=True, **kwargs).to(DT)
     with torch.no_grad():
         conv.eta.copy_(torch.rand_like(conv.eta) + 0.5)
     x = torch.randn(6, 5, dtype=DT)
     results = []
-    for fn in (lambda xx: fused_conv_forward(conv, xx, ei, edge_attr, return_attention_weights=True),
-               lambda xx: conv(xx, ei, edge_attr=edge_attr, return_attention_weights=True)):
+    for use_kernel in (True, False):
+        conv.fused = use_kernel
+        conv.kernel_cache.clear()
         conv.zero_grad(set_to_none=True)
         xx = x.clone().requires_grad_(True)
-        out, (edges, alpha) = fn(xx)
+        out, (edges, alpha) = conv(xx, ei, edge_attr=edge_attr, return_attention_weights=True)
+        assert len(conv.kernel_cache) == int(use_kernel)  # the kernel ran exactly when asked for
         (out.square().sum() + (alpha * torch.arange(alpha.numel(), dtype=DT).view_as(alpha)).sum()).backward()
         results.append((out.detach(), edges, alpha.detach(), xx.grad,
                         {n: p.grad for n, p in conv.named_parameters()}))
@@ -334,22 +331,25 @@ def test_fused_conv_forward_matches_reference_conv(kwargs):
             torch.testing.assert_close(gp1[name], gp2[name], msg=name)
 
 
-def test_fused_conv_forward_caches_csr_per_edge_index_object():
+def test_kernel_csr_is_cached_per_edge_index_object():
     from pyg_ple import LaplacianDiffusionConv
-    from pyg_ple.ops.edge_softmax import fused_conv_forward
-    conv = LaplacianDiffusionConv(4, 3, heads=2, fused=False).to(DT)
+    conv = LaplacianDiffusionConv(4, 3, heads=2).to(DT)
     x = torch.randn(5, 4, dtype=DT)
     ei = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
-    out1 = fused_conv_forward(conv, x, ei)
-    csr1 = conv._fused_csr_cache[3]
-    out2 = fused_conv_forward(conv, x, ei)
-    assert conv._fused_csr_cache[3] is csr1  # same tensor object: reused
+    out1 = conv(x, ei)
+    csr1 = conv.kernel_cache.get(ei, 5)[1]
+    out2 = conv(x, ei)
+    assert conv.kernel_cache.get(ei, 5)[1] is csr1  # same tensor object: reused
     torch.testing.assert_close(out1, out2)
+    assert conv.kernel_cache.get(ei, 6) is None  # another node count: not this entry
     ei[0, 0] = 4  # in place: version bump, rebuilt
-    out3 = fused_conv_forward(conv, x, ei)
-    assert conv._fused_csr_cache[3] is not csr1
+    assert conv.kernel_cache.get(ei, 5) is None
+    out3 = conv(x, ei)
+    assert conv.kernel_cache.get(ei, 5)[1] is not csr1
+    conv.fused = False
     torch.testing.assert_close(out3, conv(x, ei))
-    out4 = fused_conv_forward(conv, x, ei.clone())  # another object: rebuilt, same values
+    conv.fused = True
+    out4 = conv(x, ei.clone())  # another object: rebuilt, same values
     torch.testing.assert_close(out4, out3)
 
 
@@ -361,24 +361,42 @@ def test_out_of_range_edges_are_rejected():
         edge_softmax_aggregate(q, k, v, torch.tensor([[-1], [0]]), 3)
 
 
-def test_can_use_fused():
+def test_takes_kernel():
     from pyg_ple import LaplacianDiffusionConv
-    from pyg_ple.ops.edge_softmax import can_use_fused
     conv = LaplacianDiffusionConv(4, 3, heads=2, dropout=0.2)
+    x, ei = torch.randn(5, 4), torch.tensor([[0, 1], [1, 2]])
     conv.eval()
-    assert can_use_fused(conv, return_attention_weights=True)
+    assert conv.takes_kernel(x, ei, return_attention_weights=True)
     conv.train()
-    assert can_use_fused(conv) and not can_use_fused(conv, return_attention_weights=True)
+    assert conv.takes_kernel(x, ei) and not conv.takes_kernel(x, ei, return_attention_weights=True)
     handle = conv.register_message_forward_hook(lambda module, inputs, output: None)
-    assert not can_use_fused(conv)
+    assert not conv.takes_kernel(x, ei)
     handle.remove()
     conv.explain = True
-    assert not can_use_fused(conv)
+    assert not conv.takes_kernel(x, ei)
     conv.explain = False
     handle = conv.attention.register_forward_hook(lambda module, inputs, output: None)
-    assert not can_use_fused(conv)
+    assert not conv.takes_kernel(x, ei)
     handle.remove()
-    assert can_use_fused(conv)
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, inputs, output: None)
+    assert not conv.takes_kernel(x, ei)
+    handle.remove()
+    assert conv.takes_kernel(x, ei)
+    conv.fused = False
+    assert not conv.takes_kernel(x, ei)
+
+
+def test_input_checks_do_not_decide_the_path(monkeypatch):
+    """Switching the input checks off (as under torch.compile) leaves the eager dispatch alone."""
+    import pyg_ple.nn.attention as attention_module
+    import pyg_ple.nn.conv as conv_module
+    from pyg_ple import LaplacianDiffusionConv
+    for module in (conv_module, attention_module):
+        monkeypatch.setattr(module, 'checking', lambda: False)
+    conv = LaplacianDiffusionConv(4, 2, heads=2)
+    ei = torch.tensor([[0, 1, 2], [1, 2, 3]])  # (the cache entry lives as long as its edge_index)
+    conv(torch.randn(5, 4), ei)
+    assert len(conv.kernel_cache) == 1
 
 
 @pytest.mark.parametrize('add_self_loops', [True, False])
@@ -399,16 +417,109 @@ def test_duplicate_edges_match_reference_in_values_and_gradients(add_self_loops)
     torch.testing.assert_close(results[0][1], results[1][1])
 
 
-def test_fused_size_threshold(monkeypatch):
-    """On CPU the conv takes the kernel from FUSED_MIN_EDGES edges on, and propagate below."""
-    import pyg_ple.nn.conv as conv_module
+def test_fused_size_threshold():
+    """On CPU the conv takes the kernel from ``fused_min_edges`` edges on, and propagate below."""
     from pyg_ple import LaplacianDiffusionConv
-    monkeypatch.setattr(conv_module, 'FUSED_MIN_EDGES', 10)
+    from pyg_ple.nn.conv import FUSED_MIN_EDGES
+    assert FUSED_MIN_EDGES == 65_536
     conv = LaplacianDiffusionConv(4, 2, heads=2)
-    calls = []
-    monkeypatch.setattr(conv_module, 'fused_conv_forward', lambda *a, **k: calls.append(1) or a[1][:, :4] * 0)
-    x = torch.randn(6, 4)
-    conv(x, torch.tensor([[0, 1, 2], [1, 2, 3]]))
-    assert calls == []  # 3 edges < 10: propagate
-    conv(x, torch.randint(0, 6, (2, 12)))
-    assert calls == [1]  # 12 edges: the kernel
+    conv.fused_min_edges = 10
+    x, small, large = torch.randn(6, 4), torch.tensor([[0, 1, 2], [1, 2, 3]]), torch.randint(0, 6, (2, 12))
+    conv(x, small)
+    assert len(conv.kernel_cache) == 0  # 3 edges < 10: propagate
+    conv(x, large)
+    assert len(conv.kernel_cache) == 1  # 12 edges: the kernel
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Autocast, double backward, the CSR cache as transient state
+# ---------------------------------------------------------------------------------------------------------------
+def random_conv_graph(num_nodes, num_edges, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, num_nodes, (2, num_edges), generator=g)
+
+
+@pytest.mark.parametrize('edge_dim', [None, 2])
+def test_kernel_under_cpu_autocast(edge_dim):
+    """Under CPU autocast the projections come out bfloat16: the kernel path must run them (in float32) and agree
+    with the float32 result and with the propagate path under autocast."""
+    from pyg_ple import LaplacianDiffusionConv
+    conv = LaplacianDiffusionConv(8, 4, heads=2, laplacian_heads=1, edge_dim=edge_dim)
+    x = torch.randn(30, 8)
+    ei = random_conv_graph(30, 150, seed=0)
+    extra = {} if edge_dim is None else {'edge_attr': torch.randn(150, 2)}
+    expected = conv(x, ei, **extra)
+    outs = {}
+    for use_kernel in (True, False):
+        conv.fused = use_kernel
+        conv.kernel_cache.clear()
+        conv.zero_grad(set_to_none=True)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = conv(x, ei, **extra)
+        assert len(conv.kernel_cache) == int(use_kernel)
+        out.float().square().sum().backward()
+        outs[use_kernel] = (out.float(), {n: p.grad.clone() for n, p in conv.named_parameters()})
+    torch.testing.assert_close(outs[True][0], expected, atol=0.05, rtol=0.05)
+    torch.testing.assert_close(outs[True][0], outs[False][0], atol=0.05, rtol=0.05)
+    for name, grad in outs[True][1].items():
+        assert grad.dtype == torch.float32 and torch.isfinite(grad).all(), name
+        torch.testing.assert_close(grad, outs[False][1][name], atol=0.1, rtol=0.1, msg=name)
+
+
+def test_kernel_under_cpu_autocast_just_over_the_size_threshold():
+    """The default CPU threshold: a graph with FUSED_MIN_EDGES + 64 edges takes the kernel under autocast."""
+    from pyg_ple import LaplacianDiffusionConv
+    from pyg_ple.nn.conv import FUSED_MIN_EDGES
+    conv = LaplacianDiffusionConv(4, 2, heads=1)
+    conv.fused_min_edges = FUSED_MIN_EDGES
+    x = torch.randn(400, 4)
+    ei = random_conv_graph(400, FUSED_MIN_EDGES + 64, seed=1)
+    with torch.no_grad():
+        expected = conv(x, ei)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = conv(x, ei)
+    assert len(conv.kernel_cache) == 1
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize('loss', ['square', 'sum'])
+def test_double_backward_through_the_kernel_says_use_fused_false(loss):
+    """A second derivative through the kernel raises and names the way out; with a constant incoming gradient
+    (``out.sum()``) it used to drop the kernel's terms silently."""
+    from pyg_ple import LaplacianDiffusionConv
+    conv = LaplacianDiffusionConv(3, 2, heads=2).to(DT)
+    x = torch.randn(5, 3, dtype=DT, requires_grad=True)
+    ei = random_conv_graph(5, 12, seed=2)
+    out = conv(x, ei)
+    assert len(conv.kernel_cache) == 1
+    (grad,) = torch.autograd.grad(out.square().sum() if loss == 'square' else out.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match='fused=False'):
+        grad.square().sum().backward()
+    # First-order gradients are unaffected, and the advice works: fused=False has second derivatives.
+    conv.fused = False
+    assert torch.autograd.gradgradcheck(lambda x: conv(x, ei), (x,))
+
+
+def test_kernel_cache_is_not_saved_pickled_or_copied(tmp_path):
+    import copy
+    import pickle
+    import weakref
+    from pyg_ple import LaplacianDiffusionConv
+    conv = LaplacianDiffusionConv(4, 3, heads=2)
+    x, ei = torch.randn(6, 4), random_conv_graph(6, 15, seed=3)
+    out = conv(x, ei)
+    assert len(conv.kernel_cache) == 1
+    assert all('cache' not in key for key in conv.state_dict())
+    for clone in (copy.deepcopy(conv), pickle.loads(pickle.dumps(conv))):
+        assert len(clone.kernel_cache) == 0 and clone.kernel_cache is not conv.kernel_cache
+        torch.testing.assert_close(clone(x, ei), out)
+    path = tmp_path / 'conv.pt'
+    torch.save(conv, path)
+    loaded = torch.load(path, weights_only=False)
+    assert len(loaded.kernel_cache) == 0
+    torch.testing.assert_close(loaded(x, ei), out)
+    assert len(conv.kernel_cache) == 1  # the original keeps its entry
+    # The cache does not keep the caller's edge_index alive, and lets its entry go with it.
+    ref = weakref.ref(ei)
+    del ei
+    assert ref() is None and len(conv.kernel_cache) == 0

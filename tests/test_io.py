@@ -122,3 +122,16 @@ def test_real_mnist_test_set():
     assert x.shape == (10000, 28, 28) and x.dtype == np.uint8
     assert np.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert read_idx(DATA / 'MNIST' / 'raw' / 'train-labels-idx1-ubyte.gz', 2049).shape == (60000,)
+
+
+def test_atomic_json_writes_numpy_and_torch_scalars(tmp_path):
+    import json
+
+    import torch
+
+    from pyg_ple.bench.io import atomic_write_json
+    path = atomic_write_json(tmp_path / 'r.json', {'flag': np.bool_(True), 'n': np.int64(3), 'x': np.float32(0.5),
+                                                   'a': np.arange(2), 't': torch.tensor([1.5]), 'p': tmp_path})
+    assert json.loads(path.read_text()) == {'flag': True, 'n': 3, 'x': 0.5, 'a': [0, 1], 't': [1.5],
+                                            'p': str(tmp_path)}
+    assert [p.name for p in tmp_path.iterdir()] == ['r.json']

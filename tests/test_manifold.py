@@ -108,13 +108,86 @@ def test_parameter_errors(cloud):
         PLEEmbedding(n_components=3).fit(X[:, :2])
     Z = PLEEmbedding(n_neighbors=None, graph='attention').fit_transform(X)  # dense attention
     assert Z.shape == (120, 2)
-    assert PLEEmbedding(n_neighbors=500).fit(X[:20]).n_neighbors_ == 20
+    assert PLEEmbedding(n_neighbors=20, graph='attention').fit(X[:20]).n_neighbors_ == 20  # all points
 
 
-@pytest.mark.parametrize('est', [PLEEmbedding(), PLEEmbedding(graph='attention', init='random', random_state=0)])
+@pytest.mark.parametrize('n_neighbors', [20, 21, 500])
+def test_knn_graph_needs_fewer_neighbours_than_samples(n_neighbors):
+    # With n_neighbors >= n_samples every row of the k-NN graph is the uniform 1/n: one step maps every point
+    # onto the mean, and the embedding used to come back as all zeros without a word.
+    X = np.random.default_rng(0).normal(size=(20, 4))
+    with pytest.raises(ValueError, match=f'n_neighbors={n_neighbors} must be smaller than n_samples=20'):
+        PLEEmbedding(n_neighbors=n_neighbors).fit(X)
+    Z = PLEEmbedding(n_neighbors=19).fit_transform(X)  # the largest k-NN graph that is not uniform
+    assert np.isfinite(Z).all() and np.abs(Z).max() > 0.1
+
+
+def test_attention_graph_rejects_more_neighbours_than_samples():
+    X = np.random.default_rng(0).normal(size=(20, 4))
+    with pytest.raises(ValueError, match='n_neighbors=21 exceeds n_samples=20'):
+        PLEEmbedding(n_neighbors=21, graph='attention').fit(X)
+
+
+def rank_two_data(n=100, seed=0):
+    rng = np.random.default_rng(seed)
+    B = rng.normal(size=(n, 2))
+    return np.hstack([B, B @ rng.normal(size=(2, 3))])  # 5 features spanning 2 directions
+
+
+@pytest.mark.parametrize('init', ['random', 'pca'])
+@pytest.mark.parametrize('n_components', [3, 4])
+def test_components_beyond_the_data_rank_are_zero_not_amplified_round_off(init, n_components):
+    X = rank_two_data()
+    noise = 1e-12 * np.random.default_rng(1).normal(size=X.shape)
+    with pytest.warns(UserWarning, match=f'n_components={n_components} exceeds the rank 2'):
+        est = PLEEmbedding(n_components=n_components, init=init, random_state=0)
+        Z = est.fit_transform(X)
+    with pytest.warns(UserWarning, match='exceeds the rank 2'):
+        Z_noisy = PLEEmbedding(n_components=n_components, init=init, random_state=0).fit_transform(X + noise)
+    # round-off-sized input noise moves the output by round-off, not by O(1)
+    np.testing.assert_allclose(Z_noisy, Z, atol=1e-8)
+    # two whitened directions, the others exactly absent
+    evals = np.linalg.eigvalsh(np.cov(Z, rowvar=False, bias=True))
+    np.testing.assert_allclose(np.sort(evals), [0.0] * (n_components - 2) + [1.0, 1.0], atol=1e-8)
+    np.testing.assert_allclose(est.transform(X), Z, atol=1e-8)
+
+
+def test_rank_deficient_embedding_spans_the_full_rank_one():
+    # The informative directions are those of the two-component embedding (the same subspace of the latents).
+    X = rank_two_data()
+    Z2 = PLEEmbedding(n_components=2, init='pca').fit_transform(X)
+    with pytest.warns(UserWarning):
+        Z3 = PLEEmbedding(n_components=3, init='pca').fit_transform(X)
+    M, *_ = np.linalg.lstsq(Z2, Z3, rcond=None)
+    np.testing.assert_allclose(Z2 @ M, Z3, atol=1e-8)
+
+
+def test_full_rank_data_gives_no_rank_warning(cloud):
+    import warnings
+    X, _ = cloud
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        Z = PLEEmbedding(n_components=4, init='random', random_state=0).fit_transform(X)
+    np.testing.assert_allclose(np.cov(Z, rowvar=False, bias=True), np.eye(4), atol=1e-8)
+
+
+def test_step_that_loses_rank_warns():
+    # Two tight, far-apart groups of 6 points with n_neighbors=6: every point's neighbours are exactly its own
+    # group, so one step maps each group onto its mean and the 2-D latents keep one direction.
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(6, 3)) * 0.01, rng.normal(size=(6, 3)) * 0.01 + 10.0])
+    with pytest.warns(UserWarning, match='diffusion step 1 reduced the embedding.s rank from 2 to 1'):
+        Z = PLEEmbedding(n_neighbors=6, n_steps=2).fit_transform(X)
+    assert np.isfinite(Z).all()
+    np.testing.assert_allclose(np.linalg.eigvalsh(np.cov(Z, rowvar=False, bias=True)), [0.0, 1.0], atol=1e-8)
+
+
+@pytest.mark.parametrize('est', [PLEEmbedding(n_neighbors=5),
+                                 PLEEmbedding(graph='attention', init='random', random_state=0)])
 def test_sklearn_check_estimator(est):
     # every check applies and passes, except check_array_api_input, which scikit-learn skips unless
-    # SCIPY_ARRAY_API=1 is set (the estimator does not claim array-API support).
+    # SCIPY_ARRAY_API=1 is set (the estimator does not claim array-API support). Some checks fit 10 samples, which
+    # a k-NN graph needs more than n_neighbors of (scikit-learn's own tests lower TSNE's perplexity the same way).
     results = check_estimator(est, on_fail=None, on_skip=None)
     failed = [r['check_name'] for r in results if r['status'] == 'failed']
     assert not failed, failed

@@ -7,7 +7,7 @@ import torch
 from torch_geometric.data import Data
 
 from pyg_ple.bench.node import (GAT, GCN, NodeTransformer, TorchNeighborSampler, build_node_model, load_planetoid,
-                          neighbor_loader, train_node_classifier)
+                                neighbor_loader, train_node_classifier)
 from pyg_ple.bench.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,3 +122,25 @@ def test_cora_short_run(tmp_path, monkeypatch):
     run, _ = train_node_classifier(GCN(1433, 7), data, TrainConfig(epochs=20, lr=0.01, weight_decay=5e-4,
                                                                   progress=False))
     assert run.test_acc > 0.6, run  # GCN reaches ~0.8 after 100+ epochs; 20 epochs are well above chance (0.3)
+
+
+def test_node_transformer_reads_node_model_config_and_is_its_stack():
+    from pyg_ple.bench.node import NodeModelConfig
+    data = tiny_graph()
+    cfg = NodeModelConfig()
+    model = build_node_model('ple', 6, 3).eval()
+    assert model.config == cfg and len(model.transformer.blocks) == cfg.num_layers
+    block = model.transformer.blocks[0]
+    assert block.conv.learn_step_size and block.conv.dropout == cfg.attention_dropout
+    assert block.mlp[0].out_features == int(cfg.mlp_ratio * cfg.hidden)
+    h = model.encoder(data.x)
+    for block in model.transformer.blocks:
+        h = block(h, data.edge_index)
+    torch.testing.assert_close(model(data.x, data.edge_index), model.head(model.transformer.norm(h)), atol=0, rtol=0)
+    assert len(build_node_model('ple', 6, 3, num_layers=0).transformer.blocks) == 0  # encoder + LayerNorm + head
+
+
+@pytest.mark.parametrize('name', ['ple', 'gcn', 'gat'])
+def test_node_model_misspelled_hyper_parameter(name):
+    with pytest.raises(ValueError, match=r"unknown hyper-parameter\(s\) 'dropuot'.*accepted: .*dropout"):
+        build_node_model(name, 6, 3, dropuot=0.5)

@@ -34,7 +34,7 @@ def test_mnist_clustering_example(tmp_path):
     assert set(res['seeds']) == {'0', '1'}
     s0 = res['seeds']['0']
     for init in ('random', 'ple'):
-        for heads in ('standard', 'laplacian', 'mixed'):
+        for heads in ('transformer', 'laplacian', 'mixed'):
             m = s0[f'{init}/{heads}']
             assert 0.0 <= m['after']['2d_knn'] <= 1.0 and 0.0 <= m['before']['full_trust'] <= 1.0
     assert 'SpectralEmbedding (2)' in s0 and png.stat().st_size > 1000
@@ -75,17 +75,17 @@ def test_lm_script(tmp_path):
     runs, png, models = tmp_path / 'runs', tmp_path / 'curves.png', tmp_path / 'models'
     args = ['--root', str(DATA), '--max-chars', '20000', '--steps', '4', '--eval-every', '2', '--eval-batches', '1',
             '--batch-size', '4', '--block-size', '16', '--channels', '16', '--layers', '1', '--heads', '2',
-            '--seeds', '0', '1', '--variants', 'standard', 'mixed_learned_eta', '--threads', '1',
+            '--seeds', '0', '1', '--variants', 'transformer', 'mixed_learned_eta', '--threads', '1',
             '--out-dir', str(runs), '--png', str(png), '--save-models', str(models)]
     assert mod.main(args) == 0
     r = json.loads((runs / 'mixed_learned_eta_s1.json').read_text())
     assert r['steps'] == [0, 2, 4] and len(r['val_loss']) == 3 and len(r['eta'][0]) == 1
-    s = json.loads((runs / 'standard_s1.json').read_text())
+    s = json.loads((runs / 'transformer_s1.json').read_text())
     assert r['params'] == s['params'] + 2  # one learned step size per head (2 heads, 1 layer)
     assert png.exists() and len(list(models.glob('*.pt'))) == 4
-    mtime = (runs / 'standard_s0.json').stat().st_mtime
+    mtime = (runs / 'transformer_s0.json').stat().st_mtime
     assert mod.main(args) == 0  # re-run resumes: nothing is retrained
-    assert (runs / 'standard_s0.json').stat().st_mtime == mtime
+    assert (runs / 'transformer_s0.json').stat().st_mtime == mtime
     # the linearity script reads the trained LMs
     lin = load_script('benchmarks/linearity.py')
     if HAS_MNIST:
@@ -93,7 +93,7 @@ def test_lm_script(tmp_path):
         assert lin.main(['--root', str(DATA), '--n', '40', '--seeds', '0', '--channels', '16', '--heads', '2',
                          '--depth', '1', '--threads', '1', '--lm-models', str(models), '--lm-batches', '1',
                          '--out', str(out)]) == 0
-        assert set(json.loads(out.read_text())['lm']) == {'standard', 'mixed_learned_eta'}
+        assert set(json.loads(out.read_text())['lm']) == {'transformer', 'mixed_learned_eta'}
 
 
 def test_vit_script_digits(tmp_path):
@@ -103,7 +103,7 @@ def test_vit_script_digits(tmp_path):
                      '--channels', '16', '--heads', '2', '--layers', '1', '--threads', '1',
                      '--out-dir', str(runs)]) == 0
     files = sorted(p.name for p in runs.glob('*.json'))
-    assert files == ['digits_laplacian_s0.json', 'digits_mixed_s0.json', 'digits_standard_s0.json']
+    assert files == ['digits_laplacian_s0.json', 'digits_mixed_s0.json', 'digits_transformer_s0.json']
     r = json.loads((runs / 'digits_mixed_s0.json').read_text())
     assert 0.0 <= r['final_val_acc'] <= 1.0 and r['n_val'] == 360
 
@@ -121,24 +121,35 @@ def test_vit_script_mnist(tmp_path):
 
 def test_vit_patchify_and_model():
     import torch
-    from pyg_ple.experiments.vit import PatchViT, patchify, variant_kwargs
+
+    from pyg_ple.experiments.vit import PatchViT, patchify
     img = torch.arange(2 * 4 * 4, dtype=torch.float32).view(2, 4, 4)
     p = patchify(img, 2)
     assert p.shape == (2, 4, 4)
     assert p[0, 0].tolist() == [0, 1, 4, 5] and p[0, 1].tolist() == [2, 3, 6, 7]
     with pytest.raises(ValueError, match='multiple'):
         patchify(img, 3)
-    m = PatchViT(4, 4, 10, channels=8, heads=2, num_layers=1, **variant_kwargs('mixed', 2))
+    m = PatchViT(4, 4, 10, channels=8, heads=2, num_layers=1, variant='mixed')
     assert m(p).shape == (2, 10)
-    assert m.blocks[0].conv.laplacian_heads == 1
+    assert m.transformer.blocks[0].conv.laplacian_heads == 1
+    assert m.transformer.blocks[0].mlp[0].out_features == 16  # mlp_ratio 2.0, as in the published runs
+    x = m.embed(p)
+    x = torch.cat([m.cls_token.expand(2, -1, -1), x], dim=1) + m.pos_emb
+    for block in m.transformer.blocks:
+        x = block(x)
+    torch.testing.assert_close(m(p), m.head(m.transformer.norm(x[:, 0])), atol=1e-6, rtol=1e-6)
 
 
 def test_lm_model_is_causal():
     import torch
-    from pyg_ple.experiments.lm import CharTransformerLM, variant_kwargs
+
+    from pyg_ple.experiments.lm import CharTransformerLM
+    from pyg_ple.nn.block import variant_kwargs
     torch.manual_seed(0)
-    for v in ('standard', 'laplacian', 'mixed_learned_eta'):
-        m = CharTransformerLM(11, block_size=8, channels=8, num_layers=2, heads=2, **variant_kwargs(v, 2)).eval()
+    for v in ('transformer', 'laplacian', 'mixed_learned_eta'):
+        m = CharTransformerLM(11, block_size=8, channels=8, num_layers=2, heads=2, variant=v).eval()
+        conv = m.transformer.blocks[0].conv
+        assert (conv.laplacian_heads, conv.learn_step_size) == tuple(variant_kwargs(v, 2).values())
         x = torch.randint(0, 11, (1, 8))
         y = x.clone()
         y[0, 5:] = (y[0, 5:] + 1) % 11
@@ -199,9 +210,10 @@ def test_laplacian_signal_matches_the_layer_itself(tmp_path):
     std.load_state_dict(lap.state_dict())
     signals = mod.block_signals(lap, batch)
     h = lap.encode(batch)
-    hn = lap.blocks[0].norm1(h)
+    hn = lap.transformer.blocks[0].norm1(h)
     with torch.no_grad():
-        ratio = lap.blocks[0].conv(hn, batch.edge_index).norm() / std.blocks[0].conv(hn, batch.edge_index).norm()
+        ratio = (lap.transformer.blocks[0].conv(hn, batch.edge_index).norm()
+                 / std.transformer.blocks[0].conv(hn, batch.edge_index).norm())
     assert abs(signals[0]['lap_rel'] - float(ratio)) < 1e-4
     assert len(signals) == 2 and all(s['update_rel'] > 0 for s in signals)
 
@@ -216,3 +228,46 @@ def test_laplacian_signal_matches_the_layer_itself(tmp_path):
     md = (tmp_path / 'out' / 'laplacian_signal.md').read_text()
     lap_init = next(r for r in rows if (r['model'], r['when']) == ('laplacian', 'init'))
     assert f"| digits | {float(lap_init['input_contrast']):.2f} | {float(lap_init['lap_rel']):.2f} |" in md
+
+
+@pytest.mark.parametrize('script,folder', [('benchmarks/lm_shakespeare.py', 'lm'),
+                                           ('benchmarks/vit_patches.py', 'vit')])
+def test_reports_read_the_published_results(script, folder, tmp_path):
+    """The published LM and ViT results name the standard-attention variant 'standard'; the reports read them under
+    the variant name 'transformer', with the same numbers."""
+    import numpy as np
+    mod = load_script(script)
+    results = REPO / 'benchmarks' / 'results' / folder
+    files = sorted(results.glob('*standard_s*.json'))
+    assert files, 'published results missing'
+    runs = [json.loads(f.read_text()) for f in files]
+    if folder == 'lm':
+        text = mod.report(results, tmp_path / 'curves.png')
+        values = [r['final_val_loss'] for r in runs]
+        cell = f'{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}'
+        row = next(line for line in text.splitlines() if line.startswith('| transformer |'))
+        assert cell in row and '| laplacian - transformer |' in text
+        assert (tmp_path / 'curves.png').exists()
+    else:
+        text = mod.report(results)
+        digits = [100 * r['final_val_acc'] for r in runs if r['dataset'] == 'digits']
+        cell = f'{np.mean(digits):.2f} ± {np.std(digits, ddof=1):.2f}'
+        assert any(line.startswith('| transformer |') and cell in line for line in text.splitlines())
+        assert '| mixed - transformer |' in text
+    assert 'standard |' not in text
+
+
+def test_mnist_clustering_summaries_read_the_published_results():
+    import numpy as np
+    mod = load_script('examples/mnist_clustering.py')
+    res = json.loads((REPO / 'benchmarks' / 'results' / 'mnist_clustering.json').read_text())
+    text = mod.summarise(res)
+    seeds = list(res['seeds'])
+    for init in ('random', 'ple'):
+        rows = [line for line in text.splitlines() if line.startswith(f'| {init} embedding (before) |')]
+        assert len(rows) == 1  # the embedding is the same for every head type of one init
+        values = [res['seeds'][s][f'{init}/standard']['after']['2d_knn'] for s in seeds]
+        after = next(line for line in text.splitlines() if line.startswith(f'| {init}/standard after'))
+        assert f'{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}' in after
+    sweep = mod.summarise_sweep(REPO / 'benchmarks' / 'results' / 'sweep')
+    assert sweep.count('| 16.0 | 0.5 | ple/') == 3 and '| 16.0 | 0.5 | ple/standard |' in sweep  # three head types

@@ -72,6 +72,50 @@ def test_expand_grid():
     g = expand_grid({'lr': [1e-3, 1e-4], 'hidden': [32, 64], 'pool': 'mean'})
     assert len(g) == 4 and {'lr': 1e-4, 'hidden': 32, 'pool': 'mean'} in g
     assert expand_grid([{'lr': 1}, {'lr': 2}]) == [{'lr': 1}, {'lr': 2}]
+    with pytest.raises(ValueError, match="grid key 'lr' has an empty list"):
+        expand_grid({'lr': [], 'hidden': [8]})
+    with pytest.raises(ValueError, match='must hold objects'):
+        expand_grid([1, 2])
+    with pytest.raises(ValueError, match='a grid must be'):
+        expand_grid('lr')
+
+
+def test_benchmark_config_refuses_bad_settings_before_training():
+    from pyg_ple.bench.protocol import TRAIN_KEYS, BenchmarkConfig, model_hparam_names
+    ok = BenchmarkConfig(models=['gcn', 'laplacian'], grid=[{'lr': 1e-3, 'hidden': 16}, {'dropout': 0.5}])
+    assert ok.grid[0]['hidden'] == 16
+    assert {'hidden', 'num_layers', 'heads', 'dropout', 'pool', 'attention'} <= set(model_hparam_names())
+    assert not set(TRAIN_KEYS) & set(model_hparam_names())
+    for kwargs, match in (
+            (dict(models=[]), 'models must name each model once'),
+            (dict(models=['gcn', 'gcn']), 'models must name each model once'),
+            (dict(models=['nope']), 'models must name each model once, from gcn, gat'),
+            (dict(epochs=0), 'epochs must be an integer >= 1, got 0'),
+            (dict(n_folds=1), 'n_folds must be an integer >= 2'),
+            (dict(batch_size=0), 'batch_size must be an integer >= 1'),
+            (dict(lr=0.0), 'lr must be a number > 0'),
+            (dict(lr=float('nan')), 'lr must be a number > 0'),
+            (dict(weight_decay=-1e-4), 'weight_decay must be a number >= 0'),
+            (dict(patience=0), 'patience must be an integer >= 1'),
+            (dict(val_fraction=1.0), 'val_fraction must be in'),
+            (dict(grid=[{'dropuot': 0.5}]), "unknown grid key 'dropuot'; accepted keys: attention"),
+            (dict(grid=[{'lr': 'abc'}]), "grid value of 'lr' must be a number > 0, got 'abc'"),
+            (dict(grid=[{'batch_size': True}]), "grid value of 'batch_size' must be an integer >= 1, got True"),
+            (dict(grid=[{'lr': 0.1}, {'lr': 0.1}]), 'twice'),
+            (dict(grid=[{'hidden': 0}]), "with the grid configuration {\"hidden\": 0}: 'hidden' must be positive"),
+            (dict(hparams={'hidden': 30, 'heads': 4}), "model 'laplacian': 'hidden' \\(30\\) must be a multiple"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            BenchmarkConfig(**{'models': ['gcn', 'laplacian'], **kwargs})
+
+
+def test_progress_bar_shows_validation_accuracy_and_loss(tmp_path, capsys):
+    from pyg_ple.bench.cli import main
+    assert main(['bench', '--digits-n', '40', '--folds', '2', '--epochs', '1', '--models', 'gcn', '--threads', '1',
+                 '--out', str(tmp_path / 'run')]) == 0
+    err = capsys.readouterr().err
+    assert 'val_acc=' in err and 'val_loss=' in err and 'loss=' in err
+    assert 'val_score' not in err
 
 
 def _tu_root():
@@ -119,7 +163,7 @@ def test_cli_node_attr_loads_continuous_attributes_and_normalises_them(tmp_path,
                  '--epochs', '1', '--no-progress', '--threads', '1', '--out', str(out)]) == 0
     state = json.loads((out / 'state.json').read_text())
     assert state['config']['hparams']['input_norm'] is True
-    ckpt = torch.load(out / 'models' / 'gcn_fold0.pt', weights_only=False)
+    ckpt = torch.load(out / 'models' / 'gcn_fold0.pt', weights_only=True)
     assert ckpt['in_channels'] == 21 and ckpt['dataset_args']['use_node_attr'] is True
     assert 'input_norm.running_mean' in ckpt['state_dict']
 
@@ -140,13 +184,15 @@ def test_degree_features_are_appended_to_node_labels(tmp_path, monkeypatch):
         assert torch.equal(b.x[:, plain.num_features:].argmax(1), degree(a.edge_index[1], a.num_nodes).long())
 
 
-def test_tu_only_feature_options_are_rejected_on_digits(capsys):
+def test_tu_only_feature_options_are_rejected_on_digits(tmp_path, capsys):
     from pyg_ple.bench.cli import main
     from pyg_ple.bench.datasets import load_dataset
     for kw in ({'use_node_attr': True}, {'degree_features': True}):
         with pytest.raises(ValueError, match='TU datasets'):
             load_dataset('digits', digits_n=20, **kw)
-    assert main(['bench', '--degree', '--no-progress']) == 2
+    with pytest.raises(SystemExit) as e:
+        main(['bench', '--degree', '--no-progress', '--digits-n', '40', '--out', str(tmp_path / 'o')])
+    assert e.value.code == 2
     assert 'TU datasets' in capsys.readouterr().err
 
 
@@ -168,3 +214,23 @@ def test_unknown_tu_dataset_offline_gives_clear_error(tmp_path, monkeypatch):
     with pytest.raises(DatasetUnavailableError):
         load_tu('MUTAG', root=tmp_path, download=False)
     assert datasets.TU_DATASETS
+
+
+@pytest.mark.parametrize('datasets', [['digits'], ['MUTAG', 'PROTEINS', 'ENZYMES', 'IMDB-BINARY', 'IMDB-MULTI',
+                                                    'NCI1']])
+def test_results_plot_shows_every_model_name_whole(datasets):
+    import matplotlib.pyplot as plt
+
+    from pyg_ple.bench.report import results_figure
+    models = ['gcn', 'gat', 'gin', 'gps', 'transformer', 'laplacian', 'mixed', 'laplacian-tokens']
+    rows = [{'dataset': d, 'model': m, 'acc_mean': 60.0 + i, 'acc_std': 2.0} for d in datasets
+            for i, m in enumerate(models)]
+    fig = results_figure(rows, 'title')
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for legend in fig.legends + [a.get_legend() for a in fig.axes if a.get_legend()] for t in legend.texts]
+    assert [t.get_text() for t in texts] == models
+    for t in texts:
+        box = t.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and 0 <= box.y0 and box.y1 <= fig.bbox.y1, t.get_text()
+    plt.close(fig)

@@ -51,12 +51,14 @@ def test_sparse_adjacency_same_output(layout):
         adj_t = adj_t.coalesce()
     torch.testing.assert_close(conv(x, adj_t), expected)
     # Learned mode: values of the sparse adjacency are ignored (pattern
-    # only), as in GATConv.
+    # only), as in GATConv, with a warning that says so.
     w = torch.rand(ei.size(1)) * 5
     adj_t = make(ei, w, size=(n, n)).t()
     if layout == 'coo':
         adj_t = adj_t.coalesce()
-    torch.testing.assert_close(conv(x, adj_t), expected)
+    with pytest.warns(UserWarning, match="'edge_index' is a weighted sparse"):
+        out = conv(x, adj_t)
+    torch.testing.assert_close(out, expected)
 
 
 def test_sparse_adjacency_direction():

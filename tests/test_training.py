@@ -75,7 +75,7 @@ def test_sigkill_mid_epoch_then_resume_reproduces_loss_curve_exactly(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:
         if ckpt.exists():
-            epoch = torch.load(ckpt, weights_only=False)['epoch']
+            epoch = torch.load(ckpt, weights_only=True)['epoch']
             if epoch >= 2:
                 break
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -86,7 +86,7 @@ def test_sigkill_mid_epoch_then_resume_reproduces_loss_curve_exactly(tmp_path):
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / 'killed.json').exists()
-    killed_at = torch.load(ckpt, weights_only=False)['epoch']
+    killed_at = torch.load(ckpt, weights_only=True)['epoch']
     assert 2 <= killed_at < 8
 
     resumed = _run(tmp_path, ckpt, tmp_path / 'resumed.json', 0.0)
@@ -132,6 +132,18 @@ def test_fit_mode_max_and_missing_monitor_falls_back_to_train_loss():
     res = fit(model, batches, TrainConfig(epochs=3, progress=False, lr=0.1), loss_fn)
     assert res.losses[-1] < res.losses[0]
     assert res.best_epoch == 3
+
+
+def test_progress_bar_shows_the_chosen_metrics(capsys):
+    model, batches, loss_fn, x, y = _toy()
+    metrics = lambda m: {'val_loss': 0.5, 'val_acc': 0.75, 'val_score': -0.0002}  # noqa: E731
+    fit(model, batches, TrainConfig(epochs=1, progress=True, progress_metrics=('val_acc', 'val_loss')), loss_fn,
+        evaluate=metrics, monitor='val_score', mode='max')
+    err = capsys.readouterr().err
+    assert 'val_acc=0.7500' in err and 'val_loss=0.5000' in err and 'val_score' not in err
+    fit(model, batches, TrainConfig(epochs=1, progress=True), loss_fn, evaluate=metrics, monitor='val_score',
+        mode='max')
+    assert 'val_score=-0.0002' in capsys.readouterr().err  # by default: the monitored metric
 
 
 def test_resume_of_finished_run_does_not_train(tmp_path):

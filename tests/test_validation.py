@@ -1,4 +1,6 @@
 """Bad input gets a ValueError/TypeError whose message names the argument."""
+import warnings
+
 import pytest
 import torch
 from torch_geometric.utils import to_torch_csr_tensor
@@ -261,3 +263,84 @@ def test_edge_weight_not_finite(conv, x, bad):
             conv(x, EI, edge_weight=w)
     # Off by default: no error (and no device sync).
     conv(x, EI, edge_weight=w)
+
+
+def test_finite_checks_cover_edge_attr():
+    conv = LaplacianDiffusionConv(F, 3, heads=2, edge_dim=2)
+    x, ea = torch.randn(N, F), torch.randn(4, 2)
+    ea[2, 1] = float('nan')
+    from pyg_ple.validation import finite_checks
+    with finite_checks():
+        with pytest.raises(ValueError, match="'edge_attr'"):
+            conv(x, EI, edge_attr=ea)
+        with pytest.raises(ValueError, match="'edge_attr'"):
+            conv.attention(x, EI, edge_attr=ea)
+    conv(x, EI, edge_attr=ea)  # off by default
+
+
+@pytest.mark.parametrize('weighted', [True, False])
+def test_weighted_sparse_adjacency_warns(conv, x, weighted):
+    values = torch.tensor([0.5, 2.0, 1.0, 3.0]) if weighted else None
+    adj_t = to_torch_csr_tensor(EI, values, size=(N, N)).t()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        conv(x, adj_t)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)
+                and "'edge_index'" in str(w.message)]
+    if weighted:
+        assert len(messages) == 1 and "'edge_weight'" in messages[0] and '[2, E]' in messages[0]
+    else:
+        assert messages == []
+
+
+# --------------------------------------------------------------------------
+# Value checks run once per tensor object and version.
+# --------------------------------------------------------------------------
+# Reductions and scalar reads that the index-range and sign checks cost (a host-device sync each on a GPU).
+HOST_READS = {'aten::item', 'aten::_local_scalar_dense', 'aten::is_nonzero', 'aten::min', 'aten::max', 'aten::amin',
+              'aten::amax'}
+
+
+def host_reads(fn):
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return [e.name for e in prof.events() if e.name in HOST_READS]
+
+
+@pytest.mark.parametrize('fixed', [False, True])
+@pytest.mark.parametrize('fused', [False, True])
+def test_value_checks_run_once_per_graph(fixed, fused):
+    """A three-layer stack checks a graph's values in its first layer of its first step only."""
+    convs = [LaplacianDiffusionConv(F, 2, heads=2, fused=fused) for _ in range(3)]
+    x = torch.randn(30, F)
+    ei = torch.randint(0, 30, (2, 90))
+    kw = {'edge_weight': torch.rand(90)} if fixed else {}
+
+    def step(edge_index):
+        h = x
+        for conv in convs:
+            h = conv(h, edge_index, **kw)
+        return h
+
+    first = host_reads(lambda: step(ei))
+    if not fused:  # (the kernel path also reads values to build each layer's CSR, once per graph)
+        assert first.count('aten::amin') == first.count('aten::amax') == 1, first  # one range check, 3 layers
+        assert len(first) == (5 if fixed else 2), first  # + the sign of edge_weight: one bool() read
+    assert host_reads(lambda: step(ei)) == []  # the same graph again: nothing read
+    assert len(host_reads(lambda: step(ei.clone()))) > 0  # another tensor object: checked
+    ei[1, 0] = 30  # in place: the version changes and the new value is checked
+    with pytest.raises(ValueError, match='edge_index'):
+        step(ei)
+
+
+def test_value_checks_on_inference_tensors():
+    """Inference tensors have no version counter: they are checked every time."""
+    conv = LaplacianDiffusionConv(F, 2, heads=2)
+    with torch.inference_mode():
+        ei = torch.tensor([[0, 1, 2], [1, 2, 3]])
+        x = torch.randn(N, F)
+        assert conv(x, ei).shape == (N, 4)
+        assert len(host_reads(lambda: conv(x, ei))) > 0
+        with pytest.raises(ValueError, match='edge_index'):
+            conv(x, torch.tensor([[0, 1, 2], [1, 2, N]]))

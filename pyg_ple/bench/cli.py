@@ -4,6 +4,9 @@
                     split, model selection over a grid); with no options an offline run on scikit-learn's digits as
                     graphs, a few minutes on 2 CPU cores.
 ``pyg-ple graph``   export the attention graph of one layer and head of a trained model for one graph (GraphML + PNG).
+
+A usage error (a bad option value, an output folder that cannot be used, a file that is not a model) is reported as one
+line ``pyg-ple <command>: error: ...`` on stderr with exit status 2, as argparse reports its own.
 """
 from __future__ import annotations
 
@@ -13,9 +16,14 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pyg_ple import __version__
+from pyg_ple.bench.io import MANIFEST_NAME, RunFileError
+
+if TYPE_CHECKING:
+    from pyg_ple.bench.datasets import GraphDataset
+    from pyg_ple.bench.protocol import BenchmarkConfig
 
 DEFAULT_TU_MODELS = 'gcn,gat,gin,gps,transformer,laplacian,mixed'
 DEFAULT_DIGITS_MODELS = 'gcn,gat,gin,transformer,laplacian,mixed,laplacian-tokens'
@@ -24,46 +32,75 @@ DIGITS_DEFAULTS = dict(digits_n=300, epochs=10, hidden=32, layers=2, batch_size=
 TU_DEFAULTS = dict(epochs=100, hidden=64, layers=3, batch_size=32, lr=1e-3)
 
 
+class CommandError(Exception):
+    """A usage error found after parsing: reported like argparse's own (one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that reports a usage error as the single line ``<prog>: error: <message>``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f'{self.prog}: error: {" ".join(message.splitlines())}\n')
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help states its default or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or 'default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from pyg_ple.bench.models import ATTENTION_EDGE_SETS
     p = sub.add_parser(
         'bench', help='graph classification benchmark (Errica et al. protocol)',
         description='Graph classification under the protocol of Errica et al. (2020): stratified k-fold outer CV, a '
-                    'stratified 10%% validation split inside each training fold for model selection over --grid, '
+                    'stratified 10% validation split inside each training fold for model selection over --grid, '
                     'test accuracy of the selected model per fold, mean +- std. With no options: scikit-learn digits '
                     'as graphs, offline, a few minutes on 2 CPU cores.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     p.add_argument('--dataset', default='digits',
                    help="'digits' (offline, ships with scikit-learn) or a TU dataset name (MUTAG, PROTEINS, ...)")
     p.add_argument('--models', default=None,
                    help=f'comma-separated model names (default: {DEFAULT_DIGITS_MODELS} on digits, '
                         f'{DEFAULT_TU_MODELS} on TU datasets); see pyg_ple.bench.models.MODEL_NAMES')
-    p.add_argument('--folds', type=int, default=10, help='outer cross-validation folds')
+    p.add_argument('--folds', type=int, default=10,
+                   help='outer cross-validation folds (2 to the size of the smallest class)')
     p.add_argument('--epochs', type=int, default=None,
                    help=f'epochs per training run (default {DIGITS_DEFAULTS["epochs"]} on digits, '
                         f'{TU_DEFAULTS["epochs"]} on TU)')
     p.add_argument('--root', default=None,
                    help='data folder with <NAME>/raw or TUDataset/<NAME>/raw (default: $PYG_PLE_DATA, else '
                         '~/.cache/pyg_ple, where PyG downloads as usual)')
-    p.add_argument('--out', default=None, help='output folder (default: runs/<dataset>)')
+    p.add_argument('--out', default=None,
+                   help='output folder: new, empty, or an earlier run to --resume or --overwrite (default: '
+                        'runs/<dataset>)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='cpu')
-    p.add_argument('--resume', action='store_true',
-                   help='continue an interrupted run in --out: finished folds are kept, an interrupted training run '
-                        'continues from its last checkpoint')
+    again = p.add_mutually_exclusive_group()
+    again.add_argument('--resume', action='store_true',
+                       help='continue the run in --out: finished folds are kept, an interrupted training run '
+                            'continues from its last checkpoint')
+    again.add_argument('--overwrite', action='store_true',
+                       help=f'replace the run in --out: delete the files it wrote (listed in {MANIFEST_NAME}) and '
+                            'start afresh; files pyg-ple did not write stay')
     p.add_argument('--grid', default=None,
-                   help='model-selection grid: JSON (or a JSON file) {"lr": [1e-3, 1e-4], "hidden": [32, 64]} or a '
-                        'list of configurations; keys lr, weight_decay, batch_size, patience, grad_clip configure '
-                        'training, the others the model (default: one configuration)')
+                   help='model-selection grid, as JSON or a JSON file: {"lr": [1e-3, 1e-4], "hidden": [32, 64]} (all '
+                        'combinations) or a list of configurations; keys lr, weight_decay, batch_size, patience, '
+                        'grad_clip set training, the model hyper-parameters (hidden, num_layers, heads, dropout, ...) '
+                        'the model (default: one configuration)')
     p.add_argument('--batch-size', type=int, default=None, help='default 16 on digits, 32 on TU')
     p.add_argument('--lr', type=float, default=None, help='default 3e-3 on digits, 1e-3 on TU')
     p.add_argument('--weight-decay', type=float, default=0.0)
     p.add_argument('--patience', type=int, default=None, help='early-stopping patience in epochs (default: none)')
     p.add_argument('--hidden', type=int, default=None, help='hidden width (default 32 on digits, 64 on TU)')
     p.add_argument('--layers', type=int, default=None, help='number of layers (default 2 on digits, 3 on TU)')
-    p.add_argument('--heads', type=int, default=4)
+    p.add_argument('--heads', type=int, default=4, help='attention heads (a divisor of --hidden)')
     p.add_argument('--dropout', type=float, default=0.1)
     p.add_argument('--pool', default='mean', choices=['mean', 'add', 'max'])
-    p.add_argument('--attention', default='native', choices=['native', 'full', 'both'],
+    p.add_argument('--attention', default='native', choices=ATTENTION_EDGE_SETS,
                    help='what the transformer blocks attend over')
     p.add_argument('--step-size', type=float, default=1.0, help='Laplacian step size eta')
     p.add_argument('--learn-step-size', action='store_true')
@@ -84,7 +121,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--no-save-models', action='store_true', help='do not keep the selected model of each fold')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
     p.add_argument('--no-progress', action='store_true')
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=cmd_bench, parser=p)
 
 
 def _add_graph(sub: argparse._SubParsersAction) -> None:
@@ -93,19 +130,21 @@ def _add_graph(sub: argparse._SubParsersAction) -> None:
         description='Load a model saved by `pyg-ple bench` (<out>/models/<model>_fold<k>.pt), run it on one graph of '
                     'its dataset and export the attention graph of one layer and head: GraphML (networkx) and a PNG '
                     'drawing with edge widths by attention weight.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     p.add_argument('checkpoint', help='model file written by pyg-ple bench')
     p.add_argument('--index', type=int, default=None, help='graph index in the dataset (default: first test graph)')
-    p.add_argument('--layer', type=int, default=0)
+    p.add_argument('--layer', type=int, default=0, help='block whose attention is exported (negative: from the end)')
     p.add_argument('--head', type=int, default=None, help='head (default: mean over heads)')
     p.add_argument('--root', default=None, help='data folder (as for bench)')
-    p.add_argument('--out', default=None, help='output folder (default: next to the checkpoint)')
+    p.add_argument('--out', default=None,
+                   help='output folder, new, empty or written by pyg-ple (default: <run>/attention next to the '
+                        'models/ folder of the checkpoint)')
     p.add_argument('--min-weight', type=float, default=0.0, help='drop edges below this weight in the drawing')
-    p.set_defaults(func=cmd_graph)
+    p.set_defaults(func=cmd_graph, parser=p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog='pyg-ple',
         description='Transformer attention as an explicit graph: Laplacian-diffusion attention for PyG.')
     parser.add_argument('--version', action='version', version=f'pyg-ple {__version__}')
@@ -120,16 +159,110 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------------------------------
 def _parse_grid(text: str | None) -> list[dict[str, Any]]:
     from pyg_ple.bench.protocol import expand_grid
-    if not text:
+    if text is None:
         return [{}]
-    src = Path(text)
+    source = '--grid'
+    if not text.strip().startswith(('{', '[')):
+        path = Path(text)
+        if not path.is_file():
+            raise CommandError(f'--grid {text!r} is neither JSON (an object or a list) nor an existing file')
+        text, source = path.read_text(), f'--grid file {path}'
     try:
-        raw = json.loads(src.read_text() if src.suffix == '.json' and src.exists() else text)
+        return expand_grid(json.loads(text))
     except json.JSONDecodeError as e:
-        raise SystemExit(f'pyg-ple bench: --grid is not valid JSON ({e}): {text!r}')
-    if not isinstance(raw, (dict, list)):
-        raise SystemExit('pyg-ple bench: --grid must be a JSON object of lists or a list of objects')
-    return expand_grid(raw)
+        raise CommandError(f'{source} is not valid JSON ({e})') from None
+    except ValueError as e:
+        raise CommandError(f'{source}: {e}') from None
+
+
+def _parse_models(text: str | None, digits: bool) -> list[str]:
+    from pyg_ple.bench.models import MODEL_NAMES
+    if text is None:
+        text = DEFAULT_DIGITS_MODELS if digits else DEFAULT_TU_MODELS
+    names = [m.strip() for m in text.split(',')]
+    unknown = [m for m in names if m not in MODEL_NAMES]
+    if names == ['']:
+        problem = 'names no model'
+    elif unknown:
+        problem = f'has unknown model(s) {", ".join(map(repr, unknown))}'
+    elif len(set(names)) < len(names):
+        problem = 'names a model twice'
+    else:
+        return names
+    raise CommandError(f'--models {text!r} {problem}; choose from {", ".join(MODEL_NAMES)}')
+
+
+def _check_device(device: str) -> None:
+    import torch
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise CommandError(f'--device {device} cannot be used here ({str(e).splitlines()[0]}); '
+                           f'CUDA available: {torch.cuda.is_available()}') from None
+
+
+def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
+    """Check every ``pyg-ple bench`` argument that can be checked without the data and return the run's
+    :class:`~pyg_ple.bench.protocol.BenchmarkConfig`; raises :class:`CommandError` naming the option.
+    :func:`validate_bench_data` checks the rest once the dataset is loaded."""
+    from pyg_ple.bench.io import RunFolder
+    from pyg_ple.bench.protocol import BenchmarkConfig, check_setting
+    digits = args.dataset.lower() == 'digits'
+    d = DIGITS_DEFAULTS if digits else TU_DEFAULTS
+    given = {key: d[key] if getattr(args, key) is None else getattr(args, key)
+             for key in ('epochs', 'batch_size', 'lr', 'hidden', 'layers')}
+    try:
+        for flag, key, value in (('--epochs', 'epochs', given['epochs']), ('--folds', 'n_folds', args.folds),
+                                 ('--seed', 'seed', args.seed), ('--batch-size', 'batch_size', given['batch_size']),
+                                 ('--lr', 'lr', given['lr']), ('--weight-decay', 'weight_decay', args.weight_decay),
+                                 ('--patience', 'patience', args.patience),
+                                 ('--checkpoint-every', 'checkpoint_every', args.checkpoint_every)):
+            check_setting(key, value, flag)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    for flag, value, lo in (('--digits-n', args.digits_n, 0), ('--threads', args.threads, 1),
+                            ('--pe-dim', args.pe_dim, 1 if args.pe != 'none' else 0)):
+        if value is not None and value < lo:
+            raise CommandError(f'{flag} must be an integer >= {lo}, got {value}')
+    models = _parse_models(args.models, digits)
+    _check_device(args.device)
+    grid = _parse_grid(args.grid)
+    hparams = dict(hidden=given['hidden'], num_layers=given['layers'], heads=args.heads, dropout=args.dropout,
+                   pool=args.pool, attention=args.attention, step_size=args.step_size,
+                   learn_step_size=args.learn_step_size, pe_dim=args.pe_dim if args.pe != 'none' else 0,
+                   ple_init=args.ple_init, encoder_norm=args.encoder_norm, input_norm=args.node_attr)
+    try:
+        cfg = BenchmarkConfig(models=models, n_folds=args.folds, epochs=given['epochs'], seed=args.seed,
+                              device=args.device, batch_size=given['batch_size'], lr=given['lr'],
+                              weight_decay=args.weight_decay, patience=args.patience, grid=grid, hparams=hparams,
+                              checkpoint_every=args.checkpoint_every, save_models=not args.no_save_models,
+                              progress=not args.no_progress)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    try:
+        RunFolder(_bench_out(args), 'resume' if args.resume else 'overwrite' if args.overwrite else 'new').check()
+    except RunFileError as e:
+        raise CommandError(f'--out {e}') from None
+    return cfg
+
+
+def validate_bench_data(args: argparse.Namespace, ds: GraphDataset, cfg: BenchmarkConfig) -> None:
+    """The checks of ``pyg-ple bench`` that need the data: enough graphs per class for ``--folds``, and a run in
+    ``--out`` to resume that has the same settings and data. Raises :class:`CommandError`."""
+    import numpy as np
+
+    from pyg_ple.bench.protocol import check_run_folder
+    counts = np.bincount(ds.labels)
+    smallest = int(counts[counts > 0].min())
+    if args.folds > smallest:
+        hint = f'use 2 to {smallest} folds' if smallest >= 2 else 'cross-validation needs 2 graphs per class or more'
+        raise CommandError(f'--folds {args.folds} is more than the smallest class of {ds.name} allows: it has '
+                           f'{smallest} graph(s); {hint}')
+    check_run_folder(_bench_out(args), ds, cfg, resume=args.resume, overwrite=args.overwrite)
+
+
+def _bench_out(args: argparse.Namespace) -> Path:
+    return Path(args.out) if args.out is not None else Path('runs') / args.dataset
 
 
 PROTOCOL_NOTE = (
@@ -143,22 +276,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from pyg_ple.bench.datasets import DatasetUnavailableError, load_dataset
-    from pyg_ple.bench.models import MODEL_NAMES
     from pyg_ple.bench.distributed import cleanup, init_distributed
-    from pyg_ple.bench.protocol import BenchmarkConfig, format_table, run_benchmark, summarize, write_results
+    from pyg_ple.bench.protocol import run_benchmark
+    from pyg_ple.bench.report import format_table, summarize, write_results
 
+    cfg = validate_bench_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     digits = args.dataset.lower() == 'digits'
-    d = DIGITS_DEFAULTS if digits else TU_DEFAULTS
-    models = [m.strip() for m in (args.models or (DEFAULT_DIGITS_MODELS if digits else DEFAULT_TU_MODELS)).split(',')
-              if m.strip()]
-    unknown = [m for m in models if m not in MODEL_NAMES]
-    if unknown:
-        print(f'pyg-ple bench: unknown model(s) {", ".join(unknown)}; choose from {", ".join(MODEL_NAMES)}',
-              file=sys.stderr)
-        return 2
-    epochs = args.epochs if args.epochs is not None else d['epochs']
     digits_n = args.digits_n if args.digits_n is not None else DIGITS_DEFAULTS['digits_n']
     pe = None if args.pe == 'none' else args.pe
     dataset_args = {'name': args.dataset, 'root': args.root, 'pe': pe, 'pe_dim': args.pe_dim,
@@ -167,28 +292,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         ds = load_dataset(**dataset_args)
     except (DatasetUnavailableError, ValueError) as e:
-        print(f'pyg-ple bench: {e}', file=sys.stderr)
-        return 2
-    hparams = dict(hidden=args.hidden or d['hidden'], num_layers=args.layers or d['layers'], heads=args.heads,
-                   dropout=args.dropout, pool=args.pool, attention=args.attention, step_size=args.step_size,
-                   learn_step_size=args.learn_step_size, pe_dim=args.pe_dim if pe else 0,
-                   ple_init=args.ple_init, encoder_norm=args.encoder_norm, input_norm=args.node_attr)
-    grid = _parse_grid(args.grid)
-    cfg = BenchmarkConfig(models=models, n_folds=args.folds, epochs=epochs, seed=args.seed, device=args.device,
-                          batch_size=args.batch_size or d['batch_size'], lr=args.lr or d['lr'], weight_decay=args.weight_decay,
-                          patience=args.patience, grid=grid, hparams=hparams, checkpoint_every=args.checkpoint_every,
-                          save_models=not args.no_save_models, progress=not args.no_progress)
-    out = Path(args.out or Path('runs') / args.dataset)
+        raise CommandError(str(e)) from None
+    validate_bench_data(args, ds, cfg)
+    out = _bench_out(args)
     command = 'pyg-ple ' + ' '.join(shlex.quote(a) for a in (args.argv or []))
     print(f'pyg-ple bench: {ds.name}, {len(ds)} graphs, {ds.num_features} features, {ds.num_classes} classes; '
-          f'models {", ".join(models)}; {args.folds} folds x {len(grid)} config(s) x {epochs} epochs; out {out}',
-          file=sys.stderr)
+          f'models {", ".join(cfg.models)}; {args.folds} folds x {len(cfg.grid)} config(s) x {cfg.epochs} epochs; '
+          f'out {out}', file=sys.stderr)
     t0 = time.time()
     info = init_distributed()  # a no-op unless launched by torchrun
     if info.world_size > 1:
         cfg.device, cfg.progress = str(info.device), cfg.progress and info.is_main
     try:
-        state = run_benchmark(ds, cfg, out, resume=args.resume, command=command, dataset_args=dataset_args)
+        state = run_benchmark(ds, cfg, out, resume=args.resume, overwrite=args.overwrite, command=command,
+                              dataset_args=dataset_args)
     except KeyboardInterrupt:
         print(f'\npyg-ple bench: interrupted; finished folds are in {out / "state.json"}. Continue with the same '
               'command and --resume.', file=sys.stderr)
@@ -197,8 +314,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cleanup()
     if not info.is_main:
         return 0
-    rows = summarize(state, models)
-    grid_text = json.dumps(grid) if grid != [{}] else f'one configuration {json.dumps(hparams)}'
+    rows = summarize(state, cfg.models)
+    grid_text = json.dumps(cfg.grid) if cfg.grid != [{}] else f'one configuration {json.dumps(cfg.hparams)}'
     meta = {'command': command, 'dataset': ds.name, 'info': ds.info, 'config': cfg.comparable(),
             'protocol': PROTOCOL_NOTE.format(folds=args.folds, grid=grid_text, seed=args.seed),
             'seconds': time.time() - t0}
@@ -216,98 +333,79 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
     import networkx as nx
     import torch
+    from torch_geometric.data import Batch
 
     from pyg_ple.bench.datasets import DatasetUnavailableError, load_dataset
+    from pyg_ple.bench.io import RunFolder
     from pyg_ple.bench.models import TokenClassifier, TransformerClassifier, build_model
-    from pyg_ple.bench.io import atomic_write_bytes
+    from pyg_ple.bench.protocol import load_model_file
+    from pyg_ple.bench.report import draw_attention_graph
 
-    ckpt_path = Path(args.checkpoint)
-    if not ckpt_path.exists():
-        print(f'pyg-ple graph: no such file {ckpt_path}; models are saved by pyg-ple bench under '
-              '<out>/models/<model>_fold<k>.pt', file=sys.stderr)
-        return 2
-    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False)
-    model = build_model(ckpt['name'], ckpt['in_channels'], ckpt['num_classes'], **ckpt['hparams'])
-    model.load_state_dict(ckpt['state_dict'])
+    path = Path(args.checkpoint)
+    try:
+        record = load_model_file(path)
+    except FileNotFoundError:
+        raise CommandError(f'no such file {path}; pyg-ple bench saves models as <out>/models/<model>_fold<k>.pt') \
+            from None
+    try:
+        model = build_model(record['name'], record['in_channels'], record['num_classes'], **record['hparams'])
+        model.load_state_dict(record['state_dict'])
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise CommandError(f'{path}: its model cannot be rebuilt ({str(e).splitlines()[0]})') from None
     model.eval()
     if not isinstance(model, (TransformerClassifier, TokenClassifier)):
-        print(f"pyg-ple graph: model {ckpt['name']!r} has no attention graph; use a transformer, laplacian or mixed "
-              'model', file=sys.stderr)
-        return 2
-    dargs = dict(ckpt.get('dataset_args') or {'name': ckpt['dataset']})
+        raise CommandError(f"{path} holds a {record['name']!r} model, which has no attention graph; use a "
+                           'transformer, laplacian or mixed model (or their -tokens variants)')
+    nlayers = model.config.num_layers
+    if not -nlayers <= args.layer < nlayers:
+        raise CommandError(f'--layer {args.layer} is out of range: the model has {nlayers} layers (0 to {nlayers - 1}, '
+                           f'or -{nlayers} to -1)')
+    layer = args.layer % nlayers
+    # Into --out, or the attention/ folder of the run the model belongs to.
+    run, folder = (RunFolder(args.out, 'add'), '') if args.out else (RunFolder(path.parent.parent, 'add'), 'attention/')
+    try:
+        run.check()
+    except RunFileError as e:
+        raise CommandError(f'{e}; pass --out' if not args.out else f'--out {e}') from None
+    dargs = dict(record.get('dataset_args') or {}) or {'name': record.get('dataset')}
+    if not dargs.get('name'):
+        raise CommandError(f'{path} does not name the dataset its model was trained on')
     if args.root is not None:
         dargs['root'] = args.root
     try:
         ds = load_dataset(**dargs)
-    except DatasetUnavailableError as e:
-        print(f'pyg-ple graph: {e}', file=sys.stderr)
-        return 2
-    index = args.index if args.index is not None else int(ckpt.get('test_idx', [0])[0])
+    except (DatasetUnavailableError, ValueError, TypeError) as e:
+        raise CommandError(f'the dataset of {path} cannot be loaded: {e}') from None
+    index = args.index if args.index is not None else int((record.get('test_idx') or [0])[0])
     if not 0 <= index < len(ds):
-        print(f'pyg-ple graph: --index {index} out of range (dataset has {len(ds)} graphs)', file=sys.stderr)
-        return 2
+        raise CommandError(f'--index {index} is out of range: {ds.name} has {len(ds)} graphs')
     data = ds.graphs[index]
-    nlayers = len(model.blocks)
-    if not -nlayers <= args.layer < nlayers:
-        print(f'pyg-ple graph: --layer {args.layer} out of range (model has {nlayers} layers)', file=sys.stderr)
-        return 2
-    att = model.attention_graph(data, layer=args.layer)
+    att = model.attention_graph(data, layer=layer)
     if args.head is not None and not 0 <= args.head < att.heads:
-        print(f'pyg-ple graph: --head {args.head} out of range (model has {att.heads} heads)', file=sys.stderr)
-        return 2
+        raise CommandError(f'--head {args.head} is out of range: the model has {att.heads} heads (0 to '
+                           f'{att.heads - 1})')
     with torch.no_grad():
-        from torch_geometric.data import Batch
         pred = int(model(Batch.from_data_list([data])).argmax(-1))
     G = att.to_networkx(head=args.head)
-    G.graph.update({'dataset': ds.name, 'index': index, 'layer': args.layer,
-                    'head': 'mean' if args.head is None else args.head, 'model': ckpt['name'],
+    name = record['name']
+    G.graph.update({'dataset': ds.name, 'index': index, 'layer': layer,
+                    'head': 'mean' if args.head is None else args.head, 'model': name,
                     'label': int(data.y.view(-1)[0]), 'prediction': pred})
-    out = Path(args.out) if args.out else ckpt_path.parent.parent / 'attention'
-    stem = f'{ckpt["name"]}_{ds.name}_g{index}_l{args.layer}_h{"mean" if args.head is None else args.head}'
+    stem = f'{folder}{name}_{ds.name}_g{index}_l{layer}_h{G.graph["head"]}'
     buf = io.BytesIO()
     nx.write_graphml(G, buf)
-    gpath = atomic_write_bytes(out / f'{stem}.graphml', buf.getvalue())
-    ppath = atomic_write_bytes(out / f'{stem}.png', _draw(G, data, ds.name, args.min_weight))
-    print(f'{ckpt["name"]} on {ds.name}[{index}] (label {G.graph["label"]}, predicted {pred}): layer {args.layer}, '
+    run.prepare()
+    gpath = run.write_bytes(f'{stem}.graphml', buf.getvalue())
+    ppath = run.write_bytes(f'{stem}.png', draw_attention_graph(G, data, ds.name, args.min_weight))
+    print(f'{name} on {ds.name}[{index}] (label {G.graph["label"]}, predicted {pred}): layer {layer}, '
           f'head {G.graph["head"]}: {G.number_of_nodes()} nodes, {G.number_of_edges()} attention edges')
     print(f'wrote {gpath}\nwrote {ppath}')
     return 0
 
 
-def _draw(G: Any, data: Any, name: str, min_weight: float) -> bytes:
-    import io
-
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    import networkx as nx
-    if name == 'digits':  # pixel positions: column right, row down
-        pos = {i: (float(data.pixel[i] % 8), -float(data.pixel[i] // 8)) for i in range(G.number_of_nodes())}
-        node_color = [float(data.x[i, 0]) for i in range(G.number_of_nodes())]
-    else:
-        import torch_geometric.utils as U
-        pos = nx.spring_layout(U.to_networkx(data, to_undirected=True), seed=0)
-        node_color = [int(data.x[i].argmax()) for i in range(G.number_of_nodes())]  # node label
-    edges = [(j, i) for j, i, w in G.edges(data='weight') if j != i and w > min_weight]
-    weights = [G[j][i]['weight'] for j, i in edges]
-    wmax = max(weights, default=1.0) or 1.0
-    fig, ax = plt.subplots(figsize=(5, 5))
-    nx.draw_networkx_nodes(G, pos, ax=ax, node_size=60, node_color=node_color, cmap='Greys' if name == 'digits' else 'tab10', edgecolors='k',
-                           linewidths=0.5)
-    nx.draw_networkx_edges(G, pos, edgelist=edges, ax=ax, width=[0.2 + 3.0 * w / wmax for w in weights],
-                           alpha=0.6, arrows=True, arrowsize=6, edge_color='tab:blue',
-                           connectionstyle='arc3,rad=0.1')
-    ax.set_title(f"{G.graph.get('model')} layer {G.graph.get('layer')} head {G.graph.get('head')}: "
-                 f"label {G.graph.get('label')}, predicted {G.graph.get('prediction')}", fontsize=9)
-    ax.axis('off')
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Run ``pyg-ple`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status (130: interrupted). A usage
+    error raises ``SystemExit(2)`` after printing one line ``pyg-ple <command>: error: ...`` on stderr."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -315,7 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     args.argv = argv
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (CommandError, RunFileError) as e:  # RunFileError: an output folder or input file that cannot be used
+        args.parser.error(str(e))
 
 
 if __name__ == '__main__':  # pragma: no cover

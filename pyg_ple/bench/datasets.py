@@ -86,6 +86,10 @@ def _digits_arrays(n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     images, labels = load_digits(return_X_y=True)
     images = images.reshape(-1, 8, 8).astype(np.float32) / 16.0
     labels = labels.astype(np.int64)
+    n_classes = len(np.unique(labels))
+    if n is not None and n != len(labels) and not n_classes <= n <= len(labels) - n_classes:
+        raise ValueError(f'digits_n must be {n_classes} to {len(labels) - n_classes} (a stratified subset with every '
+                         f'class in it and out of it) or {len(labels)} (all images), got {n}')
     if n is not None and n < len(labels):
         from sklearn.model_selection import train_test_split
         idx, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
@@ -128,8 +132,8 @@ def digits_graphs(n: int | None = None, seed: int = 0, ink_only: bool = True) ->
 def digits_tokens(n: int | None = None, seed: int = 0) -> tuple[Tensor, Tensor]:
     """The same images as token sequences: ``x [num_images, 64, 1]`` intensities in raster order and ``y``.
 
-    The sequence models of :mod:`pyg_ple.bench.models` (``'*-tokens'``) see exactly this: the 64 pixels of a graph in raster
-    order with a learned position embedding, attending over all tokens without the pixel-grid edges.
+    The sequence models of :mod:`pyg_ple.bench.models` (``'*-tokens'``) see exactly this: the 64 pixels of a graph in
+    raster order with a learned position embedding, attending over all tokens without the pixel-grid edges.
     """
     images, labels = _digits_arrays(n, seed)
     return torch.from_numpy(images.reshape(-1, 64, 1)), torch.from_numpy(labels)

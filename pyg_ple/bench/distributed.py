@@ -1,4 +1,5 @@
-r"""Multi-process data-parallel training with PyTorch's own engine (``torch.distributed`` + ``DistributedDataParallel``).
+r"""Multi-process data-parallel training with PyTorch's own engine (``torch.distributed`` and
+``DistributedDataParallel``).
 
 Launch one process per device with ``torchrun``; every process runs the same script::
 
@@ -12,7 +13,7 @@ Inside the script::
     info = init_distributed()                      # reads RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT
     loader = distributed_loader(train_set, batch_size=32, shuffle=True, seed=0)   # DistributedSampler: 1/K per rank
     model = wrap_model(model, info)                # DDP: gradients all-reduced (averaged) in backward
-    result = fit(model, loader, config, loss_fn, evaluate=lambda m: all_reduce_metrics(local_sums(m)))
+    result = fit(model, loader, config, loss_fn, evaluate)   # every rank evaluates the whole validation set
     if is_main_process(): write results           # only rank 0 writes files (fit's checkpoints included)
     cleanup()
 
@@ -38,8 +39,7 @@ from torch import nn
 
 __all__ = [
     'DistInfo', 'init_distributed', 'cleanup', 'is_distributed', 'get_rank', 'get_world_size', 'is_main_process',
-    'barrier', 'distributed_sampler', 'distributed_loader', 'shard_indices', 'wrap_model', 'unwrap_model',
-    'all_reduce_sums', 'all_reduce_metrics', 'broadcast_object',
+    'barrier', 'distributed_sampler', 'distributed_loader', 'wrap_model', 'unwrap_model', 'all_reduce_sums',
 ]
 
 TORCHRUN_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
@@ -148,13 +148,6 @@ def distributed_loader(dataset: Sequence, batch_size: int, shuffle: bool = True,
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
 
 
-def shard_indices(num_items: int, rank: Optional[int] = None, world_size: Optional[int] = None) -> list[int]:
-    """Indices ``rank, rank + K, ...`` of ``num_items``: an exact partition (no padding), for evaluation."""
-    rank = get_rank() if rank is None else rank
-    world_size = get_world_size() if world_size is None else world_size
-    return list(range(rank, num_items, world_size))
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------------------------------
@@ -185,25 +178,8 @@ def all_reduce_sums(values: Mapping[str, float], device: Optional[torch.device] 
     if not is_distributed():
         return {k: float(values[k]) for k in keys}
     if device is None:
-        device = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+        nccl = dist.get_backend() == 'nccl'
+        device = torch.device('cuda', torch.cuda.current_device()) if nccl else torch.device('cpu')
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return dict(zip(keys, t.tolist()))
-
-
-def all_reduce_metrics(sums: Mapping[str, float], count_key: str = 'count') -> dict[str, float]:
-    """Global means from per-process sums: every key except ``count_key`` is summed over processes and divided by the
-    summed ``count_key`` (e.g. ``{'loss': sum of losses, 'correct': hits, 'count': graphs}`` -> mean loss and
-    accuracy over the whole evaluation set, exactly as a single process would compute them)."""
-    total = all_reduce_sums(sums)
-    n = total.pop(count_key)
-    return {k: (v / n if n else float('nan')) for k, v in total.items()}
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` from rank ``src`` on every process (e.g. a run directory chosen by rank 0)."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]

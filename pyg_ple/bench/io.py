@@ -6,6 +6,10 @@
   read-only data folder is never written to.
 * :func:`atomic_write_bytes` and the text, JSON and ``torch.save`` variants: a temporary file in the same folder,
   fsync, then ``os.replace``; only rank 0 of a ``torchrun`` job writes.
+* :func:`load_torch_file`: ``torch.load(weights_only=True)``: tensors and plain data only, so a file from elsewhere
+  cannot run code when it is read.
+* :class:`RunFolder`: an output folder and the manifest of the files pyg-ple wrote there; pyg-ple writes into a
+  folder only if it is new, empty or has such a manifest, and removes only files the manifest lists.
 """
 from __future__ import annotations
 
@@ -13,9 +17,10 @@ import contextlib
 import io
 import json
 import os
+import pickle
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Optional, Union
 
 import numpy as np
@@ -25,7 +30,7 @@ from torch import Tensor
 from pyg_ple.bench.distributed import is_main_process
 
 __all__ = ['data_root', 'cache_root', 'link_raw_files', 'atomic_write_bytes', 'atomic_write_text',
-           'atomic_write_json', 'atomic_torch_save']
+           'atomic_write_json', 'atomic_torch_save', 'load_torch_file', 'RunFileError', 'RunFolder', 'MANIFEST_NAME']
 
 PathLike = Union[str, os.PathLike]
 
@@ -106,7 +111,9 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = 'utf-8
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, (np.floating,)):
         return float(obj)
@@ -129,3 +136,175 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reading back, and the folders pyg-ple writes into
+# --------------------------------------------------------------------------------------------------------------------
+class RunFileError(ValueError):
+    """An output folder, or a file read back from one, that cannot be used as asked; the message says why."""
+
+
+def _load_refusal(error: BaseException) -> str:
+    # torch's message is a page of advice; keep the line that says what was found.
+    text = str(error)
+    reason = text.split('WeightsUnpickler error:', 1)[1] if 'WeightsUnpickler error:' in text else text
+    line = next((ln.strip() for ln in reason.splitlines() if ln.strip()), type(error).__name__)
+    return line.split('. Please use')[0].rstrip('.')
+
+
+def load_torch_file(path: str | os.PathLike, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU.
+
+    Only tensors and plain data (dicts, lists, tuples, strings, numbers) are read; a file holding anything else (a
+    pickled object whose loading would run code) is refused before any of it runs. Raises ``FileNotFoundError`` for a
+    missing path and :class:`RunFileError` naming ``what`` was expected for a folder, a file of another kind, a
+    truncated file or one with other objects.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f'no such file: {path}')
+    if path.is_dir():
+        raise RunFileError(f'{path} is a folder, not {what}')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        raise RunFileError(f'{path} is not {what}: torch.load(weights_only=True) refused it '
+                           f'({_load_refusal(e)}); files are read as tensors and plain data only, so that no code '
+                           'in them runs') from None
+
+
+MANIFEST_NAME = 'pyg-ple-manifest.json'
+_MANIFEST_KIND = 'files written by pyg-ple'
+
+
+class RunFolder:
+    """An output folder of ``pyg-ple`` and its manifest (``pyg-ple-manifest.json``): the files pyg-ple wrote there.
+
+    A folder is used only when it is new, empty, or holds a manifest (it is a *run folder*); a non-empty folder without
+    one is refused, so files pyg-ple did not write are never overwritten or deleted. Every write goes through
+    :meth:`claim`, which enters the file in the manifest before it is written (an interrupted write leaves at most a
+    listed file that does not exist) and refuses a file that exists but is not listed. ``mode``:
+
+    * ``'new'``: the folder must not hold an earlier run (a manifest): continue one with ``'resume'`` or replace it
+      with ``'overwrite'``.
+    * ``'resume'`` / ``'add'``: keep the listed files and add to them.
+    * ``'overwrite'``: :meth:`prepare` deletes the listed files (and the folders that leaves empty); other files stay.
+
+    :meth:`check` only reads (run it on every process); :meth:`prepare` writes (rank 0 of a ``torchrun`` job).
+    """
+
+    MODES = ('new', 'resume', 'overwrite', 'add')
+
+    def __init__(self, root: PathLike, mode: str = 'new'):
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {', '.join(map(repr, self.MODES))}, got {mode!r}")
+        self.root = Path(root)
+        self.mode = mode
+        self.manifest = self.root / MANIFEST_NAME
+        self._files: set[str] | None = None  # the manifest's entries, read by prepare()
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({str(self.root)!r}, mode={self.mode!r})'
+
+    def _read_manifest(self) -> set[str]:
+        try:
+            doc = json.loads(self.manifest.read_text())
+            files = doc['files'] if doc.get('kind') == _MANIFEST_KIND else None
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            files = None
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise RunFileError(f'{self.manifest} is not a pyg-ple manifest (unreadable or edited); nothing in '
+                               f'{self.root} is touched: choose another folder')
+        return set(files)
+
+    def check(self) -> None:
+        """Raise :class:`RunFileError` if the folder cannot be used in this mode; writes nothing."""
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise RunFileError(f'{root} is a file, not a folder')
+        if root.is_dir() and not self.manifest.exists() and any(root.iterdir()):
+            raise RunFileError(f'{root} is not empty and holds no {MANIFEST_NAME} (it was not written by pyg-ple); '
+                               'choose a new or empty folder')
+        if self.manifest.exists():
+            self._read_manifest()
+            if self.mode == 'new':
+                raise RunFileError(f'{root} holds an earlier pyg-ple run: continue it with --resume, or replace it '
+                                   'with --overwrite (which deletes only the files that run wrote)')
+
+    def _path(self, rel: str) -> Path:
+        name = PurePosixPath(rel)
+        if not name.parts or name.is_absolute() or '..' in name.parts or name.as_posix() == MANIFEST_NAME:
+            raise RunFileError(f'{rel!r} is not a file name inside the run folder {self.root}')
+        path = self.root / name
+        root, parent = self.root.resolve(), path.parent.resolve()
+        if parent != root and root not in parent.parents:
+            raise RunFileError(f'{path} leads out of the run folder {self.root} (a link?); it is not touched')
+        return path
+
+    def _write_manifest(self) -> None:
+        atomic_write_json(self.manifest, {'kind': _MANIFEST_KIND, 'files': sorted(self._files)})
+
+    def prepare(self) -> 'RunFolder':
+        """Check, create the folder and its manifest; in ``'overwrite'`` mode first delete the files of the earlier
+        run. Returns ``self``. Only rank 0 of a multi-process job checks and writes: the others return at once (run
+        :meth:`check` on every process before rank 0 prepares)."""
+        if not is_main_process():
+            return self
+        self.check()
+        self._files = self._read_manifest() if self.manifest.exists() else set()
+        if self.mode == 'overwrite':
+            paths = [self._path(rel) for rel in sorted(self._files)]  # every entry is checked before one is deleted
+            for path in paths:
+                self._remove_file(path)
+            self._files = set()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_manifest()
+        return self
+
+    def _remove_file(self, path: Path) -> None:
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+        folder = path.parent  # drop the folders the run made and this leaves empty
+        while folder != self.root and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+
+    def claim(self, rel: str) -> Path:
+        """The path of ``rel`` (relative to the folder), entered in the manifest before the caller writes it.
+
+        Raises :class:`RunFileError` if the file exists but pyg-ple did not write it."""
+        rel = PurePosixPath(rel).as_posix()
+        path = self._path(rel)
+        if not is_main_process():
+            return path
+        if self._files is None:
+            raise RuntimeError(f'{self!r}: call prepare() before writing into the folder')
+        if rel in self._files:
+            return path
+        if path.exists() or path.is_symlink():
+            raise RunFileError(f'{path} exists and was not written by pyg-ple; move it away or choose another folder')
+        self._files.add(rel)
+        self._write_manifest()
+        return path
+
+    def remove(self, rel: str) -> None:
+        """Delete the file ``rel`` if pyg-ple wrote it (it is in the manifest), and drop it from the manifest."""
+        rel = PurePosixPath(rel).as_posix()
+        if not is_main_process() or rel not in (self._files or ()):
+            return
+        self._remove_file(self._path(rel))
+        self._files.discard(rel)
+        self._write_manifest()
+
+    def write_bytes(self, rel: str, data: bytes) -> Path:
+        return atomic_write_bytes(self.claim(rel), data)
+
+    def write_text(self, rel: str, text: str) -> Path:
+        return atomic_write_text(self.claim(rel), text)
+
+    def write_json(self, rel: str, obj: Any) -> Path:
+        return atomic_write_json(self.claim(rel), obj)
+
+    def torch_save(self, rel: str, obj: Any) -> Path:
+        return atomic_torch_save(obj, self.claim(rel))

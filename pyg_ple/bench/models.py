@@ -4,11 +4,11 @@ All models share the node encoder (a linear map of the node features, one-hot la
 an optional ``BatchNorm1d`` on the raw features first (``input_norm``: continuous attributes such as ENZYMES' come on
 scales from 1 to several hundred; the statistics are learned from training batches only), plus an optional linear
 map of a positional encoding ``data.pe`` from PyG's ``AddLaplacianEigenvectorPE`` / ``AddRandomWalkPE``, see
-:func:`pyg_ple.bench.datasets.add_positional_encoding`), the global pooling and the MLP head; they differ only in the stack
-of layers between them. ``model(data)`` takes a PyG ``Batch`` and returns logits
-``[num_graphs, num_classes]``.
+:func:`pyg_ple.bench.datasets.add_positional_encoding`), the global pooling and the MLP head; they differ only in the
+layers between them. ``model(data)`` takes a PyG ``Batch`` and returns logits ``[num_graphs, num_classes]``.
 
-Build any of them by name with :func:`build_model`:
+Build any of them by name with :func:`build_model`; its hyper-parameters and their defaults are the fields of
+:class:`GraphModelConfig`:
 
 ======================  ===============================================================================================
 name                    layers
@@ -17,21 +17,27 @@ name                    layers
 ``gat``                 ``GATConv`` (``heads`` heads, concatenated) + BatchNorm + ELU, residual
 ``gin``                 ``GINConv`` with a 2-layer MLP, learned epsilon, + BatchNorm + ReLU, residual
 ``gps``                 ``GPSConv`` (GINConv local + multi-head global attention)
-``transformer``         ``PLETransformerBlock`` with standard softmax attention (``laplacian_heads=0``)
-``laplacian``           ``PLETransformerBlock`` with all heads Laplacian (``I - A``)
-``mixed``               ``PLETransformerBlock`` with the last ``heads // 2`` heads Laplacian
-``*-tokens``            the same three blocks on the nodes as a token sequence (positions ``data.pixel`` if present,
-                        else the node order; learned position embedding; all tokens attend to all, no edges): ``transformer-tokens``, ``laplacian-tokens``,
-                        ``mixed-tokens``. Not permutation invariant by design (pixels in raster order).
+``transformer``         :class:`~pyg_ple.nn.PLETransformer` with standard softmax attention (``laplacian_heads=0``)
+``laplacian``           :class:`~pyg_ple.nn.PLETransformer` with all heads Laplacian (``I - A``)
+``mixed``               :class:`~pyg_ple.nn.PLETransformer` with the last ``heads // 2`` heads Laplacian
+``*-tokens``            the same three stacks on the nodes as a token sequence (positions ``data.pixel`` if present,
+                        else the node order; learned position embedding; all tokens attend to all, no edges):
+                        ``transformer-tokens``, ``laplacian-tokens``, ``mixed-tokens``. Not permutation invariant by
+                        design (pixels in raster order).
 ======================  ===============================================================================================
 
-The transformer blocks attend over ``attention='native'`` (the graph's edges), ``'full'`` (all node pairs within each
-graph, through the dense path: ``to_dense_batch`` + scaled dot-product attention with a padding mask) or ``'both'``
-(all pairs, with a learned edge embedding that marks which pairs are native edges).
+The transformer names are the variants of :data:`pyg_ple.nn.block.VARIANTS`. Their blocks attend over the candidate
+edge set ``attention`` of :func:`pyg_ple.candidate_edge_index`: ``'native'`` (the graph's edges), ``'full'`` (all
+node pairs within each graph, through the block's all-pairs path: ``to_dense_batch`` + scaled dot-product attention
+with a padding mask) or ``'native+full'`` (all pairs, with a learned edge embedding that marks which pairs are native
+edges).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+import inspect
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -39,19 +45,111 @@ from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, GINConv, GPSConv, global_add_pool, global_max_pool, global_mean_pool
 from torch_geometric.utils import to_dense_batch
 
+from pyg_ple.edges import candidate_edge_index
 from pyg_ple.graph import AttentionGraph
-from pyg_ple.nn.block import PLETransformerBlock, ple_init_
-from pyg_ple.edges import native_plus_full_edge_index
+from pyg_ple.nn.block import PLETransformer, PLETransformerBlock, variant_kwargs
 
-__all__ = ['GraphClassifier', 'GNNClassifier', 'TransformerClassifier', 'TokenClassifier', 'build_model',
-           'MODEL_NAMES', 'DEFAULT_HPARAMS', 'count_parameters', 'is_permutation_invariant']
+__all__ = ['GraphModelConfig', 'GraphClassifier', 'GNNClassifier', 'TransformerClassifier', 'TokenClassifier',
+           'build_model', 'MODEL_NAMES', 'count_parameters', 'is_permutation_invariant', 'config_from_hparams',
+           'check_hparams', 'check_config', 'ATTENTION_EDGE_SETS']
 
 POOLS: dict[str, Callable] = {'mean': global_mean_pool, 'add': global_add_pool, 'sum': global_add_pool,
                               'max': global_max_pool}
+GNN_KINDS = ('gcn', 'gat', 'gin', 'gps')
+TRANSFORMER_VARIANTS = ('transformer', 'laplacian', 'mixed')
+ATTENTION_EDGE_SETS = ('native', 'full', 'native+full')
+# The block's own defaults, so that the configs repeat none of them.
+BLOCK_DEFAULTS = {name: p.default for name, p in inspect.signature(PLETransformerBlock).parameters.items()
+                  if p.default is not inspect.Parameter.empty}
 
-DEFAULT_HPARAMS: dict[str, Any] = dict(hidden=64, num_layers=3, heads=4, dropout=0.1, pool='mean', pe_dim=0,
-                                       attention='native', mlp_ratio=2.0, step_size=1.0, learn_step_size=False,
-                                       input_norm=False)
+Config = TypeVar('Config')
+_FIELD_TYPES = {'int': (int,), 'float': (int, float), 'bool': (bool,), 'str': (str,)}
+
+
+def check_hparams(hparams: Mapping[str, Any], accepted: Sequence[str], owner: str) -> None:
+    """A ``ValueError`` naming every key of ``hparams`` that ``owner`` does not accept (and listing those it does)."""
+    unknown = [key for key in hparams if key not in accepted]
+    if unknown:
+        raise ValueError(f"unknown hyper-parameter(s) {', '.join(map(repr, unknown))} for {owner}; accepted: "
+                         f"{', '.join(accepted)}")
+
+
+def config_from_hparams(cls: type[Config], hparams: Mapping[str, Any], base: Optional[Config] = None) -> Config:
+    """The config dataclass ``cls`` from ``base`` (its defaults when ``None``) with the fields in ``hparams``
+    replaced, after :func:`check_hparams` against its fields."""
+    check_hparams(hparams, [f.name for f in fields(cls)], cls.__name__)
+    return cls(**{**(asdict(base) if base is not None else {}), **hparams})
+
+
+def check_config(config: Any, positive: tuple[str, ...] = (), probabilities: tuple[str, ...] = ()) -> None:
+    """Type of every ``int``/``float``/``bool``/``str`` field of a config dataclass, ``positive`` fields > 0 and
+    ``probabilities`` in ``[0, 1)``; raises ``TypeError``/``ValueError`` naming the field."""
+    for f in fields(config):
+        value, allowed = getattr(config, f.name), _FIELD_TYPES.get(f.type)
+        wrong_bool = isinstance(value, bool) and allowed is not None and bool not in allowed
+        if allowed is not None and (not isinstance(value, allowed) or wrong_bool):
+            raise TypeError(f"'{f.name}' must be of type {f.type} (got {value!r})")
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ValueError(f"'{name}' must be positive (got {getattr(config, name)!r})")
+    for name in probabilities:
+        if not 0.0 <= getattr(config, name) < 1.0:
+            raise ValueError(f"'{name}' must be in [0, 1) (got {getattr(config, name)!r})")
+
+
+def _choice(config: Any, name: str, choices: Any) -> None:
+    if getattr(config, name) not in choices:
+        raise ValueError(f"'{name}' must be one of {', '.join(map(repr, choices))} (got {getattr(config, name)!r})")
+
+
+@dataclass
+class GraphModelConfig:
+    """Hyper-parameters of the graph classifiers of :func:`build_model`, with their defaults.
+
+    Shared: ``hidden`` (width), ``num_layers``, ``heads`` (GAT, GPS, transformers), ``dropout``, ``pool`` (``'mean'``,
+    ``'add'``/``'sum'``, ``'max'``; not the token models, which average their tokens), ``pe_dim`` (width of
+    ``data.pe``, 0 for none), ``input_norm`` (BatchNorm on the raw features). Transformer models only: ``attention``
+    (the candidate edge set, see the module docstring; not the token models, whose tokens all attend to all),
+    ``mlp_ratio``, ``step_size``, ``learn_step_size`` (also learned by the ``*_learned_eta`` variants),
+    ``attention_dropout``, ``ple_init`` (see :class:`~pyg_ple.PLETransformerBlock`), ``encoder_norm`` (a LayerNorm
+    after the node encoder, so the residual stream starts on LayerNorm scale), ``max_tokens`` (token models: size of
+    the position embedding).
+    """
+
+    hidden: int = 64
+    num_layers: int = 3
+    heads: int = 4
+    dropout: float = 0.1
+    pool: str = 'mean'
+    pe_dim: int = 0
+    input_norm: bool = False
+    attention: str = 'native'
+    # Narrower than the block's default MLP (4.0): every graph-classification result in benchmarks/results used 2.0.
+    mlp_ratio: float = 2.0
+    step_size: float = BLOCK_DEFAULTS['step_size']
+    learn_step_size: bool = BLOCK_DEFAULTS['learn_step_size']
+    attention_dropout: float = BLOCK_DEFAULTS['attention_dropout']
+    ple_init: bool = BLOCK_DEFAULTS['ple_init']
+    encoder_norm: bool = False
+    max_tokens: int = 1024
+
+    def __post_init__(self) -> None:
+        check_config(self, positive=('hidden', 'num_layers', 'heads', 'mlp_ratio', 'max_tokens'),
+                     probabilities=('dropout', 'attention_dropout'))
+        if self.pe_dim < 0:
+            raise ValueError(f"'pe_dim' must be non-negative (got {self.pe_dim!r})")
+        _choice(self, 'pool', POOLS)
+        _choice(self, 'attention', ATTENTION_EDGE_SETS)
+
+
+def _check_heads(config: GraphModelConfig) -> None:
+    if config.hidden % config.heads:
+        raise ValueError(f"'hidden' ({config.hidden}) must be a multiple of 'heads' ({config.heads})")
+
+
+def _batch_vector(data: Any) -> Tensor:
+    batch = getattr(data, 'batch', None)
+    return batch if batch is not None else torch.zeros(data.num_nodes, dtype=torch.long, device=data.x.device)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -61,16 +159,15 @@ def count_parameters(model: nn.Module) -> int:
 class GraphClassifier(nn.Module):
     """Encoder -> layers (subclass) -> pooling -> MLP head."""
 
-    def __init__(self, in_channels: int, num_classes: int, hidden: int = 64, dropout: float = 0.1,
-                 pool: str = 'mean', pe_dim: int = 0, input_norm: bool = False):
+    def __init__(self, in_channels: int, num_classes: int, config: GraphModelConfig):
         super().__init__()
-        if pool not in POOLS:
-            raise ValueError(f'pool must be one of {sorted(POOLS)}, got {pool!r}')
-        self.in_channels, self.num_classes, self.hidden = in_channels, num_classes, hidden
-        self.pool_name, self.pe_dim = pool, pe_dim
-        self.input_norm = nn.BatchNorm1d(in_channels) if input_norm else None
+        self.config = config
+        self.in_channels, self.num_classes, self.hidden = in_channels, num_classes, config.hidden
+        self.pool_name, self.pe_dim = config.pool, config.pe_dim
+        hidden, dropout = config.hidden, config.dropout
+        self.input_norm = nn.BatchNorm1d(in_channels) if config.input_norm else None
         self.encoder = nn.Linear(in_channels, hidden)
-        self.pe_encoder = nn.Linear(pe_dim, hidden) if pe_dim else None
+        self.pe_encoder = nn.Linear(config.pe_dim, hidden) if config.pe_dim else None
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
                                   nn.Linear(hidden, num_classes))
@@ -93,38 +190,51 @@ class GraphClassifier(nn.Module):
         return POOLS[self.pool_name](h, batch, size=num_graphs)
 
     def forward(self, data: Any) -> Tensor:
-        batch = data.batch if getattr(data, 'batch', None) is not None else \
-            torch.zeros(data.num_nodes, dtype=torch.long, device=data.x.device)
+        batch = _batch_vector(data)
         num_graphs = int(getattr(data, 'num_graphs', 1) or 1)
         h = self.layers_forward(self.encode(data), data, batch)
         return self.head(self.readout(h, batch, num_graphs))
+
+    def _add_transformer(self, variant: str, edge_dim: Optional[int] = None) -> None:
+        """The :class:`~pyg_ple.nn.PLETransformer` of ``variant`` as ``self.transformer`` (and ``encoder_norm``)."""
+        config = self.config
+        _check_heads(config)
+        block = variant_kwargs(variant, config.heads)
+        self.transformer = PLETransformer(
+            config.hidden, config.heads, config.num_layers, laplacian_heads=block['laplacian_heads'],
+            learn_step_size=block['learn_step_size'] or config.learn_step_size, mlp_ratio=config.mlp_ratio,
+            dropout=config.dropout, attention_dropout=config.attention_dropout, step_size=config.step_size,
+            edge_dim=edge_dim, ple_init=config.ple_init)
+        if config.encoder_norm:
+            self.encoder = nn.Sequential(self.encoder, nn.LayerNorm(config.hidden))
 
 
 class GNNClassifier(GraphClassifier):
     """Baseline message-passing stack from PyG's own layers (``kind`` in gcn, gat, gin, gps)."""
 
-    def __init__(self, kind: str, in_channels: int, num_classes: int, hidden: int = 64, num_layers: int = 3,
-                 heads: int = 4, dropout: float = 0.1, pool: str = 'mean', pe_dim: int = 0,
-                 input_norm: bool = False, **_: Any):
-        super().__init__(in_channels, num_classes, hidden, dropout, pool, pe_dim, input_norm)
+    def __init__(self, kind: str, in_channels: int, num_classes: int, config: Optional[GraphModelConfig] = None,
+                 **hparams: Any):
+        if kind not in GNN_KINDS:
+            raise ValueError(f"'kind' must be one of {', '.join(GNN_KINDS)} (got {kind!r})")
+        config = config_from_hparams(GraphModelConfig, hparams, config)
+        if kind in ('gat', 'gps'):
+            _check_heads(config)
+        super().__init__(in_channels, num_classes, config)
         self.kind = kind
+        hidden, heads, dropout = config.hidden, config.heads, config.dropout
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
-        for _i in range(num_layers):
+        for _i in range(config.num_layers):
             if kind == 'gcn':
                 conv = GCNConv(hidden, hidden)
             elif kind == 'gat':
-                if hidden % heads:
-                    raise ValueError(f'hidden ({hidden}) must be a multiple of heads ({heads})')
                 conv = GATConv(hidden, hidden // heads, heads=heads, dropout=dropout)
             elif kind == 'gin':
                 conv = GINConv(nn.Sequential(nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
                                              nn.Linear(hidden, hidden)), train_eps=True)
-            elif kind == 'gps':
+            else:
                 local = GINConv(nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden)))
                 conv = GPSConv(hidden, local, heads=heads, dropout=dropout)
-            else:
-                raise ValueError(f'unknown GNN kind {kind!r}')
             self.convs.append(conv)
             self.norms.append(nn.Identity() if kind == 'gps' else nn.BatchNorm1d(hidden))
         self.act = nn.ELU() if kind == 'gat' else nn.ReLU()
@@ -139,82 +249,53 @@ class GNNClassifier(GraphClassifier):
 
 
 class TransformerClassifier(GraphClassifier):
-    """A stack of :class:`~pyg_ple.PLETransformerBlock` over native edges, all pairs, or both."""
+    """A :class:`~pyg_ple.nn.PLETransformer` of the attention ``variant`` over the candidate edge set
+    ``config.attention`` (native edges, all pairs, or all pairs with a native-edge flag)."""
 
-    def __init__(self, in_channels: int, num_classes: int, hidden: int = 64, num_layers: int = 3, heads: int = 4,
-                 laplacian_heads: int | None = None, dropout: float = 0.1, pool: str = 'mean', pe_dim: int = 0,
-                 attention: str = 'native', mlp_ratio: float = 2.0, step_size: float = 1.0,
-                 learn_step_size: bool = False, attention_dropout: float = 0.0, ple_init: bool = False,
-                 encoder_norm: bool = False, input_norm: bool = False, **_: Any):
-        super().__init__(in_channels, num_classes, hidden, dropout, pool, pe_dim, input_norm)
-        if attention not in ('native', 'full', 'both'):
-            raise ValueError(f"attention must be 'native', 'full' or 'both', got {attention!r}")
-        self.attention = attention
-        self.edge_dim = 2 if attention == 'both' else None
-        self.blocks = nn.ModuleList([
-            PLETransformerBlock(hidden, heads, laplacian_heads=laplacian_heads, mlp_ratio=mlp_ratio, dropout=dropout,
-                                attention_dropout=attention_dropout, step_size=step_size,
-                                learn_step_size=learn_step_size, edge_dim=self.edge_dim)
-            for _ in range(num_layers)])
-        self.norm = nn.LayerNorm(hidden)
-        # The diffusion reading of a Laplacian block needs W_v W_o ~ I and a residual stream on LayerNorm scale
-        # (benchmarks/results/laplacian_ablation.md): ``ple_init`` and ``encoder_norm`` give it both.
-        if encoder_norm:
-            self.encoder = nn.Sequential(self.encoder, nn.LayerNorm(hidden))
-        if ple_init:
-            for block in self.blocks:
-                ple_init_(block)
+    def __init__(self, in_channels: int, num_classes: int, variant: str = 'laplacian',
+                 config: Optional[GraphModelConfig] = None, **hparams: Any):
+        super().__init__(in_channels, num_classes, config_from_hparams(GraphModelConfig, hparams, config))
+        self.variant, self.attention = variant, self.config.attention
+        # 'native+full' marks each pair native or not: a one-hot edge feature of width 2.
+        self._add_transformer(variant, edge_dim=2 if self.attention == 'native+full' else None)
 
-    def _edges(self, data: Any, batch: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        if self.attention == 'native':
-            return data.edge_index, None
+    def attention_edges(self, data: Any, batch: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """``(edge_index, edge_attr)`` the blocks attend over; ``(None, None)`` for ``'full'``, which the blocks'
+        all-pairs path runs without listing the pairs."""
         if self.attention == 'full':
             return None, None
-        edge_index, is_native = native_plus_full_edge_index(data.edge_index, batch, batch.numel())
-        return edge_index, F.one_hot(is_native.long(), 2).float()
+        edge_index, is_native = candidate_edge_index(self.attention, edge_index=data.edge_index, batch=batch,
+                                                     num_nodes=batch.numel())
+        return edge_index, None if is_native is None else F.one_hot(is_native.long(), 2).float()
 
     def layers_forward(self, h: Tensor, data: Any, batch: Tensor) -> Tensor:
-        edge_index, edge_attr = self._edges(data, batch)
-        for block in self.blocks:
-            h = block(h, edge_index, batch=batch, edge_attr=edge_attr)
-        return self.norm(h)
+        edge_index, edge_attr = self.attention_edges(data, batch)
+        return self.transformer(h, edge_index, batch=batch, edge_attr=edge_attr)
 
     @torch.no_grad()
     def attention_graph(self, data: Any, layer: int = 0) -> AttentionGraph:
         """The attention graph of block ``layer`` for ``data`` (a ``Data`` or ``Batch``), all heads."""
-        if not -len(self.blocks) <= layer < len(self.blocks):
-            raise IndexError(f'layer {layer} out of range: the model has {len(self.blocks)} blocks')
-        layer = layer % len(self.blocks)
-        batch = data.batch if getattr(data, 'batch', None) is not None else \
-            torch.zeros(data.num_nodes, dtype=torch.long, device=data.x.device)
-        edge_index, edge_attr = self._edges(data, batch)
-        h = self.encode(data)
-        for block in self.blocks[:layer]:
-            h = block(h, edge_index, batch=batch, edge_attr=edge_attr)
-        return self.blocks[layer].attention_graph(h, edge_index, batch=batch, edge_attr=edge_attr)
+        batch = _batch_vector(data)
+        edge_index, edge_attr = self.attention_edges(data, batch)
+        return self.transformer.attention_graph(self.encode(data), edge_index, batch=batch, edge_attr=edge_attr,
+                                                layer=layer)
 
 
 class TokenClassifier(GraphClassifier):
     """The nodes of each graph as a token sequence (their order in the graph) with a learned position embedding,
-    through the sequence path of :class:`~pyg_ple.PLETransformerBlock` (``[B, T, F]`` with a padding mask)."""
+    through the sequence path of :class:`~pyg_ple.nn.PLETransformer` (``[B, T, F]`` with a padding mask), pooled by
+    the mean over each graph's tokens."""
 
-    def __init__(self, in_channels: int, num_classes: int, hidden: int = 64, num_layers: int = 3, heads: int = 4,
-                 laplacian_heads: int | None = None, dropout: float = 0.1, pe_dim: int = 0, mlp_ratio: float = 2.0,
-                 step_size: float = 1.0, learn_step_size: bool = False, max_tokens: int = 1024,
-                 attention_dropout: float = 0.0, input_norm: bool = False, **_: Any):
-        super().__init__(in_channels, num_classes, hidden, dropout, 'mean', pe_dim, input_norm)
-        self.position = nn.Embedding(max_tokens, hidden)
+    def __init__(self, in_channels: int, num_classes: int, variant: str = 'laplacian',
+                 config: Optional[GraphModelConfig] = None, **hparams: Any):
+        super().__init__(in_channels, num_classes, config_from_hparams(GraphModelConfig, hparams, config))
+        self.variant = variant
+        self.position = nn.Embedding(self.config.max_tokens, self.config.hidden)
         nn.init.normal_(self.position.weight, std=0.02)
-        self.blocks = nn.ModuleList([
-            PLETransformerBlock(hidden, heads, laplacian_heads=laplacian_heads, mlp_ratio=mlp_ratio, dropout=dropout,
-                                attention_dropout=attention_dropout, step_size=step_size,
-                                learn_step_size=learn_step_size)
-            for _ in range(num_layers)])
-        self.norm = nn.LayerNorm(hidden)
+        self._add_transformer(variant)
 
     def tokens(self, data: Any) -> tuple[Tensor, Tensor]:
-        batch = data.batch if getattr(data, 'batch', None) is not None else \
-            torch.zeros(data.num_nodes, dtype=torch.long, device=data.x.device)
+        batch = _batch_vector(data)
         x, mask = to_dense_batch(self.encode(data), batch)
         pixel = getattr(data, 'pixel', None)
         if pixel is not None:  # explicit token positions (e.g. the pixel index of each digit node)
@@ -227,49 +308,24 @@ class TokenClassifier(GraphClassifier):
 
     def forward(self, data: Any) -> Tensor:
         x, mask = self.tokens(data)
-        for block in self.blocks:
-            x = block(x, mask=mask)
-        x = self.norm(x)
+        x = self.transformer(x, mask=mask)
         m = mask.unsqueeze(-1).to(x.dtype)
         pooled = (x * m).sum(1) / m.sum(1).clamp(min=1)
         return self.head(pooled)
 
     @torch.no_grad()
     def attention_graph(self, data: Any, layer: int = 0) -> AttentionGraph:
-        """The attention graph (all tokens of each sequence) of block ``layer``, all heads; node ids are
-        positions in the (padded) token sequences, so for a single graph they are its node ids."""
-        if not -len(self.blocks) <= layer < len(self.blocks):
-            raise IndexError(f'layer {layer} out of range: the model has {len(self.blocks)} blocks')
+        """The attention graph (all tokens of each graph) of block ``layer``, all heads. Node ``b * T + t`` is token
+        ``t`` of graph ``b`` padded to ``T`` tokens (so for a single graph the node ids are its own); padding tokens
+        have no edges."""
         x, mask = self.tokens(data)
-        if not bool(mask.all()):
-            raise ValueError('attention_graph of a token model needs graphs of equal size (or one graph)')
-        for block in self.blocks[:layer % len(self.blocks)]:
-            x = block(x, mask=mask)
-        return self.blocks[layer].attention_graph(x)
+        return self.transformer.attention_graph(x, mask=mask, layer=layer)
 
 
-def _laplacian_heads(variant: str, heads: int) -> int | None:
-    return {'transformer': 0, 'laplacian': None, 'mixed': heads // 2}[variant]
-
-
-def _gnn(kind: str) -> Callable[..., nn.Module]:
-    return lambda in_channels, num_classes, **hp: GNNClassifier(kind, in_channels, num_classes, **hp)
-
-
-def _transformer(variant: str, tokens: bool = False) -> Callable[..., nn.Module]:
-    def make(in_channels: int, num_classes: int, **hp: Any) -> nn.Module:
-        hp.setdefault('laplacian_heads', _laplacian_heads(variant, hp.get('heads', DEFAULT_HPARAMS['heads'])))
-        cls = TokenClassifier if tokens else TransformerClassifier
-        return cls(in_channels, num_classes, **hp)
-    return make
-
-
-REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    'gcn': _gnn('gcn'), 'gat': _gnn('gat'), 'gin': _gnn('gin'), 'gps': _gnn('gps'),
-    'transformer': _transformer('transformer'), 'laplacian': _transformer('laplacian'),
-    'mixed': _transformer('mixed'),
-    'transformer-tokens': _transformer('transformer', True), 'laplacian-tokens': _transformer('laplacian', True),
-    'mixed-tokens': _transformer('mixed', True),
+REGISTRY: dict[str, Callable[..., GraphClassifier]] = {
+    **{kind: functools.partial(GNNClassifier, kind) for kind in GNN_KINDS},
+    **{variant: functools.partial(TransformerClassifier, variant=variant) for variant in TRANSFORMER_VARIANTS},
+    **{f'{variant}-tokens': functools.partial(TokenClassifier, variant=variant) for variant in TRANSFORMER_VARIANTS},
 }
 MODEL_NAMES = tuple(REGISTRY)
 
@@ -278,12 +334,11 @@ def is_permutation_invariant(name: str) -> bool:
     return not name.endswith('-tokens')
 
 
-def build_model(name: str, in_channels: int, num_classes: int, **hparams: Any) -> nn.Module:
-    """Build a graph classifier by name (see the module docstring); unspecified hparams from ``DEFAULT_HPARAMS``."""
+def build_model(name: str, in_channels: int, num_classes: int, config: Optional[GraphModelConfig] = None,
+                **hparams: Any) -> GraphClassifier:
+    """Build a graph classifier by name (see the module docstring) from ``config`` (default
+    :class:`GraphModelConfig`) with the fields in ``hparams`` replaced; a key that is not a field raises a
+    ``ValueError`` listing the fields."""
     if name not in REGISTRY:
         raise ValueError(f'unknown model {name!r}; choose from {", ".join(MODEL_NAMES)}')
-    hp = {**DEFAULT_HPARAMS, **hparams}
-    if name.endswith('-tokens'):
-        hp.pop('attention', None)
-        hp.pop('pool', None)
-    return REGISTRY[name](in_channels, num_classes, **hp)
+    return REGISTRY[name](in_channels, num_classes, config=config_from_hparams(GraphModelConfig, hparams, config))

@@ -11,7 +11,9 @@ Classification", shared by every model of the benchmark.
 The splits are written to a JSON file (``splits.json`` under the output folder) and reloaded when it exists, so that
 every model and every repeated run sees the same splits. Seeds are derived from one ``seed`` and recorded. Finished
 (model, fold) results are written atomically to ``state.json`` after each one; ``resume=True`` skips them, and a
-training run killed half-way continues from its last checkpoint (see :func:`pyg_ple.bench.training.fit`).
+training run killed half-way continues from its last checkpoint (see :func:`pyg_ple.bench.training.fit`). The output
+folder is a :class:`~pyg_ple.bench.io.RunFolder`: a folder with files pyg-ple did not write is never used, and
+``overwrite=True`` deletes only the files of the earlier run.
 """
 from __future__ import annotations
 
@@ -20,29 +22,88 @@ import itertools
 import json
 import math
 import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pyg_ple.bench.datasets import GraphDataset
-from pyg_ple.bench.models import build_model, count_parameters
-from pyg_ple.bench.distributed import (barrier, distributed_loader, init_distributed, is_distributed, is_main_process,
-                                 unwrap_model, wrap_model)
-from pyg_ple.bench.io import atomic_torch_save, atomic_write_json
+from pyg_ple.bench.distributed import (barrier, distributed_loader, init_distributed, is_distributed, unwrap_model,
+                                       wrap_model)
+from pyg_ple.bench.io import RunFileError, RunFolder, atomic_write_json, load_torch_file
+from pyg_ple.bench.models import MODEL_NAMES, GraphModelConfig, build_model, count_parameters
 from pyg_ple.bench.training import TrainConfig, fit, seed_everything
 
-__all__ = ['make_splits', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'BenchmarkConfig',
-           'run_benchmark', 'summarize', 'format_table', 'write_results', 'TRAIN_KEYS']
+__all__ = ['make_splits', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting', 'check_grid',
+           'model_hparam_names', 'BenchmarkConfig', 'check_run_folder', 'run_benchmark', 'load_model_file',
+           'TRAIN_KEYS', 'SETTING_RULES']
 
 SPLITS_VERSION = 1
 # Grid keys that configure training rather than the model.
 TRAIN_KEYS = ('lr', 'weight_decay', 'batch_size', 'patience', 'grad_clip')
+
+
+def model_hparam_names() -> tuple[str, ...]:
+    """The hyper-parameters a graph classifier accepts (grid keys other than :data:`TRAIN_KEYS`)."""
+    return tuple(f.name for f in fields(GraphModelConfig))
+
+
+def _integer(lo: int, none: bool = False) -> Callable[[Any], bool]:
+    return lambda v: (none and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= lo)
+
+
+def _number(lo: float, above: bool, none: bool = False) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        if none and v is None:
+            return True
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            return False
+        return v > lo if above else v >= lo
+    return ok
+
+
+# What each setting of the protocol and of training must be: (test, description). Model settings are checked by
+# GraphModelConfig.
+SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    'epochs': (_integer(1), 'an integer >= 1'),
+    'n_folds': (_integer(2), 'an integer >= 2'),
+    'seed': (_integer(0), 'an integer >= 0'),
+    'checkpoint_every': (_integer(1), 'an integer >= 1'),
+    'lr': (_number(0, above=True), 'a number > 0'),
+    'weight_decay': (_number(0, above=False), 'a number >= 0'),
+    'batch_size': (_integer(1), 'an integer >= 1'),
+    'patience': (_integer(1, none=True), 'an integer >= 1 (or null: no early stopping)'),
+    'grad_clip': (_number(0, above=True, none=True), 'a number > 0 (or null: no clipping)'),
+}
+
+
+def check_setting(key: str, value: Any, label: str | None = None) -> None:
+    """Raise ``ValueError`` naming ``label`` (default ``key``) if ``value`` breaks the rule of ``key`` in
+    :data:`SETTING_RULES`; keys without a rule pass."""
+    test, want = SETTING_RULES.get(key, (None, ''))
+    if test is not None and not test(value):
+        raise ValueError(f'{label or key} must be {want}, got {value!r}')
+
+
+def check_grid(grid: list[dict[str, Any]]) -> None:
+    """Raise ``ValueError`` if a configuration of an expanded grid has an unknown key, a value that breaks its rule,
+    or appears twice."""
+    known = TRAIN_KEYS + model_hparam_names()
+    seen = []
+    for cfg in grid:
+        if not isinstance(cfg, dict):
+            raise ValueError(f'a grid configuration must be an object of settings, got {cfg!r}')
+        for key, value in cfg.items():
+            if key not in known:
+                raise ValueError(f'unknown grid key {key!r}; accepted keys: {", ".join(sorted(known))}')
+            check_setting(key, value, f'grid value of {key!r}')
+        if cfg in seen:
+            raise ValueError(f'the grid lists the configuration {json.dumps(cfg)} twice')
+        seen.append(cfg)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -100,8 +161,8 @@ def get_splits(path: str | os.PathLike | None, labels: Sequence[int], n_folds: i
                 'labels_sha256': _labels_digest(labels)}
         diff = {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
         if diff:
-            raise ValueError(f'splits file {path} does not match this run ({diff}); use another output folder or '
-                             'delete the file')
+            raise ValueError(f'splits file {path} does not match this run ' + ', '.join(
+                f'({k}: {a} in the file, {b} now)' for k, (a, b) in diff.items()))
         return saved['folds']
     splits = make_splits(labels, n_folds, seed, val_fraction)
     if path is not None:
@@ -110,13 +171,22 @@ def get_splits(path: str | os.PathLike | None, labels: Sequence[int], n_folds: i
 
 
 def expand_grid(grid: dict[str, list] | list[dict] | None) -> list[dict[str, Any]]:
-    """``{'lr': [1e-3, 1e-4], 'hidden': [32]}`` -> the list of all combinations; a list of dicts is kept as is."""
+    """``{'lr': [1e-3, 1e-4], 'hidden': [32]}`` -> the list of all combinations (a single value counts as a list of
+    one); a list of dicts is kept as is. Raises ``ValueError`` for another shape or a key with no values."""
     if not grid:
         return [{}]
     if isinstance(grid, list):
+        bad = [g for g in grid if not isinstance(g, dict)]
+        if bad:
+            raise ValueError(f'a grid list must hold objects of settings, got {bad[0]!r}')
         return [dict(g) for g in grid]
+    if not isinstance(grid, dict):
+        raise ValueError(f'a grid must be an object of value lists or a list of objects, got {grid!r}')
     keys = sorted(grid)
     values = [v if isinstance(v, (list, tuple)) else [v] for v in (grid[k] for k in keys)]
+    empty = [k for k, v in zip(keys, values) if not v]
+    if empty:
+        raise ValueError(f'grid key {empty[0]!r} has an empty list of values')
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
@@ -125,6 +195,12 @@ def expand_grid(grid: dict[str, list] | list[dict] | None) -> list[dict[str, Any
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass
 class BenchmarkConfig:
+    """Settings of :func:`run_benchmark`: the models, the protocol (folds, validation fraction, seed), training
+    (epochs, batch size, optimiser, early stopping), the model hyper-parameters ``hparams`` shared by every model and
+    the selection ``grid`` (expanded: a list of configurations whose :data:`TRAIN_KEYS` set training and whose other
+    keys set the model). Raises ``ValueError`` naming the bad setting, before anything is trained, if a value breaks
+    its rule or a model cannot be built with one of the configurations."""
+
     models: list[str]
     n_folds: int = 10
     epochs: int = 100
@@ -140,6 +216,25 @@ class BenchmarkConfig:
     checkpoint_every: int = 5
     save_models: bool = True
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        if not self.models or unknown or len(set(self.models)) < len(self.models):
+            raise ValueError(f'models must name each model once, from {", ".join(MODEL_NAMES)}; got {self.models!r}')
+        for key in ('epochs', 'n_folds', 'seed', 'checkpoint_every', 'lr', 'weight_decay', 'batch_size', 'patience'):
+            check_setting(key, getattr(self, key))
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f'val_fraction must be in (0, 1), got {self.val_fraction!r}')
+        check_grid(self.grid)
+        for grid_cfg in self.grid:
+            settings = {**self.hparams, **{k: v for k, v in grid_cfg.items() if k not in TRAIN_KEYS}}
+            for name in self.models:
+                try:
+                    with torch.device('meta'):  # shapes only: no memory, no draw from the random generators
+                        build_model(name, 1, 2, **settings)
+                except (ValueError, TypeError) as e:
+                    where = f' with the grid configuration {json.dumps(grid_cfg)}' if grid_cfg else ''
+                    raise ValueError(f'model {name!r}{where}: {e}') from None
 
     def comparable(self) -> dict[str, Any]:
         """The settings a resumed run must share with the interrupted one."""
@@ -199,7 +294,8 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
                      weight_decay=float(train_kw.get('weight_decay', cfg.weight_decay)),
                      patience=train_kw.get('patience', cfg.patience), device=cfg.device, seed=run_seed,
                      checkpoint_path=ckpt, checkpoint_every=cfg.checkpoint_every, resume=ckpt is not None,
-                     progress=cfg.progress, desc=desc, grad_clip=train_kw.get('grad_clip'))
+                     progress=cfg.progress, desc=desc, grad_clip=train_kw.get('grad_clip'),
+                     progress_metrics=('val_acc', 'val_loss'))
     res = fit(model, train_loader, tc, loss_fn, evaluate, monitor='val_score', mode='max',
               meta={'model': name, 'fold': split['fold'], 'config': grid_cfg, 'seed': run_seed})
     model.load_state_dict(res.best_state)
@@ -214,35 +310,63 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
     }, model
 
 
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``'key: A in the run, B now'`` for every differing entry of two dicts (``hparams`` entry by entry)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if key == 'hparams' and isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b)
+        elif a != b:
+            out.append(f'{key}: {json.dumps(a)} in the run, {json.dumps(b)} now')
+    return out
+
+
+def check_run_folder(out: str | os.PathLike, ds: GraphDataset, cfg: BenchmarkConfig, resume: bool = False,
+                     overwrite: bool = False) -> RunFolder:
+    """Check, writing nothing, that :func:`run_benchmark` can use ``out``: a new or empty folder, or an earlier run
+    to continue with the same dataset, labels and settings (``resume``) or to replace (``overwrite``). Returns its
+    :class:`~pyg_ple.bench.io.RunFolder`; raises :class:`~pyg_ple.bench.io.RunFileError` saying why not."""
+    if resume and overwrite:
+        raise ValueError('resume and overwrite exclude each other')
+    run = RunFolder(out, 'resume' if resume else 'overwrite' if overwrite else 'new')
+    run.check()
+    differences = []
+    if resume and (run.root / 'state.json').exists():
+        old = json.loads((run.root / 'state.json').read_text())
+        new = json.loads(json.dumps({'dataset': ds.name, **cfg.comparable()}))
+        differences += _differences({'dataset': old.get('dataset'), **(old.get('config') or {})}, new)
+    if resume and not differences and (run.root / 'splits.json').exists():
+        saved = load_splits(run.root / 'splits.json')
+        differences += _differences({k: saved.get(k) for k in ('num_graphs', 'labels_sha256')},
+                                    {'num_graphs': len(ds.labels), 'labels_sha256': _labels_digest(ds.labels)})
+    if differences:
+        raise RunFileError(f'{run.root} holds a run with other settings or data ({"; ".join(differences)}): resume '
+                           'with the same options, or start afresh with --overwrite or another --out')
+    return run
+
+
 def run_benchmark(ds: GraphDataset, cfg: BenchmarkConfig, out: str | os.PathLike, resume: bool = False,
-                  command: str = '', dataset_args: dict[str, Any] | None = None) -> dict[str, Any]:
+                  command: str = '', dataset_args: dict[str, Any] | None = None,
+                  overwrite: bool = False) -> dict[str, Any]:
     """Run the protocol for every model of ``cfg`` on ``ds``; results and state go under ``out``.
 
-    Returns the state dict (``runs`` maps ``"<model>/<fold>"`` to the per-fold record). Interrupting it loses at most
-    the epochs since the last checkpoint of the current training run.
+    ``out`` must be a new or empty folder, or one written by an earlier run: ``resume=True`` continues that run (its
+    settings must be the same), ``overwrite=True`` deletes the files it wrote first; otherwise it is refused
+    (:func:`check_run_folder`) before anything is trained or written. Returns the state dict (``runs`` maps
+    ``"<model>/<fold>"`` to the per-fold record). Interrupting it loses at most the epochs since the last checkpoint of
+    the current training run.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / 'state.json'
-    ckpt_dir = out / 'checkpoints'
-    if not resume and is_main_process():
-        for p in (state_path, out / 'splits.json'):
-            if p.exists():
-                p.unlink()
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        shutil.rmtree(out / 'models', ignore_errors=True)
-    barrier()  # the other processes read what rank 0 kept or removed
-    splits = get_splits(out / 'splits.json', ds.labels, cfg.n_folds, cfg.seed, cfg.val_fraction, ds.name)
+    run = check_run_folder(out, ds, cfg, resume, overwrite)
     state: dict[str, Any] = {'dataset': ds.name, 'info': ds.info, 'config': cfg.comparable(), 'runs': {},
                              'command': command, 'torch': torch.__version__}
-    if resume and state_path.exists():
-        old = json.loads(state_path.read_text())
-        if old.get('dataset') != ds.name or old.get('config') != json.loads(json.dumps(cfg.comparable())):
-            raise ValueError(f'{state_path} was written by a run with other settings '
-                             f'({old.get("dataset")}, {old.get("config")}); resume with the same options or use '
-                             'another --out')
-        state['runs'] = old.get('runs', {})
-    atomic_write_json(state_path, state)
+    if resume and (run.root / 'state.json').exists():
+        state['runs'] = json.loads((run.root / 'state.json').read_text()).get('runs', {})
+    barrier()  # every process has checked the folder before rank 0 writes to it
+    run.prepare()
+    barrier()
+    splits = get_splits(run.claim('splits.json'), ds.labels, cfg.n_folds, cfg.seed, cfg.val_fraction, ds.name)
+    run.write_json('state.json', state)
 
     tasks = [(name, split) for name in cfg.models for split in splits]
     bar = None
@@ -261,10 +385,10 @@ def run_benchmark(ds: GraphDataset, cfg: BenchmarkConfig, out: str | os.PathLike
             t0 = time.perf_counter()
             candidates = []
             best_model = None
+            checkpoints = [f'checkpoints/{name}/fold{split["fold"]}_cfg{j}.pt' for j in range(len(cfg.grid))]
             for j, grid_cfg in enumerate(cfg.grid):
                 run_seed = cfg.seed * 1_000_003 + 1000 * split['fold'] + j
-                ckpt = ckpt_dir / name / f'fold{split["fold"]}_cfg{j}.pt'
-                rec, model = _train_one(ds, name, split, cfg, grid_cfg, run_seed, ckpt,
+                rec, model = _train_one(ds, name, split, cfg, grid_cfg, run_seed, run.claim(checkpoints[j]),
                                         desc=f'{name} f{split["fold"] + 1} c{j + 1}/{len(cfg.grid)}')
                 candidates.append(rec)
                 if max(candidates, key=lambda r: r['val_score']) is rec:
@@ -272,18 +396,18 @@ def run_benchmark(ds: GraphDataset, cfg: BenchmarkConfig, out: str | os.PathLike
             selected = max(candidates, key=lambda r: r['val_score'])
             if cfg.save_models and best_model is not None:
                 model, rec = best_model
-                atomic_torch_save({'name': name, 'in_channels': ds.num_features, 'num_classes': ds.num_classes,
-                                   'hparams': rec['hparams'], 'state_dict': model.state_dict(), 'dataset': ds.name,
-                                   'dataset_args': dataset_args or {}, 'fold': split['fold'],
-                                   'test_idx': split['test'], 'test_acc': rec['test_acc']},
-                                  out / 'models' / f'{name}_fold{split["fold"]}.pt')
+                run.torch_save(f'models/{name}_fold{split["fold"]}.pt', {
+                    'name': name, 'in_channels': ds.num_features, 'num_classes': ds.num_classes,
+                    'hparams': rec['hparams'], 'state_dict': model.state_dict(), 'dataset': ds.name,
+                    'dataset_args': dataset_args or {}, 'fold': split['fold'], 'test_idx': split['test'],
+                    'test_acc': rec['test_acc']})
             state['runs'][key] = {'model': name, 'fold': split['fold'], **selected,
                                   'selected_config': cfg.grid.index(selected['config']),
                                   'grid_val_acc': [c['val_acc'] for c in candidates],
                                   'seconds': time.perf_counter() - t0}
-            atomic_write_json(state_path, state)
-            for p in (ckpt_dir / name).glob(f'fold{split["fold"]}_cfg*.pt') if is_main_process() else ():
-                p.unlink()  # the fold is stored: drop its checkpoints
+            run.write_json('state.json', state)
+            for rel in checkpoints:  # the fold is stored: drop its checkpoints
+                run.remove(rel)
             if bar is not None:
                 bar.update(1)
     finally:
@@ -292,122 +416,18 @@ def run_benchmark(ds: GraphDataset, cfg: BenchmarkConfig, out: str | os.PathLike
     return state
 
 
-def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """One row per model: accuracy mean and std (population std over folds, as in Errica et al.), folds done,
-    parameters, seconds per epoch, selected configurations."""
-    runs = list(state['runs'].values())
-    names = list(models) if models else list(dict.fromkeys(r['model'] for r in runs))
-    rows = []
-    for name in names:
-        rs = sorted((r for r in runs if r['model'] == name), key=lambda r: r['fold'])
-        if not rs:
-            continue
-        accs = np.array([r['test_acc'] for r in rs]) * 100
-        rows.append({
-            'dataset': state.get('dataset', ''), 'model': name, 'acc_mean': float(accs.mean()),
-            'acc_std': float(accs.std()), 'folds': len(rs), 'params': int(np.median([r['params'] for r in rs])),
-            'sec_per_epoch': float(np.mean([r['sec_per_epoch'] for r in rs])),
-            'epochs': int(np.median([r['epochs_run'] for r in rs])),
-            # Selected epoch: near 'epochs' means the budget, not early stopping, ended training.
-            'best_epoch': int(np.median([r['best_epoch'] for r in rs])),
-            'selected_config': [int(r.get('selected_config', 0)) for r in rs],
-            # Training loss at the selected epoch: high together with the validation loss means underfitting.
-            'train_loss': float(np.mean([r['train_loss'] if r.get('train_loss') is not None else np.nan for r in rs])),
-            'val_acc_mean': float(np.mean([r['val_acc'] for r in rs]) * 100),
-            'fold_acc': [round(float(a), 2) for a in accs],
-        })
-    return rows
+MODEL_FILE_KEYS = ('name', 'in_channels', 'num_classes', 'hparams', 'state_dict')
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Reports
-# --------------------------------------------------------------------------------------------------------------------
-COLUMNS = ('dataset', 'model', 'accuracy', 'acc_mean', 'acc_std', 'folds', 'params', 'sec_per_epoch', 'epochs')
+def load_model_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The record of a model saved by :func:`run_benchmark` (``<out>/models/<model>_fold<k>.pt``): ``name``,
+    ``in_channels``, ``num_classes``, ``hparams``, ``state_dict``, ``dataset_args``, ``fold``, ``test_idx``, ...
 
-
-def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
-    """Results table: model, accuracy mean +- std, folds, parameters, seconds per epoch."""
-    header = ['dataset', 'model', 'accuracy (%)', 'folds', 'params', 's/epoch', 'epochs (median)',
-              'selected epoch (median)', 'train loss (selected)']
-    body = [[r['dataset'], r['model'], f"{r['acc_mean']:.1f} ± {r['acc_std']:.1f}", str(r['folds']),
-             f"{r['params']:,}", f"{r['sec_per_epoch']:.3f}", str(r['epochs']), str(r.get('best_epoch', '–')),
-             f"{r['train_loss']:.3f}" if 'train_loss' in r else '–']
-            for r in rows]
-    if markdown:
-        lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * 2 + ['---:'] * 7) + '|']
-        lines += ['| ' + ' | '.join(b) + ' |' for b in body]
-        return '\n'.join(lines)
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
-    fmt = lambda cells: '  '.join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(cells, widths)))
-    return '\n'.join([fmt(header), fmt(['-' * w for w in widths])] + [fmt(b) for b in body])
-
-
-def _csv(rows: Sequence[dict[str, Any]]) -> str:
-    import csv
-    import io
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator='\n')
-    w.writerow(['dataset', 'model', 'acc_mean', 'acc_std', 'folds', 'params', 'sec_per_epoch', 'epochs', 'best_epoch',
-                'fold_acc'])
-    for r in rows:
-        w.writerow([r['dataset'], r['model'], f"{r['acc_mean']:.2f}", f"{r['acc_std']:.2f}", r['folds'], r['params'],
-                    f"{r['sec_per_epoch']:.4f}", r['epochs'], r.get('best_epoch', ''),
-                    ' '.join(f'{a:.1f}' for a in r['fold_acc'])])
-    return buf.getvalue()
-
-
-def plot_results(rows: Sequence[dict[str, Any]], title: str = '') -> bytes:
-    """PNG bytes of a grouped bar chart (datasets x models) of mean accuracy with std error bars."""
-    import io
-
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    datasets = list(dict.fromkeys(r['dataset'] for r in rows))
-    models = list(dict.fromkeys(r['model'] for r in rows))
-    fig, ax = plt.subplots(figsize=(min(11.0, max(5.0, 1.5 + 1.4 * len(datasets))), 4.2))
-    width = 0.8 / max(len(models), 1)
-    for j, m in enumerate(models):
-        xs, ys, es = [], [], []
-        for i, d in enumerate(datasets):
-            r = next((r for r in rows if r['dataset'] == d and r['model'] == m), None)
-            if r is not None:
-                xs.append(i + (j - (len(models) - 1) / 2) * width)
-                ys.append(r['acc_mean'])
-                es.append(r['acc_std'])
-        ax.bar(xs, ys, width, yerr=es, capsize=2, label=m)
-    ax.set_xticks(range(len(datasets)), datasets)
-    ax.set_ylabel('test accuracy (%)')
-    lo = min((r['acc_mean'] - r['acc_std'] for r in rows), default=0)
-    ax.set_ylim(max(0.0, lo - 10), 100)
-    ax.legend(fontsize=7, ncol=min(len(models), 8), loc='lower center', bbox_to_anchor=(0.5, 1.0), frameon=False)
-    ax.grid(axis='y', alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def write_results(out: str | os.PathLike, rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None,
-                  stem: str = 'results', title: str = '') -> dict[str, Path]:
-    """Write ``<stem>.json``, ``.csv``, ``.md`` and ``.png`` under ``out``, each atomically."""
-    from pyg_ple.bench.io import atomic_write_bytes, atomic_write_text
-    out = Path(out)
-    meta = meta or {}
-    paths = {'json': out / f'{stem}.json', 'csv': out / f'{stem}.csv', 'md': out / f'{stem}.md',
-             'png': out / f'{stem}.png'}
-    atomic_write_json(paths['json'], {**meta, 'results': list(rows)})
-    atomic_write_text(paths['csv'], _csv(rows))
-    md = [f'# {title or "Graph classification results"}', '']
-    if meta.get('command'):
-        md += ['Command:', '', '```', str(meta['command']), '```', '']
-    md += [format_table(rows, markdown=True), '']
-    if meta.get('protocol'):
-        md += [str(meta['protocol']), '']
-    atomic_write_text(paths['md'], '\n'.join(md))
-    atomic_write_bytes(paths['png'], plot_results(rows, title))
-    return paths
+    Read with ``weights_only=True`` (see :func:`~pyg_ple.bench.io.load_torch_file`); raises
+    :class:`~pyg_ple.bench.io.RunFileError` for a file that is not such a record."""
+    what = 'a model file written by pyg-ple bench'
+    record = load_torch_file(path, what)
+    missing = [k for k in MODEL_FILE_KEYS if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise RunFileError(f'{path} is not {what} (it has no {", ".join(missing)})')
+    return record

@@ -7,17 +7,20 @@ Every model in the project (graph classifiers, node classifiers, language models
 ...              evaluate=lambda m: {'val_loss': ..., 'val_acc': ...})
 >>> model.load_state_dict(result.best_state)
 
-``train_data`` is iterated once per epoch (a ``DataLoader``, a list of batches, or any re-iterable object; for a language
-model one "epoch" may be a fixed number of sampled batches). ``loss_fn(model, batch)`` returns the scalar loss of one
-batch; ``evaluate(model)`` (optional, called after every epoch with the model in eval mode under ``torch.no_grad``)
-returns a dict of metrics. ``monitor``/``mode`` choose the metric for early stopping and for the best state.
+``train_data`` is iterated once per epoch (a ``DataLoader``, a list of batches, or any re-iterable object; for a
+language model one "epoch" may be a fixed number of sampled batches). ``loss_fn(model, batch)`` returns the scalar loss
+of one batch; ``evaluate(model)`` (optional, called after every epoch with the model in eval mode under
+``torch.no_grad``) returns a dict of metrics. ``monitor``/``mode`` choose the metric for early stopping and for the best
+state.
 
-Checkpoints hold the model, optimiser, scheduler, the RNG states of torch, numpy and python (plus the ``generator`` of the
-data loader or its sampler, if there is one), the epoch, the history, the best-so-far state and the early-stopping
-counter. They are written atomically (a temporary file in the same folder, then ``os.replace``), so a process killed at
-any moment leaves either the previous checkpoint or the new one, never a torn file. With ``resume=True`` training
-continues from the last checkpoint; on CPU the resumed run reproduces the loss curve of an uninterrupted run exactly,
-because the RNG states (which also drive ``DataLoader`` shuffling and dropout) are restored bit for bit.
+Checkpoints hold the model, optimiser, scheduler, the RNG states of torch, numpy and python (plus the ``generator`` of
+the data loader or its sampler, if there is one), the epoch, the history, the best-so-far state and the early-stopping
+counter, all as tensors and plain data: they are read back with ``torch.load(weights_only=True)``, so a checkpoint from
+elsewhere cannot run code (:func:`pyg_ple.bench.io.load_torch_file`). They are written atomically (a temporary file in
+the same folder, then ``os.replace``), so a process killed at any moment leaves either the previous checkpoint or the
+new one, never a torn file. With ``resume=True`` training continues from the last checkpoint; on CPU the resumed run
+reproduces the loss curve of an uninterrupted run exactly, because the RNG states (which also drive ``DataLoader``
+shuffling and dropout) are restored bit for bit.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from pyg_ple.bench.distributed import all_reduce_sums, is_main_process
-from pyg_ple.bench.io import atomic_torch_save
+from pyg_ple.bench.io import RunFileError, atomic_torch_save, load_torch_file
 
 __all__ = [
     'TrainConfig',
@@ -46,7 +49,7 @@ __all__ = [
     'move_to_device',
 ]
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -79,10 +82,12 @@ def _data_generators(train_data: Any) -> dict[str, torch.Generator]:
 
 
 def get_rng_state(train_data: Any = None) -> dict[str, Any]:
-    """Snapshot of every RNG that influences training (python, numpy, torch, CUDA, data-loader generators)."""
+    """Snapshot of every RNG that influences training (python, numpy, torch, CUDA, data-loader generators), as
+    tensors and plain data."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     state: dict[str, Any] = {
         'python': random.getstate(),
-        'numpy': np.random.get_state(),
+        'numpy': [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached_gaussian)],
         'torch': torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -93,8 +98,10 @@ def get_rng_state(train_data: Any = None) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], train_data: Any = None) -> None:
     """Restore a snapshot taken by :func:`get_rng_state`."""
-    random.setstate(state['python'])
-    np.random.set_state(state['numpy'])
+    version, internal, gauss_next = state['python']
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, pos, has_gauss, cached_gaussian = state['numpy']
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
@@ -121,6 +128,8 @@ class TrainConfig:
         checkpoint_every: write a checkpoint every this many epochs (and always after the last one).
         resume: continue from ``checkpoint_path`` if it exists (a finished run is returned without training).
         progress: show a tqdm bar over epochs.
+        progress_metrics: metrics of ``evaluate`` the bar shows next to the training loss (default: the monitored
+            one).
         desc: label of the progress bar.
         grad_clip: clip the gradient norm to this value (None: no clipping).
     """
@@ -135,6 +144,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     resume: bool = False
     progress: bool = True
+    progress_metrics: tuple[str, ...] = ()
     desc: str = ''
     grad_clip: float | None = None
 
@@ -207,9 +217,13 @@ def _step_scheduler(scheduler: Any, metrics: dict[str, float], monitor: str) -> 
         scheduler.step()
 
 
-def _load_checkpoint(path: Path, device: str) -> dict[str, Any]:
-    # RNG states contain numpy arrays and python tuples: the checkpoint is our own file, so full unpickling is fine.
-    return torch.load(path, map_location='cpu', weights_only=False)
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    ckpt = load_torch_file(path, 'a training checkpoint written by pyg_ple.bench.training.fit')
+    if not isinstance(ckpt, dict) or ckpt.get('version') != CHECKPOINT_VERSION:
+        found = ckpt.get('version') if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise RunFileError(f'{path} is not a training checkpoint of this version of pyg-ple (version {found}, '
+                           f'expected {CHECKPOINT_VERSION}); delete it to train that run from the start')
+    return ckpt
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -252,10 +266,10 @@ def fit(
     finished = False
 
     if config.resume and ckpt_path is not None and ckpt_path.exists():
-        ckpt = _load_checkpoint(ckpt_path, config.device)
+        ckpt = _load_checkpoint(ckpt_path)
         if ckpt.get('meta') != meta:
-            raise ValueError(f'checkpoint {ckpt_path} was written for {ckpt.get("meta")!r}, not {meta!r}; '
-                             'delete it or choose another checkpoint_path')
+            raise RunFileError(f'checkpoint {ckpt_path} was written for {ckpt.get("meta")!r}, not {meta!r}; '
+                               'delete it or choose another checkpoint_path')
         model.load_state_dict(ckpt['model'])
         optimizer.load_state_dict(ckpt['optimizer'])
         if scheduler is not None and ckpt.get('scheduler') is not None:
@@ -352,10 +366,9 @@ def fit(
             if (epoch + 1) % config.checkpoint_every == 0 or last:
                 save_checkpoint(epoch + 1, last)
             if bar is not None:
-                post = {'loss': f'{train_loss:.4f}'}
-                if key != 'train_loss':
-                    post[key] = f'{value:.4f}'
-                bar.set_postfix(post)
+                shown = config.progress_metrics or ((key,) if key != 'train_loss' else ())
+                bar.set_postfix({'loss': f'{train_loss:.4f}',
+                                 **{k: f'{record[k]:.4f}' for k in shown if k in record}})
                 bar.update(1)
             if stop:
                 break

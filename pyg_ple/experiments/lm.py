@@ -1,13 +1,14 @@
-"""A small character-level causal language model built from :class:`pyg_ple.PLETransformerBlock`.
+"""A small character-level causal language model built from :class:`pyg_ple.nn.PLETransformer`.
 
-nanoGPT-style and deliberately short: token + position embeddings, ``num_layers`` pre-norm blocks run through the
-block's dense causal path (``block(x, causal=True)``), a final LayerNorm and a tied output projection.  The only thing
-that differs between the variants compared in ``benchmarks/lm_shakespeare.py`` is the attention of each block:
+nanoGPT-style and deliberately short: token + position embeddings, a stack of ``num_layers`` pre-norm blocks and a
+final LayerNorm run through the blocks' dense causal path (``transformer(x, causal=True)``), and a tied output
+projection. The only thing that differs between the variants compared in ``benchmarks/lm_shakespeare.py`` is the
+attention of each block, named by :data:`pyg_ple.nn.block.VARIANTS`:
 
 ==========================  =================================================================
 variant                     block arguments
 ==========================  =================================================================
-``standard``                ``laplacian_heads=0`` (softmax attention ``A V``)
+``transformer``             ``laplacian_heads=0`` (softmax attention ``A V``)
 ``laplacian``               ``laplacian_heads=heads`` (every head ``eta (A - I) V``)
 ``mixed``                   ``laplacian_heads=heads // 2`` (the last half of the heads)
 ``laplacian_learned_eta``   as ``laplacian`` with ``learn_step_size=True``
@@ -18,36 +19,30 @@ All variants have the same parameters except ``heads`` step sizes per layer for 
 
 >>> text = open('input.txt').read()
 >>> data = CharData(text)                              # 90/10 split, vocabulary from the whole text
->>> model = CharTransformerLM(data.vocab_size, block_size=64, channels=64, num_layers=2, heads=4)
+>>> model = CharTransformerLM(data.vocab_size, block_size=64, channels=64, num_layers=2, heads=4, variant='mixed')
 >>> x, y = data.batch('train', batch_size=32, block_size=64, generator=torch.Generator().manual_seed(0))
 >>> loss = model.loss(x, y)
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['LM_VARIANTS', 'variant_kwargs', 'CharData', 'RandomBatches', 'CharTransformerLM', 'evaluate_lm']
+from pyg_ple.nn.block import PLETransformer, variant_kwargs
 
-# variant -> (fraction of Laplacian heads, learned step size)
-LM_VARIANTS: Dict[str, Tuple[float, bool]] = {
-    'standard': (0.0, False),
-    'laplacian': (1.0, False),
-    'mixed': (0.5, False),
-    'laplacian_learned_eta': (1.0, True),
-    'mixed_learned_eta': (0.5, True),
-}
+__all__ = ['CharData', 'RandomBatches', 'CharTransformerLM', 'evaluate_lm', 'variant_name']
+
+# The LM and ViT results files in benchmarks/results call the 'transformer' variant 'standard'.
+_RESULT_FILE_NAMES = {'standard': 'transformer'}
 
 
-def variant_kwargs(variant: str, heads: int) -> dict:
-    """Block keyword arguments (``laplacian_heads``, ``learn_step_size``) of a named variant."""
-    if variant not in LM_VARIANTS:
-        raise ValueError(f'unknown variant {variant!r}; choose from {sorted(LM_VARIANTS)}')
-    frac, learn = LM_VARIANTS[variant]
-    return {'laplacian_heads': int(round(frac * heads)), 'learn_step_size': learn}
+def variant_name(name: str) -> str:
+    """The :data:`~pyg_ple.nn.block.VARIANTS` name of a variant as a results file of ``benchmarks/lm_shakespeare.py``
+    or ``benchmarks/vit_patches.py`` spells it."""
+    return _RESULT_FILE_NAMES.get(name, name)
 
 
 class CharData:
@@ -103,39 +98,34 @@ class RandomBatches:
 
 
 class CharTransformerLM(nn.Module):
-    """Causal character LM: embeddings -> ``num_layers`` x PLETransformerBlock (causal) -> LayerNorm -> tied head."""
+    """Causal character LM: embeddings -> :class:`~pyg_ple.nn.PLETransformer` (causal; blocks + LayerNorm) -> tied
+    head. ``variant`` names the attention (:func:`~pyg_ple.nn.block.variant_kwargs`); ``block_kwargs`` are further
+    :class:`~pyg_ple.PLETransformerBlock` arguments (``step_size``, ``mlp_ratio``, ...) and override the variant's."""
 
     def __init__(self, vocab_size: int, block_size: int = 64, channels: int = 64, num_layers: int = 2,
-                 heads: int = 4, laplacian_heads: Optional[int] = 0, step_size: float = 1.0,
-                 learn_step_size: bool = False, mlp_ratio: float = 4.0, dropout: float = 0.0):
+                 heads: int = 4, variant: str = 'transformer', dropout: float = 0.0, **block_kwargs: Any):
         super().__init__()
-        from pyg_ple.nn.block import PLETransformerBlock  # the core block (dense causal path)
-
         self.block_size = block_size
         self.tok_emb = nn.Embedding(vocab_size, channels)
         self.pos_emb = nn.Embedding(block_size, channels)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList([
-            PLETransformerBlock(channels, heads, laplacian_heads=laplacian_heads, mlp_ratio=mlp_ratio,
-                                dropout=dropout, step_size=step_size, learn_step_size=learn_step_size)
-            for _ in range(num_layers)
-        ])
-        self.norm = nn.LayerNorm(channels)
+        self.transformer = PLETransformer(channels, heads, num_layers, dropout=dropout,
+                                          **{**variant_kwargs(variant, heads), **block_kwargs})
         self.head = nn.Linear(channels, vocab_size, bias=False)
         self.head.weight = self.tok_emb.weight  # weight tying
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
 
-    def forward(self, idx: Tensor) -> Tensor:
-        """``idx [B, T]`` token ids -> logits ``[B, T, vocab]``."""
-        B, T = idx.shape
+    def embed(self, idx: Tensor) -> Tensor:
+        """``idx [B, T]`` token ids -> the input of the first block ``[B, T, channels]``."""
+        T = idx.size(1)
         if T > self.block_size:
             raise ValueError(f'sequence length {T} exceeds block_size {self.block_size}')
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
-        for block in self.blocks:
-            x = block(x, causal=True)
-        return self.head(self.norm(x))
+        return self.drop(self.tok_emb(idx) + self.pos_emb(torch.arange(T, device=idx.device)))
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """``idx [B, T]`` token ids -> logits ``[B, T, vocab]``."""
+        return self.head(self.transformer(self.embed(idx), causal=True))
 
     def loss(self, idx: Tensor, targets: Tensor) -> Tensor:
         logits = self(idx)

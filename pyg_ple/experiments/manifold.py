@@ -36,10 +36,11 @@ The diffusion uses plain sparse matrix products (``scipy.sparse``), which is the
 fixed-graph mode ``-eta L V`` of :class:`pyg_ple.LaplacianDiffusionConv` with
 ``V = Z`` (identity value/output projections) and ``normalization='rw'``.
 
-scikit-learn compatibility: ``sklearn.utils.estimator_checks.check_estimator`` passes every check it runs on
-``PLEEmbedding()`` and on ``PLEEmbedding(graph='attention', init='random')`` (46 with scikit-learn 1.9); the one
-check it skips, ``check_array_api_input``, needs ``SCIPY_ARRAY_API=1`` and array-API support, which this estimator
-does not claim (it computes in float64 NumPy/SciPy).
+scikit-learn compatibility (scikit-learn 1.6 or later): ``sklearn.utils.estimator_checks.check_estimator`` passes
+every check it runs on ``PLEEmbedding(n_neighbors=5)`` and on ``PLEEmbedding(graph='attention', init='random')`` (46
+with scikit-learn 1.6 and 1.9; some checks fit 10 samples, fewer than a k-NN graph with the default
+``n_neighbors=10`` needs); the one check 1.9 skips, ``check_array_api_input``, needs ``SCIPY_ARRAY_API=1`` and
+array-API support, which this estimator does not claim (it computes in float64 NumPy/SciPy).
 
 Out-of-sample points (``transform``) reuse the fitted steps: a new point attends to
 its neighbours among the *training* points at every step, and the stored
@@ -49,6 +50,7 @@ per-step centring/whitening is applied, so ``fit(X).transform(X)`` equals
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -81,13 +83,21 @@ def diffusion_graph(dist: np.ndarray, ind: np.ndarray, n_cols: int, graph: str) 
     return sp.csr_matrix((w.ravel(), (rows, ind.ravel())), shape=(n, n_cols))
 
 
-def _whitening(Z: np.ndarray, eps: float = 1e-10) -> Tuple[np.ndarray, np.ndarray]:
-    """Mean and symmetric (ZCA) whitening matrix of ``Z`` [n, d]."""
+def _whitening(Z: np.ndarray, reference: Optional[float] = None,
+               eps: float = 1e-10) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Mean, symmetric (ZCA) whitening matrix and numerical rank of ``Z`` [n, d].
+
+    Directions whose variance is at most ``eps`` times ``reference`` (default: the largest variance of ``Z``) count
+    as absent: the matrix maps them to zero (the pseudo-inverse square root of the covariance) instead of scaling
+    round-off up to unit variance, which later steps would turn into spurious components."""
     mu = Z.mean(axis=0)
     C = np.cov(Z - mu, rowvar=False, bias=True).reshape(Z.shape[1], Z.shape[1])
     evals, evecs = np.linalg.eigh(C)
-    scale = 1.0 / np.sqrt(np.maximum(evals, eps * max(float(evals.max()), eps)))
-    return mu, (evecs * scale) @ evecs.T
+    top = float(evals.max()) if reference is None else float(reference)
+    keep = evals > eps * top if top > 0 else np.zeros(evals.shape, dtype=bool)
+    scale = np.zeros_like(evals)
+    scale[keep] = 1.0 / np.sqrt(evals[keep])
+    return mu, (evecs * scale) @ evecs.T, int(keep.sum())
 
 
 class PLEEmbedding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -100,7 +110,9 @@ class PLEEmbedding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     n_neighbors : int or None, default=10
         Candidate neighbours of each point (the point itself included).  ``None``
         (only with ``graph='attention'``) attends to all training points.
-        Clamped to the number of training points.
+        Must be smaller than ``n_samples`` with ``graph='knn'`` (all points as
+        neighbours make every row uniform) and at most ``n_samples`` with
+        ``graph='attention'``; a larger value raises ``ValueError``.
     n_steps : int, default=8
         Number of unrolled diffusion steps (the paper's figure uses eight blocks).
     step_size : float, default=1.0
@@ -113,7 +125,11 @@ class PLEEmbedding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         randomly initialised embedding layer).
     whiten : bool, default=True
         Centre and whiten after every step (see the module docs).  ``False`` gives
-        plain diffusion (the embedding contracts towards the mean).
+        plain diffusion (the embedding contracts towards the mean).  Directions
+        whose variance is at most 1e-10 of the data's largest (after a step: of
+        the step's unit-variance input) count as absent and are set to zero; a
+        ``UserWarning`` says when ``n_components`` exceeds the rank of the
+        projected data or a step loses rank.
     random_state : int, RandomState instance or None, default=None
         Seed for ``init='random'``.
 
@@ -194,8 +210,17 @@ class PLEEmbedding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                           ensure_min_features=min_features)
         X = X.astype(np.float64, copy=False)
         n, d = X.shape
+        # Too many neighbours is an error, not a clamp, as in scikit-learn's neighbour-based embeddings (Isomap,
+        # SpectralEmbedding, LocallyLinearEmbedding).
+        if self.graph == 'knn' and self.n_neighbors >= n:
+            raise ValueError(f"n_neighbors={self.n_neighbors} must be smaller than n_samples={n} with graph='knn': "
+                             "with every point a neighbour of every point each row of the graph is uniform and the "
+                             "diffusion maps all points onto their mean")
+        if self.n_neighbors is not None and self.n_neighbors > n:
+            raise ValueError(f"n_neighbors={self.n_neighbors} exceeds n_samples={n}; pass n_neighbors <= n_samples, "
+                             "or n_neighbors=None to attend to all points")
         self._n_train = n
-        self.n_neighbors_ = n if self.n_neighbors is None else min(int(self.n_neighbors), n)
+        self.n_neighbors_ = n if self.n_neighbors is None else int(self.n_neighbors)
         self.mean_ = X.mean(axis=0)
         Xc = X - self.mean_
         if self.init == 'pca':
@@ -216,18 +241,30 @@ class PLEEmbedding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.steps_: List[np.ndarray] = []
         self.whitening_: List[Tuple[np.ndarray, np.ndarray]] = []
         if self.whiten:  # the input to the first step is whitened too
-            mu, W = _whitening(Z)
+            mu, W, rank = _whitening(Z)
             self.init_whitening_ = (mu, W)
             Z = (Z - mu) @ W
+            if rank < self.n_components:
+                warnings.warn(f"n_components={self.n_components} exceeds the rank {rank} of the projected data "
+                              f"(the centred X of {n} samples spans fewer directions): the embedding has {rank} "
+                              f"informative directions and whitening sets the other {self.n_components - rank} to "
+                              "zero rather than amplify round-off", UserWarning, stacklevel=3)
         else:
             self.init_whitening_ = None
-        for _ in range(self.n_steps):
+        for step in range(self.n_steps):
             self.steps_.append(Z)
             Z = self._step(Z, A @ Z)
             if self.whiten:
-                mu, W = _whitening(Z)
+                # The step's input has unit variance along each of its ``rank`` directions.
+                mu, W, new_rank = _whitening(Z, reference=1.0)
                 self.whitening_.append((mu, W))
                 Z = (Z - mu) @ W
+                if new_rank < rank:
+                    warnings.warn(f"diffusion step {step + 1} reduced the embedding's rank from {rank} to {new_rank}: "
+                                  "the graph maps different points onto the same latents (e.g. groups of points "
+                                  "whose neighbours are exactly each other); the lost directions are set to zero",
+                                  UserWarning, stacklevel=3)
+                    rank = new_rank
         self.embedding_ = Z
         self._n_features_out = self.n_components
         return self

@@ -1,28 +1,30 @@
-"""A small vision transformer on patch tokens, built from :class:`pyg_ple.PLETransformerBlock`.
+"""A small vision transformer on patch tokens, built from :class:`pyg_ple.nn.PLETransformer`.
 
 Images are cut into non-overlapping ``patch x patch`` patches (:func:`patchify`), each patch is embedded linearly, a
-learned class token and learned position embeddings are added, and ``num_layers`` blocks run through the block's dense
-(all-pairs, non-causal) sequence path.  The class token's final state, LayerNorm-ed, feeds a linear classifier.
+learned class token and learned position embeddings are added, and a stack of ``num_layers`` blocks and a final
+LayerNorm runs through the blocks' dense (all-pairs, non-causal) sequence path. The class token's final state feeds
+a linear classifier.
 
-Variants (as for the language model, :data:`pyg_ple.experiments.lm.LM_VARIANTS`): ``standard`` (``laplacian_heads=0``),
-``laplacian`` (all heads ``eta (A - I) V``) and ``mixed`` (half the heads).
+Variants (:data:`pyg_ple.nn.block.VARIANTS`, as for the language model): ``transformer`` (``laplacian_heads=0``),
+``laplacian`` (all heads ``eta (A - I) V``) and ``mixed`` (the last half of the heads).
 
 >>> patches = patchify(images, patch=7)                 # [N, 28, 28] -> [N, 16, 49]
->>> model = PatchViT(patch_dim=49, num_patches=16, num_classes=10, **variant_kwargs('mixed', heads=4))
+>>> model = PatchViT(patch_dim=49, num_patches=16, num_classes=10, heads=4, variant='mixed')
 >>> logits = model(patches)                              # [N, 10]
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pyg_ple.experiments.lm import variant_kwargs
+from pyg_ple.nn.block import PLETransformer, variant_kwargs
 
-__all__ = ['VIT_VARIANTS', 'patchify', 'PatchViT', 'variant_kwargs']
+__all__ = ['VIT_VARIANTS', 'patchify', 'PatchViT']
 
-VIT_VARIANTS = ('standard', 'laplacian', 'mixed')
+# The variants benchmarks/vit_patches.py compares.
+VIT_VARIANTS = ('transformer', 'laplacian', 'mixed')
 
 
 def patchify(images: Tensor, patch: int) -> Tensor:
@@ -41,23 +43,23 @@ def patchify(images: Tensor, patch: int) -> Tensor:
 
 
 class PatchViT(nn.Module):
-    """Patch embedding + class token + position embeddings -> PLETransformerBlocks -> LayerNorm -> linear head."""
+    """Patch embedding + class token + position embeddings -> :class:`~pyg_ple.nn.PLETransformer` (blocks +
+    LayerNorm) -> linear head on the class token.
+
+    ``variant`` names the attention (:func:`~pyg_ple.nn.block.variant_kwargs`); ``block_kwargs`` are further
+    :class:`~pyg_ple.PLETransformerBlock` arguments and override the variant's. ``mlp_ratio`` is 2.0, narrower than
+    the block's default, as in every ViT result in ``benchmarks/results``.
+    """
 
     def __init__(self, patch_dim: int, num_patches: int, num_classes: int, channels: int = 64, num_layers: int = 2,
-                 heads: int = 4, laplacian_heads: Optional[int] = 0, step_size: float = 1.0,
-                 learn_step_size: bool = False, mlp_ratio: float = 2.0, dropout: float = 0.0):
+                 heads: int = 4, variant: str = 'transformer', mlp_ratio: float = 2.0, dropout: float = 0.0,
+                 **block_kwargs: Any):
         super().__init__()
-        from pyg_ple.nn.block import PLETransformerBlock
-
         self.embed = nn.Linear(patch_dim, channels)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, channels))
         self.pos_emb = nn.Parameter(torch.zeros(1, num_patches + 1, channels))
-        self.blocks = nn.ModuleList([
-            PLETransformerBlock(channels, heads, laplacian_heads=laplacian_heads, mlp_ratio=mlp_ratio,
-                                dropout=dropout, step_size=step_size, learn_step_size=learn_step_size)
-            for _ in range(num_layers)
-        ])
-        self.norm = nn.LayerNorm(channels)
+        self.transformer = PLETransformer(channels, heads, num_layers, mlp_ratio=mlp_ratio, dropout=dropout,
+                                          **{**variant_kwargs(variant, heads), **block_kwargs})
         self.head = nn.Linear(channels, num_classes)
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.pos_emb, std=0.02)
@@ -66,6 +68,4 @@ class PatchViT(nn.Module):
         """``patches [B, T, patch_dim]`` -> logits ``[B, num_classes]``."""
         x = self.embed(patches)
         x = torch.cat([self.cls_token.expand(x.size(0), -1, -1), x], dim=1) + self.pos_emb
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(x[:, 0]))
+        return self.head(self.transformer(x)[:, 0])

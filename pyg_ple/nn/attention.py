@@ -17,7 +17,7 @@ from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
 
 from pyg_ple.edges import as_edge_index
 from pyg_ple.graph import AttentionGraph
-from pyg_ple.validation import check_edge_values, checking
+from pyg_ple.validation import as_edge_attr, check_features, check_finite, checking
 
 
 class AttentionAdjacency(torch.nn.Module):
@@ -41,8 +41,9 @@ class AttentionAdjacency(torch.nn.Module):
         dropout: dropout on the attention weights (training only).
 
     Shapes:
-        input ``x [N, F]``, ``edge_index [2, E]``, ``edge_attr [E, edge_dim]``; output an :class:`AttentionGraph`
-        with ``weight [E', H]``.
+        input ``x [N, F]``, ``edge_index [2, E]`` (int64 or int32) or a sparse ``[N, N]`` adjacency (its pattern),
+        ``edge_attr [E, edge_dim]`` (or ``[E]`` when ``edge_dim=1``); output an :class:`AttentionGraph` with int64
+        ``edge_index [2, E']`` and ``weight [E', H]``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1, edge_dim: Optional[int] = None,
@@ -69,16 +70,32 @@ class AttentionAdjacency(torch.nn.Module):
             edge_index, edge_attr = add_self_loops(edge_index, edge_attr, fill_value='mean', num_nodes=num_nodes)
         return edge_index, edge_attr
 
+    def check_inputs(self, x: Tensor, edge_index: Adj,
+                     edge_attr: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+        r"""``(edge_index [2, E] int64, edge_attr [E, edge_dim] or None)`` from the inputs; outside ``torch.compile``
+        also checks that ``x`` is ``[N, in_channels]`` in the parameters' dtype, that the indices are in range and
+        that ``edge_attr`` fits ``edge_dim`` (a ``[E]`` vector is one feature when ``edge_dim=1``)."""
+        if checking():
+            check_features(x, self.in_channels, dim=2, dtype=self.lin_query.weight.dtype)
+            check_finite(x, 'x')
+        edge_index, _ = as_edge_index(edge_index, x.size(0))
+        return edge_index, as_edge_attr(edge_attr, edge_index.size(1), self.edge_dim)
+
+    def edge_term(self, query: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor]) -> Optional[Tensor]:
+        r"""The edge part of the scores, ``<q_i, e_ij> / sqrt(C)`` ``[E, H]`` (``None`` without ``edge_dim``)."""
+        if self.lin_edge is None:
+            return None
+        if edge_attr is None:
+            raise ValueError(f"'edge_attr' is required: the layer was built with edge_dim={self.edge_dim}")
+        edge = self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
+        return (query.index_select(0, edge_index[1]) * edge).sum(dim=-1) / math.sqrt(self.out_channels)
+
     def scores(self, query: Tensor, key: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None) -> Tensor:
         r"""Scaled scores ``[E, H]`` of the edges ``j -> i`` from ``query [N, H, C]`` and ``key [N, H, C]``."""
         src, dst = edge_index[0], edge_index[1]
-        q_i = query.index_select(0, dst)
-        k_j = key.index_select(0, src)
-        if self.lin_edge is not None:
-            if edge_attr is None:
-                raise ValueError(f"'edge_attr' is required: the layer was built with edge_dim={self.edge_dim}")
-            k_j = k_j + self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
-        return (q_i * k_j).sum(dim=-1) / math.sqrt(self.out_channels)
+        score = (query.index_select(0, dst) * key.index_select(0, src)).sum(dim=-1) / math.sqrt(self.out_channels)
+        edge = self.edge_term(query, edge_index, edge_attr)
+        return score if edge is None else score + edge
 
     def normalize(self, score: Tensor, edge_index: Tensor, num_nodes: int) -> Tensor:
         r"""Softmax of ``score [E, H]`` over each target's incoming edges, then dropout."""
@@ -86,17 +103,16 @@ class AttentionAdjacency(torch.nn.Module):
         return F.dropout(alpha, p=self.dropout, training=self.training)
 
     def project(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        r"""Queries and keys ``[N, H, C]``."""
         H, C = self.heads, self.out_channels
         return self.lin_query(x).view(-1, H, C), self.lin_key(x).view(-1, H, C)
 
     def forward(self, x: Tensor, edge_index: Adj, edge_attr: Optional[Tensor] = None,
                 batch: Optional[Tensor] = None, checked: bool = False) -> AttentionGraph:
-        # ``checked``: the caller (the conv) has already parsed and validated ``edge_index`` and ``edge_attr``.
+        # ``checked``: the caller (the conv) has already run ``check_inputs``.
         num_nodes = x.size(0)
         if not checked:
-            edge_index, _ = as_edge_index(edge_index, num_nodes, self.in_channels, x)
-            if checking():
-                check_edge_values(edge_attr, edge_index.size(1), 'edge_attr')
+            edge_index, edge_attr = self.check_inputs(x, edge_index, edge_attr)
         edge_index, edge_attr = self.prepare_edges(edge_index, num_nodes, edge_attr)
         query, key = self.project(x)
         alpha = self.normalize(self.scores(query, key, edge_index, edge_attr), edge_index, num_nodes)

@@ -1,24 +1,57 @@
-r"""``PLETransformerBlock``: a pre-norm transformer block whose attention is a Laplacian-diffusion step."""
+r"""The transformer block of pyg-ple, its named variants, the PLE initialisation and a stack of blocks.
+
+* :class:`PLETransformerBlock`: a pre-norm transformer block whose attention is a Laplacian-diffusion step.
+* :data:`VARIANTS` and :func:`variant_kwargs`: the named attention variants (``'transformer'``, ``'laplacian'``,
+  ``'mixed'`` and the learned-step ones) as block arguments.
+* :func:`ple_init_`: the initialisation that makes a block one PLE gradient step (also ``ple_init=True``).
+* :class:`PLETransformer`: ``num_layers`` blocks and a final LayerNorm, the stack every model of pyg-ple uses.
+"""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import is_torch_sparse_tensor, to_dense_batch
 
+from pyg_ple.edges import full_edge_index
 from pyg_ple.graph import AttentionGraph
-from pyg_ple.nn.conv import LaplacianDiffusionConv
-from pyg_ple.edges import full_edge_index, sequence_edge_index
+from pyg_ple.nn.conv import LaplacianDiffusionConv, dense_attention_mask
 from pyg_ple.validation import (check_batch, check_edge_index, check_features, check_same_graph, check_tensor,
-                                 checking)
+                                checking)
 
+__all__ = ['PLETransformerBlock', 'PLETransformer', 'VARIANTS', 'variant_kwargs', 'ple_init_', 'all_pairs_path']
 
 # Per attended pair, the dense SDPA path ran 4x (T = 64) to 17x (T = 256) faster than the fused sparse kernel in
 # benchmarks/results/speed.md, so padding a batch of graphs to its largest one pays off until padding multiplies
 # the pairs by about this much.
 DENSE_PADDING_LIMIT = 4.0
+
+# Named attention variants: which heads are Laplacian ('none', the last 'half' = heads // 2, or 'all') and whether
+# the step size is learned.
+VARIANTS: dict[str, tuple[str, bool]] = {
+    'transformer': ('none', False),
+    'laplacian': ('all', False),
+    'mixed': ('half', False),
+    'laplacian_learned_eta': ('all', True),
+    'mixed_learned_eta': ('half', True),
+}
+_LAPLACIAN_HEADS = {'none': lambda heads: 0, 'half': lambda heads: heads // 2, 'all': lambda heads: heads}
+
+
+def variant_kwargs(name: str, heads: int) -> dict[str, Any]:
+    r"""Block keyword arguments (``laplacian_heads``, ``learn_step_size``) of the variant ``name`` with ``heads``
+    heads: ``'transformer'`` (softmax attention ``A V`` in every head), ``'laplacian'`` (every head
+    :math:`\eta (A - I) V`), ``'mixed'`` (the last ``heads // 2`` heads Laplacian), and ``'laplacian_learned_eta'`` /
+    ``'mixed_learned_eta'`` (the same with a learned step size)."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        raise ValueError(f"'heads' must be a positive int (got {heads!r})")
+    which, learn = VARIANTS[name]
+    return {'laplacian_heads': _LAPLACIAN_HEADS[which](heads), 'learn_step_size': learn}
 
 
 def all_pairs_path(batch: OptTensor) -> str:
@@ -33,6 +66,13 @@ def all_pairs_path(batch: OptTensor) -> str:
     return 'dense' if padded <= DENSE_PADDING_LIMIT * float((sizes ** 2).sum()) else 'sparse'
 
 
+def _check_probability(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"'{name}' must be a float in [0, 1) (got {value!r})")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"'{name}' must be in [0, 1) (got {value!r})")
+
+
 class PLETransformerBlock(nn.Module):
     r"""Transformer block read as one step of probabilistic Laplacian Eigenmaps inference.
 
@@ -40,8 +80,10 @@ class PLETransformerBlock(nn.Module):
         \mathbf{h} = \mathbf{x} + \big(\eta (A - I)\, \mathrm{LN}(\mathbf{x}) W_v\big) W_o, \qquad
         \mathbf{out} = \mathbf{h} + \mathrm{MLP}(\mathrm{LN}(\mathbf{h})),
 
-    with :math:`A` the attention graph of :class:`LaplacianDiffusionConv` (standard heads use :math:`A` in place of
-    :math:`\eta (A - I)`). The same parameters run three ways:
+    with :math:`A` the attention graph of :class:`~pyg_ple.LaplacianDiffusionConv` (standard heads use :math:`A` in
+    place of :math:`\eta (A - I)`). The conv computes the update :math:`\eta (A - I) V` only; the block owns the
+    output projection :math:`W_o` (``proj``), both residual connections, the two LayerNorms and the MLP. The same
+    parameters run three ways:
 
     - ``block(x [N, F], edge_index, batch=None, edge_attr=None)``: over a graph's edges (sparse path);
     - ``block(x [N, F], batch=batch)`` (no ``edge_index``): all pairs within each graph of a PyG batch, through the
@@ -51,15 +93,19 @@ class PLETransformerBlock(nn.Module):
     - ``block(x [B, T, F], mask=None, causal=False)``: token sequences, through the dense path.
 
     ``block(x, causal=True)`` equals ``block(x.reshape(B * T, F), sequence_edge_index(T, B, causal=True))`` reshaped.
+    A block built with ``edge_dim`` runs on graph edges only (the other two forms have no edge features).
 
     Args:
         channels: model width ``F`` (a multiple of ``heads``).
         heads: attention heads.
-        laplacian_heads: how many (the last) heads are Laplacian; ``None`` means all, ``0`` standard attention.
+        laplacian_heads: how many (the last) heads are Laplacian; ``None`` means all, ``0`` standard attention
+            (:func:`variant_kwargs` gives the named variants).
         mlp_ratio: hidden width of the MLP relative to ``channels``.
-        dropout: dropout after the attention projection and in the MLP.
-        attention_dropout: dropout on the attention weights.
-        step_size, learn_step_size, add_self_loops, edge_dim: see :class:`LaplacianDiffusionConv`.
+        dropout: dropout after the output projection and in the MLP, in ``[0, 1)``.
+        attention_dropout: dropout on the attention weights, in ``[0, 1)``.
+        step_size, learn_step_size, add_self_loops, edge_dim: see :class:`~pyg_ple.LaplacianDiffusionConv`.
+        ple_init: initialise (and re-initialise in :meth:`reset_parameters`) as one PLE gradient step, see
+            :func:`ple_init_`.
     """
 
     def __init__(
@@ -74,15 +120,18 @@ class PLETransformerBlock(nn.Module):
         learn_step_size: bool = False,
         add_self_loops: bool = True,
         edge_dim: Optional[int] = None,
+        ple_init: bool = False,
     ):
         super().__init__()
         if not isinstance(heads, int) or heads < 1 or not isinstance(channels, int) or channels % heads != 0:
             raise ValueError(f"'channels' must be a positive multiple of 'heads' (got channels={channels!r}, "
                              f"heads={heads!r})")
+        _check_probability(dropout, 'dropout')
+        _check_probability(attention_dropout, 'attention_dropout')
         hidden = int(round(channels * mlp_ratio))
         if hidden < 1:
             raise ValueError(f"'mlp_ratio' must give a positive hidden width (got {mlp_ratio!r})")
-        self.channels, self.heads = channels, heads
+        self.channels, self.heads, self.ple_init = channels, heads, bool(ple_init)
         self.norm1 = nn.LayerNorm(channels)
         self.conv = LaplacianDiffusionConv(channels, channels // heads, heads, concat=True,
                                            laplacian_heads=laplacian_heads, step_size=step_size,
@@ -103,6 +152,13 @@ class PLETransformerBlock(nn.Module):
         for layer in self.mlp:
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
+        if self.ple_init:
+            ple_init_(self)
+
+    def _needs_edges(self, edge_index: Optional[Adj]) -> None:
+        if edge_index is None and self.conv.edge_dim is not None:
+            raise ValueError(f"this block was built with edge_dim={self.conv.edge_dim}: pass 'edge_index' and "
+                             "'edge_attr' (all-pairs attention and [B, T, F] sequences have no edge features)")
 
     def forward(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
                 edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False) -> Tensor:
@@ -117,6 +173,7 @@ class PLETransformerBlock(nn.Module):
                 if isinstance(edge_index, Tensor) and not is_torch_sparse_tensor(edge_index):
                     check_edge_index(edge_index, x.size(0))
                     check_same_graph(edge_index, batch)
+        self._needs_edges(edge_index)
         h = self.norm1(x)
         if x.dim() == 3:
             if edge_index is not None or batch is not None:
@@ -141,19 +198,47 @@ class PLETransformerBlock(nn.Module):
 
     @torch.no_grad()
     def attention_graph(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
-                        edge_attr: OptTensor = None, causal: bool = False) -> AttentionGraph:
-        r"""The attention graph this block diffuses over for input ``x``.
+                        edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False) -> AttentionGraph:
+        r"""The attention graph this block diffuses over for input ``x`` (the arguments of :meth:`forward`).
 
-        Graph nodes ``[N, F]`` use ``edge_index`` (all pairs within each graph of ``batch`` when ``None``); a
-        sequence batch ``[B, T, F]`` uses :func:`~pyg_ple.sequence_edge_index` (``causal`` as in ``forward``)."""
-        if x.dim() == 3:
-            B, T, F = x.shape
-            edge_index = sequence_edge_index(T, B, causal=causal, device=x.device)
-            batch = torch.arange(B, device=x.device).repeat_interleave(T)
-            x = x.reshape(B * T, F)
-        elif edge_index is None:
-            edge_index = full_edge_index(batch, x.size(0))
-        return self.conv.attention_graph(self.norm1(x), edge_index, edge_attr, batch)
+        Graph nodes ``[N, F]`` use ``edge_index`` (all pairs within each graph of ``batch`` when ``None``). A
+        sequence batch ``[B, T, F]`` gives node ``b * T + t`` for token ``t`` of sequence ``b`` and an edge
+        ``j -> i`` for every pair the dense path lets ``i`` attend to under ``mask`` and ``causal``, weighted as
+        ``forward`` weighs it (``scaled_dot_product_attention`` under the same mask): padded tokens and query rows
+        without an allowed key have no edges. In training mode the weights include attention dropout."""
+        self._needs_edges(edge_index)
+        if x.dim() != 3:
+            if mask is not None or causal:
+                raise ValueError("'mask' and 'causal' apply to [B, T, F] sequences; on a graph pass 'edge_index'")
+            if edge_index is None:
+                edge_index = full_edge_index(batch, x.size(0))
+            return self.conv.attention_graph(self.norm1(x), edge_index, edge_attr, batch)
+        if edge_index is not None or batch is not None:
+            raise ValueError("a [B, T, F] sequence takes 'mask' and 'causal', not 'edge_index' or 'batch'")
+        check_features(x, self.channels, dim=3, dtype=self.proj.weight.dtype)
+        B, T, _ = x.shape
+        allowed = dense_attention_mask(mask, causal, B, T, x.device)
+        if allowed is None:
+            allowed = torch.ones(T, T, dtype=torch.bool, device=x.device)
+            allowed = (allowed.tril() if causal else allowed).expand(B, T, T)
+        weight = self._dense_attention(self.norm1(x), allowed)  # [B, H, T, T]
+        b, i, j = allowed.nonzero(as_tuple=True)
+        edge_index = torch.stack([b * T + j, b * T + i], dim=0)
+        batch = torch.arange(B, device=x.device).repeat_interleave(T)
+        return AttentionGraph(edge_index, weight[b, :, i, j], B * T, batch)
+
+    def _dense_attention(self, h: Tensor, allowed: Tensor) -> Tensor:
+        # The attention matrices [B, H, T, T] of ``conv.forward_dense``: the same projections and the same
+        # scaled_dot_product_attention call, with the identity as values (so the output is the weights themselves).
+        conv = self.conv
+        B, T, _ = h.shape
+        H, C = conv.heads, conv.out_channels
+        query = conv.lin_query(h).view(B, T, H, C).transpose(1, 2)
+        key = conv.lin_key(h).view(B, T, H, C).transpose(1, 2)
+        eye = torch.eye(T, dtype=h.dtype, device=h.device).expand(B, H, T, T)
+        row_valid = allowed.any(dim=-1, keepdim=True)  # rows without a key are not read (they have no edges)
+        return F.scaled_dot_product_attention(query, key, eye, attn_mask=(allowed | ~row_valid).unsqueeze(1),
+                                              dropout_p=conv.dropout if self.training else 0.0)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.channels}, heads={self.heads}, '
@@ -169,14 +254,13 @@ def ple_init_(block: PLETransformerBlock, qk_scale: float = 1.0) -> PLETransform
         out = x + eta (A - I) LN(x)        (Laplacian heads; standard heads: x + A LN(x))
         A_h = softmax(qk_scale * <LN(x)_i^h, LN(x)_j^h> / sqrt(C))   (head h reads channel slice h)
 
-    i.e. the diffusion step ``X + eta (A - I) X`` of the method notes on the LayerNorm-ed latents (LN stands in for
-    the log-determinant term), with a data-derived attention graph: a Gaussian-type similarity of the latents
-    (dot-product attention with queries = keys).  The LayerNorm affine parameters stay at their identity
-    initialisation.  Returns ``block``.
+    i.e. the diffusion step ``X + eta (A - I) X`` of probabilistic Laplacian Eigenmaps on the LayerNorm-ed latents
+    (LN stands in for the log-determinant term), with a data-derived attention graph: a Gaussian-type similarity of
+    the latents (dot-product attention with queries = keys). The LayerNorm affine parameters stay at their identity
+    initialisation. ``PLETransformerBlock(..., ple_init=True)`` applies it with ``qk_scale=1``. Returns ``block``.
     """
     conv = block.conv
-    F = block.channels
-    eye = torch.eye(F)
+    eye = torch.eye(block.channels)
     with torch.no_grad():
         for lin, scale in ((conv.lin_query, qk_scale ** 0.5), (conv.lin_key, qk_scale ** 0.5),
                            (conv.lin_value, 1.0), (block.proj, 1.0)):
@@ -189,3 +273,64 @@ def ple_init_(block: PLETransformerBlock, qk_scale: float = 1.0) -> PLETransform
         if conv.bias is not None:
             conv.bias.zero_()
     return block
+
+
+class PLETransformer(nn.Module):
+    r"""``num_layers`` :class:`PLETransformerBlock` and a final LayerNorm.
+
+    ``stack(x, ...)`` takes the block's three call forms (graph edges: ``x [N, F], edge_index, batch=None,
+    edge_attr=None``; all pairs per graph: ``x [N, F], batch=batch``; sequences: ``x [B, T, F], mask=None,
+    causal=False``), passes them to every block in turn and returns ``LayerNorm`` of the last block's output.
+    ``num_layers=0`` gives the LayerNorm alone.
+
+    Args:
+        channels: model width ``F``.
+        heads: attention heads of every block.
+        num_layers: number of blocks.
+        **block_kwargs: further :class:`PLETransformerBlock` arguments, the same for every block
+            (``laplacian_heads``, ``mlp_ratio``, ``dropout``, ``step_size``, ``ple_init``, ...; see also
+            :func:`variant_kwargs`).
+    """
+
+    def __init__(self, channels: int, heads: int, num_layers: int, **block_kwargs: Any):
+        super().__init__()
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
+            raise ValueError(f"'num_layers' must be a non-negative int (got {num_layers!r})")
+        self.channels, self.heads = channels, heads
+        self.blocks = nn.ModuleList([PLETransformerBlock(channels, heads, **block_kwargs) for _ in range(num_layers)])
+        self.norm = nn.LayerNorm(channels)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    def reset_parameters(self) -> None:
+        for block in self.blocks:
+            block.reset_parameters()
+        self.norm.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
+                edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False) -> Tensor:
+        for block in self.blocks:
+            x = block(x, edge_index, batch=batch, edge_attr=edge_attr, mask=mask, causal=causal)
+        return self.norm(x)
+
+    @torch.no_grad()
+    def attention_graph(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
+                        edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False,
+                        layer: int = 0) -> AttentionGraph:
+        r"""The attention graph of block ``layer`` (negative counts from the end) for the stack's input ``x``: the
+        first ``layer`` blocks run, then :meth:`PLETransformerBlock.attention_graph` of block ``layer``."""
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise TypeError(f"'layer' must be an int (got {layer!r})")
+        if not -self.num_layers <= layer < self.num_layers:
+            raise IndexError(f"'layer' {layer} out of range: the stack has {self.num_layers} blocks")
+        layer %= self.num_layers
+        for block in self.blocks[:layer]:
+            x = block(x, edge_index, batch=batch, edge_attr=edge_attr, mask=mask, causal=causal)
+        return self.blocks[layer].attention_graph(x, edge_index, batch, edge_attr, mask=mask, causal=causal)
+
+    def __repr__(self) -> str:
+        lap = self.blocks[0].conv.laplacian_heads if self.num_layers else None
+        return (f'{self.__class__.__name__}({self.channels}, heads={self.heads}, num_layers={self.num_layers}, '
+                f'laplacian_heads={lap})')

@@ -1,6 +1,13 @@
-r"""``LaplacianDiffusionConv``: one graph-diffusion step with the random-walk Laplacian of a learned adjacency."""
+r"""``LaplacianDiffusionConv``: one graph-diffusion step with the random-walk Laplacian of a learned adjacency.
+
+The learned step runs one of two ways with the same result: PyG's per-edge ``propagate`` (the reference, seen by
+hooks, explainers and ``torch.compile``) or the fused kernel of :mod:`pyg_ple.ops` (no ``[E, H, C]`` messages);
+:meth:`LaplacianDiffusionConv.takes_kernel` decides which.
+"""
 from __future__ import annotations
 
+import math
+import weakref
 from typing import Optional, Tuple, Union
 
 import torch
@@ -12,10 +19,10 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import is_torch_sparse_tensor, scatter
 
+from pyg_ple.edges import as_edge_index, has_incoming_edge
 from pyg_ple.graph import AttentionGraph
 from pyg_ple.nn.attention import AttentionAdjacency
-from pyg_ple.edges import as_edge_index
-from pyg_ple.ops.edge_softmax import can_use_fused, fused_conv_forward
+from pyg_ple.ops.edge_softmax import EdgeCSR, edge_softmax_aggregate
 from pyg_ple.validation import check_edge_values, check_features, check_finite, check_tensor, checking
 
 NORMALIZATIONS = ('rw', 'sym', 'comb')
@@ -23,6 +30,63 @@ NORMALIZATIONS = ('rw', 'sym', 'comb')
 # Below this many edges the reference ``propagate`` path ran faster than the fused kernel on CPU (kernel launch and
 # CSR set-up dominate): 4k-40k edges favoured the reference, 160k and more the kernel (benchmarks/results/speed.md).
 FUSED_MIN_EDGES = 65_536
+
+# MessagePassing hooks run inside ``propagate`` only. PyG keeps them in these dicts and has no public "has hooks"
+# test, so this is the one place that reads them.
+_PROPAGATE_HOOKS = ('_propagate_forward_pre_hooks', '_propagate_forward_hooks', '_message_forward_pre_hooks',
+                    '_message_forward_hooks', '_aggregate_forward_pre_hooks', '_aggregate_forward_hooks',
+                    '_message_and_aggregate_forward_pre_hooks', '_message_and_aggregate_forward_hooks')
+
+
+def _has_reference_only_hooks(conv: 'LaplacianDiffusionConv') -> bool:
+    """Hooks the kernel path would skip: MessagePassing hooks on ``conv``, forward hooks on ``conv.attention``
+    (which the kernel does not call) and global module forward hooks (torch keeps both in private dicts too)."""
+    attention, modules = conv.attention, torch.nn.modules.module
+    return (any(getattr(conv, name) for name in _PROPAGATE_HOOKS)
+            or bool(attention._forward_hooks or attention._forward_pre_hooks)
+            or bool(modules._global_forward_hooks or modules._global_forward_pre_hooks))
+
+
+class KernelGraphCache:
+    r"""The fused kernel's edge set (self-loops prepared), its :class:`~pyg_ple.ops.EdgeCSR` and incoming-edge mask,
+    for the last ``edge_index`` tensor a conv saw.
+
+    An entry is reused while the same tensor object comes back unmodified (its version unchanged) with the same
+    node count, as in full-batch training. The key is held by weak reference and the entry dropped when the key is
+    freed. It is transient state: not in ``state_dict``, and ``torch.save(module)``, pickling and
+    ``copy.deepcopy`` give an empty cache.
+    """
+
+    def __init__(self) -> None:
+        self._entry: Optional[tuple] = None
+
+    def __reduce__(self):  # pickling and deepcopy: an empty cache
+        return type(self), ()
+
+    def __len__(self) -> int:
+        return int(self._entry is not None)
+
+    @staticmethod
+    def _tag(key: Tensor, num_nodes: int) -> tuple:
+        return num_nodes, key._version, key.device
+
+    def get(self, key: Adj, num_nodes: int) -> Optional[Tuple[Tensor, EdgeCSR, Tensor]]:
+        if self._entry is None or not isinstance(key, Tensor) or key.is_inference():
+            return None
+        ref, tag, value = self._entry
+        return value if ref() is key and tag == self._tag(key, num_nodes) else None
+
+    def put(self, key: Adj, num_nodes: int, value: Tuple[Tensor, EdgeCSR, Tensor]) -> Tuple[Tensor, EdgeCSR, Tensor]:
+        if isinstance(key, Tensor) and not key.is_inference():  # inference tensors have no version counter
+            self._entry = (weakref.ref(key, self._drop), self._tag(key, num_nodes), value)
+        return value
+
+    def clear(self) -> None:
+        self._entry = None
+
+    def _drop(self, ref: weakref.ref) -> None:
+        if self._entry is not None and self._entry[0] is ref:
+            self._entry = None
 
 
 class LaplacianDiffusionConv(MessagePassing):
@@ -48,9 +112,9 @@ class LaplacianDiffusionConv(MessagePassing):
       (``networkx.normalized_laplacian_matrix``), * ``'comb'``: :math:`L = D - W` (``networkx.laplacian_matrix``),
 
     where :math:`W_{ij}` is the weight of ``j -> i`` and :math:`D` the weighted in-degree; a node with no incoming edge
-    has a zero row, as in networkx. A plain head returns :math:`P V^{(h)}` with the propagation matrix
-    :math:`P` = :math:`D^{-1} W`, :math:`D^{-1/2} W D^{-1/2}` or :math:`W` (the off-diagonal part that ``L`` subtracts).
-    The layer returns the update only (no residual, no output projection).
+    (or zero in-degree) has a zero row, as in networkx. A plain head returns :math:`P V^{(h)}` with the propagation
+    matrix :math:`P` = :math:`D^{-1} W`, :math:`D^{-1/2} W D^{-1/2}` or :math:`W` (the off-diagonal part that ``L``
+    subtracts). The layer returns the update only (no residual, no output projection).
 
     Args:
         in_channels: input features ``F``.
@@ -60,25 +124,38 @@ class LaplacianDiffusionConv(MessagePassing):
         laplacian_heads: how many heads are Laplacian, the **last** ones; ``None`` means all, ``0`` gives standard
             attention.
         normalization: Laplacian of a fixed graph: ``'rw'``, ``'sym'`` or ``'comb'``.
-        step_size: initial :math:`\eta_h` of every Laplacian head.
+        step_size: initial :math:`\eta_h` (``>= 0``) of every Laplacian head.
         learn_step_size: learn :math:`\eta_h` (one scalar per head).
         add_self_loops: remove self-loops and add one per node before attention (learned mode only).
         dropout: dropout on the attention weights.
-        edge_dim: edge feature size for an edge term in the attention score, or ``None``.
+        edge_dim: edge feature size for an edge term in the attention score, or ``None`` (then ``edge_attr`` is
+            refused).
         bias: add a learned bias to the output.
-        fused: in learned mode, use the fused kernel of :mod:`pyg_ple.ops.edge_softmax` (SDDMM, segment softmax, SpMM: no
-            ``[E, H, C]`` messages in forward or backward) unless a hook, an explainer or ``torch.compile`` needs
-            the per-edge ``propagate`` path, or, on CPU, the graph has fewer than ``FUSED_MIN_EDGES`` edges (where
-            ``propagate`` is faster); ``False`` always takes the reference ``propagate`` path. The kernel
-            supports first-order gradients only: use ``fused=False`` for double backward.
-        **kwargs: passed to :class:`torch_geometric.nn.conv.MessagePassing`.
+        fused: in learned mode, run the fused kernel of :mod:`pyg_ple.ops` (SDDMM, segment softmax, SpMM: no
+            ``[E, H, C]`` messages in forward or backward; on CPU, float16/bfloat16 projections such as those of
+            ``torch.autocast`` are computed in float32). The per-edge ``propagate`` path runs instead when
+            ``fused=False``, in fixed-graph mode, and whenever one of these holds: MessagePassing hooks are
+            registered on the conv; explain mode is on (``conv.explain``, set by PyG's ``Explainer``); forward
+            hooks are registered on ``conv.attention`` or globally on all modules; ``torch.compile`` is tracing
+            (the reference compiles without graph breaks); attention weights are requested in training mode with
+            ``dropout > 0`` (the reference returns the dropped weights); on CPU, the graph has fewer than
+            :attr:`fused_min_edges` (``FUSED_MIN_EDGES``) edges, where ``propagate`` is faster. The kernel has
+            first-order gradients only: a double backward through it raises; use ``fused=False`` for higher-order
+            gradients.
+        **kwargs: passed to :class:`torch_geometric.nn.conv.MessagePassing` (``flow`` must stay
+            ``'source_to_target'``: attention is normalised over each node's incoming edges).
 
     Shapes:
-        - **input:** ``x [N, F]``, ``edge_index [2, E]`` or sparse ``[N, N]``, ``edge_weight [E]`` (optional),
-          ``edge_attr [E, edge_dim]`` (optional)
+        - **input:** ``x [N, F]``, ``edge_index [2, E]`` (int64 or int32) or a sparse ``[N, N]`` adjacency (its
+          pattern: values are ignored), ``edge_weight [E]`` (optional, with a ``[2, E]`` ``edge_index``),
+          ``edge_attr [E, edge_dim]`` (optional, learned mode, ``[E]`` when ``edge_dim=1``)
         - **output:** ``[N, H * C]`` or ``[N, C]``; with ``return_attention_weights=True`` also
           ``(edge_index [2, E'], alpha [E', H])``.
     """
+
+    #: On CPU, learned-mode graphs with fewer edges take ``propagate``; set it on an instance (``0``: the kernel at
+    #: every size) or on the class to move the threshold.
+    fused_min_edges: int = FUSED_MIN_EDGES
 
     def __init__(
         self,
@@ -98,6 +175,9 @@ class LaplacianDiffusionConv(MessagePassing):
         **kwargs,
     ):
         kwargs.setdefault('aggr', 'add')
+        if kwargs.get('flow', 'source_to_target') != 'source_to_target':
+            raise ValueError(f"'flow' must be 'source_to_target' (got {kwargs['flow']!r}): attention is normalised "
+                             f"over each node's incoming edges; for the other direction pass edge_index.flip(0)")
         super().__init__(node_dim=0, **kwargs)
         for name, value in (('in_channels', in_channels), ('out_channels', out_channels), ('heads', heads)):
             if not isinstance(value, int) or value < 1:
@@ -109,8 +189,12 @@ class LaplacianDiffusionConv(MessagePassing):
                              f"(got {laplacian_heads!r})")
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"'normalization' must be one of {NORMALIZATIONS} (got {normalization!r})")
-        if not 0.0 <= dropout < 1.0:
+        if not isinstance(step_size, (int, float)) or not math.isfinite(step_size) or step_size < 0:
+            raise ValueError(f"'step_size' must be a finite number >= 0 (got {step_size!r})")
+        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"'dropout' must be in [0, 1) (got {dropout!r})")
+        if edge_dim is not None and (not isinstance(edge_dim, int) or edge_dim < 1):
+            raise ValueError(f"'edge_dim' must be None or a positive int (got {edge_dim!r})")
 
         self.in_channels, self.out_channels, self.heads, self.concat = in_channels, out_channels, heads, concat
         self.laplacian_heads, self.normalization = laplacian_heads, normalization
@@ -126,6 +210,7 @@ class LaplacianDiffusionConv(MessagePassing):
         else:
             self.register_buffer('eta', eta)
         self.bias = Parameter(torch.empty(heads * out_channels if concat else out_channels)) if bias else None
+        self.kernel_cache = KernelGraphCache()
         self.reset_parameters()
 
     # The projections live in the attention module (the graph a user inspects is the one diffused over); these
@@ -155,50 +240,78 @@ class LaplacianDiffusionConv(MessagePassing):
         edge_attr: OptTensor = None,
         return_attention_weights: Optional[bool] = None,
     ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
-        if checking():
-            check_features(x, self.in_channels, dim=2, dtype=self.lin_value.weight.dtype)
-        num_nodes = x.size(0)
-        is_sparse = not (isinstance(edge_index, Tensor) and not is_torch_sparse_tensor(edge_index))
-        edge_index, _ = as_edge_index(edge_index, num_nodes, self.in_channels, x)
-        if checking() and edge_weight is not None and is_sparse:
-            raise ValueError("'edge_weight' needs 'edge_index' as a [2, E] tensor; with a sparse adjacency the "
-                             "layer runs in learned-attention mode (convert with torch_geometric.utils."
-                             "to_edge_index for a fixed graph)")
-        if checking() and edge_weight is None:
-            check_edge_values(edge_attr, edge_index.size(1), 'edge_attr', dim=None if self.edge_dim is None else 2)
-            if edge_attr is not None and self.edge_dim is not None and edge_attr.size(-1) != self.edge_dim:
-                raise ValueError(f"'edge_attr' must have edge_dim={self.edge_dim} features "
-                                 f"(got shape {tuple(edge_attr.shape)})")
-        if (edge_weight is None and self.fused and checking()
-                and self._fused_applies(x, edge_index, return_attention_weights)):
-            return fused_conv_forward(self, x, edge_index, edge_attr, bool(return_attention_weights))
-        value = self.lin_value(x).view(-1, self.heads, self.out_channels)
-
-        if edge_weight is None:
-            graph = self.attention(x, edge_index, edge_attr, checked=True)
-            edge_index, coef = graph.edge_index, graph.weight
-            self_weight = (scatter(torch.ones_like(coef[:, 0]), edge_index[1], 0, num_nodes, 'sum') > 0).to(x.dtype)
+        graph_key = edge_index  # the caller's tensor object keys the kernel's CSR cache
+        edge_index, edge_attr = self._check_inputs(x, edge_index, edge_weight, edge_attr)
+        if edge_weight is None and self.takes_kernel(x, edge_index, return_attention_weights):
+            out, edge_index, coef = self._kernel_forward(x, edge_index, edge_attr, graph_key,
+                                                         bool(return_attention_weights))
         else:
-            if checking():
-                check_edge_values(edge_weight, edge_index.size(1), 'edge_weight', nonnegative=True, dim=1)
-                check_finite(edge_weight, 'edge_weight')
-            # The output keeps the features' dtype whatever the weights' dtype.
-            coef, self_weight = self.fixed_coefficients(edge_index, edge_weight.to(x.dtype), num_nodes)
-            coef = coef.unsqueeze(-1).expand(-1, self.heads)
-
-        aggregated = self.propagate(edge_index, value=value, alpha=coef)  # [N, H, C]
-        out = self.merge_heads(self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)))
+            value = self.lin_value(x).view(-1, self.heads, self.out_channels)
+            if edge_weight is None:  # learned attention
+                graph = self.attention(x, edge_index, edge_attr, checked=True)
+                edge_index, coef = graph.edge_index, graph.weight
+                self_weight = has_incoming_edge(edge_index, x.size(0))
+            else:  # fixed graph; the output keeps the features' dtype whatever the weights' dtype
+                coef, self_weight = self.fixed_coefficients(edge_index, edge_weight.to(x.dtype), x.size(0))
+                coef = coef.unsqueeze(-1).expand(-1, self.heads)
+            aggregated = self.propagate(edge_index, value=value, alpha=coef)  # [N, H, C]
+            out = self.merge_heads(self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)))
         if return_attention_weights:
             return out, (edge_index, coef)
         return out
 
-    def _fused_applies(self, x: Tensor, edge_index: Tensor, return_attention_weights: Optional[bool]) -> bool:
-        # The kernel covers float32/float64 (any dtype on CUDA) and first-order gradients; hooks, explainers and
-        # torch.compile (which fuses the reference path itself, without graph breaks) take ``propagate``.
-        if x.device.type == 'cpu' and (x.dtype not in (torch.float32, torch.float64)
-                                       or edge_index.size(1) < FUSED_MIN_EDGES):
+    def _check_inputs(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor,
+                      edge_attr: OptTensor) -> Tuple[Tensor, OptTensor]:
+        """``(edge_index [2, E] int64, edge_attr [E, edge_dim] or None)``, the inputs checked outside
+        ``torch.compile`` (value checks once per tensor object and version)."""
+        if edge_weight is None:  # learned mode: the attention module's inputs
+            return self.attention.check_inputs(x, edge_index, edge_attr)
+        if checking():
+            check_features(x, self.in_channels, dim=2, dtype=self.lin_value.weight.dtype)
+            check_finite(x, 'x')
+            if not isinstance(edge_index, Tensor) or is_torch_sparse_tensor(edge_index):
+                raise ValueError("'edge_weight' needs 'edge_index' as a [2, E] tensor; with a sparse adjacency the "
+                                 "layer runs in learned-attention mode (convert with torch_geometric.utils."
+                                 "to_edge_index for a fixed graph)")
+            if edge_attr is not None:
+                raise ValueError("'edge_attr' enters the attention scores, but with 'edge_weight' the graph is fixed "
+                                 "and there is no attention: pass one of them")
+        edge_index, _ = as_edge_index(edge_index, x.size(0))
+        if checking():
+            check_edge_values(edge_weight, edge_index.size(1), 'edge_weight', nonnegative=True, dim=1)
+            check_finite(edge_weight, 'edge_weight')
+        return edge_index, None
+
+    def takes_kernel(self, x: Tensor, edge_index: Tensor, return_attention_weights: Optional[bool] = None) -> bool:
+        r"""Whether a learned-mode forward on these inputs runs the fused kernel (see ``fused`` in the class
+        docstring for when the per-edge ``propagate`` path runs instead)."""
+        if not self.fused or torch.compiler.is_compiling():
             return False
-        return can_use_fused(self, bool(return_attention_weights))
+        if x.device.type == 'cpu' and edge_index.size(1) < self.fused_min_edges:
+            return False
+        if return_attention_weights and self.training and self.dropout > 0:
+            return False
+        return not (self.explain or _has_reference_only_hooks(self))
+
+    def _kernel_forward(self, x: Tensor, edge_index: Tensor, edge_attr: OptTensor, graph_key: Adj,
+                        need_alpha: bool) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """The learned step through the fused kernel: ``(out, prepared edge_index, alpha or None)``, equal to the
+        ``propagate`` path (alpha is taken before dropout)."""
+        N = x.size(0)
+        cached = self.kernel_cache.get(graph_key, N)
+        if cached is None or edge_attr is not None:
+            prepared, edge_attr = self.attention.prepare_edges(edge_index, N, edge_attr)
+        if cached is None:  # indices were checked by ``_check_inputs``
+            csr = EdgeCSR(prepared, N, N, check_range=False)
+            cached = self.kernel_cache.put(graph_key, N, (prepared, csr, has_incoming_edge(prepared, N)))
+        edge_index, csr, self_weight = cached
+        query, key = self.attention.project(x)
+        value = self.lin_value(x).view(-1, self.heads, self.out_channels)
+        aggregated, alpha = edge_softmax_aggregate(query, key, value, edge_index, N,
+                                                   score_bias=self.attention.edge_term(query, edge_index, edge_attr),
+                                                   dropout=self.dropout, training=self.training, csr=csr,
+                                                   need_alpha=need_alpha)
+        return self.merge_heads(self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1))), edge_index, alpha
 
     def attention_graph(self, x: Tensor, edge_index: Adj, edge_attr: OptTensor = None,
                         batch: OptTensor = None) -> AttentionGraph:
@@ -210,14 +323,14 @@ class LaplacianDiffusionConv(MessagePassing):
         \sum_j c_{ij} v_j - s_i v_i`` for the chosen ``normalization``."""
         src, dst = edge_index[0], edge_index[1]
         deg = scatter(edge_weight, dst, 0, num_nodes, 'sum')
-        has_in = (deg > 0).to(edge_weight.dtype)
+        positive_degree = (deg > 0).to(edge_weight.dtype)
         if self.normalization == 'comb':
             return edge_weight, deg
         if self.normalization == 'rw':
             deg_inv = torch.where(deg > 0, 1.0 / deg, torch.zeros_like(deg))
-            return edge_weight * deg_inv[dst], has_in
+            return edge_weight * deg_inv[dst], positive_degree
         deg_inv_sqrt = torch.where(deg > 0, deg.rsqrt(), torch.zeros_like(deg))
-        return deg_inv_sqrt[dst] * edge_weight * deg_inv_sqrt[src], has_in
+        return deg_inv_sqrt[dst] * edge_weight * deg_inv_sqrt[src], positive_degree
 
     def combine_heads(self, aggregated: Tensor, value: Tensor, self_weight: Optional[Tensor],
                       head_shape: Tuple[int, ...] = (1, -1, 1)) -> Tensor:

@@ -22,8 +22,9 @@ primitives::
 Working memory is ``O(E * H)`` (a handful of ``[H, E]`` score-sized tensors) plus ``O(N * H * C)``.
 
 Only ops that exist on CPU and CUDA are used (sparse CSR matmul, ``sampled_addmm``, ``segment_reduce``,
-``index_select``); float32 and float64 are supported (float64 for ``gradcheck``). Double backward is not supported
-(the Function is ``once_differentiable``); use the plain message-passing reference path for higher-order gradients.
+``index_select``). On CPU, where those ops cover float32 and float64 only, float16/bfloat16 inputs (e.g. projections
+under ``torch.autocast``) are computed in float32 and the results returned in the input dtype. Gradients are first
+order only: a double backward (``create_graph=True``) raises an error that points to the per-edge reference path.
 """
 from __future__ import annotations
 
@@ -33,10 +34,8 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-__all__ = ['EdgeCSR', 'build_csr', 'can_use_fused', 'edge_softmax_aggregate', 'edge_softmax_aggregate_reference',
-           'fused_conv_forward']
+__all__ = ['EdgeCSR', 'build_csr', 'edge_softmax_aggregate', 'edge_softmax_aggregate_reference']
 
 # Chunk size (edges) for the gather-based SDDMM fallback: temporaries are [chunk, H, C].
 SDDMM_CHUNK = 16384
@@ -53,9 +52,10 @@ class EdgeCSR:
     Index tensors used as CSR indices are int32 when everything fits, else int64.
 
     Build once per graph and pass as ``csr=`` to :func:`edge_softmax_aggregate` to skip the sort.
+    ``check_range=False`` skips the index-range check (for indices the caller has already checked).
     """
 
-    def __init__(self, edge_index: Tensor, num_dst: int, num_src: Optional[int] = None):
+    def __init__(self, edge_index: Tensor, num_dst: int, num_src: Optional[int] = None, check_range: bool = True):
         if edge_index.dim() != 2 or edge_index.size(0) != 2:
             raise ValueError(f'edge_index must be [2, E], got {tuple(edge_index.shape)}')
         num_src = num_dst if num_src is None else num_src
@@ -64,9 +64,9 @@ class EdgeCSR:
         self.device = edge_index.device
         self.edge_index = edge_index
         src, dst = edge_index[0].long(), edge_index[1].long()
-        if E > 0:
-            lo = min(int(src.min()), int(dst.min()))
-            if lo < 0 or int(dst.max()) >= self.num_dst or int(src.max()) >= self.num_src:
+        if E > 0 and check_range:  # ``check_range=False``: the caller has checked (saves a device sync)
+            low, src_high, dst_high = torch.cat([edge_index.amin().view(1), edge_index.amax(dim=1)]).tolist()
+            if low < 0 or dst_high >= self.num_dst or src_high >= self.num_src:
                 raise ValueError(f'edge_index out of range for {self.num_src} sources / {self.num_dst} targets')
         fits32 = max(E, self.num_dst, self.num_src) < 2**31 - 1
         self.index_dtype = torch.int32 if fits32 else torch.int64
@@ -120,9 +120,9 @@ class EdgeCSR:
         return out
 
 
-def build_csr(edge_index: Tensor, num_dst: int, num_src: Optional[int] = None) -> EdgeCSR:
+def build_csr(edge_index: Tensor, num_dst: int, num_src: Optional[int] = None, check_range: bool = True) -> EdgeCSR:
     """Sorts ``edge_index`` (row 0 source j, row 1 target i) by target once; reuse the result via ``csr=``."""
-    return EdgeCSR(edge_index, num_dst, num_src)
+    return EdgeCSR(edge_index, num_dst, num_src, check_range)
 
 
 def _ptr_from_counts(counts: Tensor, dtype: torch.dtype) -> Tensor:
@@ -244,8 +244,15 @@ class _EdgeSoftmaxAggregate(torch.autograd.Function):
         return out, csr.to_original(alpha)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out, grad_alpha=None):
+        with torch.no_grad():
+            grads = _EdgeSoftmaxAggregate._first_order(ctx, grad_out, grad_alpha)
+        if torch.is_grad_enabled():  # create_graph=True: the gradients must not be differentiated again
+            grads = _first_order_only(grads)
+        return grads
+
+    @staticmethod
+    def _first_order(ctx, grad_out, grad_alpha):
         qh, kh, vh, alpha, mask = ctx.saved_tensors
         csr: EdgeCSR = ctx.csr
         Nd, Ns = qh.size(1), kh.size(1)
@@ -287,6 +294,37 @@ class _EdgeSoftmaxAggregate(torch.autograd.Function):
         return dq, dk, dv, db, None, None, None, None
 
 
+SECOND_ORDER_ERROR = ('the fused edge-softmax kernel has first-order gradients only; for double backward '
+                      '(create_graph=True) use the per-edge reference path: fused=False')
+
+
+class _NoSecondOrder(torch.autograd.Function):
+    """Identity on the kernel's gradients whose backward raises :data:`SECOND_ORDER_ERROR`."""
+
+    @staticmethod
+    def forward(ctx, anchor, *grads):
+        return tuple(g.clone() for g in grads)
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError(SECOND_ORDER_ERROR)
+
+
+def _first_order_only(grads: tuple) -> tuple:
+    """Route the tensors of ``grads`` through :class:`_NoSecondOrder`: differentiating them again raises a clear
+    error instead of silently leaving out the kernel's second-order terms. ``anchor`` (a leaf that requires grad)
+    makes the outputs part of the graph even when the incoming gradients are constants."""
+    where = [i for i, g in enumerate(grads) if isinstance(g, Tensor)]
+    if not where:
+        return grads
+    anchor = torch.zeros((), device=grads[where[0]].device, requires_grad=True)
+    marked = _NoSecondOrder.apply(anchor, *(grads[i] for i in where))
+    grads = list(grads)
+    for i, g in zip(where, marked):
+        grads[i] = g
+    return tuple(grads)
+
+
 @torch.compiler.disable  # opaque to torch.compile (sparse CSR ops inside): a clean graph break
 def edge_softmax_aggregate(query: Tensor, key: Tensor, value: Tensor, edge_index: Tensor, num_nodes: int,
                            score_bias: Optional[Tensor] = None, dropout: float = 0.0, training: bool = False,
@@ -308,8 +346,9 @@ def edge_softmax_aggregate(query: Tensor, key: Tensor, value: Tensor, edge_index
 
     Returns:
         ``out [num_nodes, H, C]`` with ``out_i = sum_j alpha_ij v_j`` (0 for nodes without incoming edges) and
-        ``alpha [E, H]`` in the original edge order (the softmax weights *before* dropout; rows sum to 1).
-        Both are differentiable w.r.t. query, key, value and score_bias (first order only).
+        ``alpha [E, H]`` in the original edge order (the softmax weights *before* dropout; rows sum to 1), in the
+        inputs' dtype. Both are differentiable w.r.t. query, key, value and score_bias (first order only: a double
+        backward raises).
     """
     if query.dim() != 3 or key.dim() != 3 or value.dim() != 3:
         raise ValueError('query, key and value must be [N, H, C]')
@@ -327,12 +366,15 @@ def edge_softmax_aggregate(query: Tensor, key: Tensor, value: Tensor, edge_index
     if score_bias is not None and tuple(score_bias.shape) != (edge_index.size(1), query.size(1)):
         raise ValueError(f'score_bias must be [E, H], got {tuple(score_bias.shape)}')
     dtype = torch.promote_types(torch.promote_types(query.dtype, key.dtype), value.dtype)
-    if dtype in (torch.float16, torch.bfloat16) and query.device.type == 'cpu':
-        raise TypeError('edge_softmax_aggregate supports float32/float64 on CPU')
-    query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+    # The CPU sparse ops cover float32/float64 only: half-precision inputs are computed in float32 there.
+    compute = torch.float32 if query.device.type == 'cpu' and dtype in (torch.float16, torch.bfloat16) else dtype
+    query, key, value = query.to(compute), key.to(compute), value.to(compute)
+    if score_bias is not None:
+        score_bias = score_bias.to(compute)
     res = _EdgeSoftmaxAggregate.apply(query, key, value, score_bias, csr, float(dropout), bool(training),
                                       bool(need_alpha))
-    return res if need_alpha else (res, None)
+    out, alpha = res if need_alpha else (res, None)
+    return out.to(dtype), None if alpha is None else alpha.to(dtype)
 
 
 def edge_softmax_aggregate_reference(query: Tensor, key: Tensor, value: Tensor, edge_index: Tensor, num_nodes: int,
@@ -349,83 +391,3 @@ def edge_softmax_aggregate_reference(query: Tensor, key: Tensor, value: Tensor, 
     out = torch.zeros((num_nodes,) + tuple(value.shape[1:]), dtype=msg.dtype, device=msg.device)
     out = out.index_add(0, dst, msg)
     return out, alpha
-
-
-def fused_conv_forward(conv, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None,
-                       return_attention_weights: bool = False, csr: Optional[EdgeCSR] = None,
-                       cache: bool = True):
-    """Learned-attention forward of a :class:`~pyg_ple.LaplacianDiffusionConv` through the fused kernel.
-
-    Same result as the conv's ``propagate`` path (``fused=False``): self-loops prepared by ``conv.attention``,
-    ``alpha = softmax(<q_i, k_j + e_ij> / sqrt(C))``, Laplacian heads ``eta_h (A V - V)`` on nodes with an incoming
-    edge, plain heads ``A V``, then concat / mean and bias. ``edge_index`` must be a ``[2, E]`` tensor (already
-    validated by the conv). With ``edge_dim`` the edge term ``<q_i, e_ij>/sqrt(C)`` is passed as ``score_bias``
-    (it needs the ``[E, H, C]`` edge embedding ``e`` itself, as the reference does). Dropout (training) is applied
-    to alpha inside the kernel; the returned attention weights are the pre-dropout alpha.
-
-    ``csr`` is the :class:`EdgeCSR` of the *prepared* (self-loop) edge set; by default (``cache=True``) it is built
-    once and kept on the conv for as long as the same ``edge_index`` tensor object is passed (full-batch training).
-    """
-    N = x.size(0)
-    H, C = conv.heads, conv.out_channels
-    att = conv.attention
-    if csr is None and cache:
-        # One entry per conv: the prepared edge set and its CSR for the last input edge_index *object* (held, so
-        # its memory cannot be reused; an in-place change bumps its version and misses).
-        tag = (N, edge_index._version, edge_index.device)
-        hit = conv.__dict__.get('_fused_csr_cache')
-        if hit is not None and hit[0] is edge_index and hit[1] == tag:
-            prepared, csr = hit[2], hit[3]
-            if edge_attr is not None:
-                _, edge_attr = att.prepare_edges(edge_index, N, edge_attr)
-        else:
-            prepared, edge_attr = att.prepare_edges(edge_index, N, edge_attr)
-            csr = EdgeCSR(prepared, N, N)
-            conv.__dict__['_fused_csr_cache'] = (edge_index, tag, prepared, csr)
-        edge_index = prepared
-    else:
-        edge_index, edge_attr = att.prepare_edges(edge_index, N, edge_attr)
-    query, key = att.project(x)
-    value = conv.lin_value(x).view(-1, H, C)
-    bias = None
-    if att.lin_edge is not None:
-        if edge_attr is None:
-            raise ValueError(f"'edge_attr' is required: the layer was built with edge_dim={att.edge_dim}")
-        e = att.lin_edge(edge_attr).view(-1, H, C)
-        bias = (query.index_select(0, edge_index[1]) * e).sum(-1) / math.sqrt(C)
-    aggregated, alpha = edge_softmax_aggregate(query, key, value, edge_index, N, score_bias=bias,
-                                               dropout=conv.dropout, training=conv.training, csr=csr,
-                                               need_alpha=bool(return_attention_weights))
-    if csr is not None:
-        self_weight = (csr.rowptr[1:] > csr.rowptr[:-1]).to(value.dtype)
-    else:
-        self_weight = (torch.bincount(edge_index[1], minlength=N) > 0).to(value.dtype)
-    out = conv.merge_heads(conv.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)))
-    if return_attention_weights:
-        return out, (edge_index, alpha)
-    return out
-
-
-_MP_HOOKS = ('_propagate_forward_pre_hooks', '_propagate_forward_hooks', '_message_forward_pre_hooks',
-             '_message_forward_hooks', '_aggregate_forward_pre_hooks', '_aggregate_forward_hooks',
-             '_message_and_aggregate_forward_pre_hooks', '_message_and_aggregate_forward_hooks')
-
-
-def can_use_fused(conv, return_attention_weights: bool = False) -> bool:
-    """Whether the conv's learned-attention forward may take :func:`fused_conv_forward`.
-
-    ``False`` when something needs the per-edge ``propagate`` path: MessagePassing hooks, explain mode, module hooks
-    on ``conv.attention`` (they would not fire), or attention weights requested in training with dropout (the
-    reference returns the dropped weights, the kernel the pre-dropout ones).
-    """
-    if any(len(getattr(conv, name, ())) for name in _MP_HOOKS):
-        return False
-    if getattr(conv, '_explain', None):
-        return False
-    att = conv.attention
-    if att._forward_hooks or att._forward_pre_hooks or torch.nn.modules.module._global_forward_hooks \
-            or torch.nn.modules.module._global_forward_pre_hooks:
-        return False
-    if return_attention_weights and conv.training and conv.dropout > 0:
-        return False
-    return True
