@@ -12,7 +12,7 @@
 # present (a stage that needs a missing one says so and is skipped). It installs nothing, downloads nothing, runs the
 # package from this source tree (PYTHONPATH) and makes its own data.
 #
-# Writes benchmarks/results/speed_<device>.md (+ .csv, .png: command, versions, tables, targets, then a section with
+# Writes benchmarks/results/speed_<device>.md (+ .csv, .png: command, versions, tables, headline ratios, then a section with
 # this script's stages, the test summaries and the host-device syncs of a training step) under $OUT, or into this
 # tree's benchmarks/results when OUT is unset; the log of every stage goes to $OUT/gpu_check (or a temporary folder).
 set -uo pipefail

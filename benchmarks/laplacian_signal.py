@@ -37,6 +37,7 @@ from torch_geometric.utils import degree, scatter  # noqa: E402
 from pyg_ple.bench.datasets import load_dataset  # noqa: E402
 from pyg_ple.bench.models import TransformerClassifier, build_model  # noqa: E402
 from pyg_ple.bench.io import atomic_write_text  # noqa: E402
+from pyg_ple.bench.protocol import load_model_file  # noqa: E402
 
 
 def _norm(t: torch.Tensor) -> float:
@@ -97,7 +98,7 @@ def measure_run(run: Path, folds: int | None = None) -> list[dict]:
         paths = paths[:folds] if folds else paths
         per_fold = {'init': [], 'trained': []}
         for p in paths:
-            ckpt = torch.load(p, map_location='cpu', weights_only=False)
+            ckpt = load_model_file(p)
             if dataset is None:
                 dataset = load_dataset(**ckpt['dataset_args'])
             batch = Batch.from_data_list([dataset.graphs[i] for i in ckpt['test_idx']])

@@ -119,7 +119,7 @@ def lm_part(args) -> dict:
     files = sorted(folder.glob('lm_*.pt'))
     if not files:
         return {}
-    first = torch.load(files[0], weights_only=False)
+    first = torch.load(files[0], map_location='cpu', weights_only=True)
     a = first['args']
     text = C.require(C.data_root(args.root) / 'tinyshakespeare' / 'input.txt', 'Tiny Shakespeare').read_text()
     if a.get('max_chars'):
@@ -129,7 +129,7 @@ def lm_part(args) -> dict:
     x = torch.cat([data.batch('val', a['batch_size'], a['block_size'], gen)[0] for _ in range(args.lm_batches)])
     out = {}
     for f in files:
-        ck = torch.load(f, weights_only=False)
+        ck = torch.load(f, map_location='cpu', weights_only=True)
         variant, seed = ck['variant'], ck['seed']
         seed_everything(seed)  # the same initialisation as the training run
         model = CharTransformerLM(data.vocab_size, block_size=a['block_size'], channels=a['channels'],

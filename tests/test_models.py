@@ -6,7 +6,7 @@ import torch
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import erdos_renyi_graph, to_undirected
 
-from pyg_ple.bench.datasets import add_positional_encoding, digits_graphs, digits_tokens, grid_edge_index
+from pyg_ple.bench.datasets import add_positional_encoding, digits_graphs, grid_edge_index
 from pyg_ple.bench.models import (MODEL_NAMES, GraphModelConfig, TokenClassifier, TransformerClassifier, build_model,
                                   count_parameters, is_permutation_invariant)
 
@@ -108,7 +108,7 @@ def test_unknown_model_name():
         build_model('nope', IN, C)
 
 
-def test_digits_as_graphs_and_tokens():
+def test_digits_as_graphs():
     ei = grid_edge_index(8, 8)
     assert ei.size(1) == 2 * (2 * 8 * 7 + 2 * 7 * 7)  # horizontal, vertical and both diagonals, both directions
     full = digits_graphs(30, ink_only=False)
@@ -116,9 +116,6 @@ def test_digits_as_graphs_and_tokens():
     ink = digits_graphs(30)
     assert len(ink) == 30 and set(ink.labels.tolist()) == set(range(10))
     assert all(bool((g.x[:, 0] > 0).all()) for g in ink.graphs)
-    x, y = digits_tokens(30)
-    assert x.shape == (30, 64, 1) and y.tolist() == ink.labels.tolist()
-    assert torch.equal(full.graphs[3].x[:, 0], x[3, :, 0])
 
 
 def test_transformer_ple_init_and_encoder_norm():

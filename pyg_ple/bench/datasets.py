@@ -1,8 +1,8 @@
 """Graph-classification datasets for the benchmark.
 
-* :func:`digits_graphs` / :func:`digits_tokens`: scikit-learn's handwritten digits (1797 images of 8x8 pixels, shipped
+* :func:`digits_graphs`: scikit-learn's handwritten digits (1797 images of 8x8 pixels, shipped
   with scikit-learn, so they work offline on a fresh machine) as graphs (one node per inked pixel, 8-neighbour grid
-  edges, node features intensity and row/column position) and as token sequences (pixels in raster order).
+  edges, node features intensity and row/column position).
 * :func:`load_tu`: a TU dataset by name through PyG's ``TUDataset``. The root is ``root`` if given, else
   ``$PYG_PLE_DATA``, else ``~/.cache/pyg_ple``; ``<root>/<NAME>/raw`` and ``<root>/TUDataset/<NAME>/raw`` are both
   accepted. PyG writes ``processed/`` next to ``raw/``; when the root is read-only (e.g. a shared data folder), the raw
@@ -26,7 +26,7 @@ from torch import Tensor
 from pyg_ple.bench.io import cache_root, data_root, link_raw_files
 
 __all__ = [
-    'GraphDataset', 'DatasetUnavailableError', 'load_dataset', 'load_tu', 'digits_graphs', 'digits_tokens',
+    'GraphDataset', 'DatasetUnavailableError', 'load_dataset', 'load_tu', 'digits_graphs',
     'grid_edge_index', 'max_degree', 'add_degree_features', 'add_positional_encoding',
     'TU_DATASETS',
 ]
@@ -127,16 +127,6 @@ def digits_graphs(n: int | None = None, seed: int = 0, ink_only: bool = True) ->
                               'nodes': 'ink pixels' if ink_only else 'all 64 pixels',
                               'avg_nodes': float(np.mean([g.num_nodes for g in graphs])),
                               'features': 'intensity + one-hot row + one-hot column'})
-
-
-def digits_tokens(n: int | None = None, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """The same images as token sequences: ``x [num_images, 64, 1]`` intensities in raster order and ``y``.
-
-    The sequence models of :mod:`pyg_ple.bench.models` (``'*-tokens'``) see exactly this: the 64 pixels of a graph in
-    raster order with a learned position embedding, attending over all tokens without the pixel-grid edges.
-    """
-    images, labels = _digits_arrays(n, seed)
-    return torch.from_numpy(images.reshape(-1, 64, 1)), torch.from_numpy(labels)
 
 
 # --------------------------------------------------------------------------------------------------------------------
