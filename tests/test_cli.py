@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from pyg_ple import __version__
 from pyg_ple.bench.cli import CommandError, main
@@ -187,3 +189,59 @@ def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, '-m', 'pyg_ple', '--version'], capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parents[1], timeout=60)
     assert r.returncode == 0 and __version__ in r.stdout
+
+
+def test_recipe_and_block_options_reach_the_benchmark_config(tmp_path):
+    from pyg_ple.bench.cli import build_parser, validate_bench_args
+    argv = ['bench', '--out', str(tmp_path / 'o'), '--optimizer', 'adamw', '--schedule', 'cosine', '--warmup-epochs',
+            '3', '--grad-clip', '1.5', '--pool', 'mean+sum', '--norm', 'batch', '--postnorm', '--degree-scaler',
+            '--models', 'laplacian,ple-gps']
+    cfg = validate_bench_args(build_parser().parse_args(argv))
+    assert (cfg.optimizer, cfg.schedule, cfg.warmup_epochs, cfg.grad_clip) == ('adamw', 'cosine', 3, 1.5)
+    assert {k: cfg.hparams[k] for k in ('pool', 'norm', 'prenorm', 'degree_scaler')} == {
+        'pool': 'mean+sum', 'norm': 'batch', 'prenorm': False, 'degree_scaler': True}
+    cfg = validate_bench_args(build_parser().parse_args(['bench', '--out', str(tmp_path / 'o'), '--schedule', 'step',
+                                                         '--decay-every', '7', '--decay-gamma', '0.1']))
+    assert (cfg.optimizer, cfg.schedule, cfg.decay_every, cfg.decay_gamma, cfg.grad_clip) == ('adam', 'step', 7, 0.1,
+                                                                                              None)
+
+
+def _mutag_root():
+    for root in (os.environ.get('PYG_PLE_DATA'), Path(__file__).resolve().parents[2] / 'shared' / 'data'):
+        if root and (Path(root) / 'TUDataset' / 'MUTAG' / 'raw').is_dir():
+            return Path(root)
+    return None
+
+
+@pytest.mark.skipif(_mutag_root() is None, reason='TU data not found (set PYG_PLE_DATA to a folder with TUDataset/)')
+def test_edge_features_of_mutag_through_the_command(tmp_path, monkeypatch, capsys):
+    from pyg_ple.bench.datasets import load_dataset
+    monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
+    root = _mutag_root()
+    plain, labelled = load_dataset('MUTAG', root), load_dataset('MUTAG', root, edge_features=True)
+    assert 'edge_attr' not in plain.graphs[0] and plain.num_edge_features == 0
+    g = labelled.graphs[0]
+    assert labelled.num_edge_features == 4 and g.edge_attr.shape == (g.num_edges, 4)
+    assert torch.equal(g.edge_attr.sum(1), torch.ones(g.num_edges))  # one bond type per edge
+    out = tmp_path / 'run'
+    assert main(['bench', '--dataset', 'MUTAG', '--root', str(root), '--folds', '2', '--epochs', '1', '--hidden', '8',
+                 '--layers', '1', '--heads', '2', '--no-progress', '--models', 'gat,laplacian,ple-gps',
+                 '--edge-features', '--attention', 'native+full', '--schedule', 'cosine', '--optimizer', 'adamw',
+                 '--pe', 'rw', '--out', str(out)]) == 0
+    record = torch.load(out / 'models' / 'laplacian_fold0.pt', weights_only=True)
+    assert record['hparams']['edge_dim'] == 4 and record['dataset_args']['edge_features'] is True
+    assert record['state_dict']['transformer.blocks.0.conv.attention.lin_edge.weight'].shape[1] == 2 + 4
+    state = json.loads((out / 'state.json').read_text())
+    assert state['config']['optimizer'] == 'adamw' and state['config']['schedule'] == 'cosine'
+    capsys.readouterr()
+    assert main(['graph', str(out / 'models' / 'laplacian_fold0.pt'), '--root', str(root)]) == 0
+    assert 'attention edges' in capsys.readouterr().out
+
+
+def test_options_at_their_defaults_leave_the_settings_of_earlier_runs_unchanged(tmp_path):
+    from pyg_ple.bench.cli import build_parser, validate_bench_args
+    cfg = validate_bench_args(build_parser().parse_args(['bench', '--out', str(tmp_path / 'o')]))
+    assert set(cfg.hparams) == {'hidden', 'num_layers', 'heads', 'dropout', 'pool', 'attention', 'step_size',
+                                'learn_step_size', 'pe_dim', 'ple_init', 'encoder_norm', 'input_norm'}
+    assert not {'optimizer', 'schedule', 'warmup_epochs', 'decay_every', 'decay_gamma', 'grad_clip'} & set(
+        cfg.comparable())

@@ -78,3 +78,27 @@ def test_mnist_clustering_example(tmp_path):
     res = json.loads(out.read_text())
     assert set(res['seeds']['0']) >= {'random/transformer', 'ple/laplacian', 'ple/mixed'}
     assert png.read_bytes()[:4] == b'\x89PNG'
+
+
+def _accuracies(stdout: str) -> dict[str, float]:
+    import re
+    found = dict(re.findall(r'^(validation|test) accuracy (\d\.\d{3})$', stdout, flags=re.M))
+    assert set(found) == {'validation', 'test'}, stdout
+    return {k: float(v) for k, v in found.items()}
+
+
+def test_graph_classification_example_trains_the_default_model_offline(tmp_path):
+    proc = run_example('graph_classification.py', '--root', str(tmp_path), '--epochs', '2', '--graphs', '100',
+                       '--hidden', '16')
+    assert proc.stdout.startswith('digits: 100 graphs, 10 classes; laplacian model, epoch ')
+    assert 'of 2 selected' in proc.stdout
+    assert all(0.0 <= a <= 1.0 for a in _accuracies(proc.stdout).values())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_node_classification_example_trains_the_default_model_offline(tmp_path):
+    proc = run_example('node_classification.py', '--root', str(tmp_path), '--epochs', '3', '--nodes', '120')
+    assert proc.stdout.startswith('stochastic block model: 120 nodes, ')
+    assert 'ple node model, epoch' in proc.stdout and 'of 3 selected' in proc.stdout
+    assert all(0.0 <= a <= 1.0 for a in _accuracies(proc.stdout).values())
+    assert list(tmp_path.iterdir()) == []

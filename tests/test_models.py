@@ -215,14 +215,15 @@ def test_build_model_reads_its_defaults_from_the_config():
     assert len(model.transformer.blocks) == cfg.num_layers and model.transformer.heads == cfg.heads
     block = model.transformer.blocks[0]
     assert block.conv.step_size == cfg.step_size and block.dropout.p == cfg.dropout
-    # the fields the block also has default to the block's own defaults, except the documented mlp_ratio
+    # the fields the block also has default to the block's own defaults, except the documented mlp_ratio and
+    # edge_dim (the width of data.edge_attr, 0 for none; the block's also counts the native-edge flag)
     import inspect
 
     from pyg_ple import PLETransformerBlock
     block_defaults = {k: p.default for k, p in inspect.signature(PLETransformerBlock).parameters.items()
                       if p.default is not inspect.Parameter.empty}
     for f in fields(GraphModelConfig):
-        if f.name in block_defaults and f.name not in ('mlp_ratio', 'dropout'):
+        if f.name in block_defaults and f.name not in ('mlp_ratio', 'dropout', 'edge_dim'):
             assert f.default == block_defaults[f.name], f.name
     assert GraphModelConfig.mlp_ratio == 2.0 != block_defaults['mlp_ratio']
     # a config object and keyword overrides
@@ -247,3 +248,150 @@ def test_misspelled_hyper_parameter_is_an_error_naming_it(name):
 def test_bad_hyper_parameter_values_name_the_field(hparams, match):
     with pytest.raises((ValueError, TypeError), match=match):
         build_model('mixed', IN, C, **hparams)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Readout, edge features, ple-gps, block options
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('pool', ['mean', 'sum', 'add', 'max', 'mean+sum'])
+@pytest.mark.parametrize('name', ['gin', 'laplacian'])
+def test_readout_is_the_named_pyg_pools_concatenated(name, pool):
+    from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+    reference = {'mean': [global_mean_pool], 'sum': [global_add_pool], 'add': [global_add_pool],
+                 'max': [global_max_pool], 'mean+sum': [global_mean_pool, global_add_pool]}[pool]
+    torch.manual_seed(0)
+    model = build_model(name, IN, C, **SMALL, pool=pool).eval()
+    batch = Batch.from_data_list(_graphs())
+    assert model.head[0].in_features == SMALL['hidden'] * len(reference)
+    with torch.no_grad():
+        h = model.layers_forward(model.encode(batch), batch, batch.batch)
+        pooled = torch.cat([p(h, batch.batch) for p in reference], dim=-1)
+        torch.testing.assert_close(model(batch), model.head(pooled))
+
+
+def _labelled(graphs, num_labels=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for d in graphs:
+        label = torch.randint(num_labels, (d.edge_index.size(1),), generator=g)
+        out.append(Data(x=d.x, edge_index=d.edge_index, y=d.y,
+                        edge_attr=torch.nn.functional.one_hot(label, num_labels).float()))
+    return out
+
+
+EDGE_CASES = [('laplacian', 'native'), ('laplacian', 'native+full'), ('transformer', 'native'), ('gat', 'native'),
+              ('gin', 'native'), ('gps', 'native'), ('ple-gps', 'native')]
+
+
+@pytest.mark.parametrize('name,attention', EDGE_CASES)
+def test_edge_labels_change_the_output_and_models_stay_permutation_invariant(name, attention):
+    torch.manual_seed(0)
+    model = build_model(name, IN, C, **SMALL, attention=attention, edge_dim=3).eval()
+    graphs = _labelled(_graphs())
+    relabelled = [Data(x=d.x, edge_index=d.edge_index, y=d.y, edge_attr=d.edge_attr.roll(1, dims=1)) for d in graphs]
+    with torch.no_grad():
+        out = model(Batch.from_data_list(graphs))
+        assert not torch.allclose(out, model(Batch.from_data_list(relabelled)), atol=1e-4)
+        perm = []
+        for d in graphs:
+            p = torch.randperm(d.num_nodes)
+            inv = torch.empty_like(p)
+            inv[p] = torch.arange(p.numel())
+            perm.append(Data(x=d.x[p], edge_index=inv[d.edge_index], y=d.y, edge_attr=d.edge_attr))
+        torch.testing.assert_close(model(Batch.from_data_list(perm)), out, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="no 'edge_attr'"):
+        model(Batch.from_data_list(_graphs()))
+
+
+def test_edge_labels_reach_the_blocks_as_a_hand_built_edge_attr():
+    torch.manual_seed(0)
+    graphs = _labelled(_graphs())
+    batch = Batch.from_data_list(graphs)
+    native = build_model('laplacian', IN, C, **SMALL, edge_dim=3).eval()
+    both = build_model('laplacian', IN, C, **SMALL, edge_dim=3, attention='native+full').eval()
+    assert native.transformer.blocks[0].conv.edge_dim == 3 and both.transformer.blocks[0].conv.edge_dim == 5
+    # all pairs of each graph, [is-native one-hot, label one-hot] with zeros for the labels of non-native pairs
+    labels = {(int(s), int(t)): a for (s, t), a in zip(batch.edge_index.t(), batch.edge_attr)}
+    pairs, rows = [], []
+    for t in range(batch.num_nodes):
+        for s in range(batch.num_nodes):
+            if batch.batch[s] == batch.batch[t]:
+                pairs.append((s, t))
+                label = labels.get((s, t))
+                rows.append(torch.cat([torch.tensor([0.0, 1.0]) if label is not None else torch.tensor([1.0, 0.0]),
+                                       label if label is not None else torch.zeros(3)]))
+    with torch.no_grad():
+        for model, edge_index, edge_attr in ((native, batch.edge_index, batch.edge_attr),
+                                             (both, torch.tensor(pairs).t(), torch.stack(rows))):
+            got_index, got_attr = model.attention_edges(batch, batch.batch)
+            order = {(int(s), int(t)): k for k, (s, t) in enumerate(got_index.t())}
+            idx = torch.tensor([order[(int(s), int(t))] for s, t in edge_index.t()])
+            assert len(order) == edge_index.size(1)
+            torch.testing.assert_close(got_attr[idx], edge_attr)
+            h = model.transformer(model.encode(batch), edge_index, batch=batch.batch, edge_attr=edge_attr)
+            from torch_geometric.nn import global_mean_pool
+            torch.testing.assert_close(model(batch), model.head(global_mean_pool(h, batch.batch)), atol=1e-5,
+                                       rtol=1e-4)
+
+
+@pytest.mark.parametrize('hparams,match', [
+    (dict(edge_dim=2, attention='full'), "'edge_dim' needs attention 'native' or 'native\\+full'"),
+    (dict(edge_dim=-1), "'edge_dim' must be non-negative"),
+])
+def test_edge_dim_refusals(hparams, match):
+    with pytest.raises(ValueError, match=match):
+        build_model('laplacian', IN, C, **hparams)
+    with pytest.raises(ValueError, match="'edge_dim' does not apply to the token models"):
+        build_model('laplacian-tokens', IN, C, edge_dim=2)
+
+
+def test_ple_gps_layer_is_local_gin_plus_laplacian_attention_over_all_pairs():
+    from torch_geometric.nn import global_mean_pool
+
+    from pyg_ple import full_edge_index
+    torch.manual_seed(0)
+    model = build_model('ple-gps', IN, C, **{**SMALL, 'num_layers': 1}).eval()
+    batch = Batch.from_data_list(_graphs())
+    x = model.encode(batch)
+    norm_local, norm_global, norm_out = model.norms[0]
+    with torch.no_grad():
+        # the attention through the sparse path over every pair: independent of the dense path the model uses
+        mixed = (norm_local(x + model.locals[0](x, batch.edge_index))
+                 + norm_global(x + model.globals[0](x, full_edge_index(batch.batch))))
+        h = norm_out(mixed + model.ffns[0](mixed))
+        torch.testing.assert_close(model(batch), model.head(global_mean_pool(h, batch.batch)), atol=1e-5, rtol=1e-4)
+    assert model.globals[0].laplacian_heads == model.globals[0].heads
+
+
+def test_ple_gps_trains_one_step_and_is_not_a_default_model():
+    from pyg_ple.bench.options import DEFAULT_DIGITS_MODELS, DEFAULT_TU_MODELS
+    torch.manual_seed(0)
+    model = build_model('ple-gps', IN, C, **SMALL)
+    batch = Batch.from_data_list(_graphs())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = torch.nn.functional.cross_entropy(model(batch), batch.y)
+    loss.backward()
+    opt.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if a.numel() > 1)
+    with torch.no_grad():
+        assert float(torch.nn.functional.cross_entropy(model(batch), batch.y)) < float(loss.detach())
+    assert 'ple-gps' not in DEFAULT_DIGITS_MODELS.split(',') + DEFAULT_TU_MODELS.split(',')
+
+
+def test_block_options_reach_every_block():
+    import inspect
+
+    from pyg_ple import PLETransformerBlock
+    if 'degree_scaler' not in inspect.signature(PLETransformerBlock).parameters:
+        pytest.skip('PLETransformerBlock has no norm/prenorm/degree_scaler yet')
+    model = build_model('laplacian', IN, C, **SMALL, norm='batch', prenorm=False, degree_scaler=True)
+    for block in model.transformer.blocks:
+        assert block.norm == 'batch' and isinstance(block.norm1, torch.nn.BatchNorm1d)
+        assert block.prenorm is False and block.conv.degree_scaler
+    default = build_model('laplacian', IN, C, **SMALL)
+    assert default.transformer.blocks[0].norm == 'layer' and default.transformer.blocks[0].prenorm
+    assert not default.transformer.blocks[0].conv.degree_scaler
+    assert all(conv.degree_scaler for conv in build_model('ple-gps', IN, C, **SMALL, degree_scaler=True).globals)
+    with pytest.raises(ValueError, match="'norm' must be one of"):
+        build_model('gcn', IN, C, norm='group')

@@ -144,3 +144,22 @@ def test_node_transformer_reads_node_model_config_and_is_its_stack():
 def test_node_model_misspelled_hyper_parameter(name):
     with pytest.raises(ValueError, match=r"unknown hyper-parameter\(s\) 'dropuot'.*accepted: .*dropout"):
         build_node_model(name, 6, 3, dropuot=0.5)
+
+
+def test_node_transformer_passes_the_block_options_through():
+    import inspect
+
+    from pyg_ple import PLETransformerBlock
+    if 'degree_scaler' not in inspect.signature(PLETransformerBlock).parameters:
+        pytest.skip('PLETransformerBlock has no norm/prenorm/degree_scaler yet')
+    data = tiny_graph()
+    model = build_node_model('ple', 6, 3, norm='rms', prenorm=False, degree_scaler=True, ple_init=True)
+    for block in model.transformer.blocks:
+        assert block.norm == 'rms' and block.prenorm is False and block.conv.degree_scaler and block.ple_init
+    assert model(data.x, data.edge_index).shape == (data.num_nodes, 3)
+    normed = build_node_model('ple', 6, 3, encoder_norm=True)
+    h = normed.encoder(data.x)  # the residual stream starts on LayerNorm scale
+    torch.testing.assert_close(h, torch.nn.functional.layer_norm(normed.encoder[0](data.x), (h.size(1),)))
+    default = build_node_model('ple', 6, 3).transformer.blocks[0]
+    assert (default.norm, default.prenorm, default.conv.degree_scaler, default.ple_init) == ('layer', True, False,
+                                                                                            False)

@@ -19,18 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pyg_ple import __version__
-from pyg_ple.bench.io import MANIFEST_NAME, RunFileError
+from pyg_ple.bench.io import RunFileError
+from pyg_ple.bench.options import (
+    DIGITS_DEFAULTS,
+    TU_DEFAULTS,
+    add_bench,
+    add_graph,
+    default_models,
+)
 
 if TYPE_CHECKING:
     from pyg_ple.bench.datasets import GraphDataset
     from pyg_ple.bench.protocol import BenchmarkConfig
-
-DEFAULT_TU_MODELS = 'gcn,gat,gin,gps,transformer,laplacian,mixed'
-DEFAULT_DIGITS_MODELS = 'gcn,gat,gin,transformer,laplacian,mixed,laplacian-tokens'
-# The offline default: a stratified subset of the digits, sized to finish in a few minutes on 2 cores.
-DIGITS_DEFAULTS = dict(digits_n=300, epochs=10, hidden=32, layers=2, batch_size=16, lr=3e-3)
-TU_DEFAULTS = dict(epochs=100, hidden=64, layers=3, batch_size=32, lr=1e-3)
-
 
 class CommandError(Exception):
     """A usage error found after parsing: reported like argparse's own (one line, exit status 2)."""
@@ -43,114 +43,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f'{self.prog}: error: {" ".join(message.splitlines())}\n')
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: X)`` to an option's help unless the help states its default or there is none."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or 'default' in (action.help or ''):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    from pyg_ple.bench.models import ATTENTION_EDGE_SETS
-    p = sub.add_parser(
-        'bench', help='graph classification benchmark (Errica et al. protocol)',
-        description='Graph classification under the protocol of Errica et al. (2020): stratified k-fold outer CV, a '
-                    'stratified 10% validation split inside each training fold for model selection over --grid, '
-                    'test accuracy of the selected model per fold, mean +- std. With no options: scikit-learn digits '
-                    'as graphs, offline, a few minutes on 2 CPU cores.',
-        formatter_class=_HelpFormatter)
-    p.add_argument('--dataset', default='digits',
-                   help="'digits' (offline, ships with scikit-learn) or a TU dataset name (MUTAG, PROTEINS, ...)")
-    p.add_argument('--models', default=None,
-                   help=f'comma-separated model names (default: {DEFAULT_DIGITS_MODELS} on digits, '
-                        f'{DEFAULT_TU_MODELS} on TU datasets); see pyg_ple.bench.models.MODEL_NAMES')
-    p.add_argument('--folds', type=int, default=10,
-                   help='outer cross-validation folds (2 to the size of the smallest class)')
-    p.add_argument('--epochs', type=int, default=None,
-                   help=f'epochs per training run (default {DIGITS_DEFAULTS["epochs"]} on digits, '
-                        f'{TU_DEFAULTS["epochs"]} on TU)')
-    p.add_argument('--root', default=None,
-                   help='data folder with <NAME>/raw or TUDataset/<NAME>/raw (default: $PYG_PLE_DATA, else '
-                        '~/.cache/pyg_ple, where PyG downloads as usual)')
-    p.add_argument('--out', default=None,
-                   help='output folder: new, empty, or an earlier run to --resume or --overwrite (default: '
-                        'runs/<dataset>)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--device', default='cpu')
-    again = p.add_mutually_exclusive_group()
-    again.add_argument('--resume', action='store_true',
-                       help='continue the run in --out: finished folds are kept, an interrupted training run '
-                            'continues from its last checkpoint')
-    again.add_argument('--overwrite', action='store_true',
-                       help=f'replace the run in --out: delete the files it wrote (listed in {MANIFEST_NAME}) and '
-                            'start afresh; files pyg-ple did not write stay')
-    p.add_argument('--grid', default=None,
-                   help='model-selection grid, as JSON or a JSON file: {"lr": [1e-3, 1e-4], "hidden": [32, 64]} (all '
-                        'combinations) or a list of configurations; keys lr, weight_decay, batch_size, patience, '
-                        'grad_clip set training, the model hyper-parameters (hidden, num_layers, heads, dropout, ...) '
-                        'the model (default: one configuration)')
-    p.add_argument('--batch-size', type=int, default=None, help='default 16 on digits, 32 on TU')
-    p.add_argument('--lr', type=float, default=None, help='default 3e-3 on digits, 1e-3 on TU')
-    p.add_argument('--weight-decay', type=float, default=0.0)
-    p.add_argument('--patience', type=int, default=None, help='early-stopping patience in epochs (default: none)')
-    p.add_argument('--hidden', type=int, default=None, help='hidden width (default 32 on digits, 64 on TU)')
-    p.add_argument('--layers', type=int, default=None, help='number of layers (default 2 on digits, 3 on TU)')
-    p.add_argument('--heads', type=int, default=4, help='attention heads (a divisor of --hidden)')
-    p.add_argument('--dropout', type=float, default=0.1)
-    p.add_argument('--pool', default='mean', choices=['mean', 'add', 'max'])
-    p.add_argument('--attention', default='native', choices=ATTENTION_EDGE_SETS,
-                   help='what the transformer blocks attend over')
-    p.add_argument('--step-size', type=float, default=1.0, help='Laplacian step size eta')
-    p.add_argument('--learn-step-size', action='store_true')
-    p.add_argument('--ple-init', action='store_true',
-                   help='transformer blocks start as the diffusion step: W_v = W_o = I (pyg_ple.nn.block.ple_init_)')
-    p.add_argument('--encoder-norm', action='store_true',
-                   help='LayerNorm after the node encoder of the transformer models (residual stream on LN scale)')
-    p.add_argument('--node-attr', action='store_true',
-                   help='TU datasets: use the continuous node attributes as well as the node labels (ENZYMES: 3 + 18, '
-                        'as Errica et al.); adds a BatchNorm on the raw features of every model (input_norm)')
-    p.add_argument('--degree', action='store_true',
-                   help='TU datasets with node features: append the one-hot node degree to them')
-    p.add_argument('--pe', default='none', choices=['none', 'rw', 'lap'], help='positional encoding (all models)')
-    p.add_argument('--pe-dim', type=int, default=8)
-    p.add_argument('--digits-n', type=int, default=None,
-                   help=f'digits: stratified subset size (default {DIGITS_DEFAULTS["digits_n"]}; 0 = all 1797)')
-    p.add_argument('--checkpoint-every', type=int, default=5, help='epochs between training checkpoints')
-    p.add_argument('--no-save-models', action='store_true', help='do not keep the selected model of each fold')
-    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
-    p.add_argument('--no-progress', action='store_true')
-    p.set_defaults(func=cmd_bench, parser=p)
-
-
-def _add_graph(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        'graph', help='export the attention graph of a trained model (GraphML + PNG)',
-        description='Load a model saved by `pyg-ple bench` (<out>/models/<model>_fold<k>.pt), run it on one graph of '
-                    'its dataset and export the attention graph of one layer and head: GraphML (networkx) and a PNG '
-                    'drawing with edge widths by attention weight.',
-        formatter_class=_HelpFormatter)
-    p.add_argument('checkpoint', help='model file written by pyg-ple bench')
-    p.add_argument('--index', type=int, default=None, help='graph index in the dataset (default: first test graph)')
-    p.add_argument('--layer', type=int, default=0, help='block whose attention is exported (negative: from the end)')
-    p.add_argument('--head', type=int, default=None, help='head (default: mean over heads)')
-    p.add_argument('--root', default=None, help='data folder (as for bench)')
-    p.add_argument('--out', default=None,
-                   help='output folder, new, empty or written by pyg-ple (default: <run>/attention next to the '
-                        'models/ folder of the checkpoint)')
-    p.add_argument('--min-weight', type=float, default=0.0, help='drop edges below this weight in the drawing')
-    p.set_defaults(func=cmd_graph, parser=p)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog='pyg-ple',
         description='Transformer attention as an explicit graph: Laplacian-diffusion attention for PyG.')
     parser.add_argument('--version', action='version', version=f'pyg-ple {__version__}')
     sub = parser.add_subparsers(dest='command', title='commands')
-    _add_bench(sub)
-    _add_graph(sub)
+    add_bench(sub, cmd_bench)
+    add_graph(sub, cmd_graph)
     return parser
 
 
@@ -178,7 +78,7 @@ def _parse_grid(text: str | None) -> list[dict[str, Any]]:
 def _parse_models(text: str | None, digits: bool) -> list[str]:
     from pyg_ple.bench.models import MODEL_NAMES
     if text is None:
-        text = DEFAULT_DIGITS_MODELS if digits else DEFAULT_TU_MODELS
+        text = default_models(digits)
     names = [m.strip() for m in text.split(',')]
     unknown = [m for m in names if m not in MODEL_NAMES]
     if names == ['']:
@@ -206,6 +106,7 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
     :class:`~pyg_ple.bench.protocol.BenchmarkConfig`; raises :class:`CommandError` naming the option.
     :func:`validate_bench_data` checks the rest once the dataset is loaded."""
     from pyg_ple.bench.io import RunFolder
+    from pyg_ple.bench.models import GraphModelConfig
     from pyg_ple.bench.protocol import BenchmarkConfig, check_setting
     digits = args.dataset.lower() == 'digits'
     d = DIGITS_DEFAULTS if digits else TU_DEFAULTS
@@ -216,6 +117,12 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
                                  ('--seed', 'seed', args.seed), ('--batch-size', 'batch_size', given['batch_size']),
                                  ('--lr', 'lr', given['lr']), ('--weight-decay', 'weight_decay', args.weight_decay),
                                  ('--patience', 'patience', args.patience),
+                                 ('--optimizer', 'optimizer', args.optimizer),
+                                 ('--schedule', 'schedule', None if args.schedule == 'none' else args.schedule),
+                                 ('--warmup-epochs', 'warmup_epochs', args.warmup_epochs),
+                                 ('--decay-every', 'decay_every', args.decay_every),
+                                 ('--decay-gamma', 'decay_gamma', args.decay_gamma),
+                                 ('--grad-clip', 'grad_clip', args.grad_clip),
                                  ('--checkpoint-every', 'checkpoint_every', args.checkpoint_every)):
             check_setting(key, value, flag)
     except ValueError as e:
@@ -224,6 +131,9 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
                             ('--pe-dim', args.pe_dim, 1 if args.pe != 'none' else 0)):
         if value is not None and value < lo:
             raise CommandError(f'{flag} must be an integer >= {lo}, got {value}')
+    if digits and args.edge_features:
+        raise CommandError('--edge-features applies to TU datasets with edge labels (MUTAG, PTC_MR, ...); the digits '
+                           'graphs have none')
     models = _parse_models(args.models, digits)
     _check_device(args.device)
     grid = _parse_grid(args.grid)
@@ -231,10 +141,18 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
                    pool=args.pool, attention=args.attention, step_size=args.step_size,
                    learn_step_size=args.learn_step_size, pe_dim=args.pe_dim if args.pe != 'none' else 0,
                    ple_init=args.ple_init, encoder_norm=args.encoder_norm, input_norm=args.node_attr)
+    # Block options only when set, so that a run begun before they existed can still be resumed.
+    block = dict(norm=args.norm, prenorm=not args.postnorm, degree_scaler=args.degree_scaler)
+    hparams.update({k: v for k, v in block.items() if v != getattr(GraphModelConfig, k)})
+    if args.edge_features:  # the width of the edge labels is known once the data is loaded (cmd_bench sets it)
+        hparams['edge_dim'] = 1
     try:
         cfg = BenchmarkConfig(models=models, n_folds=args.folds, epochs=given['epochs'], seed=args.seed,
                               device=args.device, batch_size=given['batch_size'], lr=given['lr'],
                               weight_decay=args.weight_decay, patience=args.patience, grid=grid, hparams=hparams,
+                              optimizer=args.optimizer, schedule=None if args.schedule == 'none' else args.schedule,
+                              warmup_epochs=args.warmup_epochs, decay_every=args.decay_every,
+                              decay_gamma=args.decay_gamma, grad_clip=args.grad_clip,
                               checkpoint_every=args.checkpoint_every, save_models=not args.no_save_models,
                               progress=not args.no_progress)
     except ValueError as e:
@@ -288,11 +206,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     pe = None if args.pe == 'none' else args.pe
     dataset_args = {'name': args.dataset, 'root': args.root, 'pe': pe, 'pe_dim': args.pe_dim,
                     'digits_n': (digits_n or None) if digits else None, 'seed': args.seed,
-                    'use_node_attr': args.node_attr, 'degree_features': args.degree}
+                    'use_node_attr': args.node_attr, 'degree_features': args.degree,
+                    **({'edge_features': True} if args.edge_features else {})}
     try:
         ds = load_dataset(**dataset_args)
     except (DatasetUnavailableError, ValueError) as e:
         raise CommandError(str(e)) from None
+    if args.edge_features:
+        cfg.hparams['edge_dim'] = ds.num_edge_features
     validate_bench_data(args, ds, cfg)
     out = _bench_out(args)
     command = 'pyg-ple ' + ' '.join(shlex.quote(a) for a in (args.argv or []))

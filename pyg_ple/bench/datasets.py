@@ -54,6 +54,7 @@ class GraphDataset:
     num_features: int
     num_classes: int
     info: dict[str, Any] = field(default_factory=dict)
+    num_edge_features: int = 0
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -245,15 +246,19 @@ def load_tu(name: str, root: str | os.PathLike | None = None, use_node_attr: boo
 
 def load_dataset(name: str = 'digits', root: str | os.PathLike | None = None, pe: str | None = None,
                  pe_dim: int = 8, digits_n: int | None = None, seed: int = 0,
-                 use_node_attr: bool = False, ink_only: bool = True, degree_features: bool = False) -> GraphDataset:
+                 use_node_attr: bool = False, ink_only: bool = True, degree_features: bool = False,
+                 edge_features: bool = False) -> GraphDataset:
     """``'digits'`` (offline default) or a TU name; features are ready to use (degree one-hot if missing, PE).
 
     ``degree_features=True`` appends the one-hot degree to the node features of a TU dataset that has them: softmax
-    attention and mean aggregation normalise the neighbourhood size away, and this hands it back as an input."""
+    attention and mean aggregation normalise the neighbourhood size away, and this hands it back as an input.
+    ``edge_features=True`` keeps a TU dataset's edge labels as ``edge_attr`` (PyG's one-hot, e.g. the bond types of
+    MUTAG and PTC; width ``num_edge_features``); otherwise ``edge_attr`` is dropped."""
     if name.lower() == 'digits':
-        if use_node_attr or degree_features:
-            raise ValueError("'use_node_attr' and 'degree_features' (--node-attr, --degree) apply to TU datasets; the "
-                             'digits graphs have fixed features (intensity and position)')
+        if use_node_attr or degree_features or edge_features:
+            raise ValueError("'use_node_attr', 'degree_features' and 'edge_features' (--node-attr, --degree, "
+                             '--edge-features) apply to TU datasets; the digits graphs have fixed features (intensity '
+                             'and position) and no edge labels')
         ds = digits_graphs(digits_n, seed, ink_only=ink_only)
         if pe:
             ds.graphs = add_positional_encoding(ds.graphs, pe, pe_dim)
@@ -275,13 +280,22 @@ def load_dataset(name: str = 'digits', root: str | os.PathLike | None = None, pe
             graphs, extra = add_degree_features(graphs)
             nfeat += extra
             info['features'] += f' + one-hot degree (max degree {extra - 1})'
-    # Edge attributes are not used by any model (as in Errica et al.); drop them to keep batches lean.
-    for g in graphs:
-        if 'edge_attr' in g:
-            del g.edge_attr
+    num_edge_features = 0
+    if edge_features:
+        if graphs[0].get('edge_attr') is None:
+            raise ValueError(f"'edge_features': TU dataset {name} has no edge labels")
+        num_edge_features = int(graphs[0].edge_attr.view(graphs[0].edge_attr.size(0), -1).size(1))
+        for g in graphs:
+            g.edge_attr = g.edge_attr.float().view(-1, num_edge_features)
+        info['edge_features'] = f'edge labels (one-hot, {num_edge_features})'
+    else:  # unused, as in Errica et al.: dropped to keep batches lean
+        for g in graphs:
+            if 'edge_attr' in g:
+                del g.edge_attr
     if pe:
         graphs = add_positional_encoding(graphs, pe, pe_dim)
         info['pe'] = f'{pe}{pe_dim}'
     labels = np.array([int(g.y.view(-1)[0]) for g in graphs], dtype=np.int64)
     info.update(graphs=len(graphs), avg_nodes=float(np.mean([g.num_nodes for g in graphs])))
-    return GraphDataset(name, graphs, labels, num_features=int(nfeat), num_classes=int(labels.max()) + 1, info=info)
+    return GraphDataset(name, graphs, labels, num_features=int(nfeat), num_classes=int(labels.max()) + 1, info=info,
+                        num_edge_features=num_edge_features)

@@ -17,6 +17,8 @@ name                    layers
 ``gat``                 ``GATConv`` (``heads`` heads, concatenated) + BatchNorm + ELU, residual
 ``gin``                 ``GINConv`` with a 2-layer MLP, learned epsilon, + BatchNorm + ReLU, residual
 ``gps``                 ``GPSConv`` (GINConv local + multi-head global attention)
+``ple-gps``             the GPS layer with Laplacian attention over all pairs as its global part
+                        (:class:`PLEGPSClassifier`); not among the defaults of ``pyg-ple bench``
 ``transformer``         :class:`~pyg_ple.nn.PLETransformer` with standard softmax attention (``laplacian_heads=0``)
 ``laplacian``           :class:`~pyg_ple.nn.PLETransformer` with all heads Laplacian (``I - A``)
 ``mixed``               :class:`~pyg_ple.nn.PLETransformer` with the last ``heads // 2`` heads Laplacian
@@ -42,19 +44,23 @@ from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv, GCNConv, GINConv, GPSConv, global_add_pool, global_max_pool, global_mean_pool
-from torch_geometric.utils import to_dense_batch
+from torch_geometric.nn import GATConv, GCNConv, GINConv, GINEConv, GPSConv
+from torch_geometric.nn.pool import global_add_pool, global_max_pool, global_mean_pool
+from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from pyg_ple.edges import candidate_edge_index
 from pyg_ple.graph import AttentionGraph
-from pyg_ple.nn.block import PLETransformer, PLETransformerBlock, variant_kwargs
+from pyg_ple.nn.block import NORMS, PLETransformer, PLETransformerBlock, variant_kwargs
+from pyg_ple.nn.conv import LaplacianDiffusionConv
 
-__all__ = ['GraphModelConfig', 'GraphClassifier', 'GNNClassifier', 'TransformerClassifier', 'TokenClassifier',
-           'build_model', 'MODEL_NAMES', 'count_parameters', 'is_permutation_invariant', 'config_from_hparams',
-           'check_hparams', 'check_config', 'ATTENTION_EDGE_SETS']
+__all__ = ['ATTENTION_EDGE_SETS', 'MODEL_NAMES', 'GNNClassifier', 'GraphClassifier', 'GraphModelConfig',
+           'PLEGPSClassifier', 'TokenClassifier', 'TransformerClassifier', 'build_model', 'check_config',
+           'check_hparams', 'config_from_hparams', 'count_parameters', 'is_permutation_invariant']
 
 POOLS: dict[str, Callable] = {'mean': global_mean_pool, 'add': global_add_pool, 'sum': global_add_pool,
                               'max': global_max_pool}
+# Readouts concatenating several pools ('mean+sum': the mean keeps the scale of a node, the sum the graph size).
+POOL_CHOICES = (*POOLS, 'mean+sum')
 GNN_KINDS = ('gcn', 'gat', 'gin', 'gps')
 TRANSFORMER_VARIANTS = ('transformer', 'laplacian', 'mixed')
 ATTENTION_EDGE_SETS = ('native', 'full', 'native+full')
@@ -107,13 +113,18 @@ class GraphModelConfig:
     """Hyper-parameters of the graph classifiers of :func:`build_model`, with their defaults.
 
     Shared: ``hidden`` (width), ``num_layers``, ``heads`` (GAT, GPS, transformers), ``dropout``, ``pool`` (``'mean'``,
-    ``'add'``/``'sum'``, ``'max'``; not the token models, which average their tokens), ``pe_dim`` (width of
-    ``data.pe``, 0 for none), ``input_norm`` (BatchNorm on the raw features). Transformer models only: ``attention``
-    (the candidate edge set, see the module docstring; not the token models, whose tokens all attend to all),
-    ``mlp_ratio``, ``step_size``, ``learn_step_size`` (also learned by the ``*_learned_eta`` variants),
-    ``attention_dropout``, ``ple_init`` (see :class:`~pyg_ple.PLETransformerBlock`), ``encoder_norm`` (a LayerNorm
-    after the node encoder, so the residual stream starts on LayerNorm scale), ``max_tokens`` (token models: size of
-    the position embedding).
+    ``'add'``/``'sum'``, ``'max'``, or ``'mean+sum'``: both concatenated, the head input twice as wide; not the token
+    models, which average their tokens), ``pe_dim`` (width of ``data.pe``, 0 for none), ``input_norm`` (BatchNorm on
+    the raw features), ``edge_dim`` (width of ``data.edge_attr``, e.g. the one-hot bond labels of
+    ``load_dataset(..., edge_features=True)``; 0 for none): the transformers add it to the attention score (with
+    ``'native+full'`` after the native-edge flag, zeros on non-native pairs; not with ``'full'``), GAT to its score
+    (``edge_dim`` of ``GATConv``), GIN, GPS and ple-gps use ``GINEConv``; GCN and the token models have no edge
+    features. Transformer models only: ``attention`` (the candidate edge set, see the module docstring; not the token
+    models, whose tokens all attend to all), ``mlp_ratio``, ``step_size``, ``learn_step_size`` (also learned by the
+    ``*_learned_eta`` variants), ``attention_dropout``, ``ple_init``, ``norm``, ``prenorm``, ``degree_scaler`` (see
+    :class:`~pyg_ple.PLETransformerBlock`; ple-gps takes ``degree_scaler`` for its Laplacian attention),
+    ``encoder_norm`` (a LayerNorm after the node encoder, so the residual stream starts on LayerNorm scale),
+    ``max_tokens`` (token models: size of the position embedding).
     """
 
     hidden: int = 64
@@ -132,14 +143,24 @@ class GraphModelConfig:
     ple_init: bool = BLOCK_DEFAULTS['ple_init']
     encoder_norm: bool = False
     max_tokens: int = 1024
+    edge_dim: int = 0
+    norm: str = BLOCK_DEFAULTS['norm']
+    prenorm: bool = BLOCK_DEFAULTS['prenorm']
+    degree_scaler: bool = BLOCK_DEFAULTS['degree_scaler']
 
     def __post_init__(self) -> None:
         check_config(self, positive=('hidden', 'num_layers', 'heads', 'mlp_ratio', 'max_tokens'),
                      probabilities=('dropout', 'attention_dropout'))
         if self.pe_dim < 0:
             raise ValueError(f"'pe_dim' must be non-negative (got {self.pe_dim!r})")
-        _choice(self, 'pool', POOLS)
+        _choice(self, 'pool', POOL_CHOICES)
         _choice(self, 'attention', ATTENTION_EDGE_SETS)
+        _choice(self, 'norm', NORMS)
+        if self.edge_dim < 0:
+            raise ValueError(f"'edge_dim' must be non-negative (got {self.edge_dim!r})")
+        if self.edge_dim and self.attention == 'full':
+            raise ValueError("'edge_dim' needs attention 'native' or 'native+full': the all-pairs path of "
+                             "attention='full' has no edge features")
 
 
 def _check_heads(config: GraphModelConfig) -> None:
@@ -159,6 +180,8 @@ def count_parameters(model: nn.Module) -> int:
 class GraphClassifier(nn.Module):
     """Encoder -> layers (subclass) -> pooling -> MLP head."""
 
+    uses_pool = True  # False: the subclass pools on its own into one vector of width ``hidden``
+
     def __init__(self, in_channels: int, num_classes: int, config: GraphModelConfig):
         super().__init__()
         self.config = config
@@ -169,7 +192,8 @@ class GraphClassifier(nn.Module):
         self.encoder = nn.Linear(in_channels, hidden)
         self.pe_encoder = nn.Linear(config.pe_dim, hidden) if config.pe_dim else None
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+        pooled = hidden * (len(config.pool.split('+')) if self.uses_pool else 1)
+        self.head = nn.Sequential(nn.Linear(pooled, hidden), nn.ReLU(), nn.Dropout(dropout),
                                   nn.Linear(hidden, num_classes))
 
     def encode(self, data: Any) -> Tensor:
@@ -187,7 +211,17 @@ class GraphClassifier(nn.Module):
         raise NotImplementedError
 
     def readout(self, h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-        return POOLS[self.pool_name](h, batch, size=num_graphs)
+        return torch.cat([POOLS[pool](h, batch, size=num_graphs) for pool in self.pool_name.split('+')], dim=-1)
+
+    def edge_features(self, data: Any) -> Optional[Tensor]:
+        """``data.edge_attr`` as floats when the model was built with ``edge_dim``, else ``None``."""
+        if not self.config.edge_dim:
+            return None
+        edge_attr = getattr(data, 'edge_attr', None)
+        if edge_attr is None:
+            raise ValueError(f'{type(self).__name__} was built with edge_dim={self.config.edge_dim} but the data has '
+                             "no 'edge_attr': load it with load_dataset(..., edge_features=True)")
+        return edge_attr.float().view(edge_attr.size(0), -1)
 
     def forward(self, data: Any) -> Tensor:
         batch = _batch_vector(data)
@@ -204,9 +238,15 @@ class GraphClassifier(nn.Module):
             config.hidden, config.heads, config.num_layers, laplacian_heads=block['laplacian_heads'],
             learn_step_size=block['learn_step_size'] or config.learn_step_size, mlp_ratio=config.mlp_ratio,
             dropout=config.dropout, attention_dropout=config.attention_dropout, step_size=config.step_size,
-            edge_dim=edge_dim, ple_init=config.ple_init)
+            edge_dim=edge_dim, ple_init=config.ple_init, norm=config.norm, prenorm=config.prenorm,
+            degree_scaler=config.degree_scaler)
         if config.encoder_norm:
             self.encoder = nn.Sequential(self.encoder, nn.LayerNorm(config.hidden))
+
+
+def _gin(mlp: nn.Module, edge_dim: Optional[int], **kwargs: Any) -> nn.Module:
+    """``GINConv(mlp)``, or ``GINEConv(mlp, edge_dim=edge_dim)`` (edge features added to the messages)."""
+    return GINConv(mlp, **kwargs) if edge_dim is None else GINEConv(mlp, edge_dim=edge_dim, **kwargs)
 
 
 class GNNClassifier(GraphClassifier):
@@ -222,29 +262,32 @@ class GNNClassifier(GraphClassifier):
         super().__init__(in_channels, num_classes, config)
         self.kind = kind
         hidden, heads, dropout = config.hidden, config.heads, config.dropout
+        edge_dim = config.edge_dim or None
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         for _i in range(config.num_layers):
             if kind == 'gcn':
                 conv = GCNConv(hidden, hidden)
             elif kind == 'gat':
-                conv = GATConv(hidden, hidden // heads, heads=heads, dropout=dropout)
+                conv = GATConv(hidden, hidden // heads, heads=heads, dropout=dropout, edge_dim=edge_dim)
             elif kind == 'gin':
-                conv = GINConv(nn.Sequential(nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-                                             nn.Linear(hidden, hidden)), train_eps=True)
+                conv = _gin(nn.Sequential(nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                          nn.Linear(hidden, hidden)), edge_dim, train_eps=True)
             else:
-                local = GINConv(nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden)))
+                local = _gin(nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden)), edge_dim)
                 conv = GPSConv(hidden, local, heads=heads, dropout=dropout)
             self.convs.append(conv)
             self.norms.append(nn.Identity() if kind == 'gps' else nn.BatchNorm1d(hidden))
         self.act = nn.ELU() if kind == 'gat' else nn.ReLU()
 
     def layers_forward(self, h: Tensor, data: Any, batch: Tensor) -> Tensor:
+        # GCN has no edge features; the other layers take them as a keyword only when built with edge_dim.
+        edges = {} if self.kind == 'gcn' or not self.config.edge_dim else {'edge_attr': self.edge_features(data)}
         for conv, norm in zip(self.convs, self.norms):
             if self.kind == 'gps':
-                h = conv(h, data.edge_index, batch=batch)
+                h = conv(h, data.edge_index, batch=batch, **edges)
             else:
-                h = h + self.dropout(self.act(norm(conv(h, data.edge_index))))
+                h = h + self.dropout(self.act(norm(conv(h, data.edge_index, **edges))))
         return h
 
 
@@ -256,8 +299,9 @@ class TransformerClassifier(GraphClassifier):
                  config: Optional[GraphModelConfig] = None, **hparams: Any):
         super().__init__(in_channels, num_classes, config_from_hparams(GraphModelConfig, hparams, config))
         self.variant, self.attention = variant, self.config.attention
-        # 'native+full' marks each pair native or not: a one-hot edge feature of width 2.
-        self._add_transformer(variant, edge_dim=2 if self.attention == 'native+full' else None)
+        # 'native+full' marks each pair native or not: a one-hot edge feature of width 2, then the edge labels.
+        edge_dim = (2 if self.attention == 'native+full' else 0) + self.config.edge_dim
+        self._add_transformer(variant, edge_dim=edge_dim or None)
 
     def attention_edges(self, data: Any, batch: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """``(edge_index, edge_attr)`` the blocks attend over; ``(None, None)`` for ``'full'``, which the blocks'
@@ -266,7 +310,17 @@ class TransformerClassifier(GraphClassifier):
             return None, None
         edge_index, is_native = candidate_edge_index(self.attention, edge_index=data.edge_index, batch=batch,
                                                      num_nodes=batch.numel())
-        return edge_index, None if is_native is None else F.one_hot(is_native.long(), 2).float()
+        labels = self.edge_features(data)
+        if is_native is None:
+            return edge_index, labels
+        edge_attr = F.one_hot(is_native.long(), 2).float()
+        if labels is not None:  # the label of each native pair, zeros elsewhere, read off the dense adjacency
+            dense = to_dense_adj(data.edge_index, batch, labels)
+            ptr = torch.cumsum(torch.bincount(batch), 0) - torch.bincount(batch)
+            src, dst = edge_index
+            graph = batch[dst]
+            edge_attr = torch.cat([edge_attr, dense[graph, src - ptr[graph], dst - ptr[graph]]], dim=-1)
+        return edge_index, edge_attr
 
     def layers_forward(self, h: Tensor, data: Any, batch: Tensor) -> Tensor:
         edge_index, edge_attr = self.attention_edges(data, batch)
@@ -281,14 +335,58 @@ class TransformerClassifier(GraphClassifier):
                                                 layer=layer)
 
 
+class PLEGPSClassifier(GraphClassifier):
+    """The GPS layer pattern (Rampasek et al. 2022) with Laplacian attention as its global part: per layer
+    ``h = BN(x + GIN(x)) + BN(x + L(x))``, then ``BN(h + FFN(h))``, where ``GIN`` is the local ``GINConv`` (``GINEConv``
+    with ``edge_dim``) over the native edges and ``L`` a :class:`~pyg_ple.LaplacianDiffusionConv` (all heads
+    Laplacian) over all node pairs of each graph. PyG's ``GPSConv`` takes only its own multi-head or Performer
+    attention, hence this layer."""
+
+    def __init__(self, in_channels: int, num_classes: int, config: Optional[GraphModelConfig] = None,
+                 **hparams: Any):
+        super().__init__(in_channels, num_classes, config_from_hparams(GraphModelConfig, hparams, config))
+        config = self.config
+        _check_heads(config)
+        hidden, edge_dim = config.hidden, config.edge_dim or None
+        ffn = round(hidden * config.mlp_ratio)
+        self.locals = nn.ModuleList(
+            _gin(nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden)), edge_dim)
+            for _ in range(config.num_layers))
+        self.globals = nn.ModuleList(
+            LaplacianDiffusionConv(hidden, hidden // config.heads, config.heads, step_size=config.step_size,
+                                   learn_step_size=config.learn_step_size, dropout=config.attention_dropout,
+                                   degree_scaler=config.degree_scaler)
+            for _ in range(config.num_layers))
+        self.ffns = nn.ModuleList(nn.Sequential(nn.Linear(hidden, ffn), nn.ReLU(), nn.Dropout(config.dropout),
+                                                nn.Linear(ffn, hidden)) for _ in range(config.num_layers))
+        self.norms = nn.ModuleList(nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(3))
+                                   for _ in range(config.num_layers))
+
+    def layers_forward(self, h: Tensor, data: Any, batch: Tensor) -> Tensor:
+        edges = {} if not self.config.edge_dim else {'edge_attr': self.edge_features(data)}
+        for local, attention, ffn, (norm_local, norm_global, norm_out) in zip(self.locals, self.globals, self.ffns,
+                                                                                self.norms):
+            dense, valid = to_dense_batch(h, batch)
+            update = attention.forward_dense(dense, mask=valid)[valid]
+            mixed = (norm_local(h + self.dropout(local(h, data.edge_index, **edges)))
+                     + norm_global(h + self.dropout(update)))
+            h = norm_out(mixed + ffn(mixed))
+        return h
+
+
 class TokenClassifier(GraphClassifier):
     """The nodes of each graph as a token sequence (their order in the graph) with a learned position embedding,
     through the sequence path of :class:`~pyg_ple.nn.PLETransformer` (``[B, T, F]`` with a padding mask), pooled by
     the mean over each graph's tokens."""
 
+    uses_pool = False
+
     def __init__(self, in_channels: int, num_classes: int, variant: str = 'laplacian',
                  config: Optional[GraphModelConfig] = None, **hparams: Any):
-        super().__init__(in_channels, num_classes, config_from_hparams(GraphModelConfig, hparams, config))
+        config = config_from_hparams(GraphModelConfig, hparams, config)
+        if config.edge_dim:
+            raise ValueError("'edge_dim' does not apply to the token models: their tokens have no edges")
+        super().__init__(in_channels, num_classes, config)
         self.variant = variant
         self.position = nn.Embedding(self.config.max_tokens, self.config.hidden)
         nn.init.normal_(self.position.weight, std=0.02)
@@ -324,6 +422,7 @@ class TokenClassifier(GraphClassifier):
 
 REGISTRY: dict[str, Callable[..., GraphClassifier]] = {
     **{kind: functools.partial(GNNClassifier, kind) for kind in GNN_KINDS},
+    'ple-gps': PLEGPSClassifier,
     **{variant: functools.partial(TransformerClassifier, variant=variant) for variant in TRANSFORMER_VARIANTS},
     **{f'{variant}-tokens': functools.partial(TokenClassifier, variant=variant) for variant in TRANSFORMER_VARIANTS},
 }

@@ -91,8 +91,9 @@ class NodeModelConfig:
 
     ``hidden`` (width), ``num_layers`` (0: encoder, LayerNorm and head only), ``heads``, ``laplacian_heads`` (the
     last ones; ``None``: all), ``dropout`` (blocks and before the head), ``input_dropout`` (on the raw features),
-    ``attention_dropout``, ``mlp_ratio``, ``step_size``, ``learn_step_size`` (see
-    :class:`~pyg_ple.PLETransformerBlock`).
+    ``attention_dropout``, ``mlp_ratio``, ``step_size``, ``learn_step_size``, ``ple_init``, ``norm``, ``prenorm``,
+    ``degree_scaler`` (see :class:`~pyg_ple.PLETransformerBlock`), ``encoder_norm`` (a LayerNorm after the encoder,
+    so the residual stream starts on LayerNorm scale).
     """
 
     hidden: int = 64
@@ -108,6 +109,11 @@ class NodeModelConfig:
     step_size: float = BLOCK_DEFAULTS['step_size']
     # The node results learn one step size per head (the block's default is a fixed step).
     learn_step_size: bool = True
+    ple_init: bool = BLOCK_DEFAULTS['ple_init']
+    norm: str = BLOCK_DEFAULTS['norm']
+    prenorm: bool = BLOCK_DEFAULTS['prenorm']
+    degree_scaler: bool = BLOCK_DEFAULTS['degree_scaler']
+    encoder_norm: bool = False
 
     def __post_init__(self) -> None:
         check_config(self, positive=('hidden', 'heads', 'mlp_ratio'),
@@ -130,10 +136,13 @@ class NodeTransformer(nn.Module):
         self.config = config
         self.input_dropout = config.input_dropout
         self.encoder = nn.Linear(in_channels, config.hidden)
+        if config.encoder_norm:
+            self.encoder = nn.Sequential(self.encoder, nn.LayerNorm(config.hidden))
         self.transformer = PLETransformer(
             config.hidden, config.heads, config.num_layers, laplacian_heads=config.laplacian_heads,
             mlp_ratio=config.mlp_ratio, dropout=config.dropout, attention_dropout=config.attention_dropout,
-            step_size=config.step_size, learn_step_size=config.learn_step_size)
+            step_size=config.step_size, learn_step_size=config.learn_step_size, ple_init=config.ple_init,
+            norm=config.norm, prenorm=config.prenorm, degree_scaler=config.degree_scaler)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, num_classes)
 

@@ -17,6 +17,7 @@ folder is a :class:`~pyg_ple.bench.io.RunFolder`: a folder with files pyg-ple di
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -36,15 +37,19 @@ from pyg_ple.bench.distributed import (barrier, distributed_loader, init_distrib
                                        wrap_model)
 from pyg_ple.bench.io import RunFileError, RunFolder, atomic_write_json, load_torch_file
 from pyg_ple.bench.models import MODEL_NAMES, GraphModelConfig, build_model, count_parameters
-from pyg_ple.bench.training import TrainConfig, fit, seed_everything
+from pyg_ple.bench.training import RECIPE_RULES, TrainConfig, fit, is_recipe_value, seed_everything
 
 __all__ = ['make_splits', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting', 'check_grid',
            'model_hparam_names', 'BenchmarkConfig', 'check_run_folder', 'run_benchmark', 'load_model_file',
            'TRAIN_KEYS', 'SETTING_RULES']
 
 SPLITS_VERSION = 1
+# The training recipe (TrainConfig fields) shared by every model of a run; its defaults leave the run as before.
+RECIPE_DEFAULTS = {'optimizer': 'adam', 'schedule': None, 'warmup_epochs': 0, 'decay_every': 50, 'decay_gamma': 0.5,
+                   'grad_clip': None}
+RECIPE_KEYS = tuple(RECIPE_DEFAULTS)
 # Grid keys that configure training rather than the model.
-TRAIN_KEYS = ('lr', 'weight_decay', 'batch_size', 'patience', 'grad_clip')
+TRAIN_KEYS = ('lr', 'weight_decay', 'batch_size', 'patience', *RECIPE_KEYS)
 
 
 def model_hparam_names() -> tuple[str, ...]:
@@ -77,7 +82,7 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'weight_decay': (_number(0, above=False), 'a number >= 0'),
     'batch_size': (_integer(1), 'an integer >= 1'),
     'patience': (_integer(1, none=True), 'an integer >= 1 (or null: no early stopping)'),
-    'grad_clip': (_number(0, above=True, none=True), 'a number > 0 (or null: no clipping)'),
+    **{key: (functools.partial(is_recipe_value, key), RECIPE_RULES[key]) for key in RECIPE_KEYS},
 }
 
 
@@ -196,10 +201,12 @@ def expand_grid(grid: dict[str, list] | list[dict] | None) -> list[dict[str, Any
 @dataclass
 class BenchmarkConfig:
     """Settings of :func:`run_benchmark`: the models, the protocol (folds, validation fraction, seed), training
-    (epochs, batch size, optimiser, early stopping), the model hyper-parameters ``hparams`` shared by every model and
-    the selection ``grid`` (expanded: a list of configurations whose :data:`TRAIN_KEYS` set training and whose other
-    keys set the model). Raises ``ValueError`` naming the bad setting, before anything is trained, if a value breaks
-    its rule or a model cannot be built with one of the configurations."""
+    (epochs, batch size, early stopping, and the recipe every model shares: ``optimizer``, ``schedule``,
+    ``warmup_epochs``, ``decay_every``, ``decay_gamma``, ``grad_clip`` of :class:`~pyg_ple.bench.training.TrainConfig`),
+    the model hyper-parameters ``hparams`` shared by every model and the selection ``grid`` (expanded: a list of
+    configurations whose :data:`TRAIN_KEYS` set training and whose other keys set the model). Raises ``ValueError``
+    naming the bad setting, before anything is trained, if a value breaks its rule or a model cannot be built with one
+    of the configurations."""
 
     models: list[str]
     n_folds: int = 10
@@ -210,6 +217,12 @@ class BenchmarkConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int | None = None
+    grad_clip: float | None = RECIPE_DEFAULTS['grad_clip']
+    optimizer: str = RECIPE_DEFAULTS['optimizer']
+    schedule: str | None = RECIPE_DEFAULTS['schedule']
+    warmup_epochs: int = RECIPE_DEFAULTS['warmup_epochs']
+    decay_every: int = RECIPE_DEFAULTS['decay_every']
+    decay_gamma: float = RECIPE_DEFAULTS['decay_gamma']
     val_fraction: float = 0.1
     grid: list[dict[str, Any]] = field(default_factory=lambda: [{}])
     hparams: dict[str, Any] = field(default_factory=dict)
@@ -221,7 +234,8 @@ class BenchmarkConfig:
         unknown = [m for m in self.models if m not in MODEL_NAMES]
         if not self.models or unknown or len(set(self.models)) < len(self.models):
             raise ValueError(f'models must name each model once, from {", ".join(MODEL_NAMES)}; got {self.models!r}')
-        for key in ('epochs', 'n_folds', 'seed', 'checkpoint_every', 'lr', 'weight_decay', 'batch_size', 'patience'):
+        for key in ('epochs', 'n_folds', 'seed', 'checkpoint_every', 'lr', 'weight_decay', 'batch_size', 'patience',
+                    *RECIPE_KEYS):
             check_setting(key, getattr(self, key))
         if not 0 < self.val_fraction < 1:
             raise ValueError(f'val_fraction must be in (0, 1), got {self.val_fraction!r}')
@@ -241,6 +255,10 @@ class BenchmarkConfig:
         d = asdict(self)
         for k in ('models', 'device', 'progress', 'checkpoint_every', 'save_models'):
             d.pop(k)
+        # The recipe at its defaults is left out, so that runs written before it existed can still be resumed.
+        for k, default in RECIPE_DEFAULTS.items():
+            if d[k] == default:
+                d.pop(k)
         return d
 
 
@@ -294,8 +312,8 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
                      weight_decay=float(train_kw.get('weight_decay', cfg.weight_decay)),
                      patience=train_kw.get('patience', cfg.patience), device=cfg.device, seed=run_seed,
                      checkpoint_path=ckpt, checkpoint_every=cfg.checkpoint_every, resume=ckpt is not None,
-                     progress=cfg.progress, desc=desc, grad_clip=train_kw.get('grad_clip'),
-                     progress_metrics=('val_acc', 'val_loss'))
+                     progress=cfg.progress, desc=desc, progress_metrics=('val_acc', 'val_loss'),
+                     **{k: train_kw.get(k, getattr(cfg, k)) for k in RECIPE_KEYS})
     res = fit(model, train_loader, tc, loss_fn, evaluate, monitor='val_score', mode='max',
               meta={'model': name, 'fold': split['fold'], 'config': grid_cfg, 'seed': run_seed})
     model.load_state_dict(res.best_state)

@@ -39,15 +39,8 @@ from torch import Tensor, nn
 from pyg_ple.bench.distributed import all_reduce_sums, is_main_process
 from pyg_ple.bench.io import RunFileError, atomic_torch_save, load_torch_file
 
-__all__ = [
-    'TrainConfig',
-    'TrainResult',
-    'fit',
-    'seed_everything',
-    'get_rng_state',
-    'set_rng_state',
-    'move_to_device',
-]
+__all__ = ['TrainConfig', 'TrainResult', 'build_optimizer', 'build_scheduler', 'fit', 'get_rng_state',
+           'is_recipe_value', 'move_to_device', 'seed_everything', 'set_rng_state']
 
 CHECKPOINT_VERSION = 2
 
@@ -120,7 +113,7 @@ class TrainConfig:
 
     Args:
         epochs: maximum number of epochs.
-        lr, weight_decay: for the default optimiser (Adam) when ``fit`` gets no optimiser.
+        lr, weight_decay: for the optimiser ``fit`` builds when it gets none (see ``optimizer``).
         patience: early stopping after this many epochs without improvement of the monitored metric (None: never).
         device: where the model and batches go.
         seed: seeds python, numpy and torch at the start of a fresh run (not on resume: the RNG states are restored).
@@ -132,6 +125,13 @@ class TrainConfig:
             one).
         desc: label of the progress bar.
         grad_clip: clip the gradient norm to this value (None: no clipping).
+        optimizer: the optimiser ``fit`` builds when it gets none: ``'adam'`` (``torch.optim.Adam``) or ``'adamw'``
+            (``torch.optim.AdamW``, decoupled weight decay).
+        schedule: the learning-rate schedule ``fit`` builds when it gets no scheduler, stepped once per epoch:
+            ``None`` (constant), ``'cosine'`` (linear warm-up from ``lr / warmup_epochs`` to ``lr`` over
+            ``warmup_epochs`` epochs, then ``lr * (1 + cos(pi * t)) / 2`` with ``t`` going from 0 towards 1 over the
+            remaining epochs) or ``'step'`` (``torch.optim.lr_scheduler.StepLR``: times ``decay_gamma`` every
+            ``decay_every`` epochs).
     """
 
     epochs: int = 100
@@ -147,6 +147,69 @@ class TrainConfig:
     progress_metrics: tuple[str, ...] = ()
     desc: str = ''
     grad_clip: float | None = None
+    optimizer: str = 'adam'
+    schedule: str | None = None
+    warmup_epochs: int = 0
+    decay_every: int = 50
+    decay_gamma: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name, ok in (('optimizer', self.optimizer in OPTIMIZERS),
+                         ('schedule', self.schedule in SCHEDULES),
+                         ('warmup_epochs', _is_int(self.warmup_epochs) and self.warmup_epochs >= 0),
+                         ('decay_every', _is_int(self.decay_every) and self.decay_every >= 1),
+                         ('decay_gamma', _is_number(self.decay_gamma) and 0 < self.decay_gamma <= 1),
+                         ('grad_clip', self.grad_clip is None or _is_number(self.grad_clip) and self.grad_clip > 0)):
+            if not ok:
+                raise ValueError(f"'{name}' must be {RECIPE_RULES[name]} (got {getattr(self, name)!r})")
+
+
+OPTIMIZERS = ('adam', 'adamw')
+SCHEDULES = (None, 'cosine', 'step')
+# What each field of the training recipe must be (the messages of TrainConfig and of the benchmark's settings).
+RECIPE_RULES = {'optimizer': "'adam' or 'adamw'", 'schedule': "null/None (constant), 'cosine' or 'step'",
+                'warmup_epochs': 'an integer >= 0', 'decay_every': 'an integer >= 1',
+                'decay_gamma': 'a number in (0, 1]', 'grad_clip': 'a number > 0 (or null/None: no clipping)'}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_recipe_value(key: str, value: Any) -> bool:
+    """Whether :class:`TrainConfig` accepts ``value`` for its recipe field ``key`` (see :data:`RECIPE_RULES`)."""
+    try:
+        TrainConfig(**{key: value})
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser ``config.optimizer`` over the model's parameters with ``config.lr`` and
+    ``config.weight_decay``."""
+    cls = torch.optim.AdamW if config.optimizer == 'adamw' else torch.optim.Adam
+    return cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    """The per-epoch learning-rate scheduler ``config.schedule`` (see :class:`TrainConfig`), or ``None``."""
+    if config.schedule == 'step':
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.decay_every, gamma=config.decay_gamma)
+    if config.schedule != 'cosine':
+        return None
+    warmup, decay = config.warmup_epochs, max(config.epochs - config.warmup_epochs, 1)
+
+    def factor(epoch: int) -> float:
+        if epoch < warmup:
+            return (epoch + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch - warmup, decay) / decay))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @dataclass
@@ -256,7 +319,9 @@ def fit(
     device = torch.device(config.device)
     model.to(device)
     if optimizer is None:
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = build_optimizer(model, config)
+    if scheduler is None:
+        scheduler = build_scheduler(optimizer, config)
 
     ckpt_path = Path(config.checkpoint_path) if config.checkpoint_path is not None else None
     result = TrainResult()

@@ -1,10 +1,12 @@
 r"""The transformer block of pyg-ple, its named variants, the PLE initialisation and a stack of blocks.
 
-* :class:`PLETransformerBlock`: a pre-norm transformer block whose attention is a Laplacian-diffusion step.
+* :class:`PLETransformerBlock`: a transformer block (pre- or post-norm; LayerNorm, BatchNorm or RMSNorm) whose
+  attention is a Laplacian-diffusion step.
 * :data:`VARIANTS` and :func:`variant_kwargs`: the named attention variants (``'transformer'``, ``'laplacian'``,
   ``'mixed'`` and the learned-step ones) as block arguments.
 * :func:`ple_init_`: the initialisation that makes a block one PLE gradient step (also ``ple_init=True``).
-* :class:`PLETransformer`: ``num_layers`` blocks and a final LayerNorm, the stack every model of pyg-ple uses.
+* :class:`PLETransformer`: ``num_layers`` blocks and a final norm (pre-norm blocks), the stack every model of pyg-ple
+  uses.
 """
 from __future__ import annotations
 
@@ -22,7 +24,11 @@ from pyg_ple.nn.conv import LaplacianDiffusionConv, dense_attention_mask
 from pyg_ple.validation import (check_batch, check_edge_index, check_features, check_same_graph, check_tensor,
                                 checking)
 
-__all__ = ['PLETransformerBlock', 'PLETransformer', 'VARIANTS', 'variant_kwargs', 'ple_init_', 'all_pairs_path']
+__all__ = ['PLETransformerBlock', 'PLETransformer', 'VARIANTS', 'variant_kwargs', 'ple_init_', 'all_pairs_path',
+           'NORMS', 'make_norm', 'apply_norm']
+
+# The block's normalisation layers by name.
+NORMS: dict[str, type] = {'layer': nn.LayerNorm, 'batch': nn.BatchNorm1d, 'rms': nn.RMSNorm}
 
 # Per attended pair, the dense SDPA path ran 4x (T = 64) to 17x (T = 256) faster than the fused sparse kernel in
 # benchmarks/results/speed.md, so padding a batch of graphs to its largest one pays off until padding multiplies
@@ -66,6 +72,34 @@ def all_pairs_path(batch: OptTensor) -> str:
     return 'dense' if padded <= DENSE_PADDING_LIMIT * float((sizes ** 2).sum()) else 'sparse'
 
 
+def make_norm(norm: str, channels: int) -> nn.Module:
+    r"""The normalisation layer named ``norm`` (``'layer'``, ``'batch'`` or ``'rms'``, see :data:`NORMS`) over
+    ``channels`` features."""
+    if not isinstance(norm, str) or norm not in NORMS:
+        raise ValueError(f"'norm' must be one of {', '.join(map(repr, NORMS))} (got {norm!r})")
+    return NORMS[norm](channels)
+
+
+def apply_norm(norm: nn.Module, x: Tensor, mask: OptTensor = None) -> Tensor:
+    r"""``norm`` over the last dimension of ``x [N, F]`` or ``[B, T, F]``.
+
+    A BatchNorm takes its statistics over all nodes or tokens; on a sequence batch with a ``[B, T]`` padding
+    ``mask`` over the real tokens only, and padding tokens come back as zeros (selecting them gives a data-dependent
+    shape: ``torch.compile(fullgraph=True)`` refuses that one case). Other norms act on each row."""
+    if not isinstance(norm, nn.BatchNorm1d) or x.dim() == 2:
+        return norm(x)
+    if mask is not None and mask.dim() == 2:
+        out = x.new_zeros(x.shape)
+        out[mask] = norm(x[mask])
+        return out
+    return norm(x.reshape(-1, x.size(-1))).view_as(x)
+
+
+def _check_flag(value: Any, name: str) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"'{name}' must be True or False (got {value!r})")
+
+
 def _check_probability(value: Any, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"'{name}' must be a float in [0, 1) (got {value!r})")
@@ -76,14 +110,19 @@ def _check_probability(value: Any, name: str) -> None:
 class PLETransformerBlock(nn.Module):
     r"""Transformer block read as one step of probabilistic Laplacian Eigenmaps inference.
 
-    .. math::
-        \mathbf{h} = \mathbf{x} + \big(\eta (A - I)\, \mathrm{LN}(\mathbf{x}) W_v\big) W_o, \qquad
-        \mathbf{out} = \mathbf{h} + \mathrm{MLP}(\mathrm{LN}(\mathbf{h})),
+    Pre-norm (``prenorm=True``, the default) and post-norm (``prenorm=False``, as in GPS and GRIT):
 
-    with :math:`A` the attention graph of :class:`~pyg_ple.LaplacianDiffusionConv` (standard heads use :math:`A` in
-    place of :math:`\eta (A - I)`). The conv computes the update :math:`\eta (A - I) V` only; the block owns the
-    output projection :math:`W_o` (``proj``), both residual connections, the two LayerNorms and the MLP. The same
-    parameters run three ways:
+    .. math::
+        \text{pre:}\quad \mathbf{h} = \mathbf{x} + \mathrm{conv}(N_1(\mathbf{x})) W_o, \quad
+        \mathbf{out} = \mathbf{h} + \mathrm{MLP}(N_2(\mathbf{h})); \qquad
+        \text{post:}\quad \mathbf{h} = N_1(\mathbf{x} + \mathrm{conv}(\mathbf{x}) W_o), \quad
+        \mathbf{out} = N_2(\mathbf{h} + \mathrm{MLP}(\mathbf{h})),
+
+    where :math:`\mathrm{conv}(\mathbf{x}) = \eta (A - I)\, \mathbf{x} W_v` with :math:`A` the attention graph of
+    :class:`~pyg_ple.LaplacianDiffusionConv` (standard heads use :math:`A` in place of :math:`\eta (A - I)`; with
+    ``degree_scaler`` each head is also scaled by :math:`s(d_i)`) and :math:`N_1, N_2` the chosen ``norm``. The conv
+    computes the update only; the block owns the output projection :math:`W_o` (``proj``), both residual
+    connections, the two norms (``norm1``, ``norm2``) and the MLP. The same parameters run three ways:
 
     - ``block(x [N, F], edge_index, batch=None, edge_attr=None)``: over a graph's edges (sparse path);
     - ``block(x [N, F], batch=batch)`` (no ``edge_index``): all pairs within each graph of a PyG batch, through the
@@ -106,6 +145,12 @@ class PLETransformerBlock(nn.Module):
         step_size, learn_step_size, add_self_loops, edge_dim: see :class:`~pyg_ple.LaplacianDiffusionConv`.
         ple_init: initialise (and re-initialise in :meth:`reset_parameters`) as one PLE gradient step, see
             :func:`ple_init_`.
+        norm: ``'layer'`` (``torch.nn.LayerNorm``), ``'batch'`` (``torch.nn.BatchNorm1d`` with statistics over all
+            nodes or tokens; on a ``[B, T, F]`` batch with a ``[B, T]`` padding mask over the real tokens only, see
+            :func:`apply_norm`) or ``'rms'`` (``torch.nn.RMSNorm``).
+        prenorm: pre-norm (``True``) or post-norm (``False``) residuals, see above.
+        degree_scaler: learn a degree-dependent conductance in the conv (see
+            :class:`~pyg_ple.LaplacianDiffusionConv`; it starts as the identity).
     """
 
     def __init__(
@@ -121,6 +166,9 @@ class PLETransformerBlock(nn.Module):
         add_self_loops: bool = True,
         edge_dim: Optional[int] = None,
         ple_init: bool = False,
+        norm: str = 'layer',
+        prenorm: bool = True,
+        degree_scaler: bool = False,
     ):
         super().__init__()
         if not isinstance(heads, int) or heads < 1 or not isinstance(channels, int) or channels % heads != 0:
@@ -131,14 +179,18 @@ class PLETransformerBlock(nn.Module):
         hidden = int(round(channels * mlp_ratio))
         if hidden < 1:
             raise ValueError(f"'mlp_ratio' must give a positive hidden width (got {mlp_ratio!r})")
+        _check_flag(prenorm, 'prenorm')
+        _check_flag(degree_scaler, 'degree_scaler')
         self.channels, self.heads, self.ple_init = channels, heads, bool(ple_init)
-        self.norm1 = nn.LayerNorm(channels)
+        self.norm, self.prenorm = norm, prenorm
+        self.norm1 = make_norm(norm, channels)
         self.conv = LaplacianDiffusionConv(channels, channels // heads, heads, concat=True,
                                            laplacian_heads=laplacian_heads, step_size=step_size,
                                            learn_step_size=learn_step_size, add_self_loops=add_self_loops,
-                                           dropout=attention_dropout, edge_dim=edge_dim, bias=False)
+                                           dropout=attention_dropout, edge_dim=edge_dim, bias=False,
+                                           degree_scaler=degree_scaler)
         self.proj = nn.Linear(channels, channels)
-        self.norm2 = nn.LayerNorm(channels)
+        self.norm2 = make_norm(norm, channels)
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, channels))
         self.dropout = nn.Dropout(dropout)
@@ -174,7 +226,7 @@ class PLETransformerBlock(nn.Module):
                     check_edge_index(edge_index, x.size(0))
                     check_same_graph(edge_index, batch)
         self._needs_edges(edge_index)
-        h = self.norm1(x)
+        h = self._conv_input(x, mask)
         if x.dim() == 3:
             if edge_index is not None or batch is not None:
                 raise ValueError("a [B, T, F] sequence takes 'mask' and 'causal', not 'edge_index' or 'batch'")
@@ -193,8 +245,15 @@ class PLETransformerBlock(nn.Module):
             else:
                 dense, valid = to_dense_batch(h, batch)
                 update = self.conv.forward_dense(dense, mask=valid)[valid]
-        x = x + self.dropout(self.proj(update))
-        return x + self.dropout(self.mlp(self.norm2(x)))
+        if self.prenorm:
+            x = x + self.dropout(self.proj(update))
+            return x + self.dropout(self.mlp(apply_norm(self.norm2, x, mask)))
+        x = apply_norm(self.norm1, x + self.dropout(self.proj(update)), mask)
+        return apply_norm(self.norm2, x + self.dropout(self.mlp(x)), mask)
+
+    def _conv_input(self, x: Tensor, mask: OptTensor) -> Tensor:
+        # Pre-norm blocks attend over the normalised stream, post-norm blocks over the stream itself.
+        return apply_norm(self.norm1, x, mask if x.dim() == 3 else None) if self.prenorm else x
 
     @torch.no_grad()
     def attention_graph(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
@@ -212,7 +271,7 @@ class PLETransformerBlock(nn.Module):
                 raise ValueError("'mask' and 'causal' apply to [B, T, F] sequences; on a graph pass 'edge_index'")
             if edge_index is None:
                 edge_index = full_edge_index(batch, x.size(0))
-            return self.conv.attention_graph(self.norm1(x), edge_index, edge_attr, batch)
+            return self.conv.attention_graph(self._conv_input(x, None), edge_index, edge_attr, batch)
         if edge_index is not None or batch is not None:
             raise ValueError("a [B, T, F] sequence takes 'mask' and 'causal', not 'edge_index' or 'batch'")
         check_features(x, self.channels, dim=3, dtype=self.proj.weight.dtype)
@@ -221,7 +280,7 @@ class PLETransformerBlock(nn.Module):
         if allowed is None:
             allowed = torch.ones(T, T, dtype=torch.bool, device=x.device)
             allowed = (allowed.tril() if causal else allowed).expand(B, T, T)
-        weight = self._dense_attention(self.norm1(x), allowed)  # [B, H, T, T]
+        weight = self._dense_attention(self._conv_input(x, mask), allowed)  # [B, H, T, T]
         b, i, j = allowed.nonzero(as_tuple=True)
         edge_index = torch.stack([b * T + j, b * T + i], dim=0)
         batch = torch.arange(B, device=x.device).repeat_interleave(T)
@@ -241,8 +300,11 @@ class PLETransformerBlock(nn.Module):
                                               dropout_p=conv.dropout if self.training else 0.0)
 
     def __repr__(self) -> str:
+        options = ''.join(f', {name}={value!r}' for name, value, default in (
+            ('norm', self.norm, 'layer'), ('prenorm', self.prenorm, True),
+            ('degree_scaler', self.conv.degree_scaler, False)) if value != default)
         return (f'{self.__class__.__name__}({self.channels}, heads={self.heads}, '
-                f'laplacian_heads={self.conv.laplacian_heads})')
+                f'laplacian_heads={self.conv.laplacian_heads}{options})')
 
 
 def ple_init_(block: PLETransformerBlock, qk_scale: float = 1.0) -> PLETransformerBlock:
@@ -256,8 +318,13 @@ def ple_init_(block: PLETransformerBlock, qk_scale: float = 1.0) -> PLETransform
 
     i.e. the diffusion step ``X + eta (A - I) X`` of probabilistic Laplacian Eigenmaps on the LayerNorm-ed latents
     (LN stands in for the log-determinant term), with a data-derived attention graph: a Gaussian-type similarity of
-    the latents (dot-product attention with queries = keys). The LayerNorm affine parameters stay at their identity
+    the latents (dot-product attention with queries = keys). The norms' affine parameters stay at their identity
     initialisation. ``PLETransformerBlock(..., ple_init=True)`` applies it with ``qk_scale=1``. Returns ``block``.
+
+    That is the default block (``norm='layer'``, ``prenorm=True``). The same weights give, for the others:
+    ``x + eta (A - I) N(x)`` for a pre-norm block with ``norm`` ``N`` (RMSNorm, or BatchNorm with batch statistics
+    in training), and ``N_2(N_1(x + eta (A - I) x))`` for a post-norm block (the attention graph then compares the
+    stream itself). A degree scaler starts as the identity, so it does not change these formulas.
     """
     conv = block.conv
     eye = torch.eye(block.channels)
@@ -276,20 +343,21 @@ def ple_init_(block: PLETransformerBlock, qk_scale: float = 1.0) -> PLETransform
 
 
 class PLETransformer(nn.Module):
-    r"""``num_layers`` :class:`PLETransformerBlock` and a final LayerNorm.
+    r"""``num_layers`` :class:`PLETransformerBlock` and, for pre-norm blocks, a final norm.
 
     ``stack(x, ...)`` takes the block's three call forms (graph edges: ``x [N, F], edge_index, batch=None,
     edge_attr=None``; all pairs per graph: ``x [N, F], batch=batch``; sequences: ``x [B, T, F], mask=None,
-    causal=False``), passes them to every block in turn and returns ``LayerNorm`` of the last block's output.
-    ``num_layers=0`` gives the LayerNorm alone.
+    causal=False``), passes them to every block in turn and returns the last block's output through a final norm of
+    the blocks' kind (``norm``, LayerNorm by default). Post-norm blocks (``prenorm=False``) already end with a norm,
+    so the stack adds none (``stack.norm`` is ``None``). ``num_layers=0`` gives the final norm alone.
 
     Args:
         channels: model width ``F``.
         heads: attention heads of every block.
         num_layers: number of blocks.
         **block_kwargs: further :class:`PLETransformerBlock` arguments, the same for every block
-            (``laplacian_heads``, ``mlp_ratio``, ``dropout``, ``step_size``, ``ple_init``, ...; see also
-            :func:`variant_kwargs`).
+            (``laplacian_heads``, ``mlp_ratio``, ``dropout``, ``step_size``, ``ple_init``, ``norm``, ``prenorm``,
+            ``degree_scaler``, ...; see also :func:`variant_kwargs`).
     """
 
     def __init__(self, channels: int, heads: int, num_layers: int, **block_kwargs: Any):
@@ -297,8 +365,10 @@ class PLETransformer(nn.Module):
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
             raise ValueError(f"'num_layers' must be a non-negative int (got {num_layers!r})")
         self.channels, self.heads = channels, heads
+        prenorm = block_kwargs.get('prenorm', True)
+        _check_flag(prenorm, 'prenorm')
         self.blocks = nn.ModuleList([PLETransformerBlock(channels, heads, **block_kwargs) for _ in range(num_layers)])
-        self.norm = nn.LayerNorm(channels)
+        self.norm = make_norm(block_kwargs.get('norm', 'layer'), channels) if prenorm else None
 
     @property
     def num_layers(self) -> int:
@@ -307,13 +377,14 @@ class PLETransformer(nn.Module):
     def reset_parameters(self) -> None:
         for block in self.blocks:
             block.reset_parameters()
-        self.norm.reset_parameters()
+        if self.norm is not None:
+            self.norm.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
                 edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False) -> Tensor:
         for block in self.blocks:
             x = block(x, edge_index, batch=batch, edge_attr=edge_attr, mask=mask, causal=causal)
-        return self.norm(x)
+        return x if self.norm is None else apply_norm(self.norm, x, mask if x.dim() == 3 else None)
 
     @torch.no_grad()
     def attention_graph(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,

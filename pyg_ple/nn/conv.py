@@ -7,7 +7,6 @@ hooks, explainers and ``torch.compile``) or the fused kernel of :mod:`pyg_ple.op
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Optional, Tuple, Union
 
 import torch
@@ -22,6 +21,8 @@ from torch_geometric.utils import is_torch_sparse_tensor, scatter
 from pyg_ple.edges import as_edge_index, has_incoming_edge
 from pyg_ple.graph import AttentionGraph
 from pyg_ple.nn.attention import AttentionAdjacency
+from pyg_ple.nn.kernel_cache import KernelGraphCache
+from pyg_ple.nn.scaler import degree_scale, dense_key_count, edge_key_count
 from pyg_ple.ops.edge_softmax import EdgeCSR, edge_softmax_aggregate
 from pyg_ple.validation import check_edge_values, check_features, check_finite, check_tensor, checking
 
@@ -45,48 +46,6 @@ def _has_reference_only_hooks(conv: 'LaplacianDiffusionConv') -> bool:
     return (any(getattr(conv, name) for name in _PROPAGATE_HOOKS)
             or bool(attention._forward_hooks or attention._forward_pre_hooks)
             or bool(modules._global_forward_hooks or modules._global_forward_pre_hooks))
-
-
-class KernelGraphCache:
-    r"""The fused kernel's edge set (self-loops prepared), its :class:`~pyg_ple.ops.EdgeCSR` and incoming-edge mask,
-    for the last ``edge_index`` tensor a conv saw.
-
-    An entry is reused while the same tensor object comes back unmodified (its version unchanged) with the same
-    node count, as in full-batch training. The key is held by weak reference and the entry dropped when the key is
-    freed. It is transient state: not in ``state_dict``, and ``torch.save(module)``, pickling and
-    ``copy.deepcopy`` give an empty cache.
-    """
-
-    def __init__(self) -> None:
-        self._entry: Optional[tuple] = None
-
-    def __reduce__(self):  # pickling and deepcopy: an empty cache
-        return type(self), ()
-
-    def __len__(self) -> int:
-        return int(self._entry is not None)
-
-    @staticmethod
-    def _tag(key: Tensor, num_nodes: int) -> tuple:
-        return num_nodes, key._version, key.device
-
-    def get(self, key: Adj, num_nodes: int) -> Optional[Tuple[Tensor, EdgeCSR, Tensor]]:
-        if self._entry is None or not isinstance(key, Tensor) or key.is_inference():
-            return None
-        ref, tag, value = self._entry
-        return value if ref() is key and tag == self._tag(key, num_nodes) else None
-
-    def put(self, key: Adj, num_nodes: int, value: Tuple[Tensor, EdgeCSR, Tensor]) -> Tuple[Tensor, EdgeCSR, Tensor]:
-        if isinstance(key, Tensor) and not key.is_inference():  # inference tensors have no version counter
-            self._entry = (weakref.ref(key, self._drop), self._tag(key, num_nodes), value)
-        return value
-
-    def clear(self) -> None:
-        self._entry = None
-
-    def _drop(self, ref: weakref.ref) -> None:
-        if self._entry is not None and self._entry[0] is ref:
-            self._entry = None
 
 
 class LaplacianDiffusionConv(MessagePassing):
@@ -116,6 +75,15 @@ class LaplacianDiffusionConv(MessagePassing):
     matrix :math:`P` = :math:`D^{-1} W`, :math:`D^{-1/2} W D^{-1/2}` or :math:`W` (the off-diagonal part that ``L``
     subtracts). The layer returns the update only (no residual, no output projection).
 
+    With ``degree_scaler=True`` (learned mode) each head's output is multiplied, per channel, by a learned
+    conductance :math:`s(d_i) = \theta_1 + \theta_2 \log(1 + d_i)` (GRIT's degree scaler), where :math:`d_i` is
+    the number of keys node :math:`i` attends over (its in-degree in the edge set after self-loop handling; on the
+    dense path the number of allowed keys): a Laplacian head returns :math:`\eta_h\, s(d_i) \odot (\sum_j
+    \alpha_{ij} \mathbf{v}_j - \mathbf{v}_i)`, still a Laplacian diffusion (the operator's rows sum to zero) with a
+    degree-dependent conductance, and a plain head :math:`s(d_i) \odot \sum_j \alpha_{ij} \mathbf{v}_j`. The
+    coefficients ``deg_coef [2, H * C]`` start at :math:`\theta_1 = 1, \theta_2 = 0`, so a new layer computes
+    exactly what it computes without the scaler.
+
     Args:
         in_channels: input features ``F``.
         out_channels: channels per head ``C``.
@@ -131,6 +99,8 @@ class LaplacianDiffusionConv(MessagePassing):
         edge_dim: edge feature size for an edge term in the attention score, or ``None`` (then ``edge_attr`` is
             refused).
         bias: add a learned bias to the output.
+        degree_scaler: learn the degree scaler above (learned mode only: with ``edge_weight`` a layer built with it
+            raises a ``ValueError``).
         fused: in learned mode, run the fused kernel of :mod:`pyg_ple.ops` (SDDMM, segment softmax, SpMM: no
             ``[E, H, C]`` messages in forward or backward; on CPU, float16/bfloat16 projections such as those of
             ``torch.autocast`` are computed in float32). The per-edge ``propagate`` path runs instead when
@@ -172,6 +142,7 @@ class LaplacianDiffusionConv(MessagePassing):
         edge_dim: Optional[int] = None,
         bias: bool = True,
         fused: bool = True,
+        degree_scaler: bool = False,
         **kwargs,
     ):
         kwargs.setdefault('aggr', 'add')
@@ -200,6 +171,7 @@ class LaplacianDiffusionConv(MessagePassing):
         self.laplacian_heads, self.normalization = laplacian_heads, normalization
         self.step_size, self.learn_step_size = float(step_size), learn_step_size
         self.add_self_loops, self.dropout, self.edge_dim, self.fused = add_self_loops, dropout, edge_dim, fused
+        self.degree_scaler = bool(degree_scaler)
 
         self.attention = AttentionAdjacency(in_channels, out_channels, heads, edge_dim, add_self_loops, dropout)
         self.lin_value = Linear(in_channels, heads * out_channels)
@@ -210,6 +182,7 @@ class LaplacianDiffusionConv(MessagePassing):
         else:
             self.register_buffer('eta', eta)
         self.bias = Parameter(torch.empty(heads * out_channels if concat else out_channels)) if bias else None
+        self.deg_coef = Parameter(torch.empty(2, heads * out_channels)) if degree_scaler else None
         self.kernel_cache = KernelGraphCache()
         self.reset_parameters()
 
@@ -231,6 +204,10 @@ class LaplacianDiffusionConv(MessagePassing):
             self.eta.fill_(self.step_size)
         if self.bias is not None:
             torch.nn.init.zeros_(self.bias)
+        if self.deg_coef is not None:  # theta_1 = 1, theta_2 = 0: the layer without the scaler
+            with torch.no_grad():
+                self.deg_coef[0].fill_(1.0)
+                self.deg_coef[1].zero_()
 
     def forward(
         self,
@@ -255,7 +232,8 @@ class LaplacianDiffusionConv(MessagePassing):
                 coef, self_weight = self.fixed_coefficients(edge_index, edge_weight.to(x.dtype), x.size(0))
                 coef = coef.unsqueeze(-1).expand(-1, self.heads)
             aggregated = self.propagate(edge_index, value=value, alpha=coef)  # [N, H, C]
-            out = self.merge_heads(self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)))
+            out = self.merge_heads(self.scale_by_degree(
+                self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)), edge_index))
         if return_attention_weights:
             return out, (edge_index, coef)
         return out
@@ -266,6 +244,9 @@ class LaplacianDiffusionConv(MessagePassing):
         ``torch.compile`` (value checks once per tensor object and version)."""
         if edge_weight is None:  # learned mode: the attention module's inputs
             return self.attention.check_inputs(x, edge_index, edge_attr)
+        if self.degree_scaler:
+            raise ValueError("'degree_scaler' scales learned attention by the number of keys, but with "
+                             "'edge_weight' the graph is fixed: build the layer with degree_scaler=False")
         if checking():
             check_features(x, self.in_channels, dim=2, dtype=self.lin_value.weight.dtype)
             check_finite(x, 'x')
@@ -311,7 +292,14 @@ class LaplacianDiffusionConv(MessagePassing):
                                                    score_bias=self.attention.edge_term(query, edge_index, edge_attr),
                                                    dropout=self.dropout, training=self.training, csr=csr,
                                                    need_alpha=need_alpha)
-        return self.merge_heads(self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1))), edge_index, alpha
+        out = self.scale_by_degree(self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)), edge_index)
+        return self.merge_heads(out), edge_index, alpha
+
+    def scale_by_degree(self, out: Tensor, edge_index: Tensor) -> Tensor:
+        r"""``out [N, H, C]`` times the degree scaler ``s(d_i)`` over ``edge_index`` (unchanged without it)."""
+        if self.deg_coef is None:
+            return out
+        return out * degree_scale(self.deg_coef, edge_key_count(edge_index, out.size(0)), self.heads).to(out.dtype)
 
     def attention_graph(self, x: Tensor, edge_index: Adj, edge_attr: OptTensor = None,
                         batch: OptTensor = None) -> AttentionGraph:
@@ -376,6 +364,7 @@ class LaplacianDiffusionConv(MessagePassing):
         key = self.lin_key(x).view(B, T, H, C).transpose(1, 2)
         value = self.lin_value(x).view(B, T, H, C).transpose(1, 2)
         allowed = dense_attention_mask(mask, causal, B, T, x.device)
+        num_keys = dense_key_count(allowed, causal, B, T, x.device) if self.deg_coef is not None else None
         dropout = self.dropout if self.training else 0.0
         if allowed is None:
             aggregated = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, is_causal=causal)
@@ -388,11 +377,14 @@ class LaplacianDiffusionConv(MessagePassing):
                                                         dropout_p=dropout)
             self_weight = row_valid.unsqueeze(1).to(x.dtype)  # [B, 1, T, 1]
             aggregated = aggregated * self_weight
-        return self.merge_heads(self.combine_heads(aggregated, value, self_weight, (1, H, 1, 1)).transpose(1, 2))
+        out = self.combine_heads(aggregated, value, self_weight, (1, H, 1, 1)).transpose(1, 2)  # [B, T, H, C]
+        if num_keys is not None:
+            out = out * degree_scale(self.deg_coef, num_keys, H).to(out.dtype)
+        return self.merge_heads(out)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, '
-                f'laplacian_heads={self.laplacian_heads})')
+                f'laplacian_heads={self.laplacian_heads}{", degree_scaler=True" if self.degree_scaler else ""})')
 
 
 def dense_attention_mask(mask: OptTensor, causal: bool, batch_size: int, num_tokens: int,

@@ -1,0 +1,142 @@
+"""The options of the ``pyg-ple`` sub-commands (see :mod:`pyg_ple.bench.cli`) and the defaults of ``pyg-ple bench``."""
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+from pyg_ple.bench.io import MANIFEST_NAME
+
+DEFAULT_TU_MODELS = 'gcn,gat,gin,gps,transformer,laplacian,mixed'
+DEFAULT_DIGITS_MODELS = 'gcn,gat,gin,transformer,laplacian,mixed,laplacian-tokens'
+# The offline default: a stratified subset of the digits, sized to finish in a few minutes on 2 cores.
+DIGITS_DEFAULTS = dict(digits_n=300, epochs=10, hidden=32, layers=2, batch_size=16, lr=3e-3)
+TU_DEFAULTS = dict(epochs=100, hidden=64, layers=3, batch_size=32, lr=1e-3)
+
+
+
+def default_models(digits: bool) -> str:
+    """The comma-separated models ``pyg-ple bench`` runs without ``--models``."""
+    return DEFAULT_DIGITS_MODELS if digits else DEFAULT_TU_MODELS
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help states its default or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or 'default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespace], int]) -> None:
+    """The ``bench`` sub-command and its options; ``func`` runs it."""
+    from pyg_ple.bench.models import ATTENTION_EDGE_SETS, POOL_CHOICES
+    from pyg_ple.bench.training import OPTIMIZERS
+    from pyg_ple.nn.block import NORMS
+    p = sub.add_parser(
+        'bench', help='graph classification benchmark (Errica et al. protocol)',
+        description='Graph classification under the protocol of Errica et al. (2020): stratified k-fold outer CV, a '
+                    'stratified 10% validation split inside each training fold for model selection over --grid, '
+                    'test accuracy of the selected model per fold, mean +- std. With no options: scikit-learn digits '
+                    'as graphs, offline, a few minutes on 2 CPU cores.',
+        formatter_class=_HelpFormatter)
+    p.add_argument('--dataset', default='digits',
+                   help="'digits' (offline, ships with scikit-learn) or a TU dataset name (MUTAG, PROTEINS, ...)")
+    p.add_argument('--models', default=None,
+                   help=f'comma-separated model names (default: {DEFAULT_DIGITS_MODELS} on digits, '
+                        f'{DEFAULT_TU_MODELS} on TU datasets); see pyg_ple.bench.models.MODEL_NAMES')
+    p.add_argument('--folds', type=int, default=10,
+                   help='outer cross-validation folds (2 to the size of the smallest class)')
+    p.add_argument('--epochs', type=int, default=None,
+                   help=f'epochs per training run (default {DIGITS_DEFAULTS["epochs"]} on digits, '
+                        f'{TU_DEFAULTS["epochs"]} on TU)')
+    p.add_argument('--root', default=None,
+                   help='data folder with <NAME>/raw or TUDataset/<NAME>/raw (default: $PYG_PLE_DATA, else '
+                        '~/.cache/pyg_ple, where PyG downloads as usual)')
+    p.add_argument('--out', default=None,
+                   help='output folder: new, empty, or an earlier run to --resume or --overwrite (default: '
+                        'runs/<dataset>)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default='cpu')
+    again = p.add_mutually_exclusive_group()
+    again.add_argument('--resume', action='store_true',
+                       help='continue the run in --out: finished folds are kept, an interrupted training run '
+                            'continues from its last checkpoint')
+    again.add_argument('--overwrite', action='store_true',
+                       help=f'replace the run in --out: delete the files it wrote (listed in {MANIFEST_NAME}) and '
+                            'start afresh; files pyg-ple did not write stay')
+    p.add_argument('--grid', default=None,
+                   help='model-selection grid, as JSON or a JSON file: {"lr": [1e-3, 1e-4], "hidden": [32, 64]} (all '
+                        'combinations) or a list of configurations; keys lr, weight_decay, batch_size, patience, '
+                        'grad_clip, optimizer, schedule, warmup_epochs, decay_every, decay_gamma set training, the '
+                        'model hyper-parameters (hidden, num_layers, heads, dropout, ...) the model (default: one '
+                        'configuration)')
+    p.add_argument('--batch-size', type=int, default=None, help='default 16 on digits, 32 on TU')
+    p.add_argument('--lr', type=float, default=None, help='default 3e-3 on digits, 1e-3 on TU')
+    p.add_argument('--weight-decay', type=float, default=0.0)
+    p.add_argument('--patience', type=int, default=None, help='early-stopping patience in epochs (default: none)')
+    p.add_argument('--optimizer', default='adam', choices=OPTIMIZERS, help='optimiser of every model')
+    p.add_argument('--schedule', default='none', choices=['none', 'cosine', 'step'],
+                   help="learning-rate schedule, stepped per epoch: 'cosine' (after --warmup-epochs of linear "
+                        "warm-up) or 'step' (times --decay-gamma every --decay-every epochs)")
+    p.add_argument('--warmup-epochs', type=int, default=0, help='linear warm-up epochs of --schedule cosine')
+    p.add_argument('--decay-every', type=int, default=50, help='epochs between decays of --schedule step')
+    p.add_argument('--decay-gamma', type=float, default=0.5, help='factor of each decay of --schedule step')
+    p.add_argument('--grad-clip', type=float, default=None, help='clip the gradient norm (default: no clipping)')
+    p.add_argument('--hidden', type=int, default=None, help='hidden width (default 32 on digits, 64 on TU)')
+    p.add_argument('--layers', type=int, default=None, help='number of layers (default 2 on digits, 3 on TU)')
+    p.add_argument('--heads', type=int, default=4, help='attention heads (a divisor of --hidden)')
+    p.add_argument('--dropout', type=float, default=0.1)
+    p.add_argument('--pool', default='mean', choices=POOL_CHOICES,
+                   help="graph readout; 'mean+sum' concatenates both (not the token models)")
+    p.add_argument('--attention', default='native', choices=ATTENTION_EDGE_SETS,
+                   help='what the transformer blocks attend over')
+    p.add_argument('--step-size', type=float, default=1.0, help='Laplacian step size eta')
+    p.add_argument('--learn-step-size', action='store_true')
+    p.add_argument('--ple-init', action='store_true',
+                   help='transformer blocks start as the diffusion step: W_v = W_o = I (pyg_ple.nn.block.ple_init_)')
+    p.add_argument('--norm', default='layer', choices=tuple(NORMS),
+                   help='normalisation layers of the transformer blocks')
+    p.add_argument('--postnorm', action='store_true',
+                   help='post-norm residuals in the transformer blocks (as GPS and GRIT) instead of pre-norm')
+    p.add_argument('--degree-scaler', action='store_true',
+                   help='learned degree-dependent conductance s(d_i) in the attention (transformers, ple-gps)')
+    p.add_argument('--encoder-norm', action='store_true',
+                   help='LayerNorm after the node encoder of the transformer models (residual stream on LN scale)')
+    p.add_argument('--node-attr', action='store_true',
+                   help='TU datasets: use the continuous node attributes as well as the node labels (ENZYMES: 3 + 18, '
+                        'as Errica et al.); adds a BatchNorm on the raw features of every model (input_norm)')
+    p.add_argument('--degree', action='store_true',
+                   help='TU datasets with node features: append the one-hot node degree to them')
+    p.add_argument('--edge-features', action='store_true',
+                   help='TU datasets with edge labels (MUTAG, PTC: bond types): keep them as edge_attr and feed them '
+                        'to the models that take edge features (transformers, GAT, GIN, GPS, ple-gps)')
+    p.add_argument('--pe', default='none', choices=['none', 'rw', 'lap'], help='positional encoding (all models)')
+    p.add_argument('--pe-dim', type=int, default=8)
+    p.add_argument('--digits-n', type=int, default=None,
+                   help=f'digits: stratified subset size (default {DIGITS_DEFAULTS["digits_n"]}; 0 = all 1797)')
+    p.add_argument('--checkpoint-every', type=int, default=5, help='epochs between training checkpoints')
+    p.add_argument('--no-save-models', action='store_true', help='do not keep the selected model of each fold')
+    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
+    p.add_argument('--no-progress', action='store_true')
+    p.set_defaults(func=func, parser=p)
+
+
+def add_graph(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespace], int]) -> None:
+    """The ``graph`` sub-command and its options; ``func`` runs it."""
+    p = sub.add_parser(
+        'graph', help='export the attention graph of a trained model (GraphML + PNG)',
+        description='Load a model saved by `pyg-ple bench` (<out>/models/<model>_fold<k>.pt), run it on one graph of '
+                    'its dataset and export the attention graph of one layer and head: GraphML (networkx) and a PNG '
+                    'drawing with edge widths by attention weight.',
+        formatter_class=_HelpFormatter)
+    p.add_argument('checkpoint', help='model file written by pyg-ple bench')
+    p.add_argument('--index', type=int, default=None, help='graph index in the dataset (default: first test graph)')
+    p.add_argument('--layer', type=int, default=0, help='block whose attention is exported (negative: from the end)')
+    p.add_argument('--head', type=int, default=None, help='head (default: mean over heads)')
+    p.add_argument('--root', default=None, help='data folder (as for bench)')
+    p.add_argument('--out', default=None,
+                   help='output folder, new, empty or written by pyg-ple (default: <run>/attention next to the '
+                        'models/ folder of the checkpoint)')
+    p.add_argument('--min-weight', type=float, default=0.0, help='drop edges below this weight in the drawing')
+    p.set_defaults(func=func, parser=p)
