@@ -22,9 +22,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import _common as C
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
-from pyg_ple.bench.io import atomic_write_text
+from pyg_ple.bench.io import atomic_write_text  # noqa: E402
 
 # arm -> (model, extra arguments, what it isolates)
 ARMS = {
@@ -38,6 +39,23 @@ ARMS = {
     'ple-init': ('laplacian', ['--ple-init', '--encoder-norm'], 'diffusion initialisation, LayerNorm after encoder'),
     'adamw-cosine': ('laplacian', ['--optimizer', 'adamw', '--weight-decay', '1e-4', '--schedule', 'cosine',
                                    '--warmup-epochs', '5', '--grad-clip', '1.0'], 'AdamW, warm-up + cosine, clipping'),
+    'combined': ('laplacian', ['--pe', 'rw', '--pe-dim', '8', '--pool', 'mean+sum', '--postnorm', '--norm', 'batch',
+                               '--edge-features'],
+                 'the arms above whose validation accuracy beat the default by more than one point, together'),
+    'combined+degree-scaler': ('laplacian', ['--pe', 'rw', '--pe-dim', '8', '--pool', 'mean+sum', '--postnorm',
+                                             '--norm', 'batch', '--edge-features', '--degree-scaler'],
+                               'combined, plus the degree scaler'),
+    'transformer-combined': ('transformer', ['--pe', 'rw', '--pe-dim', '8', '--pool', 'mean+sum', '--postnorm',
+                                             '--norm', 'batch', '--edge-features'],
+                             'standard heads with the combined settings'),
+    'gin-combined': ('gin', ['--pe', 'rw', '--pe-dim', '8', '--pool', 'mean+sum', '--edge-features'],
+                     'GIN with the same features and readout (GINE layers for the edge labels)'),
+    # For datasets without edge labels (NCI1, PROTEINS, ...): the combined settings less --edge-features.
+    'combined-no-edge-labels+degree-scaler': ('laplacian', ['--pe', 'rw', '--pe-dim', '8', '--pool', 'mean+sum',
+                                                            '--postnorm', '--norm', 'batch', '--degree-scaler'],
+                                              'combined+degree-scaler without edge labels'),
+    'gin-pe-rw+mean+sum': ('gin', ['--pe', 'rw', '--pe-dim', '8', '--pool', 'mean+sum'],
+                           'GIN with the same structural encoding and readout'),
     'transformer': ('transformer', [], 'standard heads (no Laplacian head), same block'),
     'gin': ('gin', [], 'baseline'),
     'gcn': ('gcn', [], 'baseline'),
@@ -47,7 +65,8 @@ ARMS = {
 def bench_command(args, arm: str, out: Path) -> list[str]:
     model, extra, _ = ARMS[arm]
     cmd = ['--dataset', args.dataset, '--models', model, '--epochs', str(args.epochs), '--folds', str(args.folds),
-           '--lr', str(args.lr), '--threads', str(args.threads), '--no-progress', '--no-save-models', *extra,
+           '--lr', str(args.lr), '--threads', str(args.threads), '--no-progress', '--no-save-models', *args.extra,
+           *extra,
            '--out', str(out)]
     if args.root:
         cmd[:0] = ['--root', str(args.root)]
@@ -63,7 +82,8 @@ def run_arm(args, arm: str) -> dict:
         t0 = time.time()
         proc = subprocess.run([sys.executable, '-m', 'pyg_ple', 'bench', *cmd, *resume], capture_output=True, text=True)
         if proc.returncode != 0:
-            return {'arm': arm, 'status': f'failed ({proc.stderr.strip().splitlines()[-1][:160] if proc.stderr else proc.returncode})'}
+            last = proc.stderr.strip().splitlines()[-1][:160] if proc.stderr.strip() else f'exit {proc.returncode}'
+            return {'arm': arm, 'status': f'failed ({last})'}
         print(f'{arm}: {time.time() - t0:.0f} s', file=sys.stderr)
     row = json.loads(results.read_text())['results'][0]
     return {'arm': arm, 'status': 'ok', 'model': row['model'], 'val_acc': row['val_acc_mean'],
@@ -82,6 +102,8 @@ def main(argv=None) -> int:
     p.add_argument('--lr', type=float, default=3e-3)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--jobs', type=int, default=2, help='arms run at the same time')
+    p.add_argument('--extra', action='append', default=[],
+                   help='an argument for every arm (repeat it): --extra=--hidden --extra=32')
     p.add_argument('--runs', default='runs/mechanisms', help='parent folder of the run folders')
     p.add_argument('--out', default=str(C.RESULTS))
     args = p.parse_args(argv)
@@ -98,10 +120,10 @@ def main(argv=None) -> int:
              f'- command: `{command}`',
              f'- each arm: `pyg-ple bench {" ".join(generic)}` plus the arm\'s arguments (RUN: `{args.runs}/'
              f'{args.dataset}/<arm>`)',
-             f'- protocol of Errica et al.: {args.folds} stratified outer folds, a 10 % inner validation split selects the '
-             'epoch; seed 0 (the same splits for every arm)',
-             f'- torch {env["torch"]}, python {env["python"]}, {env["cpus"]} CPU cores, {args.threads} thread(s) per arm, '
-             f'{args.jobs} arms at a time', '',
+             f'- protocol of Errica et al.: {args.folds} stratified outer folds, a 10 % inner validation split selects '
+             'the epoch; seed 0 (the same splits for every arm)',
+             f'- torch {env["torch"]}, python {env["python"]}, {env["cpus"]} CPU cores, {args.threads} thread(s) per '
+             f'arm, {args.jobs} arms at a time', '',
              '| arm | model | change | val acc % (selection) | test acc % | selected epoch | train loss | s/epoch |',
              '|---|---|---|---:|---:|---:|---:|---:|']
     for r in rows:
@@ -110,8 +132,8 @@ def main(argv=None) -> int:
         if r['status'] != 'ok':
             lines.append(f"| {r['arm']} | {model} | {change} | {r['status']} | | | | |")
             continue
-        lines.append(f"| {r['arm']} | {model} | {change} | {r['val_acc']:.1f} | {r['acc_mean']:.1f} ± {r['acc_std']:.1f} "
-                     f"| {r['best_epoch']} | {r['train_loss']:.3f} | {r['sec_per_epoch']:.3f} |")
+        lines.append(f"| {r['arm']} | {model} | {change} | {r['val_acc']:.1f} | {r['acc_mean']:.1f} ± "
+                     f"{r['acc_std']:.1f} | {r['best_epoch']} | {r['train_loss']:.3f} | {r['sec_per_epoch']:.3f} |")
     out = Path(args.out)
     atomic_write_text(out / f'mechanism_ablation_{args.dataset}.md', '\n'.join(lines) + '\n')
     buf = io.StringIO()

@@ -271,3 +271,19 @@ def test_mnist_clustering_summaries_read_the_published_results():
         assert f'{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}' in after
     sweep = mod.summarise_sweep(REPO / 'benchmarks' / 'results' / 'sweep')
     assert sweep.count('| 16.0 | 0.5 | ple/') == 3 and '| 16.0 | 0.5 | ple/standard |' in sweep  # three head types
+
+
+def test_mechanism_ablation_reports_every_arm_from_its_run(tmp_path):
+    """Each arm's row holds the numbers of its own run folder; an arm that cannot run is reported, not dropped."""
+    mod = load_script('benchmarks/mechanism_ablation.py')
+    runs, out = tmp_path / 'runs', tmp_path / 'out'
+    mod.main(['--dataset', 'digits', '--arms', 'laplacian', 'gcn', 'edge-features', '--epochs', '1', '--folds', '2',
+              '--jobs', '1', '--extra=--digits-n', '--extra=40', '--extra=--hidden', '--extra=8', '--runs', str(runs),
+              '--out', str(out)])
+    md = (out / 'mechanism_ablation_digits.md').read_text()
+    for arm in ('laplacian', 'gcn'):
+        row = json.loads((runs / 'digits' / arm / 'results.json').read_text())['results'][0]
+        line = next(x for x in md.splitlines() if x.startswith(f'| {arm} |'))
+        assert f"| {row['val_acc_mean']:.1f} | {row['acc_mean']:.1f} ± {row['acc_std']:.1f} |" in line
+    assert '| edge-features | laplacian |' in md and 'failed (pyg-ple bench: error: --edge-features' in md
+    assert '--digits-n 40 --hidden 8' in md
