@@ -234,3 +234,29 @@ def test_results_plot_shows_every_model_name_whole(datasets):
         box = t.get_window_extent(renderer)
         assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and 0 <= box.y0 and box.y1 <= fig.bbox.y1, t.get_text()
     plt.close(fig)
+
+
+def test_tu_processing_holds_an_inter_process_lock(tmp_path, monkeypatch):
+    """PyG writes processed/ in place; two runs starting together must not read each other's half-written files, so
+    the dataset is built while a lock that other processes see is held."""
+    import subprocess
+    import sys
+
+    from pyg_ple.bench import datasets
+    monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
+    raw = tmp_path / 'data' / 'TOY' / 'raw'
+    raw.mkdir(parents=True)
+    for suffix in datasets.TU_RAW_SUFFIXES:
+        (raw / f'TOY{suffix}').write_text('1\n')
+    lock_file = tmp_path / 'cache' / 'locks' / 'TUDataset-TOY.lock'
+    probe = ('import fcntl, sys\nf = open(sys.argv[1], "a")\n'
+             'try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n    sys.exit(3)\n')
+    seen = []
+
+    def fake_tu(root, name, use_node_attr=False):
+        seen.append(subprocess.run([sys.executable, '-c', probe, str(lock_file)]).returncode)
+        return 'dataset'
+
+    monkeypatch.setattr('torch_geometric.datasets.TUDataset', fake_tu)
+    assert datasets.load_tu('TOY', root=tmp_path / 'data') == 'dataset'
+    assert seen == [3]  # another process could not take the lock while the dataset was being built

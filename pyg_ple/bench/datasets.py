@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyg_ple.bench.io import cache_root, data_root, link_raw_files
+from pyg_ple.bench.io import cache_root, data_root, dataset_lock, link_raw_files
 
 __all__ = [
     'GraphDataset', 'DatasetUnavailableError', 'load_dataset', 'load_tu', 'digits_graphs',
@@ -236,7 +236,8 @@ def load_tu(name: str, root: str | os.PathLike | None = None, use_node_attr: boo
             raise _tu_error(name, base, PermissionError(f'{base} is not writable'))
         found = base
     try:
-        return TUDataset(str(found), name, use_node_attr=use_node_attr)
+        with dataset_lock('TUDataset', name):
+            return TUDataset(str(found), name, use_node_attr=use_node_attr)
     except Exception as e:  # download failure (offline, unknown name), corrupt files
         if found == base and not _has_raw(base / name / 'raw', name):
             shutil.rmtree(base / name, ignore_errors=True)  # no half-downloaded folder left behind

@@ -24,12 +24,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Optional, Union
 
 import numpy as np
+from filelock import FileLock
 import torch
 from torch import Tensor
 
 from pyg_ple.bench.distributed import is_main_process
 
-__all__ = ['data_root', 'cache_root', 'link_raw_files', 'atomic_write_bytes', 'atomic_write_text',
+__all__ = ['data_root', 'cache_root', 'dataset_lock', 'link_raw_files', 'atomic_write_bytes', 'atomic_write_text',
            'atomic_write_json', 'atomic_torch_save', 'load_torch_file', 'RunFileError', 'RunFolder', 'MANIFEST_NAME']
 
 PathLike = Union[str, os.PathLike]
@@ -49,6 +50,17 @@ def cache_root() -> Path:
     """Writable folder for processed PyG files (``$PYG_PLE_CACHE``, else ``~/.cache/pyg_ple/cache``)."""
     env = os.environ.get('PYG_PLE_CACHE')
     return Path(env).expanduser() if env else Path('~/.cache/pyg_ple/cache').expanduser()
+
+
+def dataset_lock(kind: str, name: str) -> FileLock:
+    """An inter-process lock for processing dataset ``name`` of ``kind`` (``'TUDataset'``, ``'Planetoid'``).
+
+    PyG writes ``processed/`` in place, so two runs started together on an empty cache would read each other's
+    half-written files; holding this lock while the dataset is built serialises them. The lock file lives in
+    ``cache_root()/locks``."""
+    folder = cache_root() / 'locks'
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder / f'{kind}-{name}.lock'))
 
 
 def link_raw_files(files: Iterable[Path], raw: Path) -> Path:

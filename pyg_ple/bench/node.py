@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pyg_ple.bench.io import cache_root, data_root, link_raw_files
+from pyg_ple.bench.io import cache_root, data_root, dataset_lock, link_raw_files
 from pyg_ple.bench.models import BLOCK_DEFAULTS, check_config, check_hparams, config_from_hparams
 from pyg_ple.bench.training import TrainConfig, TrainResult, fit
 from pyg_ple.nn.block import PLETransformer
@@ -79,7 +79,8 @@ def load_planetoid(name: str, root: Optional[str | os.PathLike] = None, normaliz
     if raw.resolve() != (cache / name / 'raw').resolve():
         link_raw_files([raw / f for f in _raw_files(name)], cache / name / 'raw')
     transform = NormalizeFeatures() if normalize_features else None
-    return Planetoid(str(cache), name, split='public', transform=transform)[0]
+    with dataset_lock('Planetoid', name):
+        return Planetoid(str(cache), name, split='public', transform=transform)[0]
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Dimensionality reduction by unrolled Laplacian-diffusion steps.
 
 :class:`PLEEmbedding` is a scikit-learn estimator.  It embeds a point cloud the way
-the probabilistic-Laplacian-Eigenmaps reading of a transformer block does (see
-``docs`` / method notes, section 2): the points are tokens, a graph over them is
+the probabilistic-Laplacian-Eigenmaps reading of a transformer block does (Ravuri &
+Lawrence, 2025): the points are tokens, a graph over them is
 the attention matrix ``A`` (row-stochastic), and each step is one gradient step on
 the Laplacian term of the PLE objective::
 
