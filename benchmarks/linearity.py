@@ -17,7 +17,7 @@ Settings:
 2. The character LM of ``benchmarks/lm_shakespeare.py`` on validation sequences: each layer and the whole stack, at
    initialisation and after training (models saved by ``lm_shakespeare.py --save-models DIR``, if given).
 
-    python benchmarks/linearity.py --root /path/to/data --lm-models /tmp/lm_models
+    python benchmarks/linearity.py --root DATA --lm-models runs/lm_models
 """
 from __future__ import annotations
 

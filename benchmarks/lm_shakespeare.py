@@ -10,7 +10,7 @@ learning-curve PNG.
 
 CPU default (about 2 min per run on one core; 15 runs)::
 
-    python benchmarks/lm_shakespeare.py --root /path/to/data --threads 1
+    python benchmarks/lm_shakespeare.py --root DATA --threads 1
     python benchmarks/lm_shakespeare.py --report
 
 A GPU-sized run (nanoGPT's shakespeare-char configuration)::

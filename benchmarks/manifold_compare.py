@@ -7,7 +7,7 @@ Metrics: ``trustworthiness`` (k=5), 5-NN accuracy (5-fold stratified CV on the e
 classes, and fit time on one thread.  Seeds: the MNIST subset and every ``random_state``; digits uses all points for
 every seed (only the estimators' seeds change).
 
-    python benchmarks/manifold_compare.py --root /path/to/data --mnist-n 2000 --seeds 0 1 2
+    python benchmarks/manifold_compare.py --root DATA --mnist-n 2000 --seeds 0 1 2
 """
 from __future__ import annotations
 

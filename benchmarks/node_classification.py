@@ -1,7 +1,7 @@
 """Node classification on Planetoid (public split) and time/memory on a 1e6-node synthetic graph.
 
     # accuracy: 10 seeds x models x modes, every finished run appended to the CSV (a rerun skips finished runs)
-    python benchmarks/node_classification.py accuracy --root /work/shared/data --datasets Cora CiteSeer \
+    python benchmarks/node_classification.py accuracy --root DATA --datasets Cora CiteSeer \
         --models gcn gat ple ple-std --modes full neighbor --seeds 10 --epochs 100
     # scale: a few NeighborLoader training steps on a 1e6-node stochastic-block-model graph
     python benchmarks/node_classification.py scale --nodes 1000000 --batches 5

@@ -1,7 +1,7 @@
 """Run every paper-claims experiment in sequence, or print all their result tables.
 
-    python benchmarks/paper_claims.py run --root /path/to/data            # the full CPU configuration (~2 h, 1 core)
-    python benchmarks/paper_claims.py run --root /path/to/data --quick    # a smoke run of everything (~1 min)
+    python benchmarks/paper_claims.py run --root DATA            # the full CPU configuration (~2 h, 1 core)
+    python benchmarks/paper_claims.py run --root DATA --quick    # a smoke run of everything (~1 min)
     python benchmarks/paper_claims.py tables                              # tables from benchmarks/results/*.json
 
 The individual scripts (each with ``--help``):

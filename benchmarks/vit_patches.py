@@ -11,7 +11,7 @@ A seed fixes the model initialisation and the batch order; every variant of one 
 Accuracy is the validation accuracy after the last epoch (no early stopping, so validation never selects a model).
 One JSON per run in ``--out-dir`` (existing runs are skipped); the report gives mean ± std and paired comparisons.
 
-    python benchmarks/vit_patches.py --root /path/to/data --threads 1
+    python benchmarks/vit_patches.py --root DATA --threads 1
     python benchmarks/vit_patches.py --report
 """
 from __future__ import annotations

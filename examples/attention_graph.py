@@ -6,7 +6,7 @@ becomes an :class:`pyg_ple.AttentionGraph`. ``topk`` keeps every pixel's stronge
 written as GraphML (readable by networkx, Gephi, Cytoscape) and drawn on the pixel grid::
 
     python examples/attention_graph.py                       # about 10 s on one core
-    python examples/attention_graph.py --epochs 1 --graphs 60 --out /tmp/att
+    python examples/attention_graph.py --epochs 1 --graphs 60 --out runs/attention_graph
 
 Files: ``<out>/attention_graph.graphml`` and ``<out>/attention_graph.png``. The script refuses to replace a file in
 ``--out`` that it did not write itself (it lists what it wrote in ``<out>/.attention_graph_files``).

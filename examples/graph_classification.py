@@ -4,7 +4,7 @@ loop ``pyg_ple.bench.training.fit``, the epoch selected on a validation split, a
 MUTAG is read from ``--root`` (a folder with ``TUDataset/MUTAG/raw``) when it is there; otherwise scikit-learn's digits
 as graphs (offline)::
 
-    python examples/graph_classification.py --root /path/to/data      # MUTAG
+    python examples/graph_classification.py --root DATA      # MUTAG
     python examples/graph_classification.py --epochs 2 --graphs 100   # digits, a few seconds
 """
 from __future__ import annotations

@@ -19,7 +19,7 @@ figure) and on all channels ("full"): 5-NN accuracy (5-fold CV), silhouette scor
 ``sklearn.manifold.trustworthiness`` (k=5) against the pixels; next to PCA, scikit-learn's ``SpectralEmbedding``
 (Laplacian Eigenmaps) and :class:`pyg_ple.experiments.manifold.PLEEmbedding` on the same points.  Mean ± std over seeds.
 
-    python examples/mnist_clustering.py --root /path/to/data --n 2000 --seeds 0 1 2 3 4
+    python examples/mnist_clustering.py --root DATA --n 2000 --seeds 0 1 2 3 4
 
 By default the results go to ``benchmarks/results/mnist_clustering.{json,png}`` of the repository
 (``benchmarks/paper_claims.py`` runs this script); ``--out`` and ``--png`` put them elsewhere.

@@ -4,7 +4,7 @@ by ``pyg_ple.bench.node.train_node_classifier`` (the epoch selected on validatio
 Cora (public split) is read from ``--root`` (a folder with ``Planetoid/Cora/raw``) when it is there; otherwise a
 synthetic stochastic block model: ``--nodes`` nodes in 4 communities, features one noisy hint of the community::
 
-    python examples/node_classification.py --root /path/to/data      # Cora
+    python examples/node_classification.py --root DATA      # Cora
     python examples/node_classification.py --epochs 5 --nodes 200     # synthetic, a few seconds
 """
 from __future__ import annotations
