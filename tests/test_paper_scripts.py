@@ -287,3 +287,8 @@ def test_mechanism_ablation_reports_every_arm_from_its_run(tmp_path):
         assert f"| {row['val_acc_mean']:.1f} | {row['acc_mean']:.1f} ± {row['acc_std']:.1f} |" in line
     assert '| edge-features | laplacian |' in md and 'failed (pyg-ple bench: error: --edge-features' in md
     assert '--digits-n 40 --hidden 8' in md
+    summary = mod.summarize(out)  # one row per dataset file, the arms' own figures
+    lap = json.loads((runs / 'digits' / 'laplacian' / 'results.json').read_text())['results'][0]
+    row = next(x for x in summary.splitlines() if x.startswith('| digits |'))
+    assert row.startswith(f"| digits | {lap['acc_mean']:.1f} ± {lap['acc_std']:.1f} ({lap['val_acc_mean']:.1f}) | – |")
+    assert (out / 'mechanism_ablation.md').read_text() == summary
