@@ -260,3 +260,23 @@ def test_tu_processing_holds_an_inter_process_lock(tmp_path, monkeypatch):
     monkeypatch.setattr('torch_geometric.datasets.TUDataset', fake_tu)
     assert datasets.load_tu('TOY', root=tmp_path / 'data') == 'dataset'
     assert seen == [3]  # another process could not take the lock while the dataset was being built
+
+
+def test_failed_download_removes_only_the_folder_it_created(tmp_path, monkeypatch):
+    from pyg_ple.bench import datasets
+    monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
+
+    def offline(root, name, use_node_attr=False):
+        (Path(root) / name / 'raw').mkdir(parents=True, exist_ok=True)  # what a failing download leaves behind
+        raise OSError('no network')
+
+    monkeypatch.setattr('torch_geometric.datasets.TUDataset', offline)
+    mine = tmp_path / 'TOY' / 'notes.txt'  # a folder of the same name that the user made
+    mine.parent.mkdir()
+    mine.write_text('keep')
+    with pytest.raises(datasets.DatasetUnavailableError):
+        datasets.load_tu('TOY', root=tmp_path)
+    assert mine.read_text() == 'keep'
+    with pytest.raises(datasets.DatasetUnavailableError):
+        datasets.load_tu('OTHER', root=tmp_path)
+    assert not (tmp_path / 'OTHER').exists()  # the half-downloaded folder it made is gone

@@ -235,12 +235,14 @@ def load_tu(name: str, root: str | os.PathLike | None = None, use_node_attr: boo
         if not _writable(base):
             raise _tu_error(name, base, PermissionError(f'{base} is not writable'))
         found = base
+    created = not (found / name).exists()  # only a folder this call creates may be removed again
     try:
         with dataset_lock('TUDataset', name):
             return TUDataset(str(found), name, use_node_attr=use_node_attr)
     except Exception as e:  # download failure (offline, unknown name), corrupt files
         if found == base and not _has_raw(base / name / 'raw', name):
-            shutil.rmtree(base / name, ignore_errors=True)  # no half-downloaded folder left behind
+            if created:
+                shutil.rmtree(base / name, ignore_errors=True)  # no half-downloaded folder left behind
             raise _tu_error(name, base, e) from e
         raise
 

@@ -18,7 +18,7 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import is_torch_sparse_tensor, scatter
 
-from pyg_ple.edges import as_edge_index, has_incoming_edge
+from pyg_ple.edges import as_edge_index
 from pyg_ple.graph import AttentionGraph
 from pyg_ple.nn.attention import AttentionAdjacency
 from pyg_ple.nn.kernel_cache import KernelGraphCache
@@ -227,13 +227,15 @@ class LaplacianDiffusionConv(MessagePassing):
             if edge_weight is None:  # learned attention
                 graph = self.attention(x, edge_index, edge_attr, checked=True)
                 edge_index, coef = graph.edge_index, graph.weight
-                self_weight = has_incoming_edge(edge_index, x.size(0))
+                num_keys = edge_key_count(edge_index, x.size(0))
+                self_weight = num_keys > 0  # nodes with an incoming edge
             else:  # fixed graph; the output keeps the features' dtype whatever the weights' dtype
                 coef, self_weight = self.fixed_coefficients(edge_index, edge_weight.to(x.dtype), x.size(0))
                 coef = coef.unsqueeze(-1).expand(-1, self.heads)
+                num_keys = None  # no degree scaler in fixed-graph mode
             aggregated = self.propagate(edge_index, value=value, alpha=coef)  # [N, H, C]
             out = self.merge_heads(self.scale_by_degree(
-                self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)), edge_index))
+                self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)), num_keys))
         if return_attention_weights:
             return out, (edge_index, coef)
         return out
@@ -284,22 +286,24 @@ class LaplacianDiffusionConv(MessagePassing):
             prepared, edge_attr = self.attention.prepare_edges(edge_index, N, edge_attr)
         if cached is None:  # indices were checked by ``_check_inputs``
             csr = EdgeCSR(prepared, N, N, check_range=False)
-            cached = self.kernel_cache.put(graph_key, N, (prepared, csr, has_incoming_edge(prepared, N)))
-        edge_index, csr, self_weight = cached
+            cached = self.kernel_cache.put(graph_key, N, (prepared, csr, csr.rowptr.diff()))  # keys per node
+        edge_index, csr, num_keys = cached
         query, key = self.attention.project(x)
         value = self.lin_value(x).view(-1, self.heads, self.out_channels)
         aggregated, alpha = edge_softmax_aggregate(query, key, value, edge_index, N,
                                                    score_bias=self.attention.edge_term(query, edge_index, edge_attr),
                                                    dropout=self.dropout, training=self.training, csr=csr,
                                                    need_alpha=need_alpha)
-        out = self.scale_by_degree(self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)), edge_index)
+        out = self.combine_heads(aggregated, value, (num_keys > 0).view(-1, 1, 1))
+        out = self.scale_by_degree(out, num_keys)
         return self.merge_heads(out), edge_index, alpha
 
-    def scale_by_degree(self, out: Tensor, edge_index: Tensor) -> Tensor:
-        r"""``out [N, H, C]`` times the degree scaler ``s(d_i)`` over ``edge_index`` (unchanged without it)."""
+    def scale_by_degree(self, out: Tensor, num_keys: OptTensor) -> Tensor:
+        r"""``out [N, H, C]`` times the degree scaler ``s(d_i)`` of the keys per node ``num_keys [N]`` (unchanged
+        without it)."""
         if self.deg_coef is None:
             return out
-        return out * degree_scale(self.deg_coef, edge_key_count(edge_index, out.size(0)), self.heads).to(out.dtype)
+        return out * degree_scale(self.deg_coef, num_keys, self.heads).to(out.dtype)
 
     def attention_graph(self, x: Tensor, edge_index: Adj, edge_attr: OptTensor = None,
                         batch: OptTensor = None) -> AttentionGraph:
