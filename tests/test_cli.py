@@ -75,6 +75,14 @@ def test_bench_end_to_end_writes_all_result_files_and_resumes(tmp_path, capsys):
         main(TINY + ['--digits-n', '50', '--out', str(out), '--resume', '--models', 'gcn'])
     assert 'num_graphs: 40 in the run, 50 now' in capsys.readouterr().err
     assert json.loads((out / 'state.json').read_text()) == new
+    # A run recorded before the block options were (pre-norm LayerNorm then) is refused, not continued with others.
+    old = json.loads((out / 'state.json').read_text())
+    for key in ('norm', 'prenorm', 'degree_scaler'):
+        del old['config']['hparams'][key]
+    (out / 'state.json').write_text(json.dumps(old))
+    with pytest.raises(SystemExit):
+        main(TINY + ['--out', str(out), '--resume', '--models', 'gcn'])
+    assert 'holds a run with other settings' in capsys.readouterr().err
 
 
 def test_interrupted_bench_leaves_no_half_written_file_and_resumes(tmp_path, monkeypatch, capsys):
@@ -219,6 +227,12 @@ def test_edge_features_of_mutag_through_the_command(tmp_path, monkeypatch, capsy
     monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
     root = _mutag_root()
     plain, labelled = load_dataset('MUTAG', root), load_dataset('MUTAG', root, edge_features=True)
+    assert load_dataset('MUTAG', root, edge_features=None).num_edge_features == 4  # None: where the dataset has them
+    from pyg_ple.bench.cli import _edge_features, build_parser
+    resolved = {tuple(extra): _edge_features(build_parser().parse_args(['bench', '--dataset', 'MUTAG', *extra]))
+                for extra in ([], ['--edge-features'], ['--no-edge-features'], ['--attention', 'full'])}
+    assert resolved == {(): None, ('--edge-features',): True, ('--no-edge-features',): False,
+                        ('--attention', 'full'): False}
     assert 'edge_attr' not in plain.graphs[0] and plain.num_edge_features == 0
     g = labelled.graphs[0]
     assert labelled.num_edge_features == 4 and g.edge_attr.shape == (g.num_edges, 4)
@@ -238,10 +252,20 @@ def test_edge_features_of_mutag_through_the_command(tmp_path, monkeypatch, capsy
     assert 'attention edges' in capsys.readouterr().out
 
 
-def test_options_at_their_defaults_leave_the_settings_of_earlier_runs_unchanged(tmp_path):
+def test_block_options_are_recorded_and_the_recipe_at_its_defaults_is_not(tmp_path):
+    """The block options are always recorded (a run begun when they defaulted otherwise, whose state lacks them, is
+    refused on --resume); the training recipe at its defaults is left out, so that earlier runs still resume."""
     from pyg_ple.bench.cli import build_parser, validate_bench_args
     cfg = validate_bench_args(build_parser().parse_args(['bench', '--out', str(tmp_path / 'o')]))
     assert set(cfg.hparams) == {'hidden', 'num_layers', 'heads', 'dropout', 'pool', 'attention', 'step_size',
-                                'learn_step_size', 'pe_dim', 'ple_init', 'encoder_norm', 'input_norm'}
+                                'learn_step_size', 'pe_dim', 'ple_init', 'encoder_norm', 'input_norm', 'norm',
+                                'prenorm', 'degree_scaler'}
+    assert {k: cfg.hparams[k] for k in ('pool', 'pe_dim', 'norm', 'prenorm', 'degree_scaler')} == {
+        'pool': 'mean+sum', 'pe_dim': 8, 'norm': 'batch', 'prenorm': False, 'degree_scaler': True}
+    plain = validate_bench_args(build_parser().parse_args(
+        ['bench', '--out', str(tmp_path / 'p'), '--pe', 'none', '--pool', 'mean', '--norm', 'layer', '--prenorm',
+         '--no-degree-scaler']))
+    assert {k: plain.hparams[k] for k in ('pool', 'pe_dim', 'norm', 'prenorm', 'degree_scaler')} == {
+        'pool': 'mean', 'pe_dim': 0, 'norm': 'layer', 'prenorm': True, 'degree_scaler': False}
     assert not {'optimizer', 'schedule', 'warmup_epochs', 'decay_every', 'decay_gamma', 'grad_clip'} & set(
         cfg.comparable())

@@ -152,20 +152,24 @@ def test_input_norm_makes_training_outputs_invariant_to_feature_scale(name):
 
 
 def _explicit_transformer_logits(model, data):
-    """Encoder -> each block in turn -> final LayerNorm -> pooling -> head, written out."""
+    """Encoder -> each block in turn -> final norm (pre-norm blocks) -> mean and sum pooling -> head, written out."""
+    from torch_geometric.nn import global_add_pool, global_mean_pool
     batch = data.batch
     h = model.encode(data)
     edge_index, edge_attr = model.attention_edges(data, batch)
     for block in model.transformer.blocks:
         h = block(h, edge_index, batch=batch, edge_attr=edge_attr)
-    h = model.transformer.norm(h)
-    return model.head(model.readout(h, batch, data.num_graphs))
+    if model.config.prenorm:
+        h = model.transformer.norm(h)
+    else:
+        assert model.transformer.norm is None  # post-norm blocks end with their own norm
+    return model.head(torch.cat([global_mean_pool(h, batch), global_add_pool(h, batch)], dim=-1))
 
 
-@pytest.mark.parametrize('name,attention', [('transformer', 'native'), ('laplacian', 'full'),
-                                            ('mixed', 'native+full')])
-def test_transformer_model_is_its_blocks_and_layer_norm(name, attention):
-    model = build_model(name, IN, C, attention=attention, **SMALL).eval()
+@pytest.mark.parametrize('name,attention,prenorm', [('transformer', 'native', False), ('laplacian', 'full', False),
+                                                    ('mixed', 'native+full', False), ('laplacian', 'native', True)])
+def test_transformer_model_is_its_blocks_and_norm(name, attention, prenorm):
+    model = build_model(name, IN, C, attention=attention, prenorm=prenorm, **SMALL).eval()
     batch = Batch.from_data_list(_graphs())
     torch.testing.assert_close(model(batch), _explicit_transformer_logits(model, batch), atol=0, rtol=0)
     heads = SMALL['heads']
@@ -187,7 +191,7 @@ def test_native_plus_full_edges_come_from_candidate_edge_index():
 
 
 def test_token_model_is_its_blocks_and_layer_norm_and_exports_padded_graphs():
-    model = build_model('mixed-tokens', IN, C, **SMALL).eval()
+    model = build_model('mixed-tokens', IN, C, **SMALL, norm='layer', prenorm=True).eval()
     assert isinstance(model, TokenClassifier)
     graphs = _graphs()  # 4, 6 and 8 nodes: padded to 8 tokens
     batch = Batch.from_data_list(graphs)
@@ -215,17 +219,22 @@ def test_build_model_reads_its_defaults_from_the_config():
     assert len(model.transformer.blocks) == cfg.num_layers and model.transformer.heads == cfg.heads
     block = model.transformer.blocks[0]
     assert block.conv.step_size == cfg.step_size and block.dropout.p == cfg.dropout
-    # the fields the block also has default to the block's own defaults, except the documented mlp_ratio and
-    # edge_dim (the width of data.edge_attr, 0 for none; the block's also counts the native-edge flag)
+    # the fields the block also has default to the block's own defaults, except the documented mlp_ratio, edge_dim
+    # (the width of data.edge_attr, 0 for none; the block's also counts the native-edge flag) and the graph settings
+    # chosen on validation (post-norm BatchNorm and the degree scaler)
     import inspect
 
     from pyg_ple import PLETransformerBlock
     block_defaults = {k: p.default for k, p in inspect.signature(PLETransformerBlock).parameters.items()
                       if p.default is not inspect.Parameter.empty}
     for f in fields(GraphModelConfig):
-        if f.name in block_defaults and f.name not in ('mlp_ratio', 'dropout', 'edge_dim'):
+        if f.name in block_defaults and f.name not in ('mlp_ratio', 'dropout', 'edge_dim', 'norm', 'prenorm',
+                                                       'degree_scaler'):
             assert f.default == block_defaults[f.name], f.name
     assert GraphModelConfig.mlp_ratio == 2.0 != block_defaults['mlp_ratio']
+    assert (cfg.norm, cfg.prenorm, cfg.degree_scaler, cfg.pool) == ('batch', False, True, 'mean+sum')
+    assert (block.norm, block.prenorm, block.conv.degree_scaler) == ('batch', False, True)
+    assert model.head[0].in_features == 2 * cfg.hidden  # mean and sum concatenated
     # a config object and keyword overrides
     small = GraphModelConfig(hidden=16, heads=2, num_layers=1)
     assert build_model('gcn', IN, C, small, dropout=0.3).config == GraphModelConfig(hidden=16, heads=2, num_layers=1,
@@ -329,9 +338,9 @@ def test_edge_labels_reach_the_blocks_as_a_hand_built_edge_attr():
             assert len(order) == edge_index.size(1)
             torch.testing.assert_close(got_attr[idx], edge_attr)
             h = model.transformer(model.encode(batch), edge_index, batch=batch.batch, edge_attr=edge_attr)
-            from torch_geometric.nn import global_mean_pool
-            torch.testing.assert_close(model(batch), model.head(global_mean_pool(h, batch.batch)), atol=1e-5,
-                                       rtol=1e-4)
+            from torch_geometric.nn import global_add_pool, global_mean_pool
+            pooled = torch.cat([global_mean_pool(h, batch.batch), global_add_pool(h, batch.batch)], dim=-1)
+            torch.testing.assert_close(model(batch), model.head(pooled), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize('hparams,match', [
@@ -350,7 +359,7 @@ def test_ple_gps_layer_is_local_gin_plus_laplacian_attention_over_all_pairs():
 
     from pyg_ple import full_edge_index
     torch.manual_seed(0)
-    model = build_model('ple-gps', IN, C, **{**SMALL, 'num_layers': 1}).eval()
+    model = build_model('ple-gps', IN, C, **{**SMALL, 'num_layers': 1}, pool='mean').eval()
     batch = Batch.from_data_list(_graphs())
     x = model.encode(batch)
     norm_local, norm_global, norm_out = model.norms[0]
@@ -389,9 +398,10 @@ def test_block_options_reach_every_block():
     for block in model.transformer.blocks:
         assert block.norm == 'batch' and isinstance(block.norm1, torch.nn.BatchNorm1d)
         assert block.prenorm is False and block.conv.degree_scaler
-    default = build_model('laplacian', IN, C, **SMALL)
-    assert default.transformer.blocks[0].norm == 'layer' and default.transformer.blocks[0].prenorm
-    assert not default.transformer.blocks[0].conv.degree_scaler
+    plain = build_model('laplacian', IN, C, **SMALL, norm='layer', prenorm=True, degree_scaler=False)
+    assert plain.transformer.blocks[0].norm == 'layer' and plain.transformer.blocks[0].prenorm
+    assert not plain.transformer.blocks[0].conv.degree_scaler
+    assert isinstance(plain.transformer.norm, torch.nn.LayerNorm)
     assert all(conv.degree_scaler for conv in build_model('ple-gps', IN, C, **SMALL, degree_scaler=True).globals)
     with pytest.raises(ValueError, match="'norm' must be one of"):
         build_model('gcn', IN, C, norm='group')

@@ -106,7 +106,6 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
     :class:`~pyg_ple.bench.protocol.BenchmarkConfig`; raises :class:`CommandError` naming the option.
     :func:`validate_bench_data` checks the rest once the dataset is loaded."""
     from pyg_ple.bench.io import RunFolder
-    from pyg_ple.bench.models import GraphModelConfig
     from pyg_ple.bench.protocol import BenchmarkConfig, check_setting
     digits = args.dataset.lower() == 'digits'
     d = DIGITS_DEFAULTS if digits else TU_DEFAULTS
@@ -134,17 +133,20 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
     if digits and args.edge_features:
         raise CommandError('--edge-features applies to TU datasets with edge labels (MUTAG, PTC_MR, ...); the digits '
                            'graphs have none')
+    if args.edge_features and args.attention == 'full':
+        raise CommandError("--edge-features needs --attention native or native+full: the all-pairs path of 'full' "
+                           'has no edge features')
     models = _parse_models(args.models, digits)
     _check_device(args.device)
     grid = _parse_grid(args.grid)
     hparams = dict(hidden=given['hidden'], num_layers=given['layers'], heads=args.heads, dropout=args.dropout,
                    pool=args.pool, attention=args.attention, step_size=args.step_size,
                    learn_step_size=args.learn_step_size, pe_dim=args.pe_dim if args.pe != 'none' else 0,
-                   ple_init=args.ple_init, encoder_norm=args.encoder_norm, input_norm=args.node_attr)
-    # Block options only when set, so that a run begun before they existed can still be resumed.
-    block = dict(norm=args.norm, prenorm=not args.postnorm, degree_scaler=args.degree_scaler)
-    hparams.update({k: v for k, v in block.items() if v != getattr(GraphModelConfig, k)})
-    if args.edge_features:  # the width of the edge labels is known once the data is loaded (cmd_bench sets it)
+                   ple_init=args.ple_init, encoder_norm=args.encoder_norm, input_norm=args.node_attr,
+                   # Always recorded: a run begun when they defaulted otherwise is then refused on --resume
+                   # instead of continuing with other blocks.
+                   norm=args.norm, prenorm=args.prenorm, degree_scaler=args.degree_scaler)
+    if _edge_features(args) is not False:  # their width is known once the data is loaded (cmd_bench sets it)
         hparams['edge_dim'] = 1
     try:
         cfg = BenchmarkConfig(models=models, n_folds=args.folds, epochs=given['epochs'], seed=args.seed,
@@ -179,6 +181,14 @@ def validate_bench_data(args: argparse.Namespace, ds: GraphDataset, cfg: Benchma
     check_run_folder(_bench_out(args), ds, cfg, resume=args.resume, overwrite=args.overwrite)
 
 
+def _edge_features(args: argparse.Namespace) -> bool | None:
+    # --edge-features: True; --no-edge-features: False; neither: the dataset's edge labels where it has them (None,
+    # see load_dataset), except on the digits and with --attention full, which have no use for them.
+    if args.edge_features is None:
+        return False if args.dataset.lower() == 'digits' or args.attention == 'full' else None
+    return args.edge_features
+
+
 def _bench_out(args: argparse.Namespace) -> Path:
     return Path(args.out) if args.out is not None else Path('runs') / args.dataset
 
@@ -206,14 +216,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     pe = None if args.pe == 'none' else args.pe
     dataset_args = {'name': args.dataset, 'root': args.root, 'pe': pe, 'pe_dim': args.pe_dim,
                     'digits_n': (digits_n or None) if digits else None, 'seed': args.seed,
-                    'use_node_attr': args.node_attr, 'degree_features': args.degree,
-                    **({'edge_features': True} if args.edge_features else {})}
+                    'use_node_attr': args.node_attr, 'degree_features': args.degree}
     try:
-        ds = load_dataset(**dataset_args)
+        ds = load_dataset(**dataset_args, edge_features=_edge_features(args))
     except (DatasetUnavailableError, ValueError) as e:
         raise CommandError(str(e)) from None
-    if args.edge_features:
+    if ds.num_edge_features:  # recorded only when used, so that runs begun before the option existed can resume
+        dataset_args['edge_features'] = True
         cfg.hparams['edge_dim'] = ds.num_edge_features
+    else:
+        cfg.hparams.pop('edge_dim', None)
     validate_bench_data(args, ds, cfg)
     out = _bench_out(args)
     command = 'pyg-ple ' + ' '.join(shlex.quote(a) for a in (args.argv or []))

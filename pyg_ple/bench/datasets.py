@@ -250,13 +250,14 @@ def load_tu(name: str, root: str | os.PathLike | None = None, use_node_attr: boo
 def load_dataset(name: str = 'digits', root: str | os.PathLike | None = None, pe: str | None = None,
                  pe_dim: int = 8, digits_n: int | None = None, seed: int = 0,
                  use_node_attr: bool = False, ink_only: bool = True, degree_features: bool = False,
-                 edge_features: bool = False) -> GraphDataset:
+                 edge_features: bool | None = False) -> GraphDataset:
     """``'digits'`` (offline default) or a TU name; features are ready to use (degree one-hot if missing, PE).
 
     ``degree_features=True`` appends the one-hot degree to the node features of a TU dataset that has them: softmax
     attention and mean aggregation normalise the neighbourhood size away, and this hands it back as an input.
     ``edge_features=True`` keeps a TU dataset's edge labels as ``edge_attr`` (PyG's one-hot, e.g. the bond types of
-    MUTAG and PTC; width ``num_edge_features``); otherwise ``edge_attr`` is dropped."""
+    MUTAG and PTC; width ``num_edge_features``), ``None`` keeps them where the dataset has them; otherwise
+    ``edge_attr`` is dropped."""
     if name.lower() == 'digits':
         if use_node_attr or degree_features or edge_features:
             raise ValueError("'use_node_attr', 'degree_features' and 'edge_features' (--node-attr, --degree, "
@@ -284,6 +285,8 @@ def load_dataset(name: str = 'digits', root: str | os.PathLike | None = None, pe
             nfeat += extra
             info['features'] += f' + one-hot degree (max degree {extra - 1})'
     num_edge_features = 0
+    if edge_features is None:
+        edge_features = graphs[0].get('edge_attr') is not None
     if edge_features:
         if graphs[0].get('edge_attr') is None:
             raise ValueError(f"'edge_features': TU dataset {name} has no edge labels")

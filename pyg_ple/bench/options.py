@@ -87,7 +87,7 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
     p.add_argument('--layers', type=int, default=None, help='number of layers (default 2 on digits, 3 on TU)')
     p.add_argument('--heads', type=int, default=4, help='attention heads (a divisor of --hidden)')
     p.add_argument('--dropout', type=float, default=0.1)
-    p.add_argument('--pool', default='mean', choices=POOL_CHOICES,
+    p.add_argument('--pool', default='mean+sum', choices=POOL_CHOICES,
                    help="graph readout; 'mean+sum' concatenates both (not the token models)")
     p.add_argument('--attention', default='native', choices=ATTENTION_EDGE_SETS,
                    help='what the transformer blocks attend over')
@@ -95,11 +95,13 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
     p.add_argument('--learn-step-size', action='store_true')
     p.add_argument('--ple-init', action='store_true',
                    help='transformer blocks start as the diffusion step: W_v = W_o = I (pyg_ple.nn.block.ple_init_)')
-    p.add_argument('--norm', default='layer', choices=tuple(NORMS),
+    p.add_argument('--norm', default='batch', choices=tuple(NORMS),
                    help='normalisation layers of the transformer blocks')
-    p.add_argument('--postnorm', action='store_true',
-                   help='post-norm residuals in the transformer blocks (as GPS and GRIT) instead of pre-norm')
-    p.add_argument('--degree-scaler', action='store_true',
+    p.add_argument('--postnorm', dest='prenorm', action='store_false', default=False,
+                   help='post-norm residuals in the transformer blocks, as GPS and GRIT (the default)')
+    p.add_argument('--prenorm', dest='prenorm', action='store_true',
+                   help='pre-norm residuals in the transformer blocks, as in language models')
+    p.add_argument('--degree-scaler', action=argparse.BooleanOptionalAction, default=True,
                    help='learned degree-dependent conductance s(d_i) in the attention (transformers, ple-gps)')
     p.add_argument('--encoder-norm', action='store_true',
                    help='LayerNorm after the node encoder of the transformer models (residual stream on LN scale)')
@@ -108,10 +110,13 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
                         'as Errica et al.); adds a BatchNorm on the raw features of every model (input_norm)')
     p.add_argument('--degree', action='store_true',
                    help='TU datasets with node features: append the one-hot node degree to them')
-    p.add_argument('--edge-features', action='store_true',
+    p.add_argument('--edge-features', action=argparse.BooleanOptionalAction, default=None,
                    help='TU datasets with edge labels (MUTAG, PTC: bond types): keep them as edge_attr and feed them '
-                        'to the models that take edge features (transformers, GAT, GIN, GPS, ple-gps)')
-    p.add_argument('--pe', default='none', choices=['none', 'rw', 'lap'], help='positional encoding (all models)')
+                        'to the models that take edge features (transformers, GAT, GIN, GPS, ple-gps) (default: on '
+                        'when the dataset has edge labels and --attention is not full)')
+    p.add_argument('--pe', default='rw', choices=['none', 'rw', 'lap'],
+                   help='positional encoding of every model: random-walk return probabilities (rw) or Laplacian '
+                        'eigenvectors (lap), --pe-dim of them')
     p.add_argument('--pe-dim', type=int, default=8)
     p.add_argument('--digits-n', type=int, default=None,
                    help=f'digits: stratified subset size (default {DIGITS_DEFAULTS["digits_n"]}; 0 = all 1797)')
