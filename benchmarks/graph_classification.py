@@ -20,7 +20,7 @@ from pyg_ple.bench.io import atomic_write_bytes, atomic_write_text
 from pyg_ple.bench.report import format_table, plot_results, results_csv, summarize
 
 ORDER = ['MUTAG', 'PROTEINS', 'ENZYMES', 'IMDB-BINARY', 'IMDB-MULTI', 'NCI1', 'digits']
-MODELS = ['gcn', 'gat', 'gin', 'gps', 'transformer', 'laplacian', 'mixed', 'laplacian-tokens']
+MODELS = ['gcn', 'gat', 'gin', 'gps', 'ple-gps', 'transformer', 'laplacian', 'mixed', 'laplacian-tokens']
 # Errica et al. (2020), Table 3 (same protocol, full grids, up to 1000 epochs).
 LITERATURE = {
     ('PROTEINS', 'GIN'): '73.3 ± 4.0', ('ENZYMES', 'GIN'): '59.6 ± 4.5', ('NCI1', 'GIN'): '80.0 ± 1.4',
@@ -91,7 +91,8 @@ def _run_settings(runs: list[dict]) -> list[str]:
         secs = f"{r['seconds'] / 60:.1f}" if r['seconds'] else '–'
         md.append(f"| `{r['dir']}` | {r['dataset']} | {', '.join(r['models'])} | {c['epochs']} | "
                   f"{c['patience'] or '–'} | {grid} | {c['hparams'].get('hidden', '')} | {c['lr']:g} | "
-                  f"{info.get('features', '')}{' + ' + info['pe'] + ' PE' if info.get('pe') else ''} | {secs} |")
+                  f"{info.get('features', '')}{' + ' + info['pe'] + ' PE' if info.get('pe') else ''}"
+                  f"{'; ' + info['edge_features'] if info.get('edge_features') else ''} | {secs} |")
     return md
 
 
@@ -146,14 +147,18 @@ def main(argv: list[str] | None = None) -> int:
           'stratified 10-fold CV; inside each training fold a stratified 10 % validation split selects the epoch '
           '(best validation accuracy, ties: lower validation loss) and the grid configuration; the selected model is '
           'tested on the held-out fold. All models see the same splits (`splits.json` of each run; the same seed '
-          'gives the same folds in every run folder), the same encoder (linear map of the node features; one-hot '
-          'degree for IMDB; on ENZYMES the 3 node labels and 18 continuous attributes, as Errica et al., with a '
-          'BatchNorm on the raw features), mean pooling, MLP head, optimiser (Adam) and training loop '
-          '(`pyg_ple.bench.training.fit`). Edge labels are not used. Bold: best on the dataset.',
+          'gives the same folds in every run folder), the same inputs and readout (the defaults of `pyg-ple bench`: '
+          'a linear map of the node features plus one of 8 random-walk return probabilities; one-hot degree for '
+          'IMDB; on ENZYMES the 3 node labels and 18 continuous attributes, as Errica et al., with a BatchNorm on the '
+          'raw features; the bond labels of MUTAG as edge features of every model that takes them, i.e. all but '
+          'GCN; mean and sum pooling concatenated), MLP head, optimiser (Adam) and training loop '
+          '(`pyg_ple.bench.training.fit`). The transformers are post-norm BatchNorm blocks with the degree scaler '
+          'and differ only in their heads: standard softmax `A V` (transformer) or Laplacian `(A - I) V` '
+          '(laplacian). Bold: best on the dataset.',
           '', pivot(rows), '',
           '**Compute budget (read before comparing with the literature).** These runs share 2 CPU cores, so the '
-          'grid is shrunk: one configuration per model (3 layers, 4 heads, dropout 0.1, mean pooling, batch 32, Adam '
-          'lr 3e-3, no weight decay, no positional encoding, attention over the native edges) except where the run '
+          'grid is shrunk: one configuration per model (3 layers, 4 heads, dropout 0.1, batch 32, Adam lr 3e-3, no '
+          'weight decay, attention over the native edges; the width is in the run table) except where the run '
           'table below lists a grid, and epoch budgets of 15-100 instead of Errica et al.\'s grid of up to 1000 '
           'epochs with early stopping. The protocol itself (10 outer folds, inner validation, selection on '
           'validation only) is not shrunk. Numbers are lower bounds for every model; differences within one '

@@ -49,7 +49,10 @@ def _fixed_step(value: float):
     return patch
 
 
-# name -> (model keyword arguments, patch applied after construction, what it isolates)
+# The node model as it was when this ablation ran (its defaults have since been chosen by benchmarks/node_recipe.py):
+# every variant starts from these settings.
+EARLIER = dict(num_layers=2, heads=4, input_dropout=0.5, ple_init=False, encoder_norm=False)
+# name -> (model keyword arguments over EARLIER, patch applied after construction, what it isolates)
 VARIANTS = {
     'no blocks (MLP)': (dict(num_layers=0), None, 'how much the graph adds at all'),
     'standard (A V)': (dict(laplacian_heads=0), None, 'baseline attention'),
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         accs = []
         for seed in range(args.seeds):
             torch.manual_seed(seed)
-            model = build_node_model('ple', data.num_features, num_classes, **kwargs)
+            model = build_node_model('ple', data.num_features, num_classes, **{**EARLIER, **kwargs})
             if patch is not None:
                 with torch.no_grad():
                     patch(model)

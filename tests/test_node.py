@@ -133,10 +133,11 @@ def test_node_transformer_reads_node_model_config_and_is_its_stack():
     block = model.transformer.blocks[0]
     assert block.conv.learn_step_size and block.conv.dropout == cfg.attention_dropout
     assert block.mlp[0].out_features == int(cfg.mlp_ratio * cfg.hidden)
-    h = model.encoder(data.x)
+    h = torch.nn.functional.layer_norm(model.encoder[0](data.x), (cfg.hidden,))  # encoder_norm: LayerNorm'd stream
     for block in model.transformer.blocks:
         h = block(h, data.edge_index)
-    torch.testing.assert_close(model(data.x, data.edge_index), model.head(model.transformer.norm(h)), atol=0, rtol=0)
+    torch.testing.assert_close(model(data.x, data.edge_index), model.head(model.transformer.norm(h)), atol=1e-6,
+                               rtol=1e-5)
     assert len(build_node_model('ple', 6, 3, num_layers=0).transformer.blocks) == 0  # encoder + LayerNorm + head
 
 
@@ -160,6 +161,8 @@ def test_node_transformer_passes_the_block_options_through():
     normed = build_node_model('ple', 6, 3, encoder_norm=True)
     h = normed.encoder(data.x)  # the residual stream starts on LayerNorm scale
     torch.testing.assert_close(h, torch.nn.functional.layer_norm(normed.encoder[0](data.x), (h.size(1),)))
-    default = build_node_model('ple', 6, 3).transformer.blocks[0]
-    assert (default.norm, default.prenorm, default.conv.degree_scaler, default.ple_init) == ('layer', True, False,
-                                                                                            False)
+    default = build_node_model('ple', 6, 3)
+    block = default.transformer.blocks[0]
+    assert (block.norm, block.prenorm, block.conv.degree_scaler, block.ple_init) == ('layer', True, False, True)
+    assert (default.transformer.num_layers, block.heads, default.input_dropout) == (4, 8, 0.8)
+    assert isinstance(default.encoder[1], torch.nn.LayerNorm)  # the chosen recipe (benchmarks/node_recipe.py)

@@ -292,3 +292,46 @@ def test_mechanism_ablation_reports_every_arm_from_its_run(tmp_path):
     row = next(x for x in summary.splitlines() if x.startswith('| digits |'))
     assert row.startswith(f"| digits | {lap['acc_mean']:.1f} ± {lap['acc_std']:.1f} ({lap['val_acc_mean']:.1f}) | – |")
     assert (out / 'mechanism_ablation.md').read_text() == summary
+
+
+def test_node_recipe_arms_are_the_earlier_recipe_plus_their_change_and_resume(tmp_path, monkeypatch):
+    """Each (arm, seed) row is the run of BASE + the arm's change (checked against a model built by hand), a rerun
+    trains nothing already in the CSV, and the table is sorted by validation accuracy."""
+    import csv
+
+    import numpy as np
+    import torch
+    from torch_geometric.data import Data
+
+    import pyg_ple.bench.node as node
+    from pyg_ple.bench.training import TrainConfig
+    mod = load_script('benchmarks/node_recipe.py')
+    torch.manual_seed(0)
+    y = torch.arange(3).repeat_interleave(10)
+    x = torch.nn.functional.one_hot(y, 3).float() + torch.randn(30, 3)
+    edge_index = torch.randint(0, 30, (2, 90))
+    masks = [torch.arange(30) % 3 == k for k in range(3)]
+    data = Data(x=x, y=y, edge_index=edge_index, train_mask=masks[0], val_mask=masks[1], test_mask=masks[2])
+    monkeypatch.setattr(node, 'load_planetoid', lambda name, root=None: data)
+    monkeypatch.setitem(mod.ARMS, 'base', ({}, dict(epochs=3), 'the earlier recipe'))
+    monkeypatch.setitem(mod.ARMS, 'layers1', (dict(num_layers=1), dict(epochs=3), '1 block'))
+    built, build = [], node.build_node_model
+    monkeypatch.setattr(node, 'build_node_model', lambda *a, **kw: built.append(kw) or build(*a, **kw))
+    mod.main(['--arms', 'base', 'layers1', '--seeds', '2', '--out', str(tmp_path)])
+    rows = list(csv.DictReader((tmp_path / 'node_recipe.csv').open()))
+    earlier = dict(num_layers=2, heads=4, input_dropout=0.5, ple_init=True, encoder_norm=True)
+    assert built == [earlier, earlier, {**earlier, 'num_layers': 1}, {**earlier, 'num_layers': 1}]
+    assert [(r['arm'], r['seed']) for r in rows] == [('base', '0'), ('base', '1'), ('layers1', '0'), ('layers1', '1')]
+    torch.manual_seed(1)
+    by_hand = build('ple', 3, 3, num_layers=1, heads=4, input_dropout=0.5, ple_init=True,
+                                    encoder_norm=True)
+    run, _ = node.train_node_classifier(by_hand, data, TrainConfig(epochs=3, lr=5e-3, weight_decay=5e-4,
+                                                                   progress=False, seed=1))
+    assert rows[3]['val_acc'] == f'{100 * run.val_acc:.2f}' and rows[3]['test_acc'] == f'{100 * run.test_acc:.2f}'
+    monkeypatch.setattr(mod, 'run_arm', lambda *a: pytest.fail('a finished run was trained again'))
+    mod.main(['--arms', 'base', 'layers1', '--seeds', '2', '--out', str(tmp_path)])
+    md = (tmp_path / 'node_recipe.md').read_text()
+    means = {arm: np.mean([float(r['val_acc']) for r in rows if r['arm'] == arm]) for arm in ('base', 'layers1')}
+    order = [line.split(' | ')[0][2:] for line in md.splitlines() if line.startswith(('| base |', '| layers1 |'))]
+    assert order == sorted(means, key=lambda a: -means[a])
+    assert all(f'| {means[a]:.1f} |' in md for a in means)
