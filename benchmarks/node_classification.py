@@ -19,7 +19,6 @@ import csv
 import math
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 
