@@ -6,7 +6,9 @@ the arm's changes, trained full-batch by the shared loop (Adam lr 5e-3, weight d
 best validation accuracy selected). The arm with the highest mean validation accuracy became the default of
 :class:`pyg_ple.bench.node.NodeModelConfig`; test accuracy is reported beside it and chose nothing.
 
-    python benchmarks/node_recipe.py --root DATA --dataset Cora --seeds 3
+    python benchmarks/node_recipe.py --root DATA --dataset Cora --seeds 3      # every arm, 3 seeds
+    python benchmarks/node_recipe.py --root DATA --dataset Cora --seeds 10 --arms \
+        chosen+dropout0.6 layers4+input-dropout0.8+heads8 layers6+input-dropout0.8+heads8   # the best three, 10 seeds
 
 Each finished (arm, seed) is appended to ``benchmarks/results/node_recipe.csv`` (a rerun skips it), and the table
 ``node_recipe.md`` is written from that file.
@@ -53,12 +55,24 @@ ARMS = {
     'layers4+wd1e-3': (dict(num_layers=4), dict(weight_decay=1e-3), '4 blocks, weight decay 1e-3'),
     'layers4+no-attention-dropout': (dict(num_layers=4, attention_dropout=0.0), {}, '4 blocks, no attention dropout'),
     'layers4+input-dropout0.8+heads8': (dict(num_layers=4, input_dropout=0.8, heads=8), {},
-                                        '4 blocks, input dropout 0.8, 8 heads (chosen: the default now)'),
+                                        '4 blocks, input dropout 0.8, 8 heads (first round\'s choice)'),
     'layers6+input-dropout0.8+heads8': (dict(num_layers=6, input_dropout=0.8, heads=8), {},
                                         '6 blocks, input dropout 0.8, 8 heads'),
     'layers4+input-dropout0.9+heads8': (dict(num_layers=4, input_dropout=0.9, heads=8), {},
                                         '4 blocks, input dropout 0.9, 8 heads'),
 }
+# A second round, one change each on top of the first round's choice; the three best on validation then ran 10
+# seeds, and the best of those on validation became the default.
+CHOSEN = dict(num_layers=4, input_dropout=0.8, heads=8)
+ARMS.update({
+    'chosen+dropout0.6': ({**CHOSEN, 'dropout': 0.6}, {},
+                          "first round's choice + dropout 0.6 (chosen: the default now)"),
+    'chosen+attention-dropout0.3': ({**CHOSEN, 'attention_dropout': 0.3}, {},
+                                    "first round's choice + attention dropout 0.3"),
+    'chosen+mlp1': ({**CHOSEN, 'mlp_ratio': 1.0}, {}, "first round's choice + MLP width 1x"),
+    'chosen+hidden128': ({**CHOSEN, 'hidden': 128}, {}, "first round's choice + width 128"),
+    'chosen+wd1e-3': (CHOSEN, dict(weight_decay=1e-3), "first round's choice + weight decay 1e-3"),
+})
 FIELDS = ['dataset', 'arm', 'seed', 'val_acc', 'test_acc', 'best_epoch', 'seconds']
 
 
@@ -81,7 +95,10 @@ def run_arm(data, arm: str, seed: int) -> dict:
 def report(rows: list[dict], dataset: str, command: str) -> str:
     env = C.env_info()
     lines = [f'# The node model\'s recipe, one change at a time: {dataset}', '',
-             f'- command: `{command}`',
+             f'- this table: `{command}`; all its rows come from (the CSV is resumable, so these two rerun '
+             'everything): `python benchmarks/node_recipe.py --root DATA --seeds 3` (every arm) and `... --seeds 10 '
+             '--arms chosen+dropout0.6 layers4+input-dropout0.8+heads8 layers6+input-dropout0.8+heads8` (the three '
+             'best on validation, 10 seeds)',
              '- every arm: `build_node_model(\'ple\', ..., **BASE, **arm)` (all heads Laplacian; BASE = '
              + ', '.join(f'{k}={v}' for k, v in BASE.items()) + '), Adam lr 5e-3, weight decay 5e-4, 100 epochs, '
              'full batch, the epoch of best validation accuracy selected; public split',

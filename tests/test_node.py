@@ -164,5 +164,5 @@ def test_node_transformer_passes_the_block_options_through():
     default = build_node_model('ple', 6, 3)
     block = default.transformer.blocks[0]
     assert (block.norm, block.prenorm, block.conv.degree_scaler, block.ple_init) == ('layer', True, False, True)
-    assert (default.transformer.num_layers, block.heads, default.input_dropout) == (4, 8, 0.8)
+    assert (default.transformer.num_layers, block.heads, default.input_dropout, block.dropout.p) == (4, 8, 0.8, 0.6)
     assert isinstance(default.encoder[1], torch.nn.LayerNorm)  # the chosen recipe (benchmarks/node_recipe.py)
