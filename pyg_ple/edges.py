@@ -124,14 +124,19 @@ def native_plus_full_edge_index(
         check_batch(batch, num_nodes)
         check_same_graph(edge_index, batch)
     full = full_edge_index(batch, num_nodes)
-    native = coalesce(edge_index.long(), num_nodes=num_nodes)
-    # Key every pair by target * N + source; full pairs sorted by target then source are sorted by that key.
-    full_key = full[1] * num_nodes + full[0]
-    native_key = native[1] * num_nodes + native[0]
-    pos = torch.searchsorted(full_key, native_key)
     is_native = torch.zeros(full.size(1), dtype=torch.bool, device=full.device)
-    is_native[pos] = True
+    is_native[full_pair_position(full, edge_index, num_nodes)] = True
     return full, is_native
+
+
+def full_pair_position(full: Tensor, edge_index: Tensor, num_nodes: int) -> Tensor:
+    r"""The position in ``full`` (the output of :func:`full_edge_index`) of every edge of ``edge_index`` (``[E]``,
+    int64), so that ``full[:, pos]`` equals ``edge_index``. Each edge must join two nodes of the same graph (the
+    checks of :func:`native_plus_full_edge_index` ensure it). Features of the native edges move onto the all-pairs
+    list with it: ``torch.zeros(full.size(1), D).index_add_(0, pos, edge_attr)``."""
+    # Key every pair by target * N + source: full_edge_index lists its pairs sorted by target, then source.
+    full_key = full[1] * num_nodes + full[0]
+    return torch.searchsorted(full_key, edge_index[1].long() * num_nodes + edge_index[0].long())
 
 
 def knn_edge_index(x: Tensor, k: int, batch: Optional[Tensor] = None, self_loops: bool = False) -> Tensor:

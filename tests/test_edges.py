@@ -256,3 +256,16 @@ def test_native_flag_as_edge_feature():
     out = conv(x, ei, edge_attr=is_native.float())
     torch.testing.assert_close(out, conv(x, ei, edge_attr=is_native.float().view(-1, 1)))
     assert not torch.allclose(out, conv(x, ei, edge_attr=torch.zeros(ei.size(1))))
+
+
+def test_full_pair_position_finds_every_edge_in_the_all_pairs_list():
+    from pyg_ple.edges import full_pair_position
+    batch = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    edge_index = torch.tensor([[0, 2, 1, 4, 3, 8, 5, 5, 6], [1, 0, 1, 3, 4, 5, 8, 8, 6]])  # a repeat and self-loops
+    full = full_edge_index(batch)
+    pos = full_pair_position(full, edge_index, batch.numel())
+    assert pos.dtype == torch.long and torch.equal(full[:, pos], edge_index)
+    listed = {(int(s), int(t)): k for k, (s, t) in enumerate(full.t())}
+    assert pos.tolist() == [listed[(int(s), int(t))] for s, t in edge_index.t()]
+    # int32 indices give the same positions
+    assert torch.equal(full_pair_position(full, edge_index.int(), batch.numel()), pos)

@@ -46,9 +46,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, GINConv, GINEConv, GPSConv
 from torch_geometric.nn.pool import global_add_pool, global_max_pool, global_mean_pool
-from torch_geometric.utils import to_dense_adj, to_dense_batch
+from torch_geometric.utils import to_dense_batch
 
-from pyg_ple.edges import candidate_edge_index
+from pyg_ple.edges import candidate_edge_index, full_pair_position
 from pyg_ple.graph import AttentionGraph
 from pyg_ple.nn.block import NORMS, PLETransformer, PLETransformerBlock, variant_kwargs
 from pyg_ple.nn.conv import LaplacianDiffusionConv
@@ -316,12 +316,10 @@ class TransformerClassifier(GraphClassifier):
         if is_native is None:
             return edge_index, labels
         edge_attr = F.one_hot(is_native.long(), 2).float()
-        if labels is not None:  # the label of each native pair, zeros elsewhere, read off the dense adjacency
-            dense = to_dense_adj(data.edge_index, batch, labels)
-            ptr = torch.cumsum(torch.bincount(batch), 0) - torch.bincount(batch)
-            src, dst = edge_index
-            graph = batch[dst]
-            edge_attr = torch.cat([edge_attr, dense[graph, src - ptr[graph], dst - ptr[graph]]], dim=-1)
+        if labels is not None:  # the label of each native pair (summed over repeats, as in an adjacency), 0 elsewhere
+            pos = full_pair_position(edge_index, data.edge_index, batch.numel())
+            pair_labels = labels.new_zeros(edge_index.size(1), labels.size(1)).index_add_(0, pos, labels)
+            edge_attr = torch.cat([edge_attr, pair_labels], dim=-1)
         return edge_index, edge_attr
 
     def layers_forward(self, h: Tensor, data: Any, batch: Tensor) -> Tensor:
