@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -128,6 +129,11 @@ def _ablations(specs: list[str]) -> tuple[list[str], list[str]]:
     return md, commands
 
 
+def _data_as_placeholder(command: str) -> str:
+    """The command with its data folder written ``DATA``: the results name no path of the machine they ran on."""
+    return re.sub(r'--root(=|\s+)\S+', '--root DATA', command)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('runs', nargs='+', type=Path, help='run folders of the main table')
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
            'results. The runs were started from the repository root as `python -m pyg_ple bench ...` (the same entry '
            'point as `pyg-ple`), two at a time with one thread each, with `DATA` being `../shared/data` seen from the '
            'repository.', '', '```']
-    md += [c for c in dict.fromkeys([r['command'] for r in runs] + ablation_commands) if c]
+    md += [_data_as_placeholder(c) for c in dict.fromkeys([r['command'] for r in runs] + ablation_commands) if c]
     cmd = ['python benchmarks/graph_classification.py ' + ' '.join(map(str, args.runs))]
     if args.earlier:
         cmd.append('--earlier ' + ' '.join(map(str, args.earlier)))

@@ -188,6 +188,9 @@ def test_graph_classification_report_takes_every_number_from_the_runs(tmp_path):
     accs = np.array([r['test_acc'] for r in abl_state['runs'].values()]) * 100
     assert f'| digits | laplacian | half step | `--step-size 0.5` | {accs.mean():.1f} ± {accs.std():.1f} | 2 |' in md
     assert '## Earlier runs' in md and str(early) in md and abl_state['command'] in md
+    assert mod._data_as_placeholder('pyg-ple bench --root /data/x --dataset MUTAG') == (
+        'pyg-ple bench --root DATA --dataset MUTAG')
+    assert mod._data_as_placeholder('pyg-ple bench --root=/data/x') == 'pyg-ple bench --root DATA'
     csv_lines = (out / 'graph_classification.csv').read_text().splitlines()
     assert csv_lines[0].startswith('dataset,model,acc_mean') and len(csv_lines) == 3
     assert (out / 'graph_classification.png').read_bytes()[:4] == b'\x89PNG'
