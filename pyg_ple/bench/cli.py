@@ -236,15 +236,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     info = init_distributed()  # a no-op unless launched by torchrun
     if info.world_size > 1:
         cfg.device, cfg.progress = str(info.device), cfg.progress and info.is_main
+    finished = False
     try:
         state = run_benchmark(ds, cfg, out, resume=args.resume, overwrite=args.overwrite, command=command,
                               dataset_args=dataset_args)
+        finished = True
     except KeyboardInterrupt:
         print(f'\npyg-ple bench: interrupted; finished folds are in {out / "state.json"}. Continue with the same '
               'command and --resume.', file=sys.stderr)
         return 130
     finally:
-        cleanup()
+        cleanup(wait_for_all=finished)
     if not info.is_main:
         return 0
     rows = summarize(state, cfg.models)
