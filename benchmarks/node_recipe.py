@@ -16,6 +16,8 @@ Each finished (arm, seed) is appended to ``benchmarks/results/node_recipe.csv`` 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import shlex
 import statistics
 import sys
@@ -28,6 +30,7 @@ import _common as C  # noqa: E402
 from pyg_ple.bench.io import atomic_write_text  # noqa: E402
 
 BASE = dict(num_layers=2, heads=4, input_dropout=0.5, ple_init=True, encoder_norm=True)
+FIRST_ROUND = dict(num_layers=4, input_dropout=0.8, heads=8)  # the first round's best on validation
 # arm -> (node model hyper-parameters over BASE, training overrides, what changes)
 ARMS = {
     'base': ({}, {}, 'the earlier recipe'),
@@ -54,25 +57,20 @@ ARMS = {
     'layers4+lr0.01': (dict(num_layers=4), dict(lr=0.01), '4 blocks, learning rate 0.01'),
     'layers4+wd1e-3': (dict(num_layers=4), dict(weight_decay=1e-3), '4 blocks, weight decay 1e-3'),
     'layers4+no-attention-dropout': (dict(num_layers=4, attention_dropout=0.0), {}, '4 blocks, no attention dropout'),
-    'layers4+input-dropout0.8+heads8': (dict(num_layers=4, input_dropout=0.8, heads=8), {},
-                                        '4 blocks, input dropout 0.8, 8 heads (first round\'s choice)'),
-    'layers6+input-dropout0.8+heads8': (dict(num_layers=6, input_dropout=0.8, heads=8), {},
-                                        '6 blocks, input dropout 0.8, 8 heads'),
-    'layers4+input-dropout0.9+heads8': (dict(num_layers=4, input_dropout=0.9, heads=8), {},
+    'layers4+input-dropout0.8+heads8': (FIRST_ROUND, {}, "4 blocks, input dropout 0.8, 8 heads (first round's choice)"),
+    'layers6+input-dropout0.8+heads8': ({**FIRST_ROUND, 'num_layers': 6}, {}, '6 blocks, input dropout 0.8, 8 heads'),
+    'layers4+input-dropout0.9+heads8': ({**FIRST_ROUND, 'input_dropout': 0.9}, {},
                                         '4 blocks, input dropout 0.9, 8 heads'),
-}
-# A second round, one change each on top of the first round's choice; the three best on validation then ran 10
-# seeds, and the best of those on validation became the default.
-CHOSEN = dict(num_layers=4, input_dropout=0.8, heads=8)
-ARMS.update({
-    'chosen+dropout0.6': ({**CHOSEN, 'dropout': 0.6}, {},
+    # The second round: one change each on top of the first round's choice; the three best on validation then ran 10
+    # seeds, and the best of those on validation became the default.
+    'chosen+dropout0.6': ({**FIRST_ROUND, 'dropout': 0.6}, {},
                           "first round's choice + dropout 0.6 (chosen: the default now)"),
-    'chosen+attention-dropout0.3': ({**CHOSEN, 'attention_dropout': 0.3}, {},
+    'chosen+attention-dropout0.3': ({**FIRST_ROUND, 'attention_dropout': 0.3}, {},
                                     "first round's choice + attention dropout 0.3"),
-    'chosen+mlp1': ({**CHOSEN, 'mlp_ratio': 1.0}, {}, "first round's choice + MLP width 1x"),
-    'chosen+hidden128': ({**CHOSEN, 'hidden': 128}, {}, "first round's choice + width 128"),
-    'chosen+wd1e-3': (CHOSEN, dict(weight_decay=1e-3), "first round's choice + weight decay 1e-3"),
-})
+    'chosen+mlp1': ({**FIRST_ROUND, 'mlp_ratio': 1.0}, {}, "first round's choice + MLP width 1x"),
+    'chosen+hidden128': ({**FIRST_ROUND, 'hidden': 128}, {}, "first round's choice + width 128"),
+    'chosen+wd1e-3': (FIRST_ROUND, dict(weight_decay=1e-3), "first round's choice + weight decay 1e-3"),
+}
 FIELDS = ['dataset', 'arm', 'seed', 'val_acc', 'test_acc', 'best_epoch', 'seconds']
 
 
@@ -109,12 +107,11 @@ def report(rows: list[dict], dataset: str, command: str) -> str:
     for r in rows:
         if r['dataset'] == dataset:
             by_arm.setdefault(r['arm'], []).append(r)
-    def mean(rs, key):  # noqa: E306
-        return statistics.mean(float(r[key]) for r in rs)
-    for arm, rs in sorted(by_arm.items(), key=lambda kv: -mean(kv[1], 'val_acc')):
+    val = {arm: statistics.mean(float(r['val_acc']) for r in rs) for arm, rs in by_arm.items()}
+    for arm, rs in sorted(by_arm.items(), key=lambda kv: -val[kv[0]]):
         test = [float(r['test_acc']) for r in rs]
         std = statistics.stdev(test) if len(test) > 1 else 0.0
-        lines.append(f"| {arm} | {ARMS[arm][2] if arm in ARMS else ''} | {len(rs)} | {mean(rs, 'val_acc'):.1f} | "
+        lines.append(f"| {arm} | {ARMS[arm][2] if arm in ARMS else ''} | {len(rs)} | {val[arm]:.1f} | "
                      f"{statistics.mean(test):.1f} ± {std:.1f} | {', '.join(r['best_epoch'] for r in rs)} |")
     return '\n'.join(lines) + '\n'
 
@@ -128,8 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--out', default=str(C.RESULTS))
     args = p.parse_args(argv)
-    import csv
-
     from pyg_ple.bench.node import load_planetoid
     C.set_threads(args.threads)
     path = Path(args.out) / 'node_recipe.csv'
@@ -143,8 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             row = {'dataset': args.dataset, **run_arm(data, arm, seed)}
             print(row, flush=True)
             rows.append({k: str(v) for k, v in row.items()})
-            text = ','.join(FIELDS) + '\n' + ''.join(','.join(r[k] for k in FIELDS) + '\n' for r in rows)
-            atomic_write_text(path, text)  # after every run: an interrupted call loses at most one
+            table = io.StringIO()
+            writer = csv.DictWriter(table, fieldnames=FIELDS, lineterminator='\n')
+            writer.writeheader()
+            writer.writerows(rows)
+            atomic_write_text(path, table.getvalue())  # after every run: an interrupted call loses at most one
     shown = ['DATA' if a == args.root else a for a in (sys.argv[1:] if argv is None else argv)]
     command = 'python benchmarks/node_recipe.py ' + ' '.join(shlex.quote(a) for a in shown)
     text = report(rows, args.dataset, command)
