@@ -10,6 +10,7 @@ Each run folder holds ``state.json`` (per-fold results) and ``results.json`` (su
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -30,6 +31,15 @@ LITERATURE = {
 }
 
 
+def _splits_digest(run_dir: Path) -> str | None:
+    """A digest of the run's outer test folds: rows of two runs are paired fold by fold only when these agree."""
+    path = run_dir / 'splits.json'
+    if not path.exists():
+        return None
+    folds = json.loads(path.read_text())['folds']
+    return hashlib.sha256(json.dumps([f['test'] for f in folds]).encode()).hexdigest()
+
+
 def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
     rows, runs = [], []
     for d in run_dirs:
@@ -37,8 +47,10 @@ def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
         n_folds = state['config']['n_folds']
         summary = json.loads((d / 'results.json').read_text()) if (d / 'results.json').exists() else {}
         r = summarize(state)
+        splits = _splits_digest(d)
         for row in r:
             row['complete'] = row['folds'] == n_folds
+            row['splits'] = splits
         rows += r
         runs.append({'dir': str(d), 'state': state,
                      'models': list(dict.fromkeys(r['model'] for r in state['runs'].values())),
@@ -81,6 +93,37 @@ def pairwise_counts(rows: list[dict]) -> str:
         wins = [d for d in ds if acc[(d, 'laplacian')] >= acc[(d, other)]]
         out.append(f'- laplacian ≥ {other}: {len(wins)} of {len(ds)} datasets ({", ".join(wins) or "none"})')
     return '\n'.join(out)
+
+
+def paired_differences(rows: list[dict], reference: str = 'laplacian',
+                       others: tuple[str, ...] = ('gcn', 'gat', 'gin', 'transformer')) -> str:
+    """The reference model minus each other model, fold by fold on the same test folds: mean difference ± its
+    standard error (sample std / sqrt(folds)) and the folds where the reference is at least as accurate. Only complete
+    rows of runs with identical splits are paired; the others show '–'."""
+    datasets = list(dict.fromkeys(r['dataset'] for r in rows))
+    find = {(r['dataset'], r['model']): r for r in rows}
+    lines = ['| dataset | ' + ' | '.join(f'{reference} − {o}' for o in others) + ' |',
+             '|---|' + '---:|' * len(others)]
+    clear = []
+    for d in datasets:
+        ref = find.get((d, reference))
+        if ref is None:
+            continue
+        cells = []
+        for o in others:
+            other = find.get((d, o))
+            if (other is None or not (ref['complete'] and other['complete']) or ref['splits'] is None
+                    or ref['splits'] != other['splits']):
+                cells.append('–')
+                continue
+            diff = np.asarray(ref['fold_acc']) - np.asarray(other['fold_acc'])
+            se = diff.std(ddof=1) / np.sqrt(len(diff))
+            cells.append(f'{diff.mean():+.1f} ± {se:.1f} ({int((diff >= 0).sum())}/{len(diff)})')
+            if abs(diff.mean()) > 2 * se:
+                clear.append(f'{d} vs {o} ({diff.mean():+.1f})')
+        lines.append(f'| {d} | ' + ' | '.join(cells) + ' |')
+    lines += ['', 'Differences larger than two standard errors: ' + (', '.join(clear) or 'none') + '.']
+    return '\n'.join(lines)
 
 
 def _run_settings(runs: list[dict]) -> list[str]:
@@ -171,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
           'standard deviation are not meaningful. "selected epoch" near "epochs" in the details means the budget, '
           'not early stopping, ended training.', '',
           '## Laplacian transformer against each other model', '', pairwise_counts(rows), '',
+          'Paired by fold (the same test folds): laplacian minus the other model in accuracy points, mean ± standard '
+          'error over the folds, and in parentheses the folds where laplacian is at least as accurate.', '',
+          paired_differences(rows), '',
           '## Details', '', format_table(rows, markdown=True), '',
           'Literature (Errica et al. 2020, same protocol, full grid): ' + '; '.join(
               f'{m} {d} {v}' for (d, m), v in LITERATURE.items()) + '.', '']

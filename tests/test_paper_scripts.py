@@ -184,6 +184,14 @@ def test_graph_classification_report_takes_every_number_from_the_runs(tmp_path):
         picks = [r['selected_config'] for r in state['runs'].values() if r['model'] == model]
         assert f'digits {model}: {{"dropout": 0.0}} in {picks.count(0)}, {{"dropout": 0.5}} in {picks.count(1)} of 2' \
             in md
+    fold_acc = {m: np.array([r['test_acc'] for r in sorted(state['runs'].values(), key=lambda r: r['fold'])
+                             if r['model'] == m]) * 100 for m in ('gcn', 'laplacian')}
+    diff = fold_acc['laplacian'] - fold_acc['gcn']
+    cell = f"{diff.mean():+.1f} ± {diff.std(ddof=1) / np.sqrt(2):.1f} ({(diff >= 0).sum()}/2)"
+    assert f'| digits | {cell} | – | – | – |' in md  # only gcn ran beside laplacian
+    rows, _ = mod.collect([grid_run])
+    rows[0]['splits'] = 'other folds'
+    assert '| digits | – | – | – | – |' in mod.paired_differences(rows)  # never paired across different splits
     abl_state = json.loads((abl / 'state.json').read_text())
     accs = np.array([r['test_acc'] for r in abl_state['runs'].values()]) * 100
     assert f'| digits | laplacian | half step | `--step-size 0.5` | {accs.mean():.1f} ± {accs.std():.1f} | 2 |' in md
