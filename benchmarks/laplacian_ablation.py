@@ -22,10 +22,13 @@ import torch
 import torch_geometric
 from torch import nn
 
-from pyg_ple.nn.block import ple_init_
-from pyg_ple.bench.node import build_node_model, load_planetoid, train_node_classifier
-from pyg_ple.bench.io import atomic_write_text
-from pyg_ple.bench.training import TrainConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import EARLIER_NODE_MODEL, EARLIER_NODE_OPTIMIZER  # noqa: E402
+
+from pyg_ple.nn.block import ple_init_  # noqa: E402
+from pyg_ple.bench.node import build_node_model, load_planetoid, train_node_classifier  # noqa: E402
+from pyg_ple.bench.io import atomic_write_text  # noqa: E402
+from pyg_ple.bench.training import TrainConfig  # noqa: E402
 
 
 def _encoder_layer_norm(model: nn.Module) -> None:
@@ -51,7 +54,7 @@ def _fixed_step(value: float):
 
 # The node model as it was when this ablation ran (its defaults have since been chosen by benchmarks/node_recipe.py):
 # every variant starts from these settings.
-EARLIER = dict(num_layers=2, heads=4, input_dropout=0.5, ple_init=False, encoder_norm=False)
+EARLIER = EARLIER_NODE_MODEL
 # name -> (model keyword arguments over EARLIER, patch applied after construction, what it isolates)
 VARIANTS = {
     'no blocks (MLP)': (dict(num_layers=0), None, 'how much the graph adds at all'),
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             if patch is not None:
                 with torch.no_grad():
                     patch(model)
-            config = TrainConfig(epochs=args.epochs, lr=5e-3, weight_decay=5e-4, progress=False, seed=seed)
+            config = TrainConfig(epochs=args.epochs, **EARLIER_NODE_OPTIMIZER, progress=False, seed=seed)
             result, _ = train_node_classifier(model, data, config)
             accs.append(100 * result.test_acc)
             print(f'{name:40s} seed {seed}: test {accs[-1]:.1f} (train {100 * result.train_acc:.0f})', flush=True)

@@ -1,14 +1,18 @@
 """How the node model's defaults were chosen: one change at a time on Cora's validation split.
 
 Every arm is the Laplacian node model (``build_node_model('ple', ...)``, all heads Laplacian) with the earlier recipe
-:data:`BASE` (2 blocks of 4 heads, input dropout 0.5, the PLE initialisation and a LayerNorm after the encoder) and
-the arm's changes, trained full-batch by the shared loop (Adam lr 5e-3, weight decay 5e-4, 100 epochs, the epoch of
-best validation accuracy selected). The arm with the highest mean validation accuracy became the default of
-:class:`pyg_ple.bench.node.NodeModelConfig`; test accuracy is reported beside it and chose nothing.
+:data:`BASE` (2 blocks of 4 heads, dropout and input dropout 0.5, the PLE initialisation and a LayerNorm after the
+encoder) and the arm's changes, trained full-batch by the shared loop (Adam lr 5e-3, weight decay 5e-4, 100 epochs,
+the epoch of best validation accuracy selected). Three rounds, each one change at a time on top of the previous
+round's choice; after each, the best three on validation ran 10 seeds, and the one with the highest mean validation
+accuracy became the default (:class:`pyg_ple.bench.node.NodeModelConfig` and the node model's optimiser settings in
+``OPTIMIZER_DEFAULTS``); test accuracy is reported beside it and chose nothing.
 
     python benchmarks/node_recipe.py --root DATA --dataset Cora --seeds 3      # every arm, 3 seeds
     python benchmarks/node_recipe.py --root DATA --dataset Cora --seeds 10 --arms \
-        chosen+dropout0.6 layers4+input-dropout0.8+heads8 layers6+input-dropout0.8+heads8   # the best three, 10 seeds
+        chosen+dropout0.6 layers4+input-dropout0.8+heads8 layers6+input-dropout0.8+heads8   # second round, 10 seeds
+    python benchmarks/node_recipe.py --root DATA --dataset Cora --seeds 10 --arms \
+        default+wd5e-3 default+wd1e-3 default+heads16   # third round, 10 seeds
 
 Each finished (arm, seed) is appended to ``benchmarks/results/node_recipe.csv`` (a rerun skips it), and the table
 ``node_recipe.md`` is written from that file.
@@ -29,8 +33,9 @@ import _common as C  # noqa: E402
 
 from pyg_ple.bench.io import atomic_write_text  # noqa: E402
 
-BASE = dict(num_layers=2, heads=4, input_dropout=0.5, ple_init=True, encoder_norm=True)
+BASE = {**C.EARLIER_NODE_MODEL, 'ple_init': True, 'encoder_norm': True}  # the earlier recipe, as the first round ran
 FIRST_ROUND = dict(num_layers=4, input_dropout=0.8, heads=8)  # the first round's best on validation
+SECOND_ROUND = {**FIRST_ROUND, 'dropout': 0.6}  # the second round's best: NodeModelConfig's defaults
 # arm -> (node model hyper-parameters over BASE, training overrides, what changes)
 ARMS = {
     'base': ({}, {}, 'the earlier recipe'),
@@ -64,12 +69,29 @@ ARMS = {
     # The second round: one change each on top of the first round's choice; the three best on validation then ran 10
     # seeds, and the best of those on validation became the default.
     'chosen+dropout0.6': ({**FIRST_ROUND, 'dropout': 0.6}, {},
-                          "first round's choice + dropout 0.6 (chosen: the default now)"),
+                          "first round's choice + dropout 0.6 (the second round's choice)"),
     'chosen+attention-dropout0.3': ({**FIRST_ROUND, 'attention_dropout': 0.3}, {},
                                     "first round's choice + attention dropout 0.3"),
     'chosen+mlp1': ({**FIRST_ROUND, 'mlp_ratio': 1.0}, {}, "first round's choice + MLP width 1x"),
     'chosen+hidden128': ({**FIRST_ROUND, 'hidden': 128}, {}, "first round's choice + width 128"),
     'chosen+wd1e-3': (FIRST_ROUND, dict(weight_decay=1e-3), "first round's choice + weight decay 1e-3"),
+    # The third round: one change each on top of the second round's choice (NodeModelConfig's defaults, named
+    # 'default' when it ran); weight decay 5e-3 won it.
+    **{f'default+{name}': ({**SECOND_ROUND, **model_kwargs}, train_kwargs, f"second round's choice + {change}")
+       for name, (model_kwargs, train_kwargs, change) in {
+           'hidden128': (dict(hidden=128), {}, 'width 128'),
+           'layers3': (dict(num_layers=3), {}, '3 blocks'),
+           'layers6': (dict(num_layers=6), {}, '6 blocks'),
+           'heads16': (dict(heads=16), {}, '16 heads'),
+           'input-dropout0.7': (dict(input_dropout=0.7), {}, 'input dropout 0.7'),
+           'input-dropout0.9': (dict(input_dropout=0.9), {}, 'input dropout 0.9'),
+           'attention-dropout0.3': (dict(attention_dropout=0.3), {}, 'attention dropout 0.3'),
+           'wd1e-3': ({}, dict(weight_decay=1e-3), 'weight decay 1e-3'),
+           'wd5e-3': ({}, dict(weight_decay=5e-3), 'weight decay 5e-3 (chosen: the default now)'),
+           'lr2e-3': ({}, dict(lr=2e-3), 'learning rate 2e-3'),
+           'lr0.01': ({}, dict(lr=0.01), 'learning rate 0.01'),
+           'epochs200': ({}, dict(epochs=200), '200 epochs'),
+       }.items()},
 }
 FIELDS = ['dataset', 'arm', 'seed', 'val_acc', 'test_acc', 'best_epoch', 'seconds']
 
@@ -82,7 +104,7 @@ def run_arm(data, arm: str, seed: int) -> dict:
     model_kwargs, train_kwargs, _ = ARMS[arm]
     torch.manual_seed(seed)
     model = build_node_model('ple', data.num_features, int(data.y.max()) + 1, **{**BASE, **model_kwargs})
-    config = TrainConfig(**{'epochs': 100, 'lr': 5e-3, 'weight_decay': 5e-4, 'progress': False, 'seed': seed,
+    config = TrainConfig(**{'epochs': 100, **C.EARLIER_NODE_OPTIMIZER, 'progress': False, 'seed': seed,
                             **train_kwargs})
     start = time.time()
     run, _ = train_node_classifier(model, data, config)
@@ -93,10 +115,11 @@ def run_arm(data, arm: str, seed: int) -> dict:
 def report(rows: list[dict], dataset: str, command: str) -> str:
     env = C.env_info()
     lines = [f'# The node model\'s recipe, one change at a time: {dataset}', '',
-             f'- this table: `{command}`; all its rows come from (the CSV is resumable, so these two rerun '
-             'everything): `python benchmarks/node_recipe.py --root DATA --seeds 3` (every arm) and `... --seeds 10 '
-             '--arms chosen+dropout0.6 layers4+input-dropout0.8+heads8 layers6+input-dropout0.8+heads8` (the three '
-             'best on validation, 10 seeds)',
+             f'- this table: `{command}`; all its rows come from (the CSV is resumable, so these three rerun '
+             'everything): `python benchmarks/node_recipe.py --root DATA --seeds 3` (every arm), `... --seeds 10 '
+             '--arms chosen+dropout0.6 layers4+input-dropout0.8+heads8 layers6+input-dropout0.8+heads8` and `... '
+             '--seeds 10 --arms default+wd5e-3 default+wd1e-3 default+heads16` (the three best of the second and '
+             'of the third round on validation, 10 seeds)',
              '- every arm: `build_node_model(\'ple\', ..., **BASE, **arm)` (all heads Laplacian; BASE = '
              + ', '.join(f'{k}={v}' for k, v in BASE.items()) + '), Adam lr 5e-3, weight decay 5e-4, 100 epochs, '
              'full batch, the epoch of best validation accuracy selected; public split',

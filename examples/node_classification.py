@@ -16,7 +16,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.utils import stochastic_blockmodel_graph
 
-from pyg_ple.bench.node import build_node_model, load_planetoid, train_node_classifier
+from pyg_ple.bench.node import OPTIMIZER_DEFAULTS, build_node_model, load_planetoid, train_node_classifier
 from pyg_ple.bench.training import TrainConfig
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,7 +42,7 @@ else:
         'stochastic block model'
 
 model = build_node_model('ple', data.num_features, int(data.y.max()) + 1)
-run, _ = train_node_classifier(model, data, TrainConfig(epochs=args.epochs, lr=5e-3, weight_decay=5e-4,
+run, _ = train_node_classifier(model, data, TrainConfig(epochs=args.epochs, **OPTIMIZER_DEFAULTS['ple'],
                                                         seed=args.seed, progress=False))
 print(f'{name}: {data.num_nodes} nodes, {data.num_edges} edges; ple node model, epoch {run.best_epoch} of '
       f'{run.epochs_run} selected')

@@ -330,12 +330,13 @@ def test_node_recipe_arms_are_the_earlier_recipe_plus_their_change_and_resume(tm
     monkeypatch.setattr(node, 'build_node_model', lambda *a, **kw: built.append(kw) or build(*a, **kw))
     mod.main(['--arms', 'base', 'layers1', '--seeds', '2', '--out', str(tmp_path)])
     rows = list(csv.DictReader((tmp_path / 'node_recipe.csv').open()))
-    earlier = dict(num_layers=2, heads=4, input_dropout=0.5, ple_init=True, encoder_norm=True)
-    assert built == [earlier, earlier, {**earlier, 'num_layers': 1}, {**earlier, 'num_layers': 1}]
+    earlier = dict(num_layers=2, heads=4, dropout=0.5, input_dropout=0.5, ple_init=True, encoder_norm=True)
+    assert [{k: kw[k] for k in earlier} for kw in built] == [earlier, earlier, {**earlier, 'num_layers': 1},
+                                                             {**earlier, 'num_layers': 1}]
     assert [(r['arm'], r['seed']) for r in rows] == [('base', '0'), ('base', '1'), ('layers1', '0'), ('layers1', '1')]
     torch.manual_seed(1)
-    by_hand = build('ple', 3, 3, num_layers=1, heads=4, input_dropout=0.5, ple_init=True,
-                                    encoder_norm=True)
+    by_hand = build('ple', 3, 3, num_layers=1, heads=4, dropout=0.5, input_dropout=0.5, ple_init=True,
+                    encoder_norm=True)
     run, _ = node.train_node_classifier(by_hand, data, TrainConfig(epochs=3, lr=5e-3, weight_decay=5e-4,
                                                                    progress=False, seed=1))
     assert rows[3]['val_acc'] == f'{100 * run.val_acc:.2f}' and rows[3]['test_acc'] == f'{100 * run.test_acc:.2f}'
@@ -346,3 +347,26 @@ def test_node_recipe_arms_are_the_earlier_recipe_plus_their_change_and_resume(tm
     order = [line.split(' | ')[0][2:] for line in md.splitlines() if line.startswith(('| base |', '| layers1 |'))]
     assert order == sorted(means, key=lambda a: -means[a])
     assert all(f'| {means[a]:.1f} |' in md for a in means)
+
+
+def test_earlier_node_rows_pin_every_setting_they_ran_with():
+    """The earlier node model is spelled out field by field (a change of NodeModelConfig's defaults must not change
+    what the earlier rows rerun) and is what every script's earlier rows build; the default node model's optimiser is
+    the one the recipe search chose."""
+    import dataclasses
+
+    from pyg_ple.bench.node import OPTIMIZER_DEFAULTS, NodeModelConfig
+    common = load_script('benchmarks/_common.py')
+    assert set(common.EARLIER_NODE_MODEL) == {f.name for f in dataclasses.fields(NodeModelConfig)}
+    assert common.EARLIER_NODE_MODEL != dataclasses.asdict(NodeModelConfig())
+    assert common.EARLIER_NODE_OPTIMIZER == {'lr': 5e-3, 'weight_decay': 5e-4}
+    nodes = load_script('benchmarks/node_classification.py')
+    assert nodes.MODELS['ple-earlier'] == ('ple', common.EARLIER_NODE_MODEL, common.EARLIER_NODE_OPTIMIZER)
+    assert nodes.MODELS['ple-std-earlier'][1] == {**common.EARLIER_NODE_MODEL, 'laplacian_heads': 0}
+    assert nodes.MODELS['ple'] == ('ple', {}, {})
+    assert load_script('benchmarks/laplacian_ablation.py').EARLIER == common.EARLIER_NODE_MODEL
+    recipe = load_script('benchmarks/node_recipe.py')
+    assert recipe.BASE == {**common.EARLIER_NODE_MODEL, 'ple_init': True, 'encoder_norm': True}
+    model_kwargs, train_kwargs, _ = recipe.ARMS['default+wd5e-3']
+    assert dataclasses.replace(NodeModelConfig(), **{**recipe.BASE, **model_kwargs}) == NodeModelConfig()
+    assert {**common.EARLIER_NODE_OPTIMIZER, **train_kwargs} == OPTIMIZER_DEFAULTS['ple']
