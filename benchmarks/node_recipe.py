@@ -124,14 +124,15 @@ def report(rows: list[dict], dataset: str, command: str) -> str:
              + ', '.join(f'{k}={v}' for k, v in BASE.items()) + '), Adam lr 5e-3, weight decay 5e-4, 100 epochs, '
              'full batch, the epoch of best validation accuracy selected; public split',
              f'- torch {env["torch"]}, python {env["python"]}, {env["cpus"]} CPU cores, one thread per run', '',
-             'Sorted by validation accuracy, which chose; test accuracy chose nothing.', '',
+             'Arms with more seeds first (the 10-seed runs decided each round), then by validation accuracy, which '
+             'chose; test accuracy chose nothing.', '',
              '| arm | change | seeds | val acc % | test acc % | selected epochs |', '|---|---|---:|---:|---:|---|']
     by_arm: dict[str, list[dict]] = {}
     for r in rows:
         if r['dataset'] == dataset:
             by_arm.setdefault(r['arm'], []).append(r)
     val = {arm: statistics.mean(float(r['val_acc']) for r in rs) for arm, rs in by_arm.items()}
-    for arm, rs in sorted(by_arm.items(), key=lambda kv: -val[kv[0]]):
+    for arm, rs in sorted(by_arm.items(), key=lambda kv: (-len(kv[1]), -val[kv[0]])):
         test = [float(r['test_acc']) for r in rs]
         std = statistics.stdev(test) if len(test) > 1 else 0.0
         lines.append(f"| {arm} | {ARMS[arm][2] if arm in ARMS else ''} | {len(rs)} | {val[arm]:.1f} | "

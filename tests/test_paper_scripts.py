@@ -347,6 +347,12 @@ def test_node_recipe_arms_are_the_earlier_recipe_plus_their_change_and_resume(tm
     order = [line.split(' | ')[0][2:] for line in md.splitlines() if line.startswith(('| base |', '| layers1 |'))]
     assert order == sorted(means, key=lambda a: -means[a])
     assert all(f'| {means[a]:.1f} |' in md for a in means)
+    monkeypatch.setattr(mod, 'run_arm', lambda data, arm, seed: {'arm': arm, 'seed': seed, 'val_acc': '0.00',
+                                                                 'test_acc': '0.00', 'best_epoch': 1, 'seconds': '0'})
+    mod.main(['--arms', 'layers1', '--seeds', '3', '--out', str(tmp_path)])  # a third seed, the worst validation
+    md = (tmp_path / 'node_recipe.md').read_text()
+    assert [line.split(' | ')[0][2:] for line in md.splitlines()
+            if line.startswith(('| base |', '| layers1 |'))] == ['layers1', 'base']  # more seeds first
 
 
 def test_earlier_node_rows_pin_every_setting_they_ran_with():
