@@ -208,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
           '**Compute budget (read before comparing with the literature).** These runs share 2 CPU cores, so the '
           'grid is shrunk: one configuration per model (3 layers, 4 heads, dropout 0.1, batch 32, Adam lr 3e-3, no '
           'weight decay, attention over the native edges; the width is in the run table) except where the run '
-          'table below lists a grid, and epoch budgets of 15-100 instead of Errica et al.\'s grid of up to 1000 '
-          'epochs with early stopping. The protocol itself (10 outer folds, inner validation, selection on '
+          'table below lists a grid, and training runs of at most 100 epochs that stop after `patience` epochs '
+          'without a better validation accuracy (the run table gives both) instead of Errica et al.\'s grid of up '
+          'to 1000 epochs with patience 500. The protocol itself (10 outer folds, inner validation, selection on '
           'validation only) is not shrunk. Numbers are lower bounds for every model; differences within one '
           'standard deviation are not meaningful. "selected epoch" near "epochs" in the details means the budget, '
           'not early stopping, ended training.', '',
