@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('runs', nargs='+', type=Path, help='run folders of the main table')
     ap.add_argument('--earlier', nargs='*', type=Path, default=[],
                     help='run folders with other budgets, features or no grid, shown as a second table')
+    ap.add_argument('--short-budget', nargs='*', type=Path, default=[],
+                    help='run folders of the same models and inputs with shorter training budgets, shown as a table')
     ap.add_argument('--ablation', action='append', default=[], metavar='RUN[@MODEL]=VARIANT|OPTION',
                     help='one row of the ablation table (repeatable)')
     ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent / 'results')
@@ -225,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     if selected:
         md += ['Grid configurations selected on validation, per fold:', '', *selected, '']
     md += ['## Runs', '', *_run_settings(runs), '']
+    if args.short_budget:
+        srows, sruns = collect([d for d in args.short_budget if (d / 'state.json').exists()])
+        md += ['## The same models with shorter budgets (same splits)', '',
+               'Fixed budgets of 15 (PROTEINS, IMDB), 25 (NCI1) or 50 (MUTAG) epochs without early stopping, the '
+               'run table says which: what the longer budgets of the main table change.', '', pivot(srows), '',
+               *_run_settings(sruns), '']
+        runs += sruns
     if args.earlier:
         early_dirs = [d for d in args.earlier if (d / 'state.json').exists()]
         erows, eruns = collect(early_dirs)
@@ -245,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
            'repository.', '', '```']
     md += [_data_as_placeholder(c) for c in dict.fromkeys([r['command'] for r in runs] + ablation_commands) if c]
     cmd = ['python benchmarks/graph_classification.py ' + ' '.join(map(str, args.runs))]
+    if args.short_budget:
+        cmd.append('--short-budget ' + ' '.join(map(str, args.short_budget)))
     if args.earlier:
         cmd.append('--earlier ' + ' '.join(map(str, args.earlier)))
     cmd += [f"--ablation '{a}'" for a in args.ablation]

@@ -174,7 +174,8 @@ def test_graph_classification_report_takes_every_number_from_the_runs(tmp_path):
     assert cli(tiny + ['--models', 'laplacian', '--step-size', '0.5', '--out', str(abl)]) == 0
     mod = load_script('benchmarks/graph_classification.py')
     out = tmp_path / 'report'
-    assert mod.main([str(grid_run), '--earlier', str(early), '--ablation', f'{abl}=half step|--step-size 0.5',
+    assert mod.main([str(grid_run), '--earlier', str(early), '--short-budget', str(abl),
+                     '--ablation', f'{abl}=half step|--step-size 0.5',
                      '--ablation', f'{grid_run}@laplacian=grid', '--out', str(out)]) == 0
     md = (out / 'graph_classification.md').read_text()
     state = json.loads((grid_run / 'state.json').read_text())
@@ -196,6 +197,9 @@ def test_graph_classification_report_takes_every_number_from_the_runs(tmp_path):
     accs = np.array([r['test_acc'] for r in abl_state['runs'].values()]) * 100
     assert f'| digits | laplacian | half step | `--step-size 0.5` | {accs.mean():.1f} ± {accs.std():.1f} | 2 |' in md
     assert '## Earlier runs' in md and str(early) in md and abl_state['command'] in md
+    short = md.split('## The same models with shorter budgets')[1].split('## Earlier runs')[0]
+    assert f'| laplacian | **{accs.mean():.1f} ± {accs.std():.1f}** |' in short and f'| `{abl}` |' in short
+    assert f'--short-budget {abl}' in md
     assert mod._data_as_placeholder('pyg-ple bench --root /data/x --dataset MUTAG') == (
         'pyg-ple bench --root DATA --dataset MUTAG')
     assert mod._data_as_placeholder('pyg-ple bench --root=/data/x') == 'pyg-ple bench --root DATA'
