@@ -40,6 +40,11 @@ def _splits_digest(run_dir: Path) -> str | None:
     return hashlib.sha256(json.dumps([f['test'] for f in folds]).encode()).hexdigest()
 
 
+def _finished(run_dirs: list[Path]) -> list[Path]:
+    """The run folders that hold a ``state.json`` (at least one finished fold)."""
+    return [d for d in run_dirs if (d / 'state.json').exists()]
+
+
 def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
     rows, runs = [], []
     for d in run_dirs:
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent / 'results')
     ap.add_argument('--notes', type=Path, default=None, help='Markdown file appended as "Findings"')
     args = ap.parse_args(argv)
-    rows, runs = collect([d for d in args.runs if (d / 'state.json').exists()])
+    rows, runs = collect(_finished(args.runs))
     if not rows:
         print('no finished runs found', file=sys.stderr)
         return 1
@@ -227,20 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     if selected:
         md += ['Grid configurations selected on validation, per fold:', '', *selected, '']
     md += ['## Runs', '', *_run_settings(runs), '']
-    if args.short_budget:
-        srows, sruns = collect([d for d in args.short_budget if (d / 'state.json').exists()])
-        md += ['## The same models with shorter budgets (same splits)', '',
-               'Fixed budgets of 15 (PROTEINS, IMDB), 25 (NCI1) or 50 (MUTAG) epochs without early stopping, the '
-               'run table says which: what the longer budgets of the main table change.', '', pivot(srows), '',
-               *_run_settings(sruns), '']
-        runs += sruns
-    if args.earlier:
-        early_dirs = [d for d in args.earlier if (d / 'state.json').exists()]
-        erows, eruns = collect(early_dirs)
-        md += ['## Earlier runs (same splits)', '',
-               'The same protocol and splits with other budgets, features or no grid (the run table below says '
-               'which): what those choices change.', '', pivot(erows), '', *_run_settings(eruns), '']
-        runs += eruns
+    for title, prose, dirs in [
+            ('The same models with shorter budgets (same splits)',
+             'Fixed budgets of 15 (PROTEINS, IMDB), 25 (NCI1) or 50 (MUTAG) epochs without early stopping, the run '
+             'table says which: what the longer budgets of the main table change.', args.short_budget),
+            ('Earlier runs (same splits)',
+             'The same protocol and splits with other budgets, features or no grid (the run table below says which): '
+             'what those choices change.', args.earlier)]:
+        if dirs:
+            side_rows, side_runs = collect(_finished(dirs))
+            md += [f'## {title}', '', prose, '', pivot(side_rows), '', *_run_settings(side_runs), '']
+            runs += side_runs
     ablation_md, ablation_commands = _ablations(args.ablation)
     if args.ablation:
         md += ['## Ablations', '', *ablation_md, '']

@@ -82,8 +82,7 @@ def cmd_accuracy(args) -> None:
                     continue
                 torch.manual_seed(seed)
                 model = build_node_model(kind, data.num_features, classes, **extra)
-                hp = {**OPTIMIZER_DEFAULTS[kind], **optimizer}
-                config = TrainConfig(epochs=args.epochs, lr=hp['lr'], weight_decay=hp['weight_decay'], seed=seed,
+                config = TrainConfig(epochs=args.epochs, **{**OPTIMIZER_DEFAULTS[kind], **optimizer}, seed=seed,
                                      progress=False)
                 run, _ = train_node_classifier(model, data, config, mode=mode, num_neighbors=args.num_neighbors,
                                                batch_size=args.batch_size)
