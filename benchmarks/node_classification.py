@@ -27,8 +27,9 @@ from _common import EARLIER_NODE_MODEL, EARLIER_NODE_OPTIMIZER, RESULTS, env_inf
 CSV_ACC = RESULTS / 'node_classification.csv'
 CSV_SCALE = RESULTS / 'node_classification_scale.csv'
 MD = RESULTS / 'node_classification.md'
-ACC_FIELDS = ['dataset', 'model', 'mode', 'seed', 'test_acc', 'val_acc', 'train_acc', 'best_epoch', 'epochs',
-              'sec_per_epoch']
+# num_neighbors: the NeighborLoader fan-out per hop ('10x10'), empty for full batch
+ACC_FIELDS = ['dataset', 'model', 'mode', 'num_neighbors', 'seed', 'test_acc', 'val_acc', 'train_acc', 'best_epoch',
+              'epochs', 'sec_per_epoch']
 SCALE_FIELDS = ['model', 'nodes', 'edges', 'features', 'batch_size', 'num_neighbors', 'batches_timed',
                 'sec_per_batch', 'sample_sec_per_batch', 'batches_per_epoch', 'sec_per_epoch_extrapolated',
                 'peak_rss_mb', 'rss_graph_mb', 'threads']
@@ -68,9 +69,10 @@ def append_csv(path: Path, fields: list[str], row: dict) -> None:
 def cmd_accuracy(args) -> None:
     import torch
 
-    from pyg_ple.bench.node import OPTIMIZER_DEFAULTS, build_node_model, load_planetoid, train_node_classifier
+    from pyg_ple.bench.node import (OPTIMIZER_DEFAULTS, build_node_model, default_num_neighbors, load_planetoid,
+                                    train_node_classifier)
     from pyg_ple.bench.training import TrainConfig
-    done = {(r['dataset'], r['model'], r['mode'], int(r['seed'])) for r in read_csv(CSV_ACC)}
+    done = {(r['dataset'], r['model'], r['mode'], r['num_neighbors'], int(r['seed'])) for r in read_csv(CSV_ACC)}
     graphs = {name: load_planetoid(name, args.root) for name in args.datasets}
     # seeds outermost: an interrupted run leaves every (dataset, model, mode) cell with about as many seeds
     for seed in range(args.seeds):
@@ -78,15 +80,17 @@ def cmd_accuracy(args) -> None:
             classes = int(data.y.max()) + 1
             for mode, model_name in [(mo, m) for mo in args.modes for m in args.models]:
                 kind, extra, optimizer = MODELS[model_name]
-                if (dataset, model_name, mode, seed) in done:
-                    continue
                 torch.manual_seed(seed)
                 model = build_node_model(kind, data.num_features, classes, **extra)
+                fan_out = (args.num_neighbors or default_num_neighbors(model)) if mode == 'neighbor' else []
+                if (dataset, model_name, mode, 'x'.join(map(str, fan_out)), seed) in done:
+                    continue
                 config = TrainConfig(epochs=args.epochs, **{**OPTIMIZER_DEFAULTS[kind], **optimizer}, seed=seed,
                                      progress=False)
-                run, _ = train_node_classifier(model, data, config, mode=mode, num_neighbors=args.num_neighbors,
+                run, _ = train_node_classifier(model, data, config, mode=mode, num_neighbors=fan_out or None,
                                                batch_size=args.batch_size)
-                row = {'dataset': dataset, 'model': model_name, 'mode': mode, 'seed': seed,
+                row = {'dataset': dataset, 'model': model_name, 'mode': mode,
+                       'num_neighbors': 'x'.join(map(str, fan_out)), 'seed': seed,
                        'test_acc': f'{100 * run.test_acc:.2f}', 'val_acc': f'{100 * run.val_acc:.2f}',
                        'train_acc': f'{100 * run.train_acc:.2f}', 'best_epoch': run.best_epoch,
                        'epochs': run.epochs_run, 'sec_per_epoch': f'{run.seconds_per_epoch:.4f}'}
@@ -173,7 +177,8 @@ def cmd_report(args) -> None:
              '## Accuracy (test %, mean ± std over seeds; model selected at the epoch of best validation accuracy)', '']
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r['dataset'], r['model'], r['mode']), []).append(r)
+        mode = r['mode'] + (f" {r['num_neighbors']}" if r['num_neighbors'] else '')
+        groups.setdefault((r['dataset'], r['model'], mode), []).append(r)
     table = []
     for (dataset, model, mode), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
         acc = mean_std([float(r['test_acc']) for r in rs])
@@ -232,7 +237,8 @@ def main(argv=None) -> None:
     a.add_argument('--modes', nargs='+', default=['full', 'neighbor'], choices=['full', 'neighbor'])
     a.add_argument('--seeds', type=int, default=10)
     a.add_argument('--epochs', type=int, default=100)
-    a.add_argument('--num-neighbors', type=int, nargs='+', default=[10, 10])
+    a.add_argument('--num-neighbors', type=int, nargs='+', default=None,
+                   help='NeighborLoader fan-out per hop (default: 10 for each message-passing layer of the model)')
     a.add_argument('--batch-size', type=int, default=64)
     s = sub.add_parser('scale')
     s.add_argument('--nodes', type=int, default=1_000_000)

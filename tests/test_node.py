@@ -55,6 +55,30 @@ def test_train_tiny_graph(mode):
         train_node_classifier(model, data, TrainConfig(epochs=1, progress=False), mode='saint')
 
 
+@pytest.mark.parametrize('num_layers', [1, 4])
+def test_neighbor_mode_samples_as_many_hops_as_the_model_has_layers(monkeypatch, num_layers):
+    # A sampled subgraph shallower than the model trains its deeper blocks on a receptive field that full-graph
+    # inference never has: by default the fan-out has one entry per message-passing layer.
+    from pyg_ple.bench import node
+    seen = []
+    real = node.neighbor_loader
+
+    def recording_loader(data, num_neighbors, *args, **kwargs):
+        seen.append(list(num_neighbors))
+        return real(data, num_neighbors, *args, **kwargs)
+
+    monkeypatch.setattr(node, 'neighbor_loader', recording_loader)
+    data = tiny_graph()
+    config = TrainConfig(epochs=1, progress=False)
+    deep = NodeTransformer(6, 3, hidden=8, num_layers=num_layers, heads=2)
+    train_node_classifier(deep, data, config, mode='neighbor', batch_size=8)
+    train_node_classifier(GCN(6, 3), data, config, mode='neighbor', batch_size=8)
+    train_node_classifier(deep, data, config, mode='neighbor', num_neighbors=[3, 2], batch_size=8)
+    assert seen == [[10] * num_layers, [10, 10], [3, 2]]
+    assert node.default_num_neighbors(NodeTransformer(6, 3, num_layers=0)) == [10]
+    assert node.default_num_neighbors(GCN(6, 3), fan_out=5) == [5, 5]
+
+
 def _in_edges(edge_index):
     return {(int(j), int(i)) for j, i in edge_index.t()}
 

@@ -380,3 +380,41 @@ def test_earlier_node_rows_pin_every_setting_they_ran_with():
     model_kwargs, train_kwargs, _ = recipe.ARMS['default+wd5e-3']
     assert dataclasses.replace(NodeModelConfig(), **{**recipe.BASE, **model_kwargs}) == NodeModelConfig()
     assert {**common.EARLIER_NODE_OPTIMIZER, **train_kwargs} == OPTIMIZER_DEFAULTS['ple']
+
+
+def test_node_benchmark_samples_each_model_as_deep_as_it_is_and_resumes_by_fan_out(tmp_path, monkeypatch):
+    """In neighbor mode each model gets 10 neighbours per message-passing layer unless --num-neighbors says
+    otherwise; the fan-out is part of a row's key, so rows of another fan-out are kept and never taken as done."""
+    import torch
+    from torch_geometric.data import Data
+
+    from pyg_ple.bench import node
+    monkeypatch.syspath_prepend(str(REPO / 'benchmarks'))
+    nodes = load_script('benchmarks/node_classification.py')
+    monkeypatch.setattr(nodes, 'CSV_ACC', tmp_path / 'acc.csv')
+    monkeypatch.setattr(nodes, 'cmd_report', lambda args: None)
+    n = 30
+    graph = Data(x=torch.randn(n, 5), y=torch.arange(n) % 3, edge_index=torch.stack([torch.arange(n),
+                                                                                     (torch.arange(n) + 1) % n]),
+                 **{f'{k}_mask': torch.arange(n) % 3 == i for i, k in enumerate(('train', 'val', 'test'))})
+    monkeypatch.setattr(node, 'load_planetoid', lambda name, root=None: graph)
+    fan_outs = []
+
+    def fake_train(model, data, config, mode, num_neighbors=None, batch_size=64):
+        fan_outs.append((type(model).__name__, mode, num_neighbors))
+        return node.NodeRunResult(0.5, 0.5, 0.5, 1, 1, 0.1), None
+
+    monkeypatch.setattr(node, 'train_node_classifier', fake_train)
+    args = ['--threads', '1', 'accuracy', '--datasets', 'Cora', '--models', 'gcn', 'ple', '--seeds', '1']
+    nodes.main(args)
+    assert fan_outs == [('GCN', 'full', None), ('NodeTransformer', 'full', None),
+                        ('GCN', 'neighbor', [10, 10]), ('NodeTransformer', 'neighbor', [10, 10, 10, 10])]
+    rows = nodes.read_csv(tmp_path / 'acc.csv')
+    assert [(r['model'], r['mode'], r['num_neighbors']) for r in rows] == [
+        ('gcn', 'full', ''), ('ple', 'full', ''), ('gcn', 'neighbor', '10x10'), ('ple', 'neighbor', '10x10x10x10')]
+    fan_outs.clear()
+    nodes.main(args)  # everything done
+    assert fan_outs == []
+    nodes.main(args + ['--num-neighbors', '5', '5', '--modes', 'neighbor'])  # another fan-out: new rows
+    assert fan_outs == [('GCN', 'neighbor', [5, 5]), ('NodeTransformer', 'neighbor', [5, 5])]
+    assert len(nodes.read_csv(tmp_path / 'acc.csv')) == 6

@@ -34,7 +34,7 @@ from pyg_ple.nn.block import PLETransformer
 __all__ = [
     'PLANETOID', 'PUBLISHED', 'load_planetoid', 'NodeModelConfig', 'NodeTransformer', 'GCN', 'GAT',
     'build_node_model', 'NODE_MODELS', 'OPTIMIZER_DEFAULTS', 'TorchNeighborSampler', 'neighbor_loader',
-    'NodeRunResult', 'train_node_classifier', 'accuracy',
+    'NodeRunResult', 'default_num_neighbors', 'train_node_classifier', 'accuracy',
 ]
 
 PLANETOID = ('Cora', 'CiteSeer', 'PubMed')
@@ -328,17 +328,28 @@ class NodeRunResult:
     history: list = field(default_factory=list)
 
 
+def default_num_neighbors(model: nn.Module, fan_out: int = 10) -> list[int]:
+    """``fan_out`` neighbours per hop, one hop for each ``MessagePassing`` layer of ``model`` (at least one): a
+    sampled subgraph as deep as the model's receptive field, so that training sees what full-graph inference sees.
+    A four-block :class:`NodeTransformer` gets ``[10, 10, 10, 10]``, the two-layer :class:`GCN` ``[10, 10]``."""
+    from torch_geometric.nn import MessagePassing
+    return [fan_out] * max(1, sum(isinstance(m, MessagePassing) for m in model.modules()))
+
+
 def train_node_classifier(model: nn.Module, data, config: TrainConfig, mode: str = 'full',
-                          num_neighbors: Sequence[int] = (10, 10), batch_size: int = 64,
+                          num_neighbors: Optional[Sequence[int]] = None, batch_size: int = 64,
                           monitor: str = 'val_acc') -> tuple[NodeRunResult, TrainResult]:
     """Train ``model`` on ``data.train_mask`` with :func:`~pyg_ple.bench.training.fit`, select the epoch with the best
     validation accuracy (``monitor='val_loss'`` to select on loss), and return the accuracies of that state.
 
     ``mode='full'`` is full-batch (one step per epoch over the whole graph); ``mode='neighbor'`` takes steps over
-    ``NeighborLoader`` mini-batches of ``batch_size`` training seeds with fan-outs ``num_neighbors``, the loss on the
-    seeds only. Evaluation is full-batch in both modes (exact, and cheap for Planetoid)."""
+    ``NeighborLoader`` mini-batches of ``batch_size`` training seeds with fan-outs ``num_neighbors`` (default
+    :func:`default_num_neighbors`: 10 per message-passing layer), the loss on the seeds only. Evaluation is
+    full-batch in both modes (exact, and cheap for Planetoid)."""
     if mode not in ('full', 'neighbor'):
         raise ValueError(f"'mode' must be 'full' or 'neighbor' (got {mode!r})")
+    if num_neighbors is None:
+        num_neighbors = default_num_neighbors(model)
     device = torch.device(config.device)
     full = data.to(device)
 
