@@ -131,6 +131,23 @@ def paired_differences(rows: list[dict], reference: str = 'laplacian',
     return '\n'.join(lines)
 
 
+def pool_seeds(rows: list[dict], replicate: list[dict]) -> list[dict]:
+    """Each (dataset, model) found in both lists, its folds of both split seeds pooled: mean and population std over
+    all of them, complete when both are, and a splits digest of both, so that pooled rows pair fold by fold only when
+    both seeds' folds agree."""
+    other = {(r['dataset'], r['model']): r for r in replicate}
+    pooled = []
+    for r in rows:
+        b = other.get((r['dataset'], r['model']))
+        if b is None:
+            continue
+        folds = list(r['fold_acc']) + list(b['fold_acc'])
+        pooled.append({**r, 'fold_acc': folds, 'folds': len(folds), 'acc_mean': float(np.mean(folds)),
+                       'acc_std': float(np.std(folds)), 'complete': r['complete'] and b['complete'],
+                       'splits': None if None in (r['splits'], b['splits']) else f"{r['splits']}+{b['splits']}"})
+    return pooled
+
+
 def _run_settings(runs: list[dict]) -> list[str]:
     md = ['| run | dataset | models | epochs | patience | grid | hidden | lr | features | wall time (min) |',
           '|---|---|---|---:|---:|---|---:|---:|---|---:|']
@@ -189,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                     help='run folders with other budgets, features or no grid, shown as a second table')
     ap.add_argument('--short-budget', nargs='*', type=Path, default=[],
                     help='run folders of the same models and inputs with shorter training budgets, shown as a table')
+    ap.add_argument('--replicate', nargs='*', type=Path, default=[],
+                    help='run folders of the main table\'s models and settings with another --seed (other splits)')
     ap.add_argument('--ablation', action='append', default=[], metavar='RUN[@MODEL]=VARIANT|OPTION',
                     help='one row of the ablation table (repeatable)')
     ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent / 'results')
@@ -243,6 +262,17 @@ def main(argv: list[str] | None = None) -> int:
             side_rows, side_runs = collect(_finished(dirs))
             md += [f'## {title}', '', prose, '', pivot(side_rows), '', *_run_settings(side_runs), '']
             runs += side_runs
+    if args.replicate:
+        rep_rows, rep_runs = collect(_finished(args.replicate))
+        pooled = pool_seeds(rows, rep_rows)
+        md += ['## A second split seed', '',
+               'The main table\'s models and settings rerun with `--seed 1`: other outer folds, inner validation '
+               'splits and initialisations. Alone:', '', pivot(rep_rows), '',
+               'Both seeds pooled (20 folds per cell; folds of different seeds overlap in their graphs, so the spread '
+               'understates the uncertainty):', '', pivot(pooled), '', pairwise_counts(pooled), '',
+               'Paired by fold within each seed, the differences of both seeds pooled:', '',
+               paired_differences(pooled), '', *_run_settings(rep_runs), '']
+        runs += rep_runs
     ablation_md, ablation_commands = _ablations(args.ablation)
     if args.ablation:
         md += ['## Ablations', '', *ablation_md, '']
@@ -260,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append('--short-budget ' + ' '.join(map(str, args.short_budget)))
     if args.earlier:
         cmd.append('--earlier ' + ' '.join(map(str, args.earlier)))
+    if args.replicate:
+        cmd.append('--replicate ' + ' '.join(map(str, args.replicate)))
     cmd += [f"--ablation '{a}'" for a in args.ablation]
     if args.notes:
         cmd.append(f'--notes {args.notes}')

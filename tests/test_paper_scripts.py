@@ -208,6 +208,41 @@ def test_graph_classification_report_takes_every_number_from_the_runs(tmp_path):
     assert (out / 'graph_classification.png').read_bytes()[:4] == b'\x89PNG'
 
 
+def test_graph_classification_report_pools_a_second_split_seed(tmp_path):
+    """--replicate: the same models with --seed 1 as their own table, and both seeds pooled fold by fold (means,
+    counts and paired differences over the folds of both seeds, pairs only within a seed)."""
+    import numpy as np
+
+    from pyg_ple.bench.cli import main as cli
+    tiny = ['bench', '--digits-n', '60', '--folds', '2', '--epochs', '1', '--no-progress', '--threads', '1',
+            '--no-save-models', '--models', 'gcn,laplacian']
+    seed0, seed1 = tmp_path / 's0', tmp_path / 's1'
+    assert cli(tiny + ['--out', str(seed0)]) == 0
+    assert cli(tiny + ['--seed', '1', '--out', str(seed1)]) == 0
+    mod = load_script('benchmarks/graph_classification.py')
+    out = tmp_path / 'report'
+    assert mod.main([str(seed0), '--replicate', str(seed1), '--out', str(out)]) == 0
+    md = (out / 'graph_classification.md').read_text()
+    second = md.split('## A second split seed')[1]
+
+    def fold_acc(run, model):
+        runs = json.loads((run / 'state.json').read_text())['runs'].values()
+        return np.array([r['test_acc'] for r in sorted(runs, key=lambda r: r['fold']) if r['model'] == model]) * 100
+
+    pooled = {m: np.concatenate([fold_acc(seed0, m), fold_acc(seed1, m)]) for m in ('gcn', 'laplacian')}
+    for m, accs in pooled.items():
+        assert f'{accs.mean():.1f} ± {accs.std():.1f}' in second
+    diff = pooled['laplacian'] - pooled['gcn']
+    cell = f"{diff.mean():+.1f} ± {diff.std(ddof=1) / np.sqrt(4):.1f} ({(diff >= 0).sum()}/4)"
+    assert f'| digits | {cell} | – | – | – |' in second
+    rows, _ = mod.collect([seed0])
+    rep_rows, _ = mod.collect([seed1])
+    assert all(a['splits'] != b['splits'] for a, b in zip(rows, rep_rows))  # seed 1: other folds
+    rep_rows[0]['splits'] = 'other folds'  # gcn's seed-1 folds differ from laplacian's: never paired
+    assert '| digits | – | – | – | – |' in mod.paired_differences(mod.pool_seeds(rows, rep_rows))
+    assert f'--replicate {seed1}' in md and '--seed 1' in md
+
+
 def test_laplacian_signal_matches_the_layer_itself(tmp_path):
     """benchmarks/laplacian_signal.py: ||A V - V|| / ||A V|| equals ||Laplacian conv output|| / ||standard conv output||
     for the same weights (the layer's own two modes), and the report reads saved fold models of a bench run."""
