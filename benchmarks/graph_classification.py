@@ -89,9 +89,10 @@ def pivot(rows: list[dict]) -> str:
 
 
 def pairwise_counts(rows: list[dict]) -> str:
-    """On how many datasets the Laplacian transformer's mean accuracy is at least each other model's."""
+    """On how many datasets the Laplacian transformer's mean accuracy is at least each other model's (complete rows
+    only: a row with folds still to run counts nowhere)."""
     datasets = list(dict.fromkeys(r['dataset'] for r in rows if r['dataset'] != 'digits'))
-    acc = {(r['dataset'], r['model']): r['acc_mean'] for r in rows}
+    acc = {(r['dataset'], r['model']): r['acc_mean'] for r in rows if r['complete']}
     out = []
     for other in ('gcn', 'gat', 'gin', 'transformer'):
         ds = [d for d in datasets if (d, 'laplacian') in acc and (d, other) in acc]

@@ -240,6 +240,11 @@ def test_graph_classification_report_pools_a_second_split_seed(tmp_path):
     assert all(a['splits'] != b['splits'] for a, b in zip(rows, rep_rows))  # seed 1: other folds
     rep_rows[0]['splits'] = 'other folds'  # gcn's seed-1 folds differ from laplacian's: never paired
     assert '| digits | – | – | – | – |' in mod.paired_differences(mod.pool_seeds(rows, rep_rows))
+    for r in rows:
+        r['dataset'], r['acc_mean'] = 'MUTAG', {'gcn': 70.0, 'laplacian': 80.0}[r['model']]
+    assert 'laplacian ≥ gcn: 1 of 1 datasets' in mod.pairwise_counts(rows)
+    rows[0]['complete'] = False  # gcn with folds still to run: no comparison
+    assert 'laplacian ≥ gcn: 0 of 0 datasets' in mod.pairwise_counts(rows)
     assert f'--replicate {seed1}' in md and '--seed 1' in md
 
 
