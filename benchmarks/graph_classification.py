@@ -149,6 +149,22 @@ def pool_seeds(rows: list[dict], replicate: list[dict]) -> list[dict]:
     return pooled
 
 
+def change_table(baseline: list[dict], changed: list[dict]) -> str:
+    """Each complete row of ``changed`` beside the ``baseline`` row of the same dataset and model on the same folds:
+    validation accuracy and loss (what selection may look at) and test accuracy, before and after the change."""
+    find = {(r['dataset'], r['model'], r['splits']): r for r in baseline if r['complete']}
+    lines = ['| dataset | model | folds | val acc % | val loss | test acc % | test change |',
+             '|---|---|---:|---:|---:|---:|---:|']
+    for r in changed:
+        b = find.get((r['dataset'], r['model'], r['splits']))
+        if b is None or not r['complete'] or r['splits'] is None:
+            continue
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['folds']} | {b['val_acc_mean']:.1f} → {r['val_acc_mean']:.1f} "
+                     f"| {b['val_loss_mean']:.3f} → {r['val_loss_mean']:.3f} | {b['acc_mean']:.1f} → {r['acc_mean']:.1f} "
+                     f"| {r['acc_mean'] - b['acc_mean']:+.1f} |")
+    return '\n'.join(lines)
+
+
 def _run_settings(runs: list[dict]) -> list[str]:
     md = ['| run | dataset | models | epochs | patience | grid | hidden | lr | features | wall time (min) |',
           '|---|---|---|---:|---:|---|---:|---:|---|---:|']
@@ -209,11 +225,16 @@ def main(argv: list[str] | None = None) -> int:
                     help='run folders of the same models and inputs with shorter training budgets, shown as a table')
     ap.add_argument('--replicate', nargs='*', type=Path, default=[],
                     help='run folders of the main table\'s models and settings with another --seed (other splits)')
+    ap.add_argument('--change', nargs='+', action='append', default=[], metavar=('LABEL', 'RUN'),
+                    help='LABEL RUN [RUN ...]: runs of the main table\'s (or --replicate\'s) settings with one change '
+                         'for every model, shown beside the rows on the same folds (repeatable)')
     ap.add_argument('--ablation', action='append', default=[], metavar='RUN[@MODEL]=VARIANT|OPTION',
                     help='one row of the ablation table (repeatable)')
     ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent / 'results')
     ap.add_argument('--notes', type=Path, default=None, help='Markdown file appended as "Findings"')
     args = ap.parse_args(argv)
+    if any(len(c) < 2 for c in args.change):
+        ap.error('--change needs a label and at least one run folder')
     rows, runs = collect(_finished(args.runs))
     if not rows:
         print('no finished runs found', file=sys.stderr)
@@ -274,6 +295,14 @@ def main(argv: list[str] | None = None) -> int:
                'Paired by fold within each seed, the differences of both seeds pooled:', '',
                paired_differences(pooled), '', *_run_settings(rep_runs), '']
         runs += rep_runs
+    for label, *dirs in args.change:
+        change_rows, change_runs = collect(_finished([Path(d) for d in dirs]))
+        baseline = rows + (rep_rows if args.replicate else [])
+        md += [f'## One change for every model: {label}', '',
+               'Each row: the default settings (main table, or the second seed on its folds) → the same settings with '
+               'this change, on the same folds; validation figures are what selection may use, test figures what it '
+               'must not.', '', change_table(baseline, change_rows), '', *_run_settings(change_runs), '']
+        runs += change_runs
     ablation_md, ablation_commands = _ablations(args.ablation)
     if args.ablation:
         md += ['## Ablations', '', *ablation_md, '']
@@ -293,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append('--earlier ' + ' '.join(map(str, args.earlier)))
     if args.replicate:
         cmd.append('--replicate ' + ' '.join(map(str, args.replicate)))
+    cmd += [f"--change '{label}' " + ' '.join(dirs) for label, *dirs in args.change]
     cmd += [f"--ablation '{a}'" for a in args.ablation]
     if args.notes:
         cmd.append(f'--notes {args.notes}')

@@ -248,6 +248,39 @@ def test_graph_classification_report_pools_a_second_split_seed(tmp_path):
     assert f'--replicate {seed1}' in md and '--seed 1' in md
 
 
+def test_graph_classification_report_sets_one_change_beside_the_same_folds(tmp_path):
+    """--change LABEL RUN...: each changed row beside the default row of the same model on the same folds (the main
+    runs or the second seed), with validation accuracy and loss and test accuracy before and after."""
+    import numpy as np
+
+    from pyg_ple.bench.cli import main as cli
+    tiny = ['bench', '--digits-n', '60', '--folds', '2', '--epochs', '2', '--no-progress', '--threads', '1',
+            '--no-save-models']
+    seed0, seed1, changed = tmp_path / 's0', tmp_path / 's1', tmp_path / 'changed'
+    assert cli(tiny + ['--models', 'gcn', '--out', str(seed0)]) == 0
+    assert cli(tiny + ['--models', 'gcn,laplacian', '--seed', '1', '--out', str(seed1)]) == 0
+    assert cli(tiny + ['--models', 'laplacian', '--seed', '1', '--dropout', '0.5', '--out', str(changed)]) == 0
+    mod = load_script('benchmarks/graph_classification.py')
+    out = tmp_path / 'report'
+    assert mod.main([str(seed0), '--replicate', str(seed1), '--change', 'dropout 0.5', str(changed),
+                     '--out', str(out)]) == 0
+    md = (out / 'graph_classification.md').read_text()
+    section = md.split('## One change for every model: dropout 0.5')[1]
+
+    def stats(run):
+        runs = [r for r in json.loads((run / 'state.json').read_text())['runs'].values() if r['model'] == 'laplacian']
+        return (100 * np.mean([r['val_acc'] for r in runs]), np.mean([r['val_loss'] for r in runs]),
+                100 * np.mean([r['test_acc'] for r in runs]))
+
+    (va, vl, te), (va2, vl2, te2) = stats(seed1), stats(changed)
+    assert (f'| digits | laplacian | 2 | {va:.1f} → {va2:.1f} | {vl:.3f} → {vl2:.3f} | {te:.1f} → {te2:.1f} '
+            f'| {te2 - te:+.1f} |') in section
+    assert "--change 'dropout 0.5' " + str(changed) in md and '--dropout 0.5' in md
+    with pytest.raises(SystemExit) as exc:
+        mod.main([str(seed0), '--change', 'no runs'])
+    assert exc.value.code == 2
+
+
 def test_laplacian_signal_matches_the_layer_itself(tmp_path):
     """benchmarks/laplacian_signal.py: ||A V - V|| / ||A V|| equals ||Laplacian conv output|| / ||standard conv output||
     for the same weights (the layer's own two modes), and the report reads saved fold models of a bench run."""

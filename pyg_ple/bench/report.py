@@ -37,6 +37,7 @@ def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> lis
             # Training loss at the selected epoch: high together with the validation loss means underfitting.
             'train_loss': float(np.mean([r['train_loss'] if r.get('train_loss') is not None else np.nan for r in rs])),
             'val_acc_mean': float(np.mean([r['val_acc'] for r in rs]) * 100),
+            'val_loss_mean': float(np.mean([r['val_loss'] if r.get('val_loss') is not None else np.nan for r in rs])),
             'fold_acc': [round(float(a), 2) for a in accs],
         })
     return rows
