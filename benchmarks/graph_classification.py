@@ -56,6 +56,7 @@ def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
         for row in r:
             row['complete'] = row['folds'] == n_folds
             row['splits'] = splits
+            row['seed'] = state['config'].get('seed')
         rows += r
         runs.append({'dir': str(d), 'state': state,
                      'models': list(dict.fromkeys(r['model'] for r in state['runs'].values())),
@@ -153,13 +154,13 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
     """Each complete row of ``changed`` beside the ``baseline`` row of the same dataset and model on the same folds:
     validation accuracy and loss (what selection may look at) and test accuracy, before and after the change."""
     find = {(r['dataset'], r['model'], r['splits']): r for r in baseline if r['complete']}
-    lines = ['| dataset | model | folds | val acc % | val loss | test acc % | test change |',
-             '|---|---|---:|---:|---:|---:|---:|']
+    lines = ['| dataset | model | seed | folds | val acc % | val loss | test acc % | test change |',
+             '|---|---|---:|---:|---:|---:|---:|---:|']
     for r in changed:
         b = find.get((r['dataset'], r['model'], r['splits']))
         if b is None or not r['complete'] or r['splits'] is None:
             continue
-        lines.append(f"| {r['dataset']} | {r['model']} | {r['folds']} | {b['val_acc_mean']:.1f} → {r['val_acc_mean']:.1f} "
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['seed']} | {r['folds']} | {b['val_acc_mean']:.1f} → {r['val_acc_mean']:.1f} "
                      f"| {b['val_loss_mean']:.3f} → {r['val_loss_mean']:.3f} | {b['acc_mean']:.1f} → {r['acc_mean']:.1f} "
                      f"| {r['acc_mean'] - b['acc_mean']:+.1f} |")
     return '\n'.join(lines)
@@ -226,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--replicate', nargs='*', type=Path, default=[],
                     help='run folders of the main table\'s models and settings with another --seed (other splits)')
     ap.add_argument('--change', nargs='+', action='append', default=[], metavar=('LABEL', 'RUN'),
-                    help='LABEL RUN [RUN ...]: runs of the main table\'s (or --replicate\'s) settings with one change '
-                         'for every model, shown beside the rows on the same folds (repeatable)')
+                    help='LABEL RUN [RUN ...]: runs of the main table\'s (or --replicate\'s) settings with one change, '
+                         'each model shown beside its default row on the same folds (repeatable)')
     ap.add_argument('--ablation', action='append', default=[], metavar='RUN[@MODEL]=VARIANT|OPTION',
                     help='one row of the ablation table (repeatable)')
     ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent / 'results')
@@ -298,10 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, *dirs in args.change:
         change_rows, change_runs = collect(_finished([Path(d) for d in dirs]))
         baseline = rows + (rep_rows if args.replicate else [])
-        md += [f'## One change for every model: {label}', '',
-               'Each row: the default settings (main table, or the second seed on its folds) → the same settings with '
-               'this change, on the same folds; validation figures are what selection may use, test figures what it '
-               'must not.', '', change_table(baseline, change_rows), '', *_run_settings(change_runs), '']
+        md += [f'## One change: {label}', '',
+               'Each row: a model at the default settings (the main table, or the second seed on its folds) → the '
+               'same model with this one change, on the same folds; the run table says which models and datasets '
+               'ran. Validation figures are what selection may use, test figures what it must not.', '',
+               change_table(baseline, change_rows), '', *_run_settings(change_runs), '']
         runs += change_runs
     ablation_md, ablation_commands = _ablations(args.ablation)
     if args.ablation:
