@@ -160,9 +160,10 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
         b = find.get((r['dataset'], r['model'], r['splits']))
         if b is None or not r['complete'] or r['splits'] is None:
             continue
-        lines.append(f"| {r['dataset']} | {r['model']} | {r['seed']} | {r['folds']} | {b['val_acc_mean']:.1f} → {r['val_acc_mean']:.1f} "
-                     f"| {b['val_loss_mean']:.3f} → {r['val_loss_mean']:.3f} | {b['acc_mean']:.1f} → {r['acc_mean']:.1f} "
-                     f"| {r['acc_mean'] - b['acc_mean']:+.1f} |")
+        cells = [r['dataset'], r['model'], r['seed'], r['folds'], f"{b['val_acc_mean']:.1f} → {r['val_acc_mean']:.1f}",
+                 f"{b['val_loss_mean']:.3f} → {r['val_loss_mean']:.3f}", f"{b['acc_mean']:.1f} → {r['acc_mean']:.1f}",
+                 f"{r['acc_mean'] - b['acc_mean']:+.1f}"]
+        lines.append('| ' + ' | '.join(map(str, cells)) + ' |')
     return '\n'.join(lines)
 
 
@@ -289,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         rep_rows, rep_runs = collect(_finished(args.replicate))
         pooled = pool_seeds(rows, rep_rows)
         md += ['## A second split seed', '',
-               'The main table\'s models and settings rerun with `--seed 1`: other outer folds, inner validation '
+               'The main table\'s models and settings rerun with `--seed '
+               + ', '.join(sorted({str(r['seed']) for r in rep_rows})) + '`: other outer folds, inner validation '
                'splits and initialisations. Alone:', '', pivot(rep_rows), '',
                'Both seeds pooled (20 folds per cell; folds of different seeds overlap in their graphs, so the spread '
                'understates the uncertainty):', '', pivot(pooled), '', pairwise_counts(pooled), '',
