@@ -167,6 +167,40 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
     return '\n'.join(lines)
 
 
+def _fold_runs(runs: list[dict]) -> dict[tuple, dict[int, dict]]:
+    """(dataset, model, splits digest) -> {fold: that fold's record in state.json}, for the runs of ``collect``."""
+    out: dict[tuple, dict[int, dict]] = {}
+    for run in runs:
+        splits = _splits_digest(Path(run['dir']))
+        for rec in run['state']['runs'].values():
+            out.setdefault((run['dataset'], rec['model'], splits), {})[rec['fold']] = rec
+    return out
+
+
+def select_per_fold(base_runs: list[dict], change_runs: list[dict]) -> list[dict]:
+    """A two-point grid, default or change, chosen in every outer fold as ``pyg-ple bench --grid`` chooses: the
+    higher validation accuracy, ties to the lower validation loss; the test accuracy of the choice. One row per
+    dataset and model that has every fold of both (the rows of ``collect``, with ``picked``: folds that chose the
+    change)."""
+    base, change = _fold_runs(base_runs), _fold_runs(change_runs)
+    n_folds = {run['dataset']: run['n_folds'] for run in base_runs}
+    rows = []
+    for key, folds in base.items():
+        other = change.get(key, {})
+        dataset, model, splits = key
+        if len(folds) != n_folds[dataset] or set(other) != set(folds):
+            continue
+        picks = [(o['val_acc'], -o['val_loss']) > (folds[f]['val_acc'], -folds[f]['val_loss'])
+                 for f, o in sorted(other.items())]
+        accs = np.array([100 * (other[f] if pick else folds[f])['test_acc'] for f, pick in zip(sorted(other), picks)])
+        rows.append({'dataset': dataset, 'model': model, 'acc_mean': float(accs.mean()), 'acc_std': float(accs.std()),
+                     'folds': len(accs), 'fold_acc': [round(float(a), 2) for a in accs], 'complete': True,
+                     'splits': splits, 'picked': int(sum(picks))})
+    key = lambda r: (ORDER.index(r['dataset']) if r['dataset'] in ORDER else 99,  # noqa: E731
+                     MODELS.index(r['model']) if r['model'] in MODELS else 99)
+    return sorted(rows, key=key)
+
+
 def _run_settings(runs: list[dict]) -> list[str]:
     md = ['| run | dataset | models | epochs | patience | grid | hidden | lr | features | wall time (min) |',
           '|---|---|---|---:|---:|---|---:|---:|---|---:|']
@@ -238,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(len(c) < 2 for c in args.change):
         ap.error('--change needs a label and at least one run folder')
     rows, runs = collect(_finished(args.runs))
+    main_runs = list(runs)  # runs grows with every table's runs, for the command list
     if not rows:
         print('no finished runs found', file=sys.stderr)
         return 1
@@ -305,7 +340,15 @@ def main(argv: list[str] | None = None) -> int:
                'Each row: a model at the default settings (the main table, or the second seed on its folds) → the '
                'same model with this one change, on the same folds; the run table says which models and datasets '
                'ran. Validation figures are what selection may use, test figures what it must not.', '',
-               change_table(baseline, change_rows), '', *_run_settings(change_runs), '']
+               change_table(baseline, change_rows), '']
+        selected = select_per_fold(main_runs, change_runs)
+        if selected:
+            md += ['Chosen per outer fold between the default and the change, as a two-point grid of `pyg-ple bench` '
+                   'would choose (validation accuracy, ties: lower validation loss), for the models and datasets '
+                   'where the change ran on the main table\'s folds:', '', pivot(selected), '',
+                   pairwise_counts(selected), '', 'Folds that chose the change: ' + ', '.join(
+                       f"{r['dataset']} {r['model']} {r['picked']}/{r['folds']}" for r in selected) + '.', '']
+        md += [*_run_settings(change_runs), '']
         runs += change_runs
     ablation_md, ablation_commands = _ablations(args.ablation)
     if args.ablation:

@@ -276,9 +276,44 @@ def test_graph_classification_report_sets_one_change_beside_the_same_folds(tmp_p
     assert (f'| digits | laplacian | 1 | 2 | {va:.1f} → {va2:.1f} | {vl:.3f} → {vl2:.3f} | {te:.1f} → {te2:.1f} '
             f'| {te2 - te:+.1f} |') in section
     assert "--change 'dropout 0.5' " + str(changed) in md and '--dropout 0.5' in md
+    assert 'Chosen per outer fold' not in section  # the change ran on the second seed's folds only
     with pytest.raises(SystemExit) as exc:
         mod.main([str(seed0), '--change', 'no runs'])
     assert exc.value.code == 2
+
+
+def test_graph_report_chooses_between_default_and_change_per_fold_on_validation(tmp_path):
+    """select_per_fold: in each fold the run with the higher validation accuracy (ties: lower validation loss) gives
+    the test accuracy, as a two-point --grid would choose; written under the change's table."""
+    import numpy as np
+
+    from pyg_ple.bench.cli import main as cli
+    tiny = ['bench', '--digits-n', '60', '--folds', '3', '--epochs', '2', '--no-progress', '--threads', '1',
+            '--no-save-models', '--models', 'gcn,laplacian']
+    default, changed = tmp_path / 'default', tmp_path / 'changed'
+    assert cli(tiny + ['--out', str(default)]) == 0
+    assert cli(tiny + ['--dropout', '0.5', '--lr', '0.03', '--out', str(changed)]) == 0
+    mod = load_script('benchmarks/graph_classification.py')
+    _, base_runs = mod.collect([default])
+    _, change_runs = mod.collect([changed])
+    # make every kind of choice happen: a clear win for each side and a tie settled by the loss
+    state = change_runs[0]['state']['runs']
+    base = base_runs[0]['state']['runs']
+    state['gcn/0']['val_acc'], base['gcn/0']['val_acc'] = 0.9, 0.5
+    state['gcn/1']['val_acc'], base['gcn/1']['val_acc'] = 0.5, 0.9
+    state['gcn/2']['val_acc'] = base['gcn/2']['val_acc'] = 0.7
+    state['gcn/2']['val_loss'], base['gcn/2']['val_loss'] = 0.1, 0.2
+    rows = {r['model']: r for r in mod.select_per_fold(base_runs, change_runs)}
+    expected = [state['gcn/0']['test_acc'], base['gcn/1']['test_acc'], state['gcn/2']['test_acc']]
+    assert rows['gcn']['picked'] == 2 and rows['gcn']['acc_mean'] == pytest.approx(100 * np.mean(expected))
+    folds = lambda runs, m: [runs[f'{m}/{k}'] for k in range(3)]  # noqa: E731
+    lap = [max((b, c), key=lambda r: (r['val_acc'], -r['val_loss']))['test_acc']  # exact ties keep the default
+           for c, b in zip(folds(state, 'laplacian'), folds(base, 'laplacian'))]
+    assert rows['laplacian']['acc_mean'] == pytest.approx(100 * np.mean(lap))
+    out = tmp_path / 'report'
+    assert mod.main([str(default), '--change', 'dropout 0.5', str(changed), '--out', str(out)]) == 0
+    md = (out / 'graph_classification.md').read_text()
+    assert 'Chosen per outer fold' in md.split('## One change: dropout 0.5')[1]
 
 
 def test_laplacian_signal_matches_the_layer_itself(tmp_path):
