@@ -45,6 +45,12 @@ def _finished(run_dirs: list[Path]) -> list[Path]:
     return [d for d in run_dirs if (d / 'state.json').exists()]
 
 
+def _order(row: dict) -> tuple[int, int]:
+    """Table order: datasets as in ORDER, then models as in MODELS (unknown ones last)."""
+    return (ORDER.index(row['dataset']) if row['dataset'] in ORDER else 99,
+            MODELS.index(row['model']) if row['model'] in MODELS else 99)
+
+
 def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
     rows, runs = [], []
     for d in run_dirs:
@@ -62,10 +68,8 @@ def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
                      'models': list(dict.fromkeys(r['model'] for r in state['runs'].values())),
                      'dataset': state['dataset'], 'command': summary.get('command') or state.get('command'),
                      'config': state['config'], 'info': state.get('info', {}), 'seconds': summary.get('seconds'),
-                     'n_folds': n_folds})
-    key = lambda r: (ORDER.index(r['dataset']) if r['dataset'] in ORDER else 99,  # noqa: E731
-                     MODELS.index(r['model']) if r['model'] in MODELS else 99)
-    rows.sort(key=key)
+                     'n_folds': n_folds, 'splits': splits})
+    rows.sort(key=_order)
     return rows, runs
 
 
@@ -171,9 +175,8 @@ def _fold_runs(runs: list[dict]) -> dict[tuple, dict[int, dict]]:
     """(dataset, model, splits digest) -> {fold: that fold's record in state.json}, for the runs of ``collect``."""
     out: dict[tuple, dict[int, dict]] = {}
     for run in runs:
-        splits = _splits_digest(Path(run['dir']))
         for rec in run['state']['runs'].values():
-            out.setdefault((run['dataset'], rec['model'], splits), {})[rec['fold']] = rec
+            out.setdefault((run['dataset'], rec['model'], run['splits']), {})[rec['fold']] = rec
     return out
 
 
@@ -190,15 +193,14 @@ def select_per_fold(base_runs: list[dict], change_runs: list[dict]) -> list[dict
         dataset, model, splits = key
         if len(folds) != n_folds[dataset] or set(other) != set(folds):
             continue
-        picks = [(o['val_acc'], -o['val_loss']) > (folds[f]['val_acc'], -folds[f]['val_loss'])
-                 for f, o in sorted(other.items())]
-        accs = np.array([100 * (other[f] if pick else folds[f])['test_acc'] for f, pick in zip(sorted(other), picks)])
+        # the score --grid ranks by (accuracy, then lower loss); max keeps the first of equal ones, as --grid does
+        chosen = [max(folds[f], other[f], key=lambda r: r['val_score']) for f in sorted(folds)]
+        picks = [c is other[f] for f, c in zip(sorted(folds), chosen)]
+        accs = np.array([100 * c['test_acc'] for c in chosen])
         rows.append({'dataset': dataset, 'model': model, 'acc_mean': float(accs.mean()), 'acc_std': float(accs.std()),
                      'folds': len(accs), 'fold_acc': [round(float(a), 2) for a in accs], 'complete': True,
                      'splits': splits, 'picked': int(sum(picks))})
-    key = lambda r: (ORDER.index(r['dataset']) if r['dataset'] in ORDER else 99,  # noqa: E731
-                     MODELS.index(r['model']) if r['model'] in MODELS else 99)
-    return sorted(rows, key=key)
+    return sorted(rows, key=_order)
 
 
 def _run_settings(runs: list[dict]) -> list[str]:

@@ -303,6 +303,9 @@ def test_graph_report_chooses_between_default_and_change_per_fold_on_validation(
     state['gcn/1']['val_acc'], base['gcn/1']['val_acc'] = 0.5, 0.9
     state['gcn/2']['val_acc'] = base['gcn/2']['val_acc'] = 0.7
     state['gcn/2']['val_loss'], base['gcn/2']['val_loss'] = 0.1, 0.2
+    from pyg_ple.bench.protocol import _selection_score
+    for rec in [state[f'gcn/{k}'] for k in range(3)] + [base[f'gcn/{k}'] for k in range(3)]:
+        rec['val_score'] = _selection_score(rec['val_acc'], rec['val_loss'])  # as bench records it
     rows = {r['model']: r for r in mod.select_per_fold(base_runs, change_runs)}
     expected = [state['gcn/0']['test_acc'], base['gcn/1']['test_acc'], state['gcn/2']['test_acc']]
     assert rows['gcn']['picked'] == 2 and rows['gcn']['acc_mean'] == pytest.approx(100 * np.mean(expected))
