@@ -171,6 +171,35 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
     return '\n'.join(lines)
 
 
+def leave_out_table(baseline: list[dict], groups: list[tuple[str, list[dict]]]) -> str:
+    """One row per (label, model, seed) of ``groups`` (runs with one default setting taken away) and one column per
+    dataset: the change of test accuracy against the ``baseline`` row of the same model on the same folds, paired fold
+    by fold (mean ± standard error), and in brackets the change of validation accuracy, which selection may use. The
+    first rows give the defaults' own test and validation accuracy. '–': not run, or folds still to run."""
+    find = {(r['dataset'], r['model'], r['splits']): r for r in baseline if r['complete']}
+    changed = [(label, r) for label, rows in groups for r in rows]
+    datasets = sorted({r['dataset'] for _, r in changed}, key=lambda d: _order({'dataset': d, 'model': ''}))
+    cells: dict[tuple, dict[str, str]] = {}
+    for label, r in changed:
+        b = find.get((r['dataset'], r['model'], r['splits']))
+        if b is None or not r['complete'] or r['splits'] is None:
+            continue
+        cells.setdefault(('default', r['model'], r['seed']), {})[r['dataset']] = (
+            f"{b['acc_mean']:.1f} ({b['val_acc_mean']:.1f})")
+        diff = np.asarray(r['fold_acc']) - np.asarray(b['fold_acc'])
+        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float('nan')
+        cells.setdefault((label, r['model'], r['seed']), {})[r['dataset']] = (
+            f"{diff.mean():+.1f} ± {se:.1f} ({r['val_acc_mean'] - b['val_acc_mean']:+.1f})")
+    lines = ['| taken away | model | seed | ' + ' | '.join(datasets) + ' |',
+             '|---|---|---:|' + '---:|' * len(datasets)]
+    defaults = [k for k in cells if k[0] == 'default']
+    for key in defaults + [k for k in cells if k[0] != 'default']:
+        label = 'nothing: test (validation) accuracy %' if key[0] == 'default' else key[0]
+        lines.append(f'| {label} | {key[1]} | {key[2]} | '
+                     + ' | '.join(cells[key].get(d, '–') for d in datasets) + ' |')
+    return '\n'.join(lines)
+
+
 def _fold_runs(runs: list[dict]) -> dict[tuple, dict[int, dict]]:
     """(dataset, model, splits digest) -> {fold: that fold's record in state.json}, for the runs of ``collect``."""
     out: dict[tuple, dict[int, dict]] = {}
@@ -266,13 +295,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--change', nargs='+', action='append', default=[], metavar=('LABEL', 'RUN'),
                     help='LABEL RUN [RUN ...]: runs of the main table\'s (or --replicate\'s) settings with one change, '
                          'each model shown beside its default row on the same folds (repeatable)')
+    ap.add_argument('--leave-out', nargs='+', action='append', default=[], metavar=('LABEL', 'RUN'),
+                    help='LABEL RUN [RUN ...]: runs of the main table\'s settings with one default taken away; every '
+                         'such group is a row of one table of changes against the default on the same folds '
+                         '(repeatable)')
     ap.add_argument('--ablation', action='append', default=[], metavar='RUN[@MODEL]=VARIANT|OPTION',
                     help='one row of the ablation table (repeatable)')
     ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent / 'results')
     ap.add_argument('--notes', type=Path, default=None, help='Markdown file appended as "Findings"')
     args = ap.parse_args(argv)
-    if any(len(c) < 2 for c in args.change):
-        ap.error('--change needs a label and at least one run folder')
+    for flag, groups in (('--change', args.change), ('--leave-out', args.leave_out)):
+        if any(len(g) < 2 for g in groups):
+            ap.error(f'{flag} needs a label and at least one run folder')
     rows, runs = collect(_finished(args.runs))
     main_runs = list(runs)  # runs grows with every table's runs, for the command list
     if not rows:
@@ -348,10 +382,22 @@ def main(argv: list[str] | None = None) -> int:
             md += ['Chosen per outer fold between the default and the change, as a two-point grid of `pyg-ple bench` '
                    'would choose (validation accuracy, ties: lower validation loss), for the models and datasets '
                    'where the change ran on the main table\'s folds:', '', pivot(selected), '',
-                   pairwise_counts(selected), '', 'Folds that chose the change: ' + ', '.join(
+                   # counts against other models only where the change ran for more than one model
+                   *([pairwise_counts(selected), ''] if len({r['model'] for r in selected}) > 1 else []), 'Folds that chose the change: ' + ', '.join(
                        f"{r['dataset']} {r['model']} {r['picked']}/{r['folds']}" for r in selected) + '.', '']
         md += [*_run_settings(change_runs), '']
         runs += change_runs
+    if args.leave_out:
+        groups = [(label, collect(_finished([Path(d) for d in dirs]))) for label, *dirs in args.leave_out]
+        md += ['## The defaults, one taken away at a time', '',
+               'Each row: one setting of the defaults taken away (the run table gives its flags), the rest as in the '
+               'main table, on the same folds. Each cell: the change of test accuracy in points, paired fold by fold '
+               '(mean ± standard error over the folds), and in brackets the change of mean validation accuracy, '
+               'which is what selection may use. The first row gives the defaults\' own test (validation) accuracy. '
+               '–: not run, or folds still to run.', '',
+               leave_out_table(rows + (rep_rows if args.replicate else []), [(g, rs) for g, (rs, _) in groups]), '',
+               *_run_settings([run for _, (_, rns) in groups for run in rns]), '']
+        runs += [run for _, (_, rns) in groups for run in rns]
     ablation_md, ablation_commands = _ablations(args.ablation)
     if args.ablation:
         md += ['## Ablations', '', *ablation_md, '']
@@ -372,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.replicate:
         cmd.append('--replicate ' + ' '.join(map(str, args.replicate)))
     cmd += [f"--change '{label}' " + ' '.join(dirs) for label, *dirs in args.change]
+    cmd += [f"--leave-out '{label}' " + ' '.join(dirs) for label, *dirs in args.leave_out]
     cmd += [f"--ablation '{a}'" for a in args.ablation]
     if args.notes:
         cmd.append(f'--notes {args.notes}')

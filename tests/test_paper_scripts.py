@@ -317,6 +317,50 @@ def test_graph_report_chooses_between_default_and_change_per_fold_on_validation(
     assert mod.main([str(default), '--change', 'dropout 0.5', str(changed), '--out', str(out)]) == 0
     md = (out / 'graph_classification.md').read_text()
     assert 'Chosen per outer fold' in md.split('## One change: dropout 0.5')[1]
+    changed_lap = tmp_path / 'changed-laplacian'
+    assert cli(tiny[:-2] + ['--models', 'laplacian', '--dropout', '0.5', '--out', str(changed_lap)]) == 0
+    assert mod.main([str(default), '--change', 'one model', str(changed_lap), '--out', str(out)]) == 0
+    section = (out / 'graph_classification.md').read_text().split('## One change: one model')[1]
+    assert 'Chosen per outer fold' in section and 'laplacian ≥' not in section  # no counts against absent models
+
+
+def test_graph_report_leave_out_table_pairs_each_change_with_the_default_folds(tmp_path):
+    """--leave-out LABEL RUN...: one table, a row per setting taken away, a column per dataset; each cell the test
+    change paired fold by fold (mean ± standard error, numpy) and the validation change; unfinished runs give '–'."""
+    import numpy as np
+
+    from pyg_ple.bench.cli import main as cli
+    tiny = ['bench', '--digits-n', '60', '--folds', '3', '--epochs', '2', '--no-progress', '--threads', '1',
+            '--no-save-models', '--models', 'laplacian']
+    default, no_pe, no_scaler = tmp_path / 'default', tmp_path / 'no-pe', tmp_path / 'no-scaler'
+    assert cli(tiny + ['--out', str(default)]) == 0
+    assert cli(tiny + ['--pe', 'none', '--out', str(no_pe)]) == 0
+    assert cli(tiny + ['--no-degree-scaler', '--out', str(no_scaler)]) == 0
+    mod = load_script('benchmarks/graph_classification.py')
+
+    def folds(run):
+        runs = sorted(json.loads((run / 'state.json').read_text())['runs'].values(), key=lambda r: r['fold'])
+        return np.array([100 * r['test_acc'] for r in runs]), 100 * np.mean([r['val_acc'] for r in runs])
+
+    (base, base_val), (pe, pe_val) = folds(default), folds(no_pe)
+    diff = np.round(pe, 2) - np.round(base, 2)
+    out = tmp_path / 'report'
+    assert mod.main([str(default), '--leave-out', 'PE', str(no_pe), '--leave-out', 'scaler', str(no_scaler),
+                     '--out', str(out)]) == 0
+    section = (out / 'graph_classification.md').read_text().split('## The defaults, one taken away at a time')[1]
+    assert f'| nothing: test (validation) accuracy % | laplacian | 0 | {base.mean():.1f} ({base_val:.1f}) |' in section
+    assert (f'| PE | laplacian | 0 | {diff.mean():+.1f} ± {diff.std(ddof=1) / np.sqrt(3):.1f} '
+            f'({pe_val - base_val:+.1f}) |') in section
+    assert '| scaler | laplacian | 0 |' in section and "--leave-out 'PE' " + str(no_pe) in section
+    rows, _ = mod.collect([default])
+    changed, _ = mod.collect([no_pe])
+    changed[0]['complete'] = False  # folds still to run: no number
+    assert '| PE |' not in mod.leave_out_table(rows, [('PE', changed)])
+    changed[0]['complete'], changed[0]['splits'] = True, 'other folds'  # never paired across different splits
+    assert '| PE |' not in mod.leave_out_table(rows, [('PE', changed)])
+    with pytest.raises(SystemExit) as exc:
+        mod.main([str(default), '--leave-out', 'no runs'])
+    assert exc.value.code == 2
 
 
 def test_laplacian_signal_matches_the_layer_itself(tmp_path):
