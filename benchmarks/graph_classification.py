@@ -174,30 +174,50 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
 def leave_out_table(baseline: list[dict], groups: list[tuple[str, list[dict]]]) -> str:
     """One row per (label, model, seed) of ``groups`` (runs with one default setting taken away) and one column per
     dataset: the change of test accuracy against the ``baseline`` row of the same model on the same folds, paired fold
-    by fold (mean ± standard error), and in brackets the change of validation accuracy, which selection may use. The
-    first rows give the defaults' own test and validation accuracy. '–': not run, or folds still to run."""
+    by fold (mean ± standard error), and in brackets the change of mean validation accuracy, which selection may use.
+    The first rows give the defaults' own test and validation accuracy. Where a change ran with more than one seed,
+    a row '0+1' pools the paired folds of every seed (datasets where all of them ran). '–': not run, or folds still
+    to run."""
     find = {(r['dataset'], r['model'], r['splits']): r for r in baseline if r['complete']}
-    changed = [(label, r) for label, rows in groups for r in rows]
-    datasets = sorted({r['dataset'] for _, r in changed}, key=lambda d: _order({'dataset': d, 'model': ''}))
-    cells: dict[tuple, dict[str, str]] = {}
-    for label, r in changed:
-        b = find.get((r['dataset'], r['model'], r['splits']))
-        if b is None or not r['complete'] or r['splits'] is None:
-            continue
-        cells.setdefault(('default', r['model'], r['seed']), {})[r['dataset']] = (
-            f"{b['acc_mean']:.1f} ({b['val_acc_mean']:.1f})")
-        diff = np.asarray(r['fold_acc']) - np.asarray(b['fold_acc'])
+    # (label, model) -> dataset -> seed -> (baseline row, changed row)
+    pairs: dict[tuple, dict[str, dict]] = {}
+    for label, rows in groups:
+        for r in rows:
+            b = find.get((r['dataset'], r['model'], r['splits']))
+            if b is not None and r['complete'] and r['splits'] is not None:
+                pairs.setdefault((label, r['model']), {}).setdefault(r['dataset'], {})[r['seed']] = (b, r)
+    datasets = sorted({d for by_ds in pairs.values() for d in by_ds}, key=lambda d: _order({'dataset': d, 'model': ''}))
+
+    def cell(pairs_of_seeds: list[tuple[dict, dict]], default: bool) -> str:
+        base = np.concatenate([b['fold_acc'] for b, _ in pairs_of_seeds])
+        base_val = np.mean([b['val_acc_mean'] for b, _ in pairs_of_seeds])
+        if default:
+            return f'{base.mean():.1f} ({base_val:.1f})'
+        diff = np.concatenate([r['fold_acc'] for _, r in pairs_of_seeds]) - base
         se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float('nan')
-        cells.setdefault((label, r['model'], r['seed']), {})[r['dataset']] = (
-            f"{diff.mean():+.1f} ± {se:.1f} ({r['val_acc_mean'] - b['val_acc_mean']:+.1f})")
+        val = np.mean([r['val_acc_mean'] for _, r in pairs_of_seeds]) - base_val
+        return f'{diff.mean():+.1f} ± {se:.1f} ({val:+.1f})'
+
+    def row_cells(by_ds: dict[str, dict], seeds: tuple, default: bool) -> list[str]:
+        return [cell([by_ds[d][s] for s in seeds], default) if d in by_ds and set(seeds) <= set(by_ds[d]) else '–'
+                for d in datasets]
+
     lines = ['| taken away | model | seed | ' + ' | '.join(datasets) + ' |',
              '|---|---|---:|' + '---:|' * len(datasets)]
-    defaults = [k for k in cells if k[0] == 'default']
-    for key in defaults + [k for k in cells if k[0] != 'default']:
-        label = 'nothing: test (validation) accuracy %' if key[0] == 'default' else key[0]
-        lines.append(f'| {label} | {key[1]} | {key[2]} | '
-                     + ' | '.join(cells[key].get(d, '–') for d in datasets) + ' |')
-    return '\n'.join(lines)
+    body, defaults = [], {}
+    for (label, model), by_ds in pairs.items():
+        seeds = sorted({s for by_seed in by_ds.values() for s in by_seed})
+        rows_seeds = [(s,) for s in seeds] + ([tuple(seeds)] if len(seeds) > 1 else [])
+        for ss in rows_seeds:
+            name = '+'.join(map(str, ss))
+            body.append(f'| {label} | {model} | {name} | ' + ' | '.join(row_cells(by_ds, ss, False)) + ' |')
+            # the defaults' own accuracy on the same folds, once per model and seed(s)
+            defaults.setdefault((model, name), {}).update(
+                {d: c for d, c in zip(datasets, row_cells(by_ds, ss, True)) if c != '–'})
+    for (model, name), by_ds in defaults.items():
+        lines.append(f'| nothing: test (validation) accuracy % | {model} | {name} | '
+                     + ' | '.join(by_ds.get(d, '–') for d in datasets) + ' |')
+    return '\n'.join(lines + body)
 
 
 def _fold_runs(runs: list[dict]) -> dict[tuple, dict[int, dict]]:

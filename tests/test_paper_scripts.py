@@ -352,6 +352,19 @@ def test_graph_report_leave_out_table_pairs_each_change_with_the_default_folds(t
     assert (f'| PE | laplacian | 0 | {diff.mean():+.1f} ± {diff.std(ddof=1) / np.sqrt(3):.1f} '
             f'({pe_val - base_val:+.1f}) |') in section
     assert '| scaler | laplacian | 0 |' in section and "--leave-out 'PE' " + str(no_pe) in section
+    assert '| PE | laplacian | 0+1 |' not in section  # one seed: nothing to pool
+    default1, no_pe1 = tmp_path / 'default-s1', tmp_path / 'no-pe-s1'
+    assert cli(tiny + ['--seed', '1', '--out', str(default1)]) == 0
+    assert cli(tiny + ['--seed', '1', '--pe', 'none', '--out', str(no_pe1)]) == 0
+    assert mod.main([str(default), '--replicate', str(default1), '--leave-out', 'PE', str(no_pe), str(no_pe1),
+                     '--out', str(out)]) == 0
+    section = (out / 'graph_classification.md').read_text().split('## The defaults, one taken away at a time')[1]
+    (base1, base1_val), (pe1, pe1_val) = folds(default1), folds(no_pe1)
+    pooled = np.concatenate([diff, np.round(pe1, 2) - np.round(base1, 2)])
+    assert (f'| PE | laplacian | 0+1 | {pooled.mean():+.1f} ± {pooled.std(ddof=1) / np.sqrt(6):.1f} '
+            f'({(pe_val + pe1_val - base_val - base1_val) / 2:+.1f}) |') in section
+    assert (f'| nothing: test (validation) accuracy % | laplacian | 0+1 | '
+            f'{np.concatenate([base, base1]).mean():.1f} ({(base_val + base1_val) / 2:.1f}) |') in section
     rows, _ = mod.collect([default])
     changed, _ = mod.collect([no_pe])
     changed[0]['complete'] = False  # folds still to run: no number
