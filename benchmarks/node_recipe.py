@@ -112,32 +112,64 @@ def run_arm(data, arm: str, seed: int) -> dict:
             'best_epoch': run.best_epoch, 'seconds': f'{time.time() - start:.1f}'}
 
 
-def report(rows: list[dict], dataset: str, command: str) -> str:
-    env = C.env_info()
-    lines = [f'# The node model\'s recipe, one change at a time: {dataset}', '',
-             f'- this table: `{command}`; all its rows come from (the CSV is resumable, so these three rerun '
-             'everything): `python benchmarks/node_recipe.py --root DATA --seeds 3` (every arm), `... --seeds 10 '
-             '--arms chosen+dropout0.6 layers4+input-dropout0.8+heads8 layers6+input-dropout0.8+heads8` and `... '
-             '--seeds 10 --arms default+wd5e-3 default+wd1e-3 default+heads16` (the three best of the second and '
-             'of the third round on validation, 10 seeds)',
-             '- every arm: `build_node_model(\'ple\', ..., **BASE, **arm)` (all heads Laplacian; BASE = '
-             + ', '.join(f'{k}={v}' for k, v in BASE.items()) + '), Adam lr 5e-3, weight decay 5e-4, 100 epochs, '
-             'full batch, the epoch of best validation accuracy selected; public split',
-             f'- torch {env["torch"]}, python {env["python"]}, {env["cpus"]} CPU cores, one thread per run', '',
-             'Arms with more seeds first (the 10-seed runs decided each round), then by validation accuracy, which '
-             'chose; test accuracy chose nothing.', '',
-             '| arm | change | seeds | val acc % | test acc % | selected epochs |', '|---|---|---:|---:|---:|---|']
+def _by_arm(rows: list[dict], dataset: str) -> dict[str, list[dict]]:
     by_arm: dict[str, list[dict]] = {}
     for r in rows:
         if r['dataset'] == dataset:
             by_arm.setdefault(r['arm'], []).append(r)
-    val = {arm: statistics.mean(float(r['val_acc']) for r in rs) for arm, rs in by_arm.items()}
-    for arm, rs in sorted(by_arm.items(), key=lambda kv: (-len(kv[1]), -val[kv[0]])):
-        test = [float(r['test_acc']) for r in rs]
-        std = statistics.stdev(test) if len(test) > 1 else 0.0
-        lines.append(f"| {arm} | {ARMS[arm][2] if arm in ARMS else ''} | {len(rs)} | {val[arm]:.1f} | "
-                     f"{statistics.mean(test):.1f} ± {std:.1f} | {', '.join(r['best_epoch'] for r in rs)} |")
-    return '\n'.join(lines) + '\n'
+    return by_arm
+
+
+def _mean(rs: list[dict], key: str) -> float:
+    return statistics.mean(float(r[key]) for r in rs)
+
+
+def report(rows: list[dict], command: str) -> str:
+    """Every dataset of ``rows`` as its own table (arms with more seeds first, then by validation accuracy), and for
+    the arms with 10 seeds on more than one dataset a table of their validation accuracy on each and its mean, the
+    figure a recipe shared by those datasets is chosen by."""
+    env = C.env_info()
+    lines = ['# The node model\'s recipe, one change at a time', '',
+             f'- this table: `{command}`; all its rows come from (the CSV is resumable, so these rerun '
+             'everything): `python benchmarks/node_recipe.py --root DATA --seeds 3` (every arm, Cora), `... --seeds 10 '
+             '--arms chosen+dropout0.6 layers4+input-dropout0.8+heads8 layers6+input-dropout0.8+heads8` and `... '
+             '--seeds 10 --arms default+wd5e-3 default+wd1e-3 default+heads16` (the three best of the second and '
+             'of the third round on Cora\'s validation, 10 seeds), and for CiteSeer `... --dataset CiteSeer --seeds 10 '
+             '--arms` with the arms of its table',
+             '- every arm: `build_node_model(\'ple\', ..., **BASE, **arm)` (all heads Laplacian; BASE = '
+             + ', '.join(f'{k}={v}' for k, v in BASE.items()) + '), Adam lr 5e-3, weight decay 5e-4, 100 epochs, '
+             'full batch, the epoch of best validation accuracy selected; public split',
+             f'- torch {env["torch"]}, python {env["python"]}, {env["cpus"]} CPU cores, one thread per run', '']
+    datasets = list(dict.fromkeys(r['dataset'] for r in rows))
+    for dataset in datasets:
+        by_arm = _by_arm(rows, dataset)
+        val = {arm: _mean(rs, 'val_acc') for arm, rs in by_arm.items()}
+        lines += [f'## {dataset}', '', 'Arms with more seeds first (the 10-seed runs decided each round), then by '
+                  'validation accuracy, which chose; test accuracy chose nothing.', '',
+                  '| arm | change | seeds | val acc % | test acc % | selected epochs |', '|---|---|---:|---:|---:|---|']
+        for arm, rs in sorted(by_arm.items(), key=lambda kv: (-len(kv[1]), -val[kv[0]])):
+            test = [float(r['test_acc']) for r in rs]
+            std = statistics.stdev(test) if len(test) > 1 else 0.0
+            lines.append(f"| {arm} | {ARMS[arm][2] if arm in ARMS else ''} | {len(rs)} | {val[arm]:.1f} | "
+                         f"{statistics.mean(test):.1f} ± {std:.1f} | {', '.join(r['best_epoch'] for r in rs)} |")
+        lines.append('')
+    finalists = {d: {arm: rs for arm, rs in _by_arm(rows, d).items() if len(rs) >= 10} for d in datasets}
+    shared = [arm for arm in finalists[datasets[0]] if all(arm in finalists[d] for d in datasets)] \
+        if len(datasets) > 1 else []
+    if shared:
+        mean_val = {arm: statistics.mean(_mean(finalists[d][arm], 'val_acc') for d in datasets) for arm in shared}
+        lines += ['## One recipe for ' + ' and '.join(datasets), '',
+                  'The arms that ran 10 seeds on every dataset, by their validation accuracy averaged over the '
+                  'datasets (the figure a shared recipe is chosen by); test accuracy beside it chose nothing.', '',
+                  '| arm | ' + ' | '.join(f'val {d}' for d in datasets) + ' | mean val | '
+                  + ' | '.join(f'test {d}' for d in datasets) + ' |',
+                  '|---|' + '---:|' * (2 * len(datasets) + 1)]
+        for arm in sorted(shared, key=lambda a: -mean_val[a]):
+            lines.append(f'| {arm} | ' + ' | '.join(f"{_mean(finalists[d][arm], 'val_acc'):.1f}" for d in datasets)
+                         + f' | {mean_val[arm]:.2f} | '
+                         + ' | '.join(f"{_mean(finalists[d][arm], 'test_acc'):.1f}" for d in datasets) + ' |')
+        lines.append('')
+    return '\n'.join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(path, table.getvalue())  # after every run: an interrupted call loses at most one
     shown = ['DATA' if a == args.root else a for a in (sys.argv[1:] if argv is None else argv)]
     command = 'python benchmarks/node_recipe.py ' + ' '.join(shlex.quote(a) for a in shown)
-    text = report(rows, args.dataset, command)
+    text = report(rows, command)
     atomic_write_text(Path(args.out) / 'node_recipe.md', text)
     print(text)
     return 0

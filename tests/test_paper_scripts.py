@@ -525,6 +525,26 @@ def test_node_recipe_arms_are_the_earlier_recipe_plus_their_change_and_resume(tm
     md = (tmp_path / 'node_recipe.md').read_text()
     assert [line.split(' | ')[0][2:] for line in md.splitlines()
             if line.startswith(('| base |', '| layers1 |'))] == ['layers1', 'base']  # more seeds first
+    mod.main(['--dataset', 'CiteSeer', '--arms', 'base', '--seeds', '1', '--out', str(tmp_path)])
+    md = (tmp_path / 'node_recipe.md').read_text()
+    assert '## Cora' in md and '| layers1 |' in md.split('## CiteSeer')[0]  # a second dataset keeps the first's table
+    assert '| base |' in md.split('## CiteSeer')[1]
+
+
+def test_node_recipe_shared_recipe_table_ranks_the_finalists_by_mean_validation_over_datasets():
+    """Arms with 10 seeds on every dataset are ranked by their validation accuracy averaged over the datasets;
+    arms short of 10 seeds on a dataset are left out of that table."""
+    mod = load_script('benchmarks/node_recipe.py')
+    val = {('Cora', 'a'): 82.0, ('Cora', 'b'): 81.0, ('CiteSeer', 'a'): 70.0, ('CiteSeer', 'b'): 72.0,
+           ('Cora', 'c'): 90.0}
+    rows = [{'dataset': d, 'arm': arm, 'seed': str(k), 'val_acc': f'{v + (k % 2) - 0.5:.2f}', 'test_acc': '50.00',
+             'best_epoch': '1', 'seconds': '0'} for (d, arm), v in val.items() for k in range(10)]
+    rows += [{**rows[0], 'dataset': 'CiteSeer', 'arm': 'c'}]  # one seed of c on CiteSeer: not a finalist there
+    shared = mod.report(rows, 'cmd').split('## One recipe for Cora and CiteSeer')[1]
+    table = [line for line in shared.splitlines() if line.startswith('| ') and not line.startswith('| arm')]
+    assert [line.split(' | ')[0][2:] for line in table] == ['b', 'a']  # means 76.5 and 76.0
+    assert table[0] == '| b | 81.0 | 72.0 | 76.50 | 50.0 | 50.0 |'
+    assert '## One recipe' not in mod.report([r for r in rows if r['dataset'] == 'Cora'], 'cmd')
 
 
 def test_earlier_node_rows_pin_every_setting_they_ran_with():
