@@ -403,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                    'would choose (validation accuracy, ties: lower validation loss), for the models and datasets '
                    'where the change ran on the main table\'s folds:', '', pivot(selected), '',
                    # counts against other models only where the change ran for more than one model
-                   *([pairwise_counts(selected), ''] if len({r['model'] for r in selected}) > 1 else []), 'Folds that chose the change: ' + ', '.join(
+                   *([pairwise_counts(selected), ''] if len({r['model'] for r in selected}) > 1 else []),
+                   'Folds that chose the change: ' + ', '.join(
                        f"{r['dataset']} {r['model']} {r['picked']}/{r['folds']}" for r in selected) + '.', '']
         md += [*_run_settings(change_runs), '']
         runs += change_runs
