@@ -316,9 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                     help='LABEL RUN [RUN ...]: runs of the main table\'s (or --replicate\'s) settings with one change, '
                          'each model shown beside its default row on the same folds (repeatable)')
     ap.add_argument('--leave-out', nargs='+', action='append', default=[], metavar=('LABEL', 'RUN'),
-                    help='LABEL RUN [RUN ...]: runs of the main table\'s settings with one default taken away; every '
-                         'such group is a row of one table of changes against the default on the same folds '
-                         '(repeatable)')
+                    help='LABEL RUN [RUN ...]: runs of the main table\'s (or --replicate\'s) settings with one '
+                         'default taken away; every such group is a row of one table of changes against the default '
+                         'on the same folds (repeatable)')
     ap.add_argument('--ablation', action='append', default=[], metavar='RUN[@MODEL]=VARIANT|OPTION',
                     help='one row of the ablation table (repeatable)')
     ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent / 'results')
