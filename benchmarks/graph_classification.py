@@ -154,16 +154,22 @@ def pool_seeds(rows: list[dict], replicate: list[dict]) -> list[dict]:
     return pooled
 
 
+def _paired(baseline: list[dict], changed: list[dict]):
+    """``(baseline row, changed row)`` for each complete row of ``changed`` whose dataset and model have a complete
+    ``baseline`` row on the same folds (same splits digest)."""
+    find = {(r['dataset'], r['model'], r['splits']): r for r in baseline if r['complete']}
+    for r in changed:
+        b = find.get((r['dataset'], r['model'], r['splits']))
+        if b is not None and r['complete'] and r['splits'] is not None:
+            yield b, r
+
+
 def change_table(baseline: list[dict], changed: list[dict]) -> str:
     """Each complete row of ``changed`` beside the ``baseline`` row of the same dataset and model on the same folds:
     validation accuracy and loss (what selection may look at) and test accuracy, before and after the change."""
-    find = {(r['dataset'], r['model'], r['splits']): r for r in baseline if r['complete']}
     lines = ['| dataset | model | seed | folds | val acc % | val loss | test acc % | test change |',
              '|---|---|---:|---:|---:|---:|---:|---:|']
-    for r in changed:
-        b = find.get((r['dataset'], r['model'], r['splits']))
-        if b is None or not r['complete'] or r['splits'] is None:
-            continue
+    for b, r in _paired(baseline, changed):
         cells = [r['dataset'], r['model'], r['seed'], r['folds'], f"{b['val_acc_mean']:.1f} → {r['val_acc_mean']:.1f}",
                  f"{b['val_loss_mean']:.3f} → {r['val_loss_mean']:.3f}", f"{b['acc_mean']:.1f} → {r['acc_mean']:.1f}",
                  f"{r['acc_mean'] - b['acc_mean']:+.1f}"]
@@ -178,14 +184,11 @@ def leave_out_table(baseline: list[dict], groups: list[tuple[str, list[dict]]]) 
     The first rows give the defaults' own test and validation accuracy. Where a change ran with more than one seed,
     a row '0+1' pools the paired folds of every seed (datasets where all of them ran). '–': not run, or folds still
     to run."""
-    find = {(r['dataset'], r['model'], r['splits']): r for r in baseline if r['complete']}
     # (label, model) -> dataset -> seed -> (baseline row, changed row)
     pairs: dict[tuple, dict[str, dict]] = {}
     for label, rows in groups:
-        for r in rows:
-            b = find.get((r['dataset'], r['model'], r['splits']))
-            if b is not None and r['complete'] and r['splits'] is not None:
-                pairs.setdefault((label, r['model']), {}).setdefault(r['dataset'], {})[r['seed']] = (b, r)
+        for b, r in _paired(baseline, rows):
+            pairs.setdefault((label, r['model']), {}).setdefault(r['dataset'], {})[r['seed']] = (b, r)
     datasets = sorted({d for by_ds in pairs.values() for d in by_ds}, key=lambda d: _order({'dataset': d, 'model': ''}))
 
     def cell(pairs_of_seeds: list[tuple[dict, dict]], default: bool) -> str:
@@ -389,9 +392,9 @@ def main(argv: list[str] | None = None) -> int:
                'Paired by fold within each seed, the differences of both seeds pooled:', '',
                paired_differences(pooled), '', *_run_settings(rep_runs), '']
         runs += rep_runs
+    baseline = rows + (rep_rows if args.replicate else [])  # the default rows a change is paired with
     for label, *dirs in args.change:
         change_rows, change_runs = collect(_finished([Path(d) for d in dirs]))
-        baseline = rows + (rep_rows if args.replicate else [])
         md += [f'## One change: {label}', '',
                'Each row: a model at the default settings (the main table, or the second seed on its folds) → the '
                'same model with this one change, on the same folds; the run table says which models and datasets '
@@ -409,16 +412,17 @@ def main(argv: list[str] | None = None) -> int:
         md += [*_run_settings(change_runs), '']
         runs += change_runs
     if args.leave_out:
-        groups = [(label, collect(_finished([Path(d) for d in dirs]))) for label, *dirs in args.leave_out]
+        collected = [(label, collect(_finished([Path(d) for d in dirs]))) for label, *dirs in args.leave_out]
+        leave_out_runs = [run for _, (_, label_runs) in collected for run in label_runs]
         md += ['## The defaults, one taken away at a time', '',
                'Each row: one setting of the defaults taken away (the run table gives its flags), the rest as in the '
                'main table, on the same folds. Each cell: the change of test accuracy in points, paired fold by fold '
                '(mean ± standard error over the folds), and in brackets the change of mean validation accuracy, '
                'which is what selection may use. The first row gives the defaults\' own test (validation) accuracy. '
                '–: not run, or folds still to run.', '',
-               leave_out_table(rows + (rep_rows if args.replicate else []), [(g, rs) for g, (rs, _) in groups]), '',
-               *_run_settings([run for _, (_, rns) in groups for run in rns]), '']
-        runs += [run for _, (_, rns) in groups for run in rns]
+               leave_out_table(baseline, [(label, label_rows) for label, (label_rows, _) in collected]), '',
+               *_run_settings(leave_out_runs), '']
+        runs += leave_out_runs
     ablation_md, ablation_commands = _ablations(args.ablation)
     if args.ablation:
         md += ['## Ablations', '', *ablation_md, '']
