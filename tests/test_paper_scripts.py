@@ -606,3 +606,69 @@ def test_node_benchmark_samples_each_model_as_deep_as_it_is_and_resumes_by_fan_o
     nodes.main(args + ['--num-neighbors', '5', '5', '--modes', 'neighbor'])  # another fan-out: new rows
     assert fan_outs == [('GCN', 'neighbor', [5, 5]), ('NodeTransformer', 'neighbor', [5, 5])]
     assert len(nodes.read_csv(tmp_path / 'acc.csv')) == 6
+
+
+def test_selection_replay_is_what_early_stopping_selects():
+    """A run trained for the full budget, replayed with the protocol's rule and patience, selects the epoch that the
+    same run stopped early by ``fit`` selects; the early-stopped run's curve is a prefix of the full one (training
+    does not depend on when it stops)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from pyg_ple.bench.datasets import load_dataset
+    from pyg_ple.bench.protocol import BenchmarkConfig, make_splits, train_fold
+    mod = load_script('benchmarks/selection_rules.py')
+    ds = load_dataset('digits', digits_n=80)
+    split = make_splits(ds.labels, n_folds=2, seed=0)[0]
+    cfg = BenchmarkConfig(models=['gcn'], epochs=12, lr=0.03, hparams=dict(hidden=8, num_layers=1), progress=False)
+    full, _ = train_fold(ds, 'gcn', split, cfg, {}, run_seed=7, record={})
+    for patience in (1, 2, 3):
+        stopped, _ = train_fold(ds, 'gcn', split, replace(cfg, patience=patience), {}, run_seed=7)
+        assert [h['val_loss'] for h in stopped.history] == [h['val_loss'] for h in full.history[:stopped.epochs_run]]
+        acc = np.array([h['val_acc'] for h in full.history])
+        loss = np.array([h['val_loss'] for h in full.history])
+        assert mod.replay(mod.RULES['acc'][1](acc, loss), patience) + 1 == stopped.best_epoch
+    assert mod.replay(np.array([0.5, 0.7, 0.6, 0.6, 0.9]), 2) == 1  # stops after two epochs without a better one
+    assert mod.replay(np.array([0.5, 0.7, 0.6, 0.6, 0.9]), None) == 4
+
+
+def test_selection_rules_score_held_out_halves_and_test_by_hand():
+    """The held-out figure selects on one validation half and scores the other, both ways round; the test figure
+    selects on the whole validation split (halves weighted by their sizes)."""
+    import numpy as np
+    mod = load_script('benchmarks/selection_rules.py')
+    c = {'epoch': np.array([3, 1, 2]),  # stored out of order: sorted by epoch first
+         'n_val_a': np.full(3, 1.0), 'n_val_b': np.full(3, 3.0),
+         'val_a_acc': np.array([0.0, 1.0, 0.0]), 'val_a_loss': np.array([0.9, 0.5, 0.1]),
+         'val_b_acc': np.array([1 / 3, 0.0, 2 / 3]), 'val_b_loss': np.array([0.2, 0.9, 0.4]),
+         'test_acc': np.array([0.3, 0.1, 0.2]), 'test_loss': np.zeros(3), 'train_loss': np.zeros(3)}
+    # by epoch 1, 2, 3: a acc 1, 0, 0 (loss .5, .1, .9); b acc 0, 2/3, 1/3 (loss .9, .4, .2); whole: acc .25, .5, .25
+    r = mod.evaluate_rules(c, patience=None)
+    assert r['acc'] == {'heldout': (0.0 + 0.0) / 2, 'test': 0.2, 'epoch': 2}  # a picks 1 (b: 0), b picks 2 (a: 0)
+    # loss: a picks epoch 2 (b acc 2/3), b picks epoch 3 (a acc 0); whole loss .8, .325, .375 -> epoch 2
+    assert r['loss'] == {'heldout': (2 / 3 + 0.0) / 2, 'test': 0.2, 'epoch': 2}
+    assert np.allclose(mod._moving_mean(np.array([1.0, 0.0, 0.0, 0.0, 1.0]), 5), [1 / 3, 1 / 4, 2 / 5, 1 / 4, 1 / 3])
+
+
+def test_selection_rules_script_writes_curves_resumes_and_refuses_bench_out(tmp_path, capsys):
+    import csv
+    mod = load_script('benchmarks/selection_rules.py')
+    bench = ['--digits-n', '60', '--models', 'gcn,laplacian', '--folds', '2', '--epochs', '3', '--patience', '1',
+             '--no-progress', '--threads', '1', '--hidden', '8', '--layers', '1']
+    assert mod.main(['--out', str(tmp_path), '--', *bench]) == 0
+    rows = list(csv.DictReader((tmp_path / 'curves_digits_seed0.csv').open()))
+    assert sorted({(r['model'], r['fold']) for r in rows}) == [('gcn', '0'), ('gcn', '1'), ('laplacian', '0'),
+                                                               ('laplacian', '1')]
+    assert all(len([r for r in rows if (r['model'], r['fold']) == key]) == 3 for key in {(r['model'], r['fold'])
+                                                                                         for r in rows})
+    assert {int(r['n_val_a']) + int(r['n_val_b']) for r in rows} == {3}  # 10 % of 30 training graphs
+    text = (tmp_path / 'selection_rules.md').read_text()
+    assert '| gcn | 2 |' in text and '| laplacian | 2 |' in text and 'patience 1' in text
+    capsys.readouterr()
+    assert mod.main(['--out', str(tmp_path), '--', *bench]) == 0  # resumed: nothing trained again
+    assert 'fold' not in capsys.readouterr().out.split('# How the epoch')[0]
+    with pytest.raises(SystemExit) as e:
+        mod.main(['--out', str(tmp_path), '--', *bench, '--out', str(tmp_path / 'x')])
+    assert e.value.code == 2
+    assert 'take no --out' in capsys.readouterr().err

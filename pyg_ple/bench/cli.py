@@ -189,6 +189,27 @@ def _edge_features(args: argparse.Namespace) -> bool | None:
     return args.edge_features
 
 
+def load_bench_dataset(args: argparse.Namespace, cfg: BenchmarkConfig) -> tuple[GraphDataset, dict[str, Any]]:
+    """The dataset of ``pyg-ple bench`` ``args`` and the arguments of ``load_dataset`` that rebuild it; sets
+    ``cfg.hparams['edge_dim']`` to its edge-feature width (or drops it). Raises :class:`CommandError`."""
+    from pyg_ple.bench.datasets import DatasetUnavailableError, load_dataset
+    digits = args.dataset.lower() == 'digits'
+    digits_n = args.digits_n if args.digits_n is not None else DIGITS_DEFAULTS['digits_n']
+    dataset_args = {'name': args.dataset, 'root': args.root, 'pe': None if args.pe == 'none' else args.pe,
+                    'pe_dim': args.pe_dim, 'digits_n': (digits_n or None) if digits else None, 'seed': args.seed,
+                    'use_node_attr': args.node_attr, 'degree_features': args.degree}
+    try:
+        ds = load_dataset(**dataset_args, edge_features=_edge_features(args))
+    except (DatasetUnavailableError, ValueError) as e:
+        raise CommandError(str(e)) from None
+    if ds.num_edge_features:  # recorded only when used, so that runs begun before the option existed can resume
+        dataset_args['edge_features'] = True
+        cfg.hparams['edge_dim'] = ds.num_edge_features
+    else:
+        cfg.hparams.pop('edge_dim', None)
+    return ds, dataset_args
+
+
 def _bench_out(args: argparse.Namespace) -> Path:
     return Path(args.out) if args.out is not None else Path('runs') / args.dataset
 
@@ -203,7 +224,6 @@ PROTOCOL_NOTE = (
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from pyg_ple.bench.datasets import DatasetUnavailableError, load_dataset
     from pyg_ple.bench.distributed import cleanup, init_distributed
     from pyg_ple.bench.protocol import run_benchmark
     from pyg_ple.bench.report import format_table, summarize, write_results
@@ -211,21 +231,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = validate_bench_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    digits = args.dataset.lower() == 'digits'
-    digits_n = args.digits_n if args.digits_n is not None else DIGITS_DEFAULTS['digits_n']
-    pe = None if args.pe == 'none' else args.pe
-    dataset_args = {'name': args.dataset, 'root': args.root, 'pe': pe, 'pe_dim': args.pe_dim,
-                    'digits_n': (digits_n or None) if digits else None, 'seed': args.seed,
-                    'use_node_attr': args.node_attr, 'degree_features': args.degree}
-    try:
-        ds = load_dataset(**dataset_args, edge_features=_edge_features(args))
-    except (DatasetUnavailableError, ValueError) as e:
-        raise CommandError(str(e)) from None
-    if ds.num_edge_features:  # recorded only when used, so that runs begun before the option existed can resume
-        dataset_args['edge_features'] = True
-        cfg.hparams['edge_dim'] = ds.num_edge_features
-    else:
-        cfg.hparams.pop('edge_dim', None)
+    ds, dataset_args = load_bench_dataset(args, cfg)
     validate_bench_data(args, ds, cfg)
     out = _bench_out(args)
     command = 'pyg-ple ' + ' '.join(shlex.quote(a) for a in (args.argv or []))

@@ -37,11 +37,11 @@ from pyg_ple.bench.distributed import (barrier, distributed_loader, init_distrib
                                        wrap_model)
 from pyg_ple.bench.io import RunFileError, RunFolder, atomic_write_json, load_torch_file
 from pyg_ple.bench.models import MODEL_NAMES, GraphModelConfig, build_model, count_parameters
-from pyg_ple.bench.training import RECIPE_RULES, TrainConfig, fit, is_recipe_value, seed_everything
+from pyg_ple.bench.training import RECIPE_RULES, TrainConfig, TrainResult, fit, is_recipe_value, seed_everything
 
 __all__ = ['make_splits', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting', 'check_grid',
-           'model_hparam_names', 'BenchmarkConfig', 'check_run_folder', 'run_benchmark', 'load_model_file',
-           'TRAIN_KEYS', 'SETTING_RULES']
+           'model_hparam_names', 'BenchmarkConfig', 'train_fold', 'check_run_folder', 'run_benchmark',
+           'load_model_file', 'TRAIN_KEYS', 'SETTING_RULES']
 
 SPLITS_VERSION = 1
 # The training recipe (TrainConfig fields) shared by every model of a run; its defaults leave the run as before.
@@ -284,8 +284,16 @@ def evaluate_loader(model: torch.nn.Module, loader: Iterable, device: str = 'cpu
     return {'loss': loss_sum / max(total, 1), 'acc': correct / max(total, 1)}
 
 
-def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, grid_cfg: dict[str, Any],
-               run_seed: int, ckpt: Path | None, desc: str) -> tuple[dict[str, Any], torch.nn.Module]:
+def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, grid_cfg: dict[str, Any],
+               run_seed: int, ckpt: Path | None = None, desc: str = '',
+               record: dict[str, Sequence[int]] | None = None) -> tuple[TrainResult, torch.nn.Module]:
+    """Train model ``name`` with ``grid_cfg`` on ``split['train']``, keeping the epoch of best validation score on
+    ``split['val']`` (the protocol's rule, early stopping after ``patience`` epochs without a better one). Returns the
+    :class:`~pyg_ple.bench.training.TrainResult` and the model with the selected weights loaded.
+
+    ``record`` maps names to index lists of ``ds`` (e.g. two halves of the validation split) whose accuracy and loss
+    are added to every epoch of the history as ``<name>_acc`` and ``<name>_loss``; they select nothing. It is for
+    studying the selection rule itself (``benchmarks/selection_rules.py``)."""
     from torch_geometric.loader import DataLoader
     train_kw = {k: grid_cfg[k] for k in TRAIN_KEYS if k in grid_cfg}
     model_kw = {**cfg.hparams, **{k: v for k, v in grid_cfg.items() if k not in TRAIN_KEYS}}
@@ -299,14 +307,18 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
         gen = torch.Generator().manual_seed(run_seed)
         train_loader = DataLoader(ds.subset(split['train']), batch_size=bs, shuffle=True, generator=gen)
     val_loader = DataLoader(ds.subset(split['val']), batch_size=256)
-    test_loader = DataLoader(ds.subset(split['test']), batch_size=256)
+    extra = {key: DataLoader(ds.subset(idx), batch_size=256) for key, idx in (record or {}).items()}
 
     def loss_fn(m, batch):
         return F.cross_entropy(m(batch), batch.y.view(-1))
 
     def evaluate(m):
         r = evaluate_loader(m, val_loader, cfg.device)
-        return {'val_loss': r['loss'], 'val_acc': r['acc'], 'val_score': _selection_score(r['acc'], r['loss'])}
+        out = {'val_loss': r['loss'], 'val_acc': r['acc'], 'val_score': _selection_score(r['acc'], r['loss'])}
+        for key, loader in extra.items():
+            r = evaluate_loader(m, loader, cfg.device)
+            out.update({f'{key}_acc': r['acc'], f'{key}_loss': r['loss']})
+        return out
 
     tc = TrainConfig(epochs=cfg.epochs, lr=float(train_kw.get('lr', cfg.lr)),
                      weight_decay=float(train_kw.get('weight_decay', cfg.weight_decay)),
@@ -317,14 +329,23 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
     res = fit(model, train_loader, tc, loss_fn, evaluate, monitor='val_score', mode='max',
               meta={'model': name, 'fold': split['fold'], 'config': grid_cfg, 'seed': run_seed})
     model.load_state_dict(res.best_state)
-    model = unwrap_model(model)
-    test = evaluate_loader(model, test_loader, cfg.device)
+    return res, unwrap_model(model)
+
+
+def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, grid_cfg: dict[str, Any],
+               run_seed: int, ckpt: Path | None, desc: str) -> tuple[dict[str, Any], torch.nn.Module]:
+    from torch_geometric.loader import DataLoader
+    res, model = train_fold(ds, name, split, cfg, grid_cfg, run_seed, ckpt, desc)
+    test = evaluate_loader(model, DataLoader(ds.subset(split['test']), batch_size=256), cfg.device)
+    train_kw = {k: grid_cfg[k] for k in TRAIN_KEYS if k in grid_cfg}
     return {
         'config': grid_cfg, 'seed': run_seed, 'best_epoch': res.best_epoch, 'epochs_run': res.epochs_run,
         'val_acc': res.best_metrics.get('val_acc'), 'val_loss': res.best_metrics.get('val_loss'),
         'val_score': res.best_metrics.get('val_score'), 'test_acc': test['acc'], 'test_loss': test['loss'],
         'train_loss': res.best_metrics.get('train_loss'), 'sec_per_epoch': res.seconds_per_epoch,
-        'params': count_parameters(model), 'hparams': model_kw, 'train': {**train_kw},
+        'params': count_parameters(model),
+        'hparams': {**cfg.hparams, **{k: v for k, v in grid_cfg.items() if k not in TRAIN_KEYS}},
+        'train': {**train_kw},
     }, model
 
 

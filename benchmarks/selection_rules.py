@@ -1,0 +1,232 @@
+"""How the epoch is chosen: the protocol's rule and its alternatives replayed on the same training curves.
+
+``pyg-ple bench`` keeps the epoch of best validation accuracy (ties: lower validation loss) and stops after
+``--patience`` epochs without a better one. On small validation splits (18 graphs on MUTAG, 90 on IMDB-BINARY) that
+choice is noisy, and a model whose validation curve is noisier gains more from the noise. This script trains every
+(model, fold) of a ``pyg-ple bench`` command for the full ``--epochs`` without stopping early, records at every epoch
+the accuracy and loss on the two halves of the validation split (stratified) and on the test fold, and then replays
+each rule of :data:`RULES`, early stopping with the command's ``--patience`` included, on the recorded curves. The
+training run does not depend on when it is stopped (no schedule on plateau), so the replay is what each rule would
+have selected, and every rule is compared on the same runs.
+
+Two figures per rule and model:
+
+- **held-out validation accuracy**: the rule run on one half of the validation split, the accuracy of the selected
+  epoch on the other half, both ways round. It uses no test graph, so it may choose a rule.
+- **test accuracy** of the rule run on the whole validation split: reported; it chooses nothing. Beside it, the test
+  accuracy at the epoch of the best mean test curve (the figure of papers that pick the epoch on test; optimistic,
+  it chooses nothing either) shows how much of a model's gap is the choice of the epoch.
+
+    python benchmarks/selection_rules.py -- --root DATA --dataset IMDB-BINARY --models gcn,gat,gin,transformer,\\
+        laplacian --folds 10 --lr 0.003 --threads 1 --no-progress --epochs 100 --patience 20 --hidden 32
+
+(the arguments after ``--`` are those of the main table's run, ``--out``, ``--resume`` and ``--no-save-models``
+left out). Each finished (model, fold) is written to ``benchmarks/results/selection/curves_<dataset>_seed<seed>.csv``
+(a rerun skips it), and ``selection_rules.md`` beside it is written from every curves file there.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import shlex
+import statistics
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+from pyg_ple.bench.io import atomic_write_text  # noqa: E402
+
+FIELDS = ['dataset', 'seed', 'model', 'fold', 'epoch', 'train_loss', 'n_val_a', 'n_val_b', 'val_a_acc', 'val_a_loss',
+          'val_b_acc', 'val_b_loss', 'test_acc', 'test_loss']
+SMOOTH = 5  # epochs averaged by the 'acc-mean5' rule, centred on the candidate epoch
+
+
+def _tie_break(loss: np.ndarray) -> np.ndarray:
+    # the protocol's tie-break (pyg_ple.bench.protocol._selection_score): below one graph of accuracy
+    return 1e-4 * np.minimum(np.where(np.isfinite(loss), loss, 10.0), 10.0)
+
+
+def _moving_mean(x: np.ndarray, width: int) -> np.ndarray:
+    half = width // 2
+    return np.array([x[max(0, t - half):t + half + 1].mean() for t in range(len(x))])
+
+
+# rule -> (what it keeps, the score it maximises from a curve's accuracy and loss)
+RULES = {
+    'acc': ('best accuracy, ties: lower loss (the protocol)', lambda acc, loss: acc - _tie_break(loss)),
+    'loss': ('lowest loss', lambda acc, loss: -loss),
+    'acc-mean5': (f'best accuracy averaged over {SMOOTH} epochs around it, ties: lower loss',
+                  lambda acc, loss: _moving_mean(acc, SMOOTH) - _tie_break(loss)),
+}
+
+
+def replay(score: np.ndarray, patience: int | None) -> int:
+    """The epoch index :func:`pyg_ple.bench.training.fit` selects when it maximises ``score`` (a strictly better
+    value resets the count) and stops after ``patience`` epochs without a better one."""
+    best, best_t, bad = -np.inf, 0, 0
+    for t, v in enumerate(score):
+        if v > best:
+            best, best_t, bad = v, t, 0
+        else:
+            bad += 1
+            if patience is not None and bad >= patience:
+                break
+    return best_t
+
+
+def curves_of(rows: list[dict]) -> dict[tuple, dict[str, np.ndarray]]:
+    """(dataset, seed, model, fold) -> column -> array over the epochs."""
+    out: dict[tuple, dict[str, list]] = {}
+    for r in rows:
+        c = out.setdefault((r['dataset'], int(r['seed']), r['model'], int(r['fold'])), {})
+        for k in FIELDS[4:]:
+            c.setdefault(k, []).append(float(r[k]))
+    return {k: {col: np.asarray(v) for col, v in c.items()} for k, c in out.items()}
+
+
+def evaluate_rules(c: dict[str, np.ndarray], patience: int | None) -> dict[str, dict[str, float]]:
+    """For one training run's curves: per rule the held-out validation accuracy (selected on one half, scored on the
+    other, mean of both ways), and the test accuracy and epoch (1-based) it selects on the whole validation split."""
+    order = np.argsort(c['epoch'])
+    c = {k: v[order] for k, v in c.items()}
+    na, nb = c['n_val_a'][0], c['n_val_b'][0]
+    val_acc = (na * c['val_a_acc'] + nb * c['val_b_acc']) / (na + nb)
+    val_loss = (na * c['val_a_loss'] + nb * c['val_b_loss']) / (na + nb)
+    out = {}
+    for rule, (_, score) in RULES.items():
+        ta = replay(score(c['val_a_acc'], c['val_a_loss']), patience)
+        tb = replay(score(c['val_b_acc'], c['val_b_loss']), patience)
+        t = replay(score(val_acc, val_loss), patience)
+        out[rule] = {'heldout': (c['val_b_acc'][ta] + c['val_a_acc'][tb]) / 2, 'test': c['test_acc'][t],
+                     'epoch': int(c['epoch'][t])}
+    return out
+
+
+def report(rows: list[dict], patience: int | None, commands: list[str]) -> str:
+    curves = curves_of(rows)
+    groups: dict[tuple, dict[str, list]] = {}
+    for (ds, seed, model, fold), c in sorted(curves.items()):
+        groups.setdefault((ds, seed), {}).setdefault(model, []).append(c)
+    env = C.env_info()
+    lines = ['# How the epoch is chosen: selection rules replayed on the same training curves', '',
+             'Each (model, fold) trained for the full budget without early stopping; every rule below replayed on its '
+             f'recorded curves, early stopping with patience {patience} included (`benchmarks/selection_rules.py`). '
+             'Held-out validation: the rule run on one half of the validation split, the accuracy of its epoch on '
+             'the other half, both ways round (no test graph; it may choose a rule). Test: the rule run on the whole '
+             'validation split (chooses nothing). Best mean test epoch: the test accuracy at the epoch where the '
+             "model's test curve, averaged over the folds, is highest (optimistic; chooses nothing). Accuracies in %, "
+             'mean over the folds.', '',
+             f"- torch {env.get('torch', '?')}, python {env.get('python', '?')}, {env.get('cpus', '?')} CPU "
+             'cores, one thread per run', '']
+    lines += ['Rules:', ''] + [f'- `{rule}`: {what}' for rule, (what, _) in RULES.items()] + ['']
+    for (ds, seed), models in groups.items():
+        lines += [f'## {ds}, split seed {seed}', '',
+                  '| model | folds | ' + ' | '.join(f'held-out val `{r}`' for r in RULES) + ' | '
+                  + ' | '.join(f'test `{r}`' for r in RULES) + ' | best mean test epoch | selected epoch (median) '
+                  + ' '.join(f'`{r}`' for r in RULES) + ' |',
+                  '|---|---:|' + '---:|' * (2 * len(RULES) + 2)]
+        pooled = {r: [] for r in RULES}
+        for model, runs in models.items():
+            ev = [evaluate_rules(c, patience) for c in runs]
+            n_ep = min(len(c['epoch']) for c in runs)
+            mean_test = np.mean([c['test_acc'][np.argsort(c['epoch'])][:n_ep] for c in runs], axis=0)
+            for r in RULES:
+                pooled[r] += [e[r]['heldout'] for e in ev]
+            cell = [f"{100 * statistics.mean(e[r]['heldout'] for e in ev):.1f}" for r in RULES]
+            cell += [f"{100 * statistics.mean(e[r]['test'] for e in ev):.1f}" for r in RULES]
+            cell += [f'{100 * mean_test.max():.1f} (epoch {int(mean_test.argmax()) + 1})',
+                     ' / '.join(f"{statistics.median(e[r]['epoch'] for e in ev):g}" for r in RULES)]
+            lines.append(f'| {model} | {len(runs)} | ' + ' | '.join(cell) + ' |')
+        lines += ['', 'Held-out validation accuracy over every model and fold: '
+                  + ', '.join(f'`{r}` {100 * statistics.mean(v):.2f}' for r, v in pooled.items()) + '.', '']
+    lines += ['## Exact commands', ''] + [f'    {c}' for c in commands] + ['']
+    return '\n'.join(lines)
+
+
+def _halves(val: list[int], labels: np.ndarray, seed: int) -> tuple[list[int], list[int]]:
+    from sklearn.model_selection import train_test_split
+    try:
+        a, b = train_test_split(val, test_size=0.5, stratify=labels[val], random_state=seed)
+    except ValueError:  # a class with one validation graph: unstratified
+        a, b = train_test_split(val, test_size=0.5, random_state=seed)
+    return sorted(int(i) for i in a), sorted(int(i) for i in b)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=FIELDS, lineterminator='\n')
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, table.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, bench_argv = (argv[:argv.index('--')], argv[argv.index('--') + 1:]) if '--' in argv else (argv, [])
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                usage='%(prog)s [--out OUT] -- PYG-PLE-BENCH-ARGS')
+    p.add_argument('--out', default=str(C.RESULTS / 'selection'), help='folder of the curves and the report')
+    args = p.parse_args(own)
+    if not bench_argv:
+        p.error('give the arguments of a pyg-ple bench run after --')
+    if any(a.split('=')[0] in ('--out', '--resume', '--overwrite', '--grid') for a in bench_argv):
+        p.error('the bench arguments after -- take no --out, --resume, --overwrite or --grid: this script writes its '
+                'own files and runs one configuration')
+
+    from pyg_ple.bench.cli import CommandError, build_parser, load_bench_dataset, validate_bench_args, \
+        validate_bench_data
+    from pyg_ple.bench.protocol import get_splits, train_fold
+    with tempfile.TemporaryDirectory() as empty:  # bench's checks want a usable --out; nothing is written there
+        bench = build_parser().parse_args(['bench', *bench_argv, '--out', empty])
+        try:
+            cfg = validate_bench_args(bench)
+            C.set_threads(bench.threads)
+            ds, _ = load_bench_dataset(bench, cfg)
+            validate_bench_data(bench, ds, cfg)
+        except CommandError as e:
+            p.error(str(e))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f'curves_{ds.name}_seed{cfg.seed}.csv'
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
+    done = {(r['model'], int(r['fold'])) for r in rows}
+    train_cfg = replace(cfg, patience=None)
+    for split in get_splits(None, ds.labels, cfg.n_folds, cfg.seed, cfg.val_fraction):
+        half_a, half_b = _halves(split['val'], ds.labels, cfg.seed + split['fold'])
+        for name in cfg.models:
+            if (name, split['fold']) in done:
+                continue
+            run_seed = cfg.seed * 1_000_003 + 1000 * split['fold']  # the protocol's seed of this (fold, config 0)
+            res, _ = train_fold(ds, name, split, train_cfg, {}, run_seed,
+                                record={'val_a': half_a, 'val_b': half_b, 'test': split['test']})
+            rows += [{'dataset': ds.name, 'seed': cfg.seed, 'model': name, 'fold': split['fold'],
+                      'epoch': h['epoch'], 'train_loss': f"{h['train_loss']:.4f}", 'n_val_a': len(half_a),
+                      'n_val_b': len(half_b),
+                      **{k: f'{h[k]:.4f}' for k in FIELDS[8:]}} for h in res.history]
+            _write_csv(path, rows)  # after every run: an interrupted call loses at most one
+            print(f'{ds.name} seed {cfg.seed} {name} fold {split["fold"]}: {res.epochs_run} epochs, '
+                  f'{res.seconds_per_epoch:.2f} s/epoch', flush=True)
+    shown = ['DATA' if a == bench.root else a for a in bench_argv]
+    command = ('python benchmarks/selection_rules.py ' + (' '.join(map(shlex.quote, own)) + ' ' if own else '')
+               + '-- ' + ' '.join(map(shlex.quote, shown)))
+    commands_path = out / 'commands.txt'
+    commands = commands_path.read_text().splitlines() if commands_path.exists() else []
+    if command not in commands:
+        commands.append(command)
+        atomic_write_text(commands_path, '\n'.join(commands) + '\n')
+    every = [r for f in sorted(out.glob('curves_*.csv')) for r in csv.DictReader(f.open())]
+    text = report(every, cfg.patience, commands)
+    atomic_write_text(out / 'selection_rules.md', text)
+    print(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
