@@ -45,7 +45,7 @@ from pyg_ple.bench.io import atomic_write_text  # noqa: E402
 
 FIELDS = ['dataset', 'seed', 'model', 'fold', 'epoch', 'train_loss', 'n_val_a', 'n_val_b', 'val_a_acc', 'val_a_loss',
           'val_b_acc', 'val_b_loss', 'test_acc', 'test_loss']
-SMOOTH = 5  # epochs averaged by the 'acc-mean5' rule, centred on the candidate epoch
+SMOOTH = 5  # epochs averaged by the 'acc-mean5' rule: the candidate epoch and the four before it
 
 
 def _tie_break(loss: np.ndarray) -> np.ndarray:
@@ -53,17 +53,17 @@ def _tie_break(loss: np.ndarray) -> np.ndarray:
     return 1e-4 * np.minimum(np.where(np.isfinite(loss), loss, 10.0), 10.0)
 
 
-def _moving_mean(x: np.ndarray, width: int) -> np.ndarray:
-    half = width // 2
-    return np.array([x[max(0, t - half):t + half + 1].mean() for t in range(len(x))])
+def _trailing_mean(x: np.ndarray, width: int) -> np.ndarray:
+    # the last ``width`` epochs up to and including each one: known when that epoch ends, so a run can stop on it
+    return np.array([x[max(0, t - width + 1):t + 1].mean() for t in range(len(x))])
 
 
 # rule -> (what it keeps, the score it maximises from a curve's accuracy and loss)
 RULES = {
     'acc': ('best accuracy, ties: lower loss (the protocol)', lambda acc, loss: acc - _tie_break(loss)),
     'loss': ('lowest loss', lambda acc, loss: -loss),
-    'acc-mean5': (f'best accuracy averaged over {SMOOTH} epochs around it, ties: lower loss',
-                  lambda acc, loss: _moving_mean(acc, SMOOTH) - _tie_break(loss)),
+    'acc-mean5': (f'best accuracy averaged over the last {SMOOTH} epochs (the model of the last), ties: lower loss',
+                  lambda acc, loss: _trailing_mean(acc, SMOOTH) - _tie_break(loss)),
 }
 
 
