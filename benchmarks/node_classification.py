@@ -37,11 +37,15 @@ SCALE_FIELDS = ['model', 'nodes', 'edges', 'features', 'batch_size', 'num_neighb
 # The earlier rows: the node model and optimiser before their defaults were chosen on Cora's validation split.
 MODELS = {'gcn': ('gcn', {}, {}), 'gat': ('gat', {}, {}), 'ple': ('ple', {}, {}),
           'ple-std': ('ple', {'laplacian_heads': 0}, {}), 'ple-mixed': ('ple', {'laplacian_heads': 4}, {}),
+          'ple-wd5e-3': ('ple', {}, {'weight_decay': 5e-3}),
+          'ple-std-wd5e-3': ('ple', {'laplacian_heads': 0}, {'weight_decay': 5e-3}),
           'ple-earlier': ('ple', EARLIER_NODE_MODEL, EARLIER_NODE_OPTIMIZER),
           'ple-std-earlier': ('ple', {**EARLIER_NODE_MODEL, 'laplacian_heads': 0}, EARLIER_NODE_OPTIMIZER)}
 LABELS = {'gcn': 'GCN', 'gat': 'GAT', 'ple': 'PLE node model, all heads Laplacian (default)',
           'ple-std': 'PLE node model, standard attention heads (laplacian_heads=0)',
           'ple-mixed': 'PLE node model, 4 of 8 heads Laplacian',
+          'ple-wd5e-3': 'PLE node model, all heads Laplacian, weight decay 5e-3 (the default before 2e-2)',
+          'ple-std-wd5e-3': 'PLE node model, standard attention heads, weight decay 5e-3',
           'ple-earlier': 'PLE node model, all heads Laplacian, earlier defaults (2 blocks, no PLE init)',
           'ple-std-earlier': 'PLE node model, standard heads, earlier defaults (2 blocks, no PLE init)'}
 

@@ -562,10 +562,13 @@ def test_earlier_node_rows_pin_every_setting_they_ran_with():
     assert nodes.MODELS['ple-earlier'] == ('ple', common.EARLIER_NODE_MODEL, common.EARLIER_NODE_OPTIMIZER)
     assert nodes.MODELS['ple-std-earlier'][1] == {**common.EARLIER_NODE_MODEL, 'laplacian_heads': 0}
     assert nodes.MODELS['ple'] == ('ple', {}, {})
+    # the rows run before the weight decay became 2e-2 keep what they ran with
+    assert OPTIMIZER_DEFAULTS['ple']['weight_decay'] != 5e-3
+    assert nodes.MODELS['ple-wd5e-3'] == ('ple', {}, {'weight_decay': 5e-3})
     assert load_script('benchmarks/laplacian_ablation.py').EARLIER == common.EARLIER_NODE_MODEL
     recipe = load_script('benchmarks/node_recipe.py')
     assert recipe.BASE == {**common.EARLIER_NODE_MODEL, 'ple_init': True, 'encoder_norm': True}
-    model_kwargs, train_kwargs, _ = recipe.ARMS['default+wd5e-3']
+    model_kwargs, train_kwargs, _ = recipe.ARMS['default+wd2e-2']
     assert dataclasses.replace(NodeModelConfig(), **{**recipe.BASE, **model_kwargs}) == NodeModelConfig()
     assert {**common.EARLIER_NODE_OPTIMIZER, **train_kwargs} == OPTIMIZER_DEFAULTS['ple']
 
