@@ -1,13 +1,13 @@
 """How the epoch is chosen: the protocol's rule and its alternatives replayed on the same training curves.
 
-``pyg-ple bench`` keeps the epoch of best validation accuracy (ties: lower validation loss) and stops after
-``--patience`` epochs without a better one. On small validation splits (18 graphs on MUTAG, 90 on IMDB-BINARY) that
-choice is noisy, and a model whose validation curve is noisier gains more from the noise. This script trains every
-(model, fold) of a ``pyg-ple bench`` command for the full ``--epochs`` without stopping early, records at every epoch
-the accuracy and loss on the two halves of the validation split (stratified) and on the test fold, and then replays
-each rule of :data:`RULES`, early stopping with the command's ``--patience`` included, on the recorded curves. The
-training run does not depend on when it is stopped (no schedule on plateau), so the replay is what each rule would
-have selected, and every rule is compared on the same runs.
+``pyg-ple bench`` keeps the epoch of best validation accuracy (ties: lower validation loss; ``--select acc``, the
+protocol of Errica et al.) and stops after ``--patience`` epochs without a better one. On small validation splits (18
+graphs on MUTAG, 90 on IMDB-BINARY) that choice is noisy, and a model whose validation curve is noisier gains more
+from the noise. This script trains every (model, fold) of a ``pyg-ple bench`` command for the full ``--epochs``
+without stopping early, records at every epoch the accuracy and loss on the two halves of the validation split
+(stratified) and on the test fold, and then replays each rule of :data:`RULES`, early stopping with the command's
+``--patience`` included, on the recorded curves. The training run does not depend on when it is stopped (no schedule
+on plateau), so the replay is what each rule would have selected, and every rule is compared on the same runs.
 
 Two figures per rule and model:
 
@@ -42,15 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from pyg_ple.bench.io import atomic_write_text  # noqa: E402
+from pyg_ple.bench.protocol import selection_score  # noqa: E402
 
 FIELDS = ['dataset', 'seed', 'model', 'fold', 'epoch', 'train_loss', 'n_val_a', 'n_val_b', 'val_a_acc', 'val_a_loss',
           'val_b_acc', 'val_b_loss', 'test_acc', 'test_loss']
 SMOOTH = 5  # epochs averaged by the 'acc-mean5' rule: the candidate epoch and the four before it
-
-
-def _tie_break(loss: np.ndarray) -> np.ndarray:
-    # the protocol's tie-break (pyg_ple.bench.protocol._selection_score): below one graph of accuracy
-    return 1e-4 * np.minimum(np.where(np.isfinite(loss), loss, 10.0), 10.0)
 
 
 def _trailing_mean(x: np.ndarray, width: int) -> np.ndarray:
@@ -58,12 +54,14 @@ def _trailing_mean(x: np.ndarray, width: int) -> np.ndarray:
     return np.array([x[max(0, t - width + 1):t + 1].mean() for t in range(len(x))])
 
 
-# rule -> (what it keeps, the score it maximises from a curve's accuracy and loss)
+# rule -> (what it keeps, the score it maximises from a curve's accuracy and loss); 'acc' and 'loss' are the rules of
+# `pyg-ple bench --select`
 RULES = {
-    'acc': ('best accuracy, ties: lower loss (the protocol)', lambda acc, loss: acc - _tie_break(loss)),
-    'loss': ('lowest loss', lambda acc, loss: -loss),
+    'acc': ('best accuracy, ties: lower loss (the protocol of Errica et al., `--select acc`)',
+            lambda acc, loss: selection_score(acc, loss, 'acc')),
+    'loss': ('lowest loss (`--select loss`)', lambda acc, loss: selection_score(acc, loss, 'loss')),
     'acc-mean5': (f'best accuracy averaged over the last {SMOOTH} epochs (the model of the last), ties: lower loss',
-                  lambda acc, loss: _trailing_mean(acc, SMOOTH) - _tie_break(loss)),
+                  lambda acc, loss: selection_score(_trailing_mean(acc, SMOOTH), loss, 'acc')),
 }
 
 
@@ -176,12 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(own)
     if not bench_argv:
         p.error('give the arguments of a pyg-ple bench run after --')
-    if any(a.split('=')[0] in ('--out', '--resume', '--overwrite', '--grid') for a in bench_argv):
-        p.error('the bench arguments after -- take no --out, --resume, --overwrite or --grid: this script writes its '
-                'own files and runs one configuration')
+    if any(a.split('=')[0] in ('--out', '--resume', '--overwrite', '--grid', '--select') for a in bench_argv):
+        p.error('the bench arguments after -- take no --out, --resume, --overwrite, --grid or --select: this script '
+                'writes its own files, runs one configuration and replays every rule')
 
-    from pyg_ple.bench.cli import CommandError, build_parser, load_bench_dataset, validate_bench_args, \
-        validate_bench_data
+    from pyg_ple.bench.cli import (
+        CommandError,
+        build_parser,
+        load_bench_dataset,
+        validate_bench_args,
+        validate_bench_data,
+    )
     from pyg_ple.bench.protocol import get_splits, train_fold
     with tempfile.TemporaryDirectory() as empty:  # bench's checks want a usable --out; nothing is written there
         bench = build_parser().parse_args(['bench', *bench_argv, '--out', empty])

@@ -269,3 +269,24 @@ def test_block_options_are_recorded_and_the_recipe_at_its_defaults_is_not(tmp_pa
         'pool': 'mean', 'pe_dim': 0, 'norm': 'layer', 'prenorm': True, 'degree_scaler': False}
     assert not {'optimizer', 'schedule', 'warmup_epochs', 'decay_every', 'decay_gamma', 'grad_clip'} & set(
         cfg.comparable())
+
+
+def test_bench_select_loss_keeps_the_epoch_of_lowest_validation_loss_and_is_part_of_the_run(tmp_path, capsys):
+    """--select loss keeps, in every fold, the epoch of lowest validation loss (val_score is minus the loss), names
+    the rule in the protocol note, and a run cannot be resumed with the other rule; the default rule is left out of
+    the recorded config, so runs from before the option still resume."""
+    base = TINY + ['--epochs', '3', '--models', 'gcn', '--no-save-models']
+    assert main(base + ['--select', 'loss', '--out', str(tmp_path / 'loss')]) == 0
+    state = json.loads((tmp_path / 'loss' / 'state.json').read_text())
+    assert state['config']['select'] == 'loss'
+    assert all(r['val_score'] == pytest.approx(-r['val_loss']) for r in state['runs'].values())
+    assert 'lowest validation loss' in json.loads((tmp_path / 'loss' / 'results.json').read_text())['protocol']
+    assert main(base + ['--out', str(tmp_path / 'acc')]) == 0
+    assert 'select' not in json.loads((tmp_path / 'acc' / 'state.json').read_text())['config']
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(base + ['--out', str(tmp_path / 'loss'), '--resume'])
+    assert e.value.code == 2 and 'select' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(base + ['--select', 'val', '--out', str(tmp_path / 'x')])
+    assert e.value.code == 2

@@ -2,6 +2,7 @@
 
 Scripts that need the shared data skip cleanly when it is absent (set PYG_PLE_DATA to the data folder)."""
 import importlib.util
+import itertools
 import json
 import os
 from pathlib import Path
@@ -303,9 +304,9 @@ def test_graph_report_chooses_between_default_and_change_per_fold_on_validation(
     state['gcn/1']['val_acc'], base['gcn/1']['val_acc'] = 0.5, 0.9
     state['gcn/2']['val_acc'] = base['gcn/2']['val_acc'] = 0.7
     state['gcn/2']['val_loss'], base['gcn/2']['val_loss'] = 0.1, 0.2
-    from pyg_ple.bench.protocol import _selection_score
+    from pyg_ple.bench.protocol import selection_score
     for rec in [state[f'gcn/{k}'] for k in range(3)] + [base[f'gcn/{k}'] for k in range(3)]:
-        rec['val_score'] = _selection_score(rec['val_acc'], rec['val_loss'])  # as bench records it
+        rec['val_score'] = selection_score(rec['val_acc'], rec['val_loss'])  # as bench records it
     rows = {r['model']: r for r in mod.select_per_fold(base_runs, change_runs)}
     expected = [state['gcn/0']['test_acc'], base['gcn/1']['test_acc'], state['gcn/2']['test_acc']]
     assert rows['gcn']['picked'] == 2 and rows['gcn']['acc_mean'] == pytest.approx(100 * np.mean(expected))
@@ -622,16 +623,19 @@ def test_selection_replay_is_what_early_stopping_selects():
     from pyg_ple.bench.datasets import load_dataset
     from pyg_ple.bench.protocol import BenchmarkConfig, make_splits, train_fold
     mod = load_script('benchmarks/selection_rules.py')
-    ds = load_dataset('digits', digits_n=80)
+    ds = load_dataset('digits', digits_n=300)
     split = make_splits(ds.labels, n_folds=2, seed=0)[0]
-    cfg = BenchmarkConfig(models=['gcn'], epochs=12, lr=0.03, hparams=dict(hidden=8, num_layers=1), progress=False)
+    cfg = BenchmarkConfig(models=['gcn'], epochs=12, lr=0.01, hparams=dict(hidden=16, num_layers=1), progress=False)
     full, _ = train_fold(ds, 'gcn', split, cfg, {}, run_seed=7, record={})
-    for patience in (1, 2, 3):
-        stopped, _ = train_fold(ds, 'gcn', split, replace(cfg, patience=patience), {}, run_seed=7)
+    acc = np.array([h['val_acc'] for h in full.history])
+    loss = np.array([h['val_loss'] for h in full.history])
+    picked = set()
+    for rule, patience in itertools.product(('acc', 'loss'), (1, 2, 3)):
+        stopped, _ = train_fold(ds, 'gcn', split, replace(cfg, patience=patience, select=rule), {}, run_seed=7)
         assert [h['val_loss'] for h in stopped.history] == [h['val_loss'] for h in full.history[:stopped.epochs_run]]
-        acc = np.array([h['val_acc'] for h in full.history])
-        loss = np.array([h['val_loss'] for h in full.history])
-        assert mod.replay(mod.RULES['acc'][1](acc, loss), patience) + 1 == stopped.best_epoch
+        assert mod.replay(mod.RULES[rule][1](acc, loss), patience) + 1 == stopped.best_epoch
+        picked.add((rule, stopped.best_epoch))
+    assert len({e for _, e in picked}) > 1  # the rules and patiences did not all pick one epoch
     assert mod.replay(np.array([0.5, 0.7, 0.6, 0.6, 0.9]), 2) == 1  # stops after two epochs without a better one
     assert mod.replay(np.array([0.5, 0.7, 0.6, 0.6, 0.9]), None) == 4
 
@@ -676,3 +680,5 @@ def test_selection_rules_script_writes_curves_resumes_and_refuses_bench_out(tmp_
         mod.main(['--out', str(tmp_path), '--', *bench, '--out', str(tmp_path / 'x')])
     assert e.value.code == 2
     assert 'take no --out' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        mod.main(['--out', str(tmp_path), '--', *bench, '--select', 'loss'])

@@ -151,7 +151,8 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
     try:
         cfg = BenchmarkConfig(models=models, n_folds=args.folds, epochs=given['epochs'], seed=args.seed,
                               device=args.device, batch_size=given['batch_size'], lr=given['lr'],
-                              weight_decay=args.weight_decay, patience=args.patience, grid=grid, hparams=hparams,
+                              weight_decay=args.weight_decay, patience=args.patience, select=args.select,
+                              grid=grid, hparams=hparams,
                               optimizer=args.optimizer, schedule=None if args.schedule == 'none' else args.schedule,
                               warmup_epochs=args.warmup_epochs, decay_every=args.decay_every,
                               decay_gamma=args.decay_gamma, grad_clip=args.grad_clip,
@@ -216,9 +217,11 @@ def _bench_out(args: argparse.Namespace) -> Path:
 
 PROTOCOL_NOTE = (
     'Protocol (Errica et al. 2020): stratified {folds}-fold outer CV; a stratified 10% validation split inside each '
-    'training fold; the epoch and the grid configuration with the best validation accuracy (ties: lower validation '
-    'loss) are selected; test accuracy of the selected model on the held-out fold; mean ± population std over folds. '
-    'Grid: {grid}. Same splits for every model (splits.json). Seed {seed}.')
+    'training fold; the epoch and the grid configuration with {selected} are selected; test accuracy of the selected '
+    'model on the held-out fold; mean ± population std over folds. Grid: {grid}. Same splits for every model '
+    '(splits.json). Seed {seed}.')
+SELECTED = {'acc': 'the best validation accuracy (ties: lower validation loss)',
+            'loss': 'the lowest validation loss'}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -258,7 +261,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rows = summarize(state, cfg.models)
     grid_text = json.dumps(cfg.grid) if cfg.grid != [{}] else f'one configuration {json.dumps(cfg.hparams)}'
     meta = {'command': command, 'dataset': ds.name, 'info': ds.info, 'config': cfg.comparable(),
-            'protocol': PROTOCOL_NOTE.format(folds=args.folds, grid=grid_text, seed=args.seed),
+            'protocol': PROTOCOL_NOTE.format(folds=args.folds, grid=grid_text, seed=args.seed,
+                                             selected=SELECTED[args.select]),
             'seconds': time.time() - t0}
     paths = write_results(out, rows, meta, title=f'{ds.name}: graph classification, {args.folds}-fold CV')
     print(format_table(rows))

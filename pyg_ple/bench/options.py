@@ -75,6 +75,10 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
     p.add_argument('--lr', type=float, default=None, help='default 3e-3 on digits, 1e-3 on TU')
     p.add_argument('--weight-decay', type=float, default=0.0)
     p.add_argument('--patience', type=int, default=None, help='early-stopping patience in epochs (default: none)')
+    p.add_argument('--select', default='acc', choices=['acc', 'loss'],
+                   help="what keeps an epoch and a --grid configuration: 'acc' the best validation accuracy, ties "
+                        "broken by the lower loss (Errica et al.), 'loss' the lowest validation loss; early stopping "
+                        'counts epochs without a better one')
     p.add_argument('--optimizer', default='adam', choices=OPTIMIZERS, help='optimiser of every model')
     p.add_argument('--schedule', default='none', choices=['none', 'cosine', 'step'],
                    help="learning-rate schedule, stepped per epoch: 'cosine' (after --warmup-epochs of linear "

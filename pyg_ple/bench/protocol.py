@@ -5,7 +5,8 @@ Classification", shared by every model of the benchmark.
 * Inside each training fold: a stratified validation split (10 %) for model selection and early stopping.
 * Model selection: every configuration of a (small) grid is trained on the training part; the one with the best
   validation accuracy (ties: lower validation loss) is selected; its test accuracy on the held-out fold is recorded.
-  Within a training run the epoch with the best validation accuracy (ties: lower loss) is kept.
+  Within a training run the epoch with the best validation accuracy (ties: lower loss) is kept. ``select='loss'``
+  keeps the epoch and the configuration of lowest validation loss instead (:func:`selection_score`).
 * Report the mean and standard deviation of the test accuracies over the folds.
 
 The splits are written to a JSON file (``splits.json`` under the output folder) and reloaded when it exists, so that
@@ -40,8 +41,8 @@ from pyg_ple.bench.models import MODEL_NAMES, GraphModelConfig, build_model, cou
 from pyg_ple.bench.training import RECIPE_RULES, TrainConfig, TrainResult, fit, is_recipe_value, seed_everything
 
 __all__ = ['make_splits', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting', 'check_grid',
-           'model_hparam_names', 'BenchmarkConfig', 'train_fold', 'check_run_folder', 'run_benchmark',
-           'load_model_file', 'TRAIN_KEYS', 'SETTING_RULES']
+           'model_hparam_names', 'BenchmarkConfig', 'selection_score', 'SELECTION_RULES', 'train_fold',
+           'check_run_folder', 'run_benchmark', 'load_model_file', 'TRAIN_KEYS', 'SETTING_RULES']
 
 SPLITS_VERSION = 1
 # The training recipe (TrainConfig fields) shared by every model of a run; its defaults leave the run as before.
@@ -71,6 +72,19 @@ def _number(lo: float, above: bool, none: bool = False) -> Callable[[Any], bool]
     return ok
 
 
+SELECTION_RULES = ('acc', 'loss')
+
+
+def selection_score(acc: Any, loss: Any, rule: str = 'acc') -> Any:
+    """The validation score the protocol maximises to keep an epoch and a grid configuration: ``'acc'`` the accuracy,
+    ties broken by the lower loss (Errica et al.); ``'loss'`` the lower loss. A non-finite loss counts as 10.
+    Elementwise on arrays, so that recorded curves can be replayed (``benchmarks/selection_rules.py``)."""
+    loss = np.minimum(np.nan_to_num(np.asarray(loss, dtype=float), nan=10.0, posinf=10.0), 10.0)
+    # The loss term of 'acc' is < 1e-3: below one graph of accuracy, so it only breaks ties.
+    score = -loss if rule == 'loss' else np.asarray(acc, dtype=float) - 1e-4 * loss
+    return float(score) if score.ndim == 0 else score
+
+
 # What each setting of the protocol and of training must be: (test, description). Model settings are checked by
 # GraphModelConfig.
 SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -82,6 +96,7 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'weight_decay': (_number(0, above=False), 'a number >= 0'),
     'batch_size': (_integer(1), 'an integer >= 1'),
     'patience': (_integer(1, none=True), 'an integer >= 1 (or null: no early stopping)'),
+    'select': (lambda v: v in SELECTION_RULES, f"one of {', '.join(map(repr, SELECTION_RULES))}"),
     **{key: (functools.partial(is_recipe_value, key), RECIPE_RULES[key]) for key in RECIPE_KEYS},
 }
 
@@ -217,6 +232,7 @@ class BenchmarkConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int | None = None
+    select: str = 'acc'
     grad_clip: float | None = RECIPE_DEFAULTS['grad_clip']
     optimizer: str = RECIPE_DEFAULTS['optimizer']
     schedule: str | None = RECIPE_DEFAULTS['schedule']
@@ -235,7 +251,7 @@ class BenchmarkConfig:
         if not self.models or unknown or len(set(self.models)) < len(self.models):
             raise ValueError(f'models must name each model once, from {", ".join(MODEL_NAMES)}; got {self.models!r}')
         for key in ('epochs', 'n_folds', 'seed', 'checkpoint_every', 'lr', 'weight_decay', 'batch_size', 'patience',
-                    *RECIPE_KEYS):
+                    'select', *RECIPE_KEYS):
             check_setting(key, getattr(self, key))
         if not 0 < self.val_fraction < 1:
             raise ValueError(f'val_fraction must be in (0, 1), got {self.val_fraction!r}')
@@ -255,16 +271,12 @@ class BenchmarkConfig:
         d = asdict(self)
         for k in ('models', 'device', 'progress', 'checkpoint_every', 'save_models'):
             d.pop(k)
-        # The recipe at its defaults is left out, so that runs written before it existed can still be resumed.
-        for k, default in RECIPE_DEFAULTS.items():
+        # The recipe and the selection rule at their defaults are left out, so that runs written before they existed
+        # can still be resumed.
+        for k, default in {**RECIPE_DEFAULTS, 'select': 'acc'}.items():
             if d[k] == default:
                 d.pop(k)
         return d
-
-
-def _selection_score(acc: float, loss: float) -> float:
-    # Accuracy first; among equal accuracies the lower loss (the loss term is < 1e-3, below one graph of accuracy).
-    return acc - 1e-4 * min(loss if math.isfinite(loss) else 10.0, 10.0)
 
 
 @torch.no_grad()
@@ -314,7 +326,8 @@ def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
 
     def evaluate(m):
         r = evaluate_loader(m, val_loader, cfg.device)
-        out = {'val_loss': r['loss'], 'val_acc': r['acc'], 'val_score': _selection_score(r['acc'], r['loss'])}
+        out = {'val_loss': r['loss'], 'val_acc': r['acc'],
+               'val_score': selection_score(r['acc'], r['loss'], cfg.select)}
         for key, loader in extra.items():
             r = evaluate_loader(m, loader, cfg.device)
             out.update({f'{key}_acc': r['acc'], f'{key}_loss': r['loss']})
