@@ -300,8 +300,9 @@ def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
                run_seed: int, ckpt: Path | None = None, desc: str = '',
                record: dict[str, Sequence[int]] | None = None) -> tuple[TrainResult, torch.nn.Module]:
     """Train model ``name`` with ``grid_cfg`` on ``split['train']``, keeping the epoch of best validation score on
-    ``split['val']`` (the protocol's rule, early stopping after ``patience`` epochs without a better one). Returns the
-    :class:`~pyg_ple.bench.training.TrainResult` and the model with the selected weights loaded.
+    ``split['val']`` (:func:`selection_score` with ``cfg.select``; early stopping after ``patience`` epochs without a
+    better one). Returns the :class:`~pyg_ple.bench.training.TrainResult` and the model with the selected weights
+    loaded.
 
     ``record`` maps names to index lists of ``ds`` (e.g. two halves of the validation split) whose accuracy and loss
     are added to every epoch of the history as ``<name>_acc`` and ``<name>_loss``; they select nothing. It is for
