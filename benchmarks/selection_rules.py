@@ -107,11 +107,24 @@ def evaluate_rules(c: dict[str, np.ndarray], patience: int | None) -> dict[str, 
     return out
 
 
+def _pooled_text(pooled: dict[str, list[float]]) -> str:
+    # each rule's mean, and each other rule minus the first, paired by run: mean ± standard error (n runs)
+    first, *others = pooled
+    base = np.asarray(pooled[first])
+    text = ', '.join(f'`{r}` {100 * np.mean(v):.2f}' for r, v in pooled.items())
+    for r in others:
+        d = 100 * (np.asarray(pooled[r]) - base)
+        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float('nan')
+        text += f'; `{r}` − `{first}` {d.mean():+.2f} ± {se:.2f}'
+    return text + f' ({len(base)} runs)'
+
+
 def report(rows: list[dict], patience: int | None, commands: list[str]) -> str:
     curves = curves_of(rows)
     groups: dict[tuple, dict[str, list]] = {}
     for (ds, seed, model, fold), c in sorted(curves.items()):
         groups.setdefault((ds, seed), {}).setdefault(model, []).append(c)
+    everywhere: dict[str, list] = {r: [] for r in RULES}
     env = C.env_info()
     lines = ['# How the epoch is chosen: selection rules replayed on the same training curves', '',
              'Each (model, fold) trained for the full budget without early stopping; every rule below replayed on its '
@@ -142,8 +155,12 @@ def report(rows: list[dict], patience: int | None, commands: list[str]) -> str:
             cell += [f'{100 * mean_test.max():.1f} (epoch {int(mean_test.argmax()) + 1})',
                      ' / '.join(f"{statistics.median(e[r]['epoch'] for e in ev):g}" for r in RULES)]
             lines.append(f'| {model} | {len(runs)} | ' + ' | '.join(cell) + ' |')
-        lines += ['', 'Held-out validation accuracy over every model and fold: '
-                  + ', '.join(f'`{r}` {100 * statistics.mean(v):.2f}' for r, v in pooled.items()) + '.', '']
+        lines += ['', 'Held-out validation accuracy over every model and fold: ' + _pooled_text(pooled) + '.', '']
+        for r, v in pooled.items():
+            everywhere[r] += v
+    if len(groups) > 1:
+        lines += ['## Every dataset', '',
+                  f'Held-out validation accuracy over every dataset, model and fold: {_pooled_text(everywhere)}.', '']
     lines += ['## Exact commands', ''] + [f'    {c}' for c in commands] + ['']
     return '\n'.join(lines)
 
