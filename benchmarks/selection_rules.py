@@ -22,13 +22,15 @@ Two figures per rule and model:
 
 (the arguments after ``--`` are those of the main table's run, ``--out``, ``--resume`` and ``--no-save-models``
 left out). Each finished (model, fold) is written to ``benchmarks/results/selection/curves_<dataset>_seed<seed>.csv``
-(a rerun skips it), and ``selection_rules.md`` beside it is written from every curves file there.
+(a rerun skips it), its command and patience to the ``.json`` beside it, and ``selection_rules.md`` is written from
+every curves file there.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import io
+import json
 import shlex
 import statistics
 import sys
@@ -119,7 +121,9 @@ def _pooled_text(pooled: dict[str, list[float]]) -> str:
     return text + f' ({len(base)} runs)'
 
 
-def report(rows: list[dict], patience: int | None, commands: list[str]) -> str:
+def report(rows: list[dict], meta: dict[tuple, dict]) -> str:
+    """The tables of every (dataset, seed) of ``rows``; ``meta`` maps (dataset, seed) to the ``patience`` its rules
+    are replayed with and the ``commands`` that recorded its curves."""
     curves = curves_of(rows)
     groups: dict[tuple, dict[str, list]] = {}
     for (ds, seed, model, fold), c in sorted(curves.items()):
@@ -128,7 +132,8 @@ def report(rows: list[dict], patience: int | None, commands: list[str]) -> str:
     env = C.env_info()
     lines = ['# How the epoch is chosen: selection rules replayed on the same training curves', '',
              'Each (model, fold) trained for the full budget without early stopping; every rule below replayed on its '
-             f'recorded curves, early stopping with patience {patience} included (`benchmarks/selection_rules.py`). '
+             'recorded curves, early stopping with the patience of its command included '
+             '(`benchmarks/selection_rules.py`). '
              'Held-out validation: the rule run on one half of the validation split, the accuracy of its epoch on '
              'the other half, both ways round (no test graph; it may choose a rule). Test: the rule run on the whole '
              'validation split (chooses nothing). Best mean test epoch: the test accuracy at the epoch where the '
@@ -138,7 +143,8 @@ def report(rows: list[dict], patience: int | None, commands: list[str]) -> str:
              'cores, one thread per run', '']
     lines += ['Rules:', ''] + [f'- `{rule}`: {what}' for rule, (what, _) in RULES.items()] + ['']
     for (ds, seed), models in groups.items():
-        lines += [f'## {ds}, split seed {seed}', '',
+        patience = meta[(ds, seed)]['patience']
+        lines += [f'## {ds}, split seed {seed}', '', f'Patience {patience}.', '',
                   '| model | folds | ' + ' | '.join(f'held-out val `{r}`' for r in RULES) + ' | '
                   + ' | '.join(f'test `{r}`' for r in RULES) + ' | best mean test epoch | selected epoch (median) '
                   + ' '.join(f'`{r}`' for r in RULES) + ' |',
@@ -161,6 +167,7 @@ def report(rows: list[dict], patience: int | None, commands: list[str]) -> str:
     if len(groups) > 1:
         lines += ['## Every dataset', '',
                   f'Held-out validation accuracy over every dataset, model and fold: {_pooled_text(everywhere)}.', '']
+    commands = [c for key in groups for c in meta[key]['commands']]
     lines += ['## Exact commands', ''] + [f'    {c}' for c in commands] + ['']
     return '\n'.join(lines)
 
@@ -215,6 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f'curves_{ds.name}_seed{cfg.seed}.csv'
+    shown = ['DATA' if a == bench.root else a for a in bench_argv]
+    command = ('python benchmarks/selection_rules.py ' + (' '.join(map(shlex.quote, own)) + ' ' if own else '')
+               + '-- ' + ' '.join(map(shlex.quote, shown)))
+    meta_path = path.with_suffix('.json')
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {'patience': cfg.patience, 'commands': []}
+    if meta['patience'] != cfg.patience:
+        p.error(f'{path} holds curves replayed with --patience {meta["patience"]}, not {cfg.patience}; pass '
+                'another --out')
+    if command not in meta['commands']:
+        meta['commands'].append(command)
+        C.write_json(meta_path, meta)
     rows = list(csv.DictReader(path.open())) if path.exists() else []
     done = {(r['model'], int(r['fold'])) for r in rows}
     train_cfg = replace(cfg, patience=None)
@@ -233,16 +251,13 @@ def main(argv: list[str] | None = None) -> int:
             _write_csv(path, rows)  # after every run: an interrupted call loses at most one
             print(f'{ds.name} seed {cfg.seed} {name} fold {split["fold"]}: {res.epochs_run} epochs, '
                   f'{res.seconds_per_epoch:.2f} s/epoch', flush=True)
-    shown = ['DATA' if a == bench.root else a for a in bench_argv]
-    command = ('python benchmarks/selection_rules.py ' + (' '.join(map(shlex.quote, own)) + ' ' if own else '')
-               + '-- ' + ' '.join(map(shlex.quote, shown)))
-    commands_path = out / 'commands.txt'
-    commands = commands_path.read_text().splitlines() if commands_path.exists() else []
-    if command not in commands:
-        commands.append(command)
-        atomic_write_text(commands_path, '\n'.join(commands) + '\n')
-    every = [r for f in sorted(out.glob('curves_*.csv')) for r in csv.DictReader(f.open())]
-    text = report(every, cfg.patience, commands)
+    every, metas = [], {}
+    for f in sorted(out.glob('curves_*.csv')):
+        part = list(csv.DictReader(f.open()))
+        if part and f.with_suffix('.json').exists():
+            every += part
+            metas[(part[0]['dataset'], int(part[0]['seed']))] = json.loads(f.with_suffix('.json').read_text())
+    text = report(every, metas)
     atomic_write_text(out / 'selection_rules.md', text)
     print(text)
     return 0

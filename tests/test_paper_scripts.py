@@ -674,7 +674,8 @@ def test_selection_rules_script_writes_curves_resumes_and_refuses_bench_out(tmp_
                                                                                          for r in rows})
     assert {int(r['n_val_a']) + int(r['n_val_b']) for r in rows} == {3}  # 10 % of 30 training graphs
     text = (tmp_path / 'selection_rules.md').read_text()
-    assert '| gcn | 2 |' in text and '| laplacian | 2 |' in text and 'patience 1' in text
+    assert '| gcn | 2 |' in text and '| laplacian | 2 |' in text and 'Patience 1.' in text
+    assert json.loads((tmp_path / 'curves_digits_seed0.json').read_text())['patience'] == 1
     capsys.readouterr()
     assert mod.main(['--out', str(tmp_path), '--', *bench]) == 0  # resumed: nothing trained again
     assert 'fold' not in capsys.readouterr().out.split('# How the epoch')[0]
@@ -684,3 +685,7 @@ def test_selection_rules_script_writes_curves_resumes_and_refuses_bench_out(tmp_
     assert 'take no --out' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         mod.main(['--out', str(tmp_path), '--', *bench, '--select', 'loss'])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # the curves are replayed with the patience they were recorded for
+        mod.main(['--out', str(tmp_path), '--', *bench, '--patience', '2'])
+    assert e.value.code == 2 and 'patience 1, not 2' in capsys.readouterr().err
