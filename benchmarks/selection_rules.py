@@ -121,13 +121,34 @@ def _pooled_text(pooled: dict[str, list[float]]) -> str:
     return text + f' ({len(base)} runs)'
 
 
+def _against_laplacian(test_by_fold: dict[str, dict[str, dict[int, float]]]) -> list[str]:
+    # test accuracy of the Laplacian transformer minus each other model under each rule, paired by fold
+    if 'laplacian' not in test_by_fold:
+        return []
+    lap = test_by_fold['laplacian']
+    lines = ['Test accuracy, laplacian minus each model under each rule, paired by fold (mean ± standard error; '
+             'chooses nothing):', '', '| model | ' + ' | '.join(f'`{r}`' for r in RULES) + ' |',
+             '|---|' + '---:|' * len(RULES)]
+    for model, by_rule in test_by_fold.items():
+        if model == 'laplacian':
+            continue
+        cells = []
+        for r in RULES:
+            folds = sorted(set(lap[r]) & set(by_rule[r]))
+            d = 100 * np.array([lap[r][k] - by_rule[r][k] for k in folds])
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float('nan')
+            cells.append(f'{d.mean():+.1f} ± {se:.1f}' if len(d) else '–')
+        lines.append(f'| {model} | ' + ' | '.join(cells) + ' |')
+    return lines + ['']
+
+
 def report(rows: list[dict], meta: dict[tuple, dict]) -> str:
     """The tables of every (dataset, seed) of ``rows``; ``meta`` maps (dataset, seed) to the ``patience`` its rules
     are replayed with and the ``commands`` that recorded its curves."""
     curves = curves_of(rows)
-    groups: dict[tuple, dict[str, list]] = {}
+    groups: dict[tuple, dict[str, dict[int, dict]]] = {}  # (dataset, seed) -> model -> fold -> curves
     for (ds, seed, model, fold), c in sorted(curves.items()):
-        groups.setdefault((ds, seed), {}).setdefault(model, []).append(c)
+        groups.setdefault((ds, seed), {}).setdefault(model, {})[fold] = c
     everywhere: dict[str, list] = {r: [] for r in RULES}
     env = C.env_info()
     lines = ['# How the epoch is chosen: selection rules replayed on the same training curves', '',
@@ -150,8 +171,11 @@ def report(rows: list[dict], meta: dict[tuple, dict]) -> str:
                   + ' '.join(f'`{r}`' for r in RULES) + ' |',
                   '|---|---:|' + '---:|' * (2 * len(RULES) + 2)]
         pooled = {r: [] for r in RULES}
-        for model, runs in models.items():
+        test_by_fold: dict[str, dict[str, dict[int, float]]] = {}
+        for model, by_fold in models.items():
+            runs = list(by_fold.values())
             ev = [evaluate_rules(c, patience) for c in runs]
+            test_by_fold[model] = {r: {fold: e[r]['test'] for fold, e in zip(by_fold, ev)} for r in RULES}
             n_ep = min(len(c['epoch']) for c in runs)
             mean_test = np.mean([c['test_acc'][np.argsort(c['epoch'])][:n_ep] for c in runs], axis=0)
             for r in RULES:
@@ -162,6 +186,7 @@ def report(rows: list[dict], meta: dict[tuple, dict]) -> str:
                      ' / '.join(f"{statistics.median(e[r]['epoch'] for e in ev):g}" for r in RULES)]
             lines.append(f'| {model} | {len(runs)} | ' + ' | '.join(cell) + ' |')
         lines += ['', 'Held-out validation accuracy over every model and fold: ' + _pooled_text(pooled) + '.', '']
+        lines += _against_laplacian(test_by_fold)
         for r, v in pooled.items():
             everywhere[r] += v
     if len(groups) > 1:

@@ -655,6 +655,11 @@ def test_selection_rules_score_held_out_halves_and_test_by_hand():
     assert r['acc'] == {'heldout': (0.0 + 0.0) / 2, 'test': 0.2, 'epoch': 2}  # a picks 1 (b: 0), b picks 2 (a: 0)
     # loss: a picks epoch 2 (b acc 2/3), b picks epoch 3 (a acc 0); whole loss .8, .325, .375 -> epoch 2
     assert r['loss'] == {'heldout': (2 / 3 + 0.0) / 2, 'test': 0.2, 'epoch': 2}
+    test_by_fold = {m: {r: {0: a, 1: b, 2: 0.5} for r in mod.RULES} for m, (a, b) in
+                    {'laplacian': (0.8, 0.6), 'gcn': (0.7, 0.6)}.items()}
+    del test_by_fold['gcn']['acc'][2]  # paired on the folds both have: differences 10 and 0 points
+    assert mod._against_laplacian(test_by_fold)[4] == '| gcn | +5.0 ± 5.0 | +3.3 ± 3.3 | +3.3 ± 3.3 |'
+    assert mod._against_laplacian({'gcn': test_by_fold['gcn']}) == []
     assert mod._pooled_text({'acc': [0.5, 0.7], 'loss': [0.6, 0.9]}) == \
         '`acc` 60.00, `loss` 75.00; `loss` − `acc` +15.00 ± 5.00 (2 runs)'  # differences 10, 20: se 7.07 / sqrt 2
     assert np.allclose(mod._trailing_mean(np.array([1.0, 0.0, 0.0, 0.0, 1.0, 1.0]), 5),
