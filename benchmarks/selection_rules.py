@@ -97,7 +97,8 @@ def evaluate_rules(c: dict[str, np.ndarray], patience: int | None) -> dict[str, 
     order = np.argsort(c['epoch'])
     c = {k: v[order] for k, v in c.items()}
     na, nb = c['n_val_a'][0], c['n_val_b'][0]
-    val_acc = (na * c['val_a_acc'] + nb * c['val_b_acc']) / (na + nb)
+    # correct counts from the stored (rounded) accuracies: equal accuracies must tie exactly for the loss to break them
+    val_acc = (np.round(na * c['val_a_acc']) + np.round(nb * c['val_b_acc'])) / (na + nb)
     val_loss = (na * c['val_a_loss'] + nb * c['val_b_loss']) / (na + nb)
     out = {}
     for rule, (_, score) in RULES.items():

@@ -655,6 +655,12 @@ def test_selection_rules_score_held_out_halves_and_test_by_hand():
     assert r['acc'] == {'heldout': (0.0 + 0.0) / 2, 'test': 0.2, 'epoch': 2}  # a picks 1 (b: 0), b picks 2 (a: 0)
     # loss: a picks epoch 2 (b acc 2/3), b picks epoch 3 (a acc 0); whole loss .8, .325, .375 -> epoch 2
     assert r['loss'] == {'heldout': (2 / 3 + 0.0) / 2, 'test': 0.2, 'epoch': 2}
+    # 4 of 10 correct at both epochs, split 1+3 and 2+2 over halves of 3 and 7, stored rounded as the CSV holds them:
+    # the tie is exact, and the lower loss (epoch 2) breaks it
+    tie = {'epoch': np.array([1, 2]), 'n_val_a': np.full(2, 3.0), 'n_val_b': np.full(2, 7.0),
+           'val_a_acc': np.array([0.3333, 0.6667]), 'val_b_acc': np.array([0.4286, 0.2857]),
+           'val_a_loss': np.array([0.5, 0.45]), 'val_b_loss': np.array([0.5, 0.45]), 'test_acc': np.array([0.1, 0.2])}
+    assert mod.evaluate_rules(tie, patience=None)['acc']['epoch'] == 2
     test_by_fold = {m: {r: {0: a, 1: b, 2: 0.5} for r in mod.RULES} for m, (a, b) in
                     {'laplacian': (0.8, 0.6), 'gcn': (0.7, 0.6)}.items()}
     del test_by_fold['gcn']['acc'][2]  # paired on the folds both have: differences 10 and 0 points
