@@ -110,15 +110,19 @@ def evaluate_rules(c: dict[str, np.ndarray], patience: int | None) -> dict[str, 
     return out
 
 
+def _mean_se(d: np.ndarray) -> tuple[float, float]:
+    # mean and standard error of paired differences
+    return d.mean(), (d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float('nan'))
+
+
 def _pooled_text(pooled: dict[str, list[float]]) -> str:
     # each rule's mean, and each other rule minus the first, paired by run: mean ± standard error (n runs)
     first, *others = pooled
     base = np.asarray(pooled[first])
     text = ', '.join(f'`{r}` {100 * np.mean(v):.2f}' for r, v in pooled.items())
     for r in others:
-        d = 100 * (np.asarray(pooled[r]) - base)
-        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float('nan')
-        text += f'; `{r}` − `{first}` {d.mean():+.2f} ± {se:.2f}'
+        mean, se = _mean_se(100 * (np.asarray(pooled[r]) - base))
+        text += f'; `{r}` − `{first}` {mean:+.2f} ± {se:.2f}'
     return text + f' ({len(base)} runs)'
 
 
@@ -136,9 +140,11 @@ def _against_laplacian(test_by_fold: dict[str, dict[str, dict[int, float]]]) -> 
         cells = []
         for r in RULES:
             folds = sorted(set(lap[r]) & set(by_rule[r]))
-            d = 100 * np.array([lap[r][k] - by_rule[r][k] for k in folds])
-            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float('nan')
-            cells.append(f'{d.mean():+.1f} ± {se:.1f}' if len(d) else '–')
+            if not folds:
+                cells.append('–')
+                continue
+            mean, se = _mean_se(100 * np.array([lap[r][k] - by_rule[r][k] for k in folds]))
+            cells.append(f'{mean:+.1f} ± {se:.1f}')
         lines.append(f'| {model} | ' + ' | '.join(cells) + ' |')
     return lines + ['']
 
@@ -235,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         validate_bench_args,
         validate_bench_data,
     )
-    from pyg_ple.bench.protocol import get_splits, train_fold
+    from pyg_ple.bench.protocol import get_splits, run_seed_of, train_fold
     with tempfile.TemporaryDirectory() as empty:  # bench's checks want a usable --out; nothing is written there
         bench = build_parser().parse_args(['bench', *bench_argv, '--out', empty])
         try:
@@ -267,8 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in cfg.models:
             if (name, split['fold']) in done:
                 continue
-            run_seed = cfg.seed * 1_000_003 + 1000 * split['fold']  # the protocol's seed of this (fold, config 0)
-            res, _ = train_fold(ds, name, split, train_cfg, {}, run_seed,
+            res, _ = train_fold(ds, name, split, train_cfg, {}, run_seed_of(cfg.seed, split['fold']),
                                 record={'val_a': half_a, 'val_b': half_b, 'test': split['test']})
             rows += [{'dataset': ds.name, 'seed': cfg.seed, 'model': name, 'fold': split['fold'],
                       'epoch': h['epoch'], 'train_loss': f"{h['train_loss']:.4f}", 'n_val_a': len(half_a),

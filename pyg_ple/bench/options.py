@@ -31,6 +31,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespace], int]) -> None:
     """The ``bench`` sub-command and its options; ``func`` runs it."""
     from pyg_ple.bench.models import ATTENTION_EDGE_SETS, POOL_CHOICES
+    from pyg_ple.bench.protocol import SELECTION_RULES
     from pyg_ple.bench.training import OPTIMIZERS
     from pyg_ple.nn.block import NORMS
     p = sub.add_parser(
@@ -75,7 +76,7 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
     p.add_argument('--lr', type=float, default=None, help='default 3e-3 on digits, 1e-3 on TU')
     p.add_argument('--weight-decay', type=float, default=0.0)
     p.add_argument('--patience', type=int, default=None, help='early-stopping patience in epochs (default: none)')
-    p.add_argument('--select', default='acc', choices=['acc', 'loss'],
+    p.add_argument('--select', default='acc', choices=SELECTION_RULES,
                    help="what keeps an epoch and a --grid configuration: 'acc' the best validation accuracy, ties "
                         "broken by the lower loss (Errica et al.), 'loss' the lowest validation loss; early stopping "
                         'counts epochs without a better one')

@@ -41,7 +41,8 @@ from pyg_ple.bench.models import MODEL_NAMES, GraphModelConfig, build_model, cou
 from pyg_ple.bench.training import RECIPE_RULES, TrainConfig, TrainResult, fit, is_recipe_value, seed_everything
 
 __all__ = ['make_splits', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting', 'check_grid',
-           'model_hparam_names', 'BenchmarkConfig', 'selection_score', 'SELECTION_RULES', 'train_fold',
+           'model_hparam_names', 'BenchmarkConfig', 'selection_score', 'SELECTION_RULES', 'run_seed_of',
+           'train_fold',
            'check_run_folder', 'run_benchmark', 'load_model_file', 'TRAIN_KEYS', 'SETTING_RULES']
 
 SPLITS_VERSION = 1
@@ -296,6 +297,17 @@ def evaluate_loader(model: torch.nn.Module, loader: Iterable, device: str = 'cpu
     return {'loss': loss_sum / max(total, 1), 'acc': correct / max(total, 1)}
 
 
+def run_seed_of(seed: int, fold: int, config_index: int = 0) -> int:
+    """The seed of one training run: the run's ``seed``, the outer fold and the grid configuration's index."""
+    return seed * 1_000_003 + 1000 * fold + config_index
+
+
+def _split_settings(cfg: BenchmarkConfig, grid_cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    # (training settings, model hyper-parameters) of one grid configuration over the run's shared hparams
+    return ({k: grid_cfg[k] for k in TRAIN_KEYS if k in grid_cfg},
+            {**cfg.hparams, **{k: v for k, v in grid_cfg.items() if k not in TRAIN_KEYS}})
+
+
 def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, grid_cfg: dict[str, Any],
                run_seed: int, ckpt: Path | None = None, desc: str = '',
                record: dict[str, Sequence[int]] | None = None) -> tuple[TrainResult, torch.nn.Module]:
@@ -308,8 +320,7 @@ def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
     are added to every epoch of the history as ``<name>_acc`` and ``<name>_loss``; they select nothing. It is for
     studying the selection rule itself (``benchmarks/selection_rules.py``)."""
     from torch_geometric.loader import DataLoader
-    train_kw = {k: grid_cfg[k] for k in TRAIN_KEYS if k in grid_cfg}
-    model_kw = {**cfg.hparams, **{k: v for k, v in grid_cfg.items() if k not in TRAIN_KEYS}}
+    train_kw, model_kw = _split_settings(cfg, grid_cfg)
     seed_everything(run_seed)
     model = build_model(name, ds.num_features, ds.num_classes, **model_kw)
     bs = int(train_kw.get('batch_size', cfg.batch_size))
@@ -351,15 +362,13 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
     from torch_geometric.loader import DataLoader
     res, model = train_fold(ds, name, split, cfg, grid_cfg, run_seed, ckpt, desc)
     test = evaluate_loader(model, DataLoader(ds.subset(split['test']), batch_size=256), cfg.device)
-    train_kw = {k: grid_cfg[k] for k in TRAIN_KEYS if k in grid_cfg}
+    train_kw, model_kw = _split_settings(cfg, grid_cfg)
     return {
         'config': grid_cfg, 'seed': run_seed, 'best_epoch': res.best_epoch, 'epochs_run': res.epochs_run,
         'val_acc': res.best_metrics.get('val_acc'), 'val_loss': res.best_metrics.get('val_loss'),
         'val_score': res.best_metrics.get('val_score'), 'test_acc': test['acc'], 'test_loss': test['loss'],
         'train_loss': res.best_metrics.get('train_loss'), 'sec_per_epoch': res.seconds_per_epoch,
-        'params': count_parameters(model),
-        'hparams': {**cfg.hparams, **{k: v for k, v in grid_cfg.items() if k not in TRAIN_KEYS}},
-        'train': {**train_kw},
+        'params': count_parameters(model), 'hparams': model_kw, 'train': {**train_kw},
     }, model
 
 
@@ -440,7 +449,7 @@ def run_benchmark(ds: GraphDataset, cfg: BenchmarkConfig, out: str | os.PathLike
             best_model = None
             checkpoints = [f'checkpoints/{name}/fold{split["fold"]}_cfg{j}.pt' for j in range(len(cfg.grid))]
             for j, grid_cfg in enumerate(cfg.grid):
-                run_seed = cfg.seed * 1_000_003 + 1000 * split['fold'] + j
+                run_seed = run_seed_of(cfg.seed, split['fold'], j)
                 rec, model = _train_one(ds, name, split, cfg, grid_cfg, run_seed, run.claim(checkpoints[j]),
                                         desc=f'{name} f{split["fold"] + 1} c{j + 1}/{len(cfg.grid)}')
                 candidates.append(rec)
