@@ -138,19 +138,24 @@ def paired_differences(rows: list[dict], reference: str = 'laplacian',
 
 
 def pool_seeds(rows: list[dict], replicate: list[dict]) -> list[dict]:
-    """Each (dataset, model) found in both lists, its folds of both split seeds pooled: mean and population std over
-    all of them, complete when both are, and a splits digest of both, so that pooled rows pair fold by fold only when
-    both seeds' folds agree."""
-    other = {(r['dataset'], r['model']): r for r in replicate}
+    """Each (dataset, model) of ``rows`` that every split seed of ``replicate`` has as well, its folds of all seeds
+    pooled (``rows`` first, then the other seeds in ascending order, the same order for every model): mean and
+    population std over all of them, complete when every seed is, and a splits digest of all seeds, so that pooled
+    rows pair fold by fold only when every seed's folds agree."""
+    by_seed: dict = {}
+    for r in replicate:
+        by_seed.setdefault(r['seed'], {})[(r['dataset'], r['model'])] = r
+    seeds = sorted(by_seed, key=lambda s: (s is None, s))
     pooled = []
     for r in rows:
-        b = other.get((r['dataset'], r['model']))
-        if b is None:
+        parts = [r] + [by_seed[s].get((r['dataset'], r['model'])) for s in seeds]
+        if None in parts:
             continue
-        folds = list(r['fold_acc']) + list(b['fold_acc'])
+        folds = [a for p in parts for a in p['fold_acc']]
+        splits = [p['splits'] for p in parts]
         pooled.append({**r, 'fold_acc': folds, 'folds': len(folds), 'acc_mean': float(np.mean(folds)),
-                       'acc_std': float(np.std(folds)), 'complete': r['complete'] and b['complete'],
-                       'splits': None if None in (r['splits'], b['splits']) else f"{r['splits']}+{b['splits']}"})
+                       'acc_std': float(np.std(folds)), 'complete': all(p['complete'] for p in parts),
+                       'splits': None if None in splits else '+'.join(splits)})
     return pooled
 
 
@@ -314,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--short-budget', nargs='*', type=Path, default=[],
                     help='run folders of the same models and inputs with shorter training budgets, shown as a table')
     ap.add_argument('--replicate', nargs='*', type=Path, default=[],
-                    help='run folders of the main table\'s models and settings with another --seed (other splits)')
+                    help='run folders of the main table\'s models and settings with other --seed values (other '
+                         'splits): a table per seed and all seeds pooled')
     ap.add_argument('--change', nargs='+', action='append', default=[], metavar=('LABEL', 'RUN'),
                     help='LABEL RUN [RUN ...]: runs of the main table\'s (or --replicate\'s) settings with one change, '
                          'each model shown beside its default row on the same folds (repeatable)')
@@ -383,13 +389,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.replicate:
         rep_rows, rep_runs = collect(_finished(args.replicate))
         pooled = pool_seeds(rows, rep_rows)
-        md += ['## A second split seed', '',
-               'The main table\'s models and settings rerun with `--seed '
-               + ', '.join(sorted({str(r['seed']) for r in rep_rows})) + '`: other outer folds, inner validation '
-               'splits and initialisations. Alone:', '', pivot(rep_rows), '',
-               'Both seeds pooled (20 folds per cell; folds of different seeds overlap in their graphs, so the spread '
-               'understates the uncertainty):', '', pivot(pooled), '', pairwise_counts(pooled), '',
-               'Paired by fold within each seed, the differences of both seeds pooled:', '',
+        seeds = sorted({r['seed'] for r in rep_rows}, key=lambda s: (s is None, s))
+        n_seeds = len(seeds) + 1
+        md += ['## Other split seeds', '',
+               'The main table\'s models and settings rerun with `--seed ' + '`, `--seed '.join(map(str, seeds))
+               + '`: other outer folds, inner validation splits and initialisations.', '']
+        for seed in seeds:
+            md += [f'Seed {seed} alone:', '', pivot([r for r in rep_rows if r['seed'] == seed]), '']
+        md += [f'All {n_seeds} seeds pooled ({n_seeds} × {main_runs[0]["n_folds"]} folds per cell; folds of different '
+               'seeds overlap in their graphs, so the spread understates the uncertainty):', '', pivot(pooled), '',
+               pairwise_counts(pooled), '',
+               f'Paired by fold within each seed, the differences of all {n_seeds} seeds pooled:', '',
                paired_differences(pooled), '', *_run_settings(rep_runs), '']
         runs += rep_runs
     baseline = rows + (rep_rows if args.replicate else [])  # the default rows a change is paired with

@@ -209,44 +209,51 @@ def test_graph_classification_report_takes_every_number_from_the_runs(tmp_path):
     assert (out / 'graph_classification.png').read_bytes()[:4] == b'\x89PNG'
 
 
-def test_graph_classification_report_pools_a_second_split_seed(tmp_path):
-    """--replicate: the same models with --seed 1 as their own table, and both seeds pooled fold by fold (means,
-    counts and paired differences over the folds of both seeds, pairs only within a seed)."""
+def test_graph_classification_report_pools_other_split_seeds(tmp_path):
+    """--replicate: the same models with --seed 1 and --seed 2, each seed as its own table, and all three seeds pooled
+    fold by fold (means, counts and paired differences over the folds of every seed, pairs only within a seed)."""
     import numpy as np
 
     from pyg_ple.bench.cli import main as cli
     tiny = ['bench', '--digits-n', '60', '--folds', '2', '--epochs', '1', '--no-progress', '--threads', '1',
             '--no-save-models', '--models', 'gcn,laplacian']
-    seed0, seed1 = tmp_path / 's0', tmp_path / 's1'
+    seed0, seed1, seed2 = tmp_path / 's0', tmp_path / 's1', tmp_path / 's2'
     assert cli(tiny + ['--out', str(seed0)]) == 0
     assert cli(tiny + ['--seed', '1', '--out', str(seed1)]) == 0
+    assert cli(tiny + ['--seed', '2', '--out', str(seed2)]) == 0
     mod = load_script('benchmarks/graph_classification.py')
     out = tmp_path / 'report'
-    assert mod.main([str(seed0), '--replicate', str(seed1), '--out', str(out)]) == 0
+    assert mod.main([str(seed0), '--replicate', str(seed2), str(seed1), '--out', str(out)]) == 0
     md = (out / 'graph_classification.md').read_text()
-    second = md.split('## A second split seed')[1]
+    other = md.split('## Other split seeds')[1]
 
     def fold_acc(run, model):
         runs = json.loads((run / 'state.json').read_text())['runs'].values()
         return np.array([r['test_acc'] for r in sorted(runs, key=lambda r: r['fold']) if r['model'] == model]) * 100
 
-    pooled = {m: np.concatenate([fold_acc(seed0, m), fold_acc(seed1, m)]) for m in ('gcn', 'laplacian')}
+    for seed, run in ((1, seed1), (2, seed2)):
+        alone = other.split(f'Seed {seed} alone:')[1].split('seeds pooled')[0]
+        for m in ('gcn', 'laplacian'):
+            assert f'{fold_acc(run, m).mean():.1f} ± {fold_acc(run, m).std():.1f}' in alone
+    pooled = {m: np.concatenate([fold_acc(s, m) for s in (seed0, seed1, seed2)]) for m in ('gcn', 'laplacian')}
+    assert 'All 3 seeds pooled (3 × 2 folds per cell' in other
     for m, accs in pooled.items():
-        assert f'{accs.mean():.1f} ± {accs.std():.1f}' in second
+        assert f'{accs.mean():.1f} ± {accs.std():.1f}' in other.split('seeds pooled')[1]
     diff = pooled['laplacian'] - pooled['gcn']
-    cell = f"{diff.mean():+.1f} ± {diff.std(ddof=1) / np.sqrt(4):.1f} ({(diff >= 0).sum()}/4)"
-    assert f'| digits | {cell} | – | – | – |' in second
+    cell = f"{diff.mean():+.1f} ± {diff.std(ddof=1) / np.sqrt(6):.1f} ({(diff >= 0).sum()}/6)"
+    assert f'| digits | {cell} | – | – | – |' in other
     rows, _ = mod.collect([seed0])
-    rep_rows, _ = mod.collect([seed1])
-    assert all(a['splits'] != b['splits'] for a, b in zip(rows, rep_rows))  # seed 1: other folds
+    rep_rows, _ = mod.collect([seed1, seed2])
+    assert len({r['splits'] for r in rows + rep_rows}) == 3  # every seed: other folds
     rep_rows[0]['splits'] = 'other folds'  # gcn's seed-1 folds differ from laplacian's: never paired
     assert '| digits | – | – | – | – |' in mod.paired_differences(mod.pool_seeds(rows, rep_rows))
+    assert [r['model'] for r in mod.pool_seeds(rows, rep_rows[1:])] == ['laplacian']  # gcn lacks seed 1: not pooled
     for r in rows:
         r['dataset'], r['acc_mean'] = 'MUTAG', {'gcn': 70.0, 'laplacian': 80.0}[r['model']]
     assert 'laplacian ≥ gcn: 1 of 1 datasets' in mod.pairwise_counts(rows)
     rows[0]['complete'] = False  # gcn with folds still to run: no comparison
     assert 'laplacian ≥ gcn: 0 of 0 datasets' in mod.pairwise_counts(rows)
-    assert f'--replicate {seed1}' in md and '--seed 1' in md
+    assert f'--replicate {seed2} {seed1}' in md and '--seed 1' in md and '--seed 2' in md
 
 
 def test_graph_classification_report_sets_one_change_beside_the_same_folds(tmp_path):
