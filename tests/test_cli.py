@@ -203,15 +203,16 @@ def test_recipe_and_block_options_reach_the_benchmark_config(tmp_path):
     from pyg_ple.bench.cli import build_parser, validate_bench_args
     argv = ['bench', '--out', str(tmp_path / 'o'), '--optimizer', 'adamw', '--schedule', 'cosine', '--warmup-epochs',
             '3', '--grad-clip', '1.5', '--pool', 'mean+sum', '--norm', 'batch', '--postnorm', '--degree-scaler',
-            '--models', 'laplacian,ple-gps']
+            '--models', 'laplacian,ple-gps', '--ema-decay', '0.95']
     cfg = validate_bench_args(build_parser().parse_args(argv))
-    assert (cfg.optimizer, cfg.schedule, cfg.warmup_epochs, cfg.grad_clip) == ('adamw', 'cosine', 3, 1.5)
+    assert (cfg.optimizer, cfg.schedule, cfg.warmup_epochs, cfg.grad_clip, cfg.ema_decay) == (
+        'adamw', 'cosine', 3, 1.5, 0.95)
     assert {k: cfg.hparams[k] for k in ('pool', 'norm', 'prenorm', 'degree_scaler')} == {
         'pool': 'mean+sum', 'norm': 'batch', 'prenorm': False, 'degree_scaler': True}
     cfg = validate_bench_args(build_parser().parse_args(['bench', '--out', str(tmp_path / 'o'), '--schedule', 'step',
                                                          '--decay-every', '7', '--decay-gamma', '0.1']))
-    assert (cfg.optimizer, cfg.schedule, cfg.decay_every, cfg.decay_gamma, cfg.grad_clip) == ('adam', 'step', 7, 0.1,
-                                                                                              None)
+    assert (cfg.optimizer, cfg.schedule, cfg.decay_every, cfg.decay_gamma, cfg.grad_clip, cfg.ema_decay) == (
+        'adam', 'step', 7, 0.1, None, None)
 
 
 def _mutag_root():

@@ -107,6 +107,79 @@ def test_interrupted_scheduled_run_resumes_onto_the_same_curve(tmp_path):
     assert resumed.losses == full.losses
 
 
+def _bn_problem(seed: int = 0):
+    _, batches = _problem(seed)
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)), batches
+
+
+def test_ema_weights_follow_their_formula_and_are_what_is_evaluated_and_kept():
+    """ema_decay: after every step avg <- d * avg + (1 - d) * weights (the first step copies), BatchNorm statistics
+    included; evaluate sees the average and best_state holds it. Reference: the same training by hand."""
+    decay, epochs = 0.8, 3
+    model, batches = _bn_problem()
+    seen = []
+
+    def evaluate(m):
+        seen.append({k: v.clone() for k, v in m.state_dict().items()})
+        return {'epoch_seen': len(seen)}
+
+    res = fit(model, batches, TrainConfig(epochs=epochs, lr=0.01, ema_decay=decay, progress=False), _loss, evaluate,
+              monitor='epoch_seen', mode='max')  # the last epoch is the best: its state is kept
+    ref, _ = _bn_problem()
+    opt = torch.optim.Adam(ref.parameters(), lr=0.01)
+    avg, by_epoch = None, []
+    for _ in range(epochs):
+        ref.train()
+        for batch in batches:
+            opt.zero_grad()
+            _loss(ref, batch).backward()
+            opt.step()
+            now = {k: v.detach().clone() for k, v in ref.state_dict().items() if v.is_floating_point()}
+            avg = now if avg is None else {k: decay * avg[k] + (1 - decay) * now[k] for k in now}
+        by_epoch.append(avg)
+    assert set(avg) >= {'1.running_mean', '1.running_var', '0.weight'}
+    for got, want in zip(seen, by_epoch):
+        for k in want:
+            torch.testing.assert_close(got[k], want[k])
+    for k in avg:
+        torch.testing.assert_close(res.best_state[k], avg[k])
+    # the model itself ends at the raw weights, which the average is not
+    torch.testing.assert_close(model.state_dict()['0.weight'], ref.state_dict()['0.weight'])
+    assert not torch.allclose(avg['0.weight'], ref.state_dict()['0.weight'])
+
+
+def test_interrupted_run_with_ema_resumes_onto_the_same_average(tmp_path):
+    cfg = dict(epochs=5, lr=0.01, ema_decay=0.9, progress=False)
+
+    def evaluate(m):
+        return {'val': float(m[0].weight.sum())}
+
+    model, batches = _bn_problem()
+    full = fit(model, batches, TrainConfig(**cfg), _loss, evaluate, monitor='val', mode='max')
+    calls = {'n': 0}
+
+    def dies_in_epoch_4(m, batch):
+        calls['n'] += 1
+        if calls['n'] > 3 * len(batches) + 1:
+            raise KeyboardInterrupt
+        return _loss(m, batch)
+
+    path = tmp_path / 'run.pt'
+    model, batches = _bn_problem()
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, batches, TrainConfig(**cfg, checkpoint_path=path), dies_in_epoch_4, evaluate, monitor='val',
+            mode='max')
+    model, _ = _bn_problem(seed=1)
+    resumed = fit(model, batches, TrainConfig(**cfg, checkpoint_path=path, resume=True), _loss, evaluate,
+                  monitor='val', mode='max')
+    assert resumed.resumed_from_epoch == 3
+    assert [h['val'] for h in resumed.history] == [h['val'] for h in full.history]
+    assert resumed.best_epoch == full.best_epoch
+    for k, v in full.best_state.items():
+        torch.testing.assert_close(resumed.best_state[k], v)
+
+
 @pytest.mark.parametrize('field,value,match', [
     ('optimizer', 'sgd', "'optimizer' must be 'adam' or 'adamw'"),
     ('schedule', 'linear', "'schedule' must be null/None"),
@@ -117,6 +190,9 @@ def test_interrupted_scheduled_run_resumes_onto_the_same_curve(tmp_path):
     ('decay_gamma', 1.5, r"'decay_gamma' must be a number in \(0, 1\]"),
     ('grad_clip', 0.0, "'grad_clip' must be a number > 0"),
     ('grad_clip', float('nan'), "'grad_clip' must be a number > 0"),
+    ('ema_decay', 1.0, r"'ema_decay' must be a number in \(0, 1\)"),
+    ('ema_decay', 0, r"'ema_decay' must be a number in \(0, 1\)"),
+    ('ema_decay', True, r"'ema_decay' must be a number in \(0, 1\)"),
 ])
 def test_bad_recipe_values_name_the_field(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -129,9 +205,9 @@ def test_bad_recipe_values_name_the_field(field, value, match):
 
 def test_recipe_reaches_every_run_of_the_benchmark_and_stays_out_of_default_settings():
     assert 'optimizer' not in BenchmarkConfig(models=['gcn']).comparable()
-    cfg = BenchmarkConfig(models=['gcn'], optimizer='adamw', schedule='step', grad_clip=2.0)
-    assert {k: cfg.comparable()[k] for k in ('optimizer', 'schedule', 'grad_clip')} == {
-        'optimizer': 'adamw', 'schedule': 'step', 'grad_clip': 2.0}
+    cfg = BenchmarkConfig(models=['gcn'], optimizer='adamw', schedule='step', grad_clip=2.0, ema_decay=0.99)
+    assert {k: cfg.comparable()[k] for k in ('optimizer', 'schedule', 'grad_clip', 'ema_decay')} == {
+        'optimizer': 'adamw', 'schedule': 'step', 'grad_clip': 2.0, 'ema_decay': 0.99}
     # a grid may search the recipe too
     BenchmarkConfig(models=['gcn'], grid=[{'schedule': 'cosine', 'warmup_epochs': 5}, {'schedule': None}])
 

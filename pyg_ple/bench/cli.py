@@ -122,6 +122,7 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
                                  ('--decay-every', 'decay_every', args.decay_every),
                                  ('--decay-gamma', 'decay_gamma', args.decay_gamma),
                                  ('--grad-clip', 'grad_clip', args.grad_clip),
+                                 ('--ema-decay', 'ema_decay', args.ema_decay),
                                  ('--checkpoint-every', 'checkpoint_every', args.checkpoint_every)):
             check_setting(key, value, flag)
     except ValueError as e:
@@ -156,6 +157,7 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
                               optimizer=args.optimizer, schedule=None if args.schedule == 'none' else args.schedule,
                               warmup_epochs=args.warmup_epochs, decay_every=args.decay_every,
                               decay_gamma=args.decay_gamma, grad_clip=args.grad_clip,
+                              ema_decay=args.ema_decay,
                               checkpoint_every=args.checkpoint_every, save_models=not args.no_save_models,
                               progress=not args.no_progress)
     except ValueError as e:

@@ -69,9 +69,9 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
     p.add_argument('--grid', default=None,
                    help='model-selection grid, as JSON or a JSON file: {"lr": [1e-3, 1e-4], "hidden": [32, 64]} (all '
                         'combinations) or a list of configurations; keys lr, weight_decay, batch_size, patience, '
-                        'grad_clip, optimizer, schedule, warmup_epochs, decay_every, decay_gamma set training, the '
-                        'model hyper-parameters (hidden, num_layers, heads, dropout, ...) the model (default: one '
-                        'configuration)')
+                        'grad_clip, optimizer, schedule, warmup_epochs, decay_every, decay_gamma, ema_decay set '
+                        'training, the model hyper-parameters (hidden, num_layers, heads, dropout, ...) the model '
+                        '(default: one configuration)')
     p.add_argument('--batch-size', type=int, default=None, help='default 16 on digits, 32 on TU')
     p.add_argument('--lr', type=float, default=None, help='default 3e-3 on digits, 1e-3 on TU')
     p.add_argument('--weight-decay', type=float, default=0.0)
@@ -88,6 +88,9 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
     p.add_argument('--decay-every', type=int, default=50, help='epochs between decays of --schedule step')
     p.add_argument('--decay-gamma', type=float, default=0.5, help='factor of each decay of --schedule step')
     p.add_argument('--grad-clip', type=float, default=None, help='clip the gradient norm (default: no clipping)')
+    p.add_argument('--ema-decay', type=float, default=None,
+                   help='evaluate, select and keep an exponential moving average of the weights, updated every step '
+                        'with this decay, e.g. 0.99 (default: the weights themselves)')
     p.add_argument('--hidden', type=int, default=None, help='hidden width (default 32 on digits, 64 on TU)')
     p.add_argument('--layers', type=int, default=None, help='number of layers (default 2 on digits, 3 on TU)')
     p.add_argument('--heads', type=int, default=4, help='attention heads (a divisor of --hidden)')

@@ -48,7 +48,7 @@ __all__ = ['make_splits', 'save_splits', 'load_splits', 'get_splits', 'expand_gr
 SPLITS_VERSION = 1
 # The training recipe (TrainConfig fields) shared by every model of a run; its defaults leave the run as before.
 RECIPE_DEFAULTS = {'optimizer': 'adam', 'schedule': None, 'warmup_epochs': 0, 'decay_every': 50, 'decay_gamma': 0.5,
-                   'grad_clip': None}
+                   'grad_clip': None, 'ema_decay': None}
 RECIPE_KEYS = tuple(RECIPE_DEFAULTS)
 # Grid keys that configure training rather than the model.
 TRAIN_KEYS = ('lr', 'weight_decay', 'batch_size', 'patience', *RECIPE_KEYS)
@@ -218,7 +218,8 @@ def expand_grid(grid: dict[str, list] | list[dict] | None) -> list[dict[str, Any
 class BenchmarkConfig:
     """Settings of :func:`run_benchmark`: the models, the protocol (folds, validation fraction, seed), training
     (epochs, batch size, early stopping, and the recipe every model shares: ``optimizer``, ``schedule``,
-    ``warmup_epochs``, ``decay_every``, ``decay_gamma``, ``grad_clip`` of :class:`~pyg_ple.bench.training.TrainConfig`),
+    ``warmup_epochs``, ``decay_every``, ``decay_gamma``, ``grad_clip``, ``ema_decay`` of
+    :class:`~pyg_ple.bench.training.TrainConfig`),
     the model hyper-parameters ``hparams`` shared by every model and the selection ``grid`` (expanded: a list of
     configurations whose :data:`TRAIN_KEYS` set training and whose other keys set the model). Raises ``ValueError``
     naming the bad setting, before anything is trained, if a value breaks its rule or a model cannot be built with one
@@ -240,6 +241,7 @@ class BenchmarkConfig:
     warmup_epochs: int = RECIPE_DEFAULTS['warmup_epochs']
     decay_every: int = RECIPE_DEFAULTS['decay_every']
     decay_gamma: float = RECIPE_DEFAULTS['decay_gamma']
+    ema_decay: float | None = RECIPE_DEFAULTS['ema_decay']
     val_fraction: float = 0.1
     grid: list[dict[str, Any]] = field(default_factory=lambda: [{}])
     hparams: dict[str, Any] = field(default_factory=dict)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pyg_ple.bench.distributed import all_reduce_sums, is_main_process
+from pyg_ple.bench.distributed import all_reduce_sums, is_main_process, unwrap_model
 from pyg_ple.bench.io import RunFileError, atomic_torch_save, load_torch_file
 
 __all__ = ['TrainConfig', 'TrainResult', 'build_optimizer', 'build_scheduler', 'fit', 'get_rng_state',
@@ -132,6 +132,10 @@ class TrainConfig:
             ``warmup_epochs`` epochs, then ``lr * (1 + cos(pi * t)) / 2`` with ``t`` going from 0 towards 1 over the
             remaining epochs) or ``'step'`` (``torch.optim.lr_scheduler.StepLR``: times ``decay_gamma`` every
             ``decay_every`` epochs).
+        ema_decay: keep an exponential moving average of the weights (``torch.optim.swa_utils.AveragedModel``,
+            BatchNorm statistics included), updated after every optimiser step as ``avg <- ema_decay * avg +
+            (1 - ema_decay) * weights``; ``evaluate`` then sees the averaged model and ``best_state`` is its weights
+            (None: no averaging).
     """
 
     epochs: int = 100
@@ -152,6 +156,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     decay_every: int = 50
     decay_gamma: float = 0.5
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         for name, ok in (('optimizer', self.optimizer in OPTIMIZERS),
@@ -159,7 +164,9 @@ class TrainConfig:
                          ('warmup_epochs', _is_int(self.warmup_epochs) and self.warmup_epochs >= 0),
                          ('decay_every', _is_int(self.decay_every) and self.decay_every >= 1),
                          ('decay_gamma', _is_number(self.decay_gamma) and 0 < self.decay_gamma <= 1),
-                         ('grad_clip', self.grad_clip is None or _is_number(self.grad_clip) and self.grad_clip > 0)):
+                         ('grad_clip', self.grad_clip is None or _is_number(self.grad_clip) and self.grad_clip > 0),
+                         ('ema_decay', self.ema_decay is None
+                          or _is_number(self.ema_decay) and 0 < self.ema_decay < 1)):
             if not ok:
                 raise ValueError(f"'{name}' must be {RECIPE_RULES[name]} (got {getattr(self, name)!r})")
 
@@ -169,7 +176,8 @@ SCHEDULES = (None, 'cosine', 'step')
 # What each field of the training recipe must be (the messages of TrainConfig and of the benchmark's settings).
 RECIPE_RULES = {'optimizer': "'adam' or 'adamw'", 'schedule': "null/None (constant), 'cosine' or 'step'",
                 'warmup_epochs': 'an integer >= 0', 'decay_every': 'an integer >= 1',
-                'decay_gamma': 'a number in (0, 1]', 'grad_clip': 'a number > 0 (or null/None: no clipping)'}
+                'decay_gamma': 'a number in (0, 1]', 'grad_clip': 'a number > 0 (or null/None: no clipping)',
+                'ema_decay': 'a number in (0, 1) (or null/None: no weight averaging)'}
 
 
 def _is_int(value: Any) -> bool:
@@ -271,6 +279,14 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
     return value < best if mode == 'min' else value > best
 
 
+def _averaged_model(model: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
+    """The exponential moving average of ``model``'s weights and buffers (of the module inside a DDP wrapper)."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    return AveragedModel(unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _step_scheduler(scheduler: Any, metrics: dict[str, float], monitor: str) -> None:
     if scheduler is None:
         return
@@ -322,6 +338,16 @@ def fit(
         optimizer = build_optimizer(model, config)
     if scheduler is None:
         scheduler = build_scheduler(optimizer, config)
+    ema = _averaged_model(model, config.ema_decay)
+    # The model that is evaluated and whose weights are kept as the best state.
+    evaluated = ema.module if ema is not None else model
+
+    def kept_state() -> dict[str, Tensor]:
+        if ema is None:
+            return _cpu_state_dict(model)
+        # The averaged weights under the keys of model.state_dict() (a DDP wrapper prefixes them; the order is the same).
+        return {k: v.detach().to('cpu', copy=True)
+                for k, v in zip(model.state_dict(), ema.module.state_dict().values())}
 
     ckpt_path = Path(config.checkpoint_path) if config.checkpoint_path is not None else None
     result = TrainResult()
@@ -339,6 +365,8 @@ def fit(
         optimizer.load_state_dict(ckpt['optimizer'])
         if scheduler is not None and ckpt.get('scheduler') is not None:
             scheduler.load_state_dict(ckpt['scheduler'])
+        if ema is not None:
+            ema.load_state_dict(ckpt['ema'])
         start_epoch = int(ckpt['epoch'])
         result.history = list(ckpt['history'])
         result.best_epoch = int(ckpt['best_epoch'])
@@ -364,6 +392,7 @@ def fit(
             'model': model.state_dict(),
             'optimizer': optimizer.state_dict(),
             'scheduler': scheduler.state_dict() if scheduler is not None else None,
+            'ema': ema.state_dict() if ema is not None else None,
             'rng': get_rng_state(train_data),
             'history': result.history,
             'best_epoch': result.best_epoch,
@@ -399,6 +428,8 @@ def fit(
                 if config.grad_clip is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
+                if ema is not None:
+                    ema.update_parameters(unwrap_model(model))
                 total += float(loss.detach())
                 count += 1
             # Multi-process: the mean over every rank's batches (the identity in a single process).
@@ -407,9 +438,9 @@ def fit(
             record: dict[str, float] = {'epoch': epoch + 1, 'train_loss': train_loss,
                                         'lr': float(optimizer.param_groups[0]['lr'])}
             if evaluate is not None:
-                model.eval()
+                evaluated.eval()
                 with torch.no_grad():
-                    metrics = evaluate(model)
+                    metrics = evaluate(evaluated)
                 record.update({k: float(v) for k, v in metrics.items()})
             key = monitor if monitor in record else 'train_loss'
             _step_scheduler(scheduler, record, key)
@@ -421,7 +452,7 @@ def fit(
                 best_value = value
                 bad_epochs = 0
                 result.best_epoch = epoch + 1
-                result.best_state = _cpu_state_dict(model)
+                result.best_state = kept_state()
                 result.best_metrics = dict(record)
             else:
                 bad_epochs += 1
@@ -442,5 +473,5 @@ def fit(
             bar.close()
 
     if result.best_state is None:  # zero epochs
-        result.best_state = _cpu_state_dict(model)
+        result.best_state = kept_state()
     return result
