@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, *dirs in args.change:
         change_rows, change_runs = collect(_finished([Path(d) for d in dirs]))
         md += [f'## One change: {label}', '',
-               'Each row: a model at the default settings (the main table, or the second seed on its folds) → the '
+               'Each row: a model at the default settings (the main table, or another split seed on its folds) → the '
                'same model with this one change, on the same folds; the run table says which models and datasets '
                'ran. Validation figures are what selection may use, test figures what it must not.', '',
                change_table(baseline, change_rows), '']
