@@ -80,12 +80,9 @@ def test_grad_clip_bounds_the_update():
     assert float(step.norm()) == pytest.approx(1e-3, rel=1e-4)
 
 
-def test_interrupted_scheduled_run_resumes_onto_the_same_curve(tmp_path):
-    cfg = dict(epochs=6, lr=LR, optimizer='adamw', weight_decay=0.01, schedule='cosine', warmup_epochs=2,
-               grad_clip=1.0, progress=False)
-    model, batches = _problem()
-    full = fit(model, batches, TrainConfig(**cfg), _loss)
-
+def _interrupt_in_epoch_4(problem, config: TrainConfig, *args, **kwargs) -> None:
+    """``fit`` on a fresh ``problem()`` with ``config``, killed in the second batch of the fourth epoch."""
+    model, batches = problem()
     calls = {'n': 0}
 
     def dies_in_epoch_4(m, batch):
@@ -94,10 +91,17 @@ def test_interrupted_scheduled_run_resumes_onto_the_same_curve(tmp_path):
             raise KeyboardInterrupt
         return _loss(m, batch)
 
-    path = tmp_path / 'run.pt'
-    model, batches = _problem()
     with pytest.raises(KeyboardInterrupt):
-        fit(model, batches, TrainConfig(**cfg, checkpoint_path=path), dies_in_epoch_4)
+        fit(model, batches, config, dies_in_epoch_4, *args, **kwargs)
+
+
+def test_interrupted_scheduled_run_resumes_onto_the_same_curve(tmp_path):
+    cfg = dict(epochs=6, lr=LR, optimizer='adamw', weight_decay=0.01, schedule='cosine', warmup_epochs=2,
+               grad_clip=1.0, progress=False)
+    model, batches = _problem()
+    full = fit(model, batches, TrainConfig(**cfg), _loss)
+    path = tmp_path / 'run.pt'
+    _interrupt_in_epoch_4(_problem, TrainConfig(**cfg, checkpoint_path=path))
     ckpt = load_torch_file(path, 'checkpoint')  # weights_only=True
     assert ckpt['epoch'] == 3 and ckpt['scheduler']['last_epoch'] == 3
     model, _ = _problem(seed=1)  # other weights: everything must come from the checkpoint
@@ -157,19 +161,8 @@ def test_interrupted_run_with_ema_resumes_onto_the_same_average(tmp_path):
 
     model, batches = _bn_problem()
     full = fit(model, batches, TrainConfig(**cfg), _loss, evaluate, monitor='val', mode='max')
-    calls = {'n': 0}
-
-    def dies_in_epoch_4(m, batch):
-        calls['n'] += 1
-        if calls['n'] > 3 * len(batches) + 1:
-            raise KeyboardInterrupt
-        return _loss(m, batch)
-
     path = tmp_path / 'run.pt'
-    model, batches = _bn_problem()
-    with pytest.raises(KeyboardInterrupt):
-        fit(model, batches, TrainConfig(**cfg, checkpoint_path=path), dies_in_epoch_4, evaluate, monitor='val',
-            mode='max')
+    _interrupt_in_epoch_4(_bn_problem, TrainConfig(**cfg, checkpoint_path=path), evaluate, monitor='val', mode='max')
     model, _ = _bn_problem(seed=1)
     resumed = fit(model, batches, TrainConfig(**cfg, checkpoint_path=path, resume=True), _loss, evaluate,
                   monitor='val', mode='max')
