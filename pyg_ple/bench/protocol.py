@@ -370,7 +370,7 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
         'val_acc': res.best_metrics.get('val_acc'), 'val_loss': res.best_metrics.get('val_loss'),
         'val_score': res.best_metrics.get('val_score'), 'test_acc': test['acc'], 'test_loss': test['loss'],
         'train_loss': res.best_metrics.get('train_loss'), 'sec_per_epoch': res.seconds_per_epoch,
-        'params': count_parameters(model), 'hparams': model_kw, 'train': {**train_kw},
+        'params': count_parameters(model), 'hparams': model_kw, 'train': train_kw,
     }, model
 
 
