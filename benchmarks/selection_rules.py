@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from pyg_ple.bench.io import atomic_write_text  # noqa: E402
-from pyg_ple.bench.protocol import selection_score  # noqa: E402
+from pyg_ple.bench.protocol import replay_selection, selection_score, validation_halves  # noqa: E402
 
 FIELDS = ['dataset', 'seed', 'model', 'fold', 'epoch', 'train_loss', 'n_val_a', 'n_val_b', 'val_a_acc', 'val_a_loss',
           'val_b_acc', 'val_b_loss', 'test_acc', 'test_loss']
@@ -65,20 +65,6 @@ RULES = {
     'acc-mean5': (f'best accuracy averaged over the last {SMOOTH} epochs (the model of the last), ties: lower loss',
                   lambda acc, loss: selection_score(_trailing_mean(acc, SMOOTH), loss, 'acc')),
 }
-
-
-def replay(score: np.ndarray, patience: int | None) -> int:
-    """The epoch index :func:`pyg_ple.bench.training.fit` selects when it maximises ``score`` (a strictly better
-    value resets the count) and stops after ``patience`` epochs without a better one."""
-    best, best_t, bad = -np.inf, 0, 0
-    for t, v in enumerate(score):
-        if v > best:
-            best, best_t, bad = v, t, 0
-        else:
-            bad += 1
-            if patience is not None and bad >= patience:
-                break
-    return best_t
 
 
 def curves_of(rows: list[dict]) -> dict[tuple, dict[str, np.ndarray]]:
@@ -102,9 +88,9 @@ def evaluate_rules(c: dict[str, np.ndarray], patience: int | None) -> dict[str, 
     val_loss = (na * c['val_a_loss'] + nb * c['val_b_loss']) / (na + nb)
     out = {}
     for rule, (_, score) in RULES.items():
-        ta = replay(score(c['val_a_acc'], c['val_a_loss']), patience)
-        tb = replay(score(c['val_b_acc'], c['val_b_loss']), patience)
-        t = replay(score(val_acc, val_loss), patience)
+        ta = replay_selection(score(c['val_a_acc'], c['val_a_loss']), patience)
+        tb = replay_selection(score(c['val_b_acc'], c['val_b_loss']), patience)
+        t = replay_selection(score(val_acc, val_loss), patience)
         out[rule] = {'heldout': (c['val_b_acc'][ta] + c['val_a_acc'][tb]) / 2, 'test': c['test_acc'][t],
                      'epoch': int(c['epoch'][t])}
     return out
@@ -204,15 +190,6 @@ def report(rows: list[dict], meta: dict[tuple, dict]) -> str:
     return '\n'.join(lines)
 
 
-def _halves(val: list[int], labels: np.ndarray, seed: int) -> tuple[list[int], list[int]]:
-    from sklearn.model_selection import train_test_split
-    try:
-        a, b = train_test_split(val, test_size=0.5, stratify=labels[val], random_state=seed)
-    except ValueError:  # a class with one validation graph: unstratified
-        a, b = train_test_split(val, test_size=0.5, random_state=seed)
-    return sorted(int(i) for i in a), sorted(int(i) for i in b)
-
-
 def _write_csv(path: Path, rows: list[dict]) -> None:
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=FIELDS, lineterminator='\n')
@@ -269,10 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r['model'], int(r['fold'])) for r in rows}
     train_cfg = replace(cfg, patience=None)
     for split in get_splits(None, ds.labels, cfg.n_folds, cfg.seed, cfg.val_fraction):
-        half_a, half_b = _halves(split['val'], ds.labels, cfg.seed + split['fold'])
+        half_a, half_b = validation_halves(split['val'], ds.labels, cfg.seed + split['fold'])
         for name in cfg.models:
             if (name, split['fold']) in done:
                 continue
+            # The halves again as extra loaders (the same figures as train_fold's own): the loaders' draws keep the
+            # random stream of the curves recorded before train_fold recorded the halves itself.
             res, _ = train_fold(ds, name, split, train_cfg, {}, run_seed_of(cfg.seed, split['fold']),
                                 record={'val_a': half_a, 'val_b': half_b, 'test': split['test']})
             rows += [{'dataset': ds.name, 'seed': cfg.seed, 'model': name, 'fold': split['fold'],

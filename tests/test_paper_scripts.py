@@ -277,17 +277,48 @@ def test_graph_classification_report_sets_one_change_beside_the_same_folds(tmp_p
 
     def stats(run):
         runs = [r for r in json.loads((run / 'state.json').read_text())['runs'].values() if r['model'] == 'laplacian']
-        return (100 * np.mean([r['val_acc'] for r in runs]), np.mean([r['val_loss'] for r in runs]),
-                100 * np.mean([r['test_acc'] for r in runs]))
+        return (100 * np.mean([r['val_acc'] for r in runs]), 100 * np.mean([r['heldout_val_acc'] for r in runs]),
+                np.mean([r['val_loss'] for r in runs]), 100 * np.mean([r['test_acc'] for r in runs]))
 
-    (va, vl, te), (va2, vl2, te2) = stats(seed1), stats(changed)
-    assert (f'| digits | laplacian | 1 | 2 | {va:.1f} → {va2:.1f} | {vl:.3f} → {vl2:.3f} | {te:.1f} → {te2:.1f} '
-            f'| {te2 - te:+.1f} |') in section
+    (va, ho, vl, te), (va2, ho2, vl2, te2) = stats(seed1), stats(changed)
+    assert (f'| digits | laplacian | 1 | 2 | {va:.1f} → {va2:.1f} | {ho:.1f} → {ho2:.1f} | {vl:.3f} → {vl2:.3f} '
+            f'| {te:.1f} → {te2:.1f} | {te2 - te:+.1f} |') in section
+    assert (f'Mean change over the 1 rows with held-out figures: validation accuracy {va2 - va:+.2f}, held-out '
+            f'validation accuracy {ho2 - ho:+.2f}, test accuracy {te2 - te:+.2f} points.') in section
     assert "--change 'dropout 0.5' " + str(changed) in md and '--dropout 0.5' in md
     assert 'Chosen per outer fold' not in section  # the change ran on the second seed's folds only
     with pytest.raises(SystemExit) as exc:
         mod.main([str(seed0), '--change', 'no runs'])
     assert exc.value.code == 2
+
+
+def test_graph_report_takes_heldout_figures_of_runs_that_predate_them_from_their_reruns(tmp_path, capsys):
+    """--heldout-from RUN...: a default run written before the held-out figure was recorded gets it from a rerun of
+    the same command (the same fold accuracies); a run that is no such rerun is refused."""
+    from pyg_ple.bench.cli import main as cli
+    tiny = ['bench', '--digits-n', '60', '--folds', '2', '--epochs', '3', '--no-progress', '--threads', '1',
+            '--no-save-models', '--models', 'laplacian']
+    old, rerun, changed, other = (tmp_path / n for n in ('old', 'rerun', 'changed', 'other'))
+    for run, extra in ((old, []), (rerun, []), (changed, ['--dropout', '0.5']), (other, ['--lr', '0.05'])):
+        assert cli(tiny + extra + ['--out', str(run)]) == 0
+    state = json.loads((old / 'state.json').read_text())
+    for rec in state['runs'].values():
+        del rec['heldout_val_acc'], rec['curve']
+    (old / 'state.json').write_text(json.dumps(state))
+    mod = load_script('benchmarks/graph_classification.py')
+    out = tmp_path / 'report'
+    assert mod.main([str(old), '--change', 'dropout 0.5', str(changed), '--out', str(out)]) == 0
+    assert '| – |' in (out / 'graph_classification.md').read_text().split('## One change')[1]
+    assert mod.main([str(old), '--heldout-from', str(rerun), '--change', 'dropout 0.5', str(changed),
+                     '--out', str(out)]) == 0
+    section = (out / 'graph_classification.md').read_text().split('## One change')[1]
+    ho = [100 * sum(r['heldout_val_acc'] for r in json.loads((run / 'state.json').read_text())['runs'].values()) / 2
+          for run in (rerun, changed)]
+    assert f'| {ho[0]:.1f} → {ho[1]:.1f} |' in section and 'Mean change over the 1 rows' in section
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        mod.main([str(old), '--heldout-from', str(other), '--out', str(out)])
+    assert exc.value.code == 2 and 'not a rerun' in capsys.readouterr().err
 
 
 def test_graph_report_chooses_between_default_and_change_per_fold_on_validation(tmp_path):
@@ -628,7 +659,7 @@ def test_selection_replay_is_what_early_stopping_selects():
     import numpy as np
 
     from pyg_ple.bench.datasets import load_dataset
-    from pyg_ple.bench.protocol import BenchmarkConfig, make_splits, train_fold
+    from pyg_ple.bench.protocol import BenchmarkConfig, make_splits, replay_selection, train_fold
     mod = load_script('benchmarks/selection_rules.py')
     ds = load_dataset('digits', digits_n=300)
     split = make_splits(ds.labels, n_folds=2, seed=0)[0]
@@ -640,11 +671,9 @@ def test_selection_replay_is_what_early_stopping_selects():
     for rule, patience in itertools.product(('acc', 'loss'), (1, 2, 3)):
         stopped, _ = train_fold(ds, 'gcn', split, replace(cfg, patience=patience, select=rule), {}, run_seed=7)
         assert [h['val_loss'] for h in stopped.history] == [h['val_loss'] for h in full.history[:stopped.epochs_run]]
-        assert mod.replay(mod.RULES[rule][1](acc, loss), patience) + 1 == stopped.best_epoch
+        assert replay_selection(mod.RULES[rule][1](acc, loss), patience) + 1 == stopped.best_epoch
         picked.add((rule, stopped.best_epoch))
     assert len({e for _, e in picked}) > 1  # the rules and patiences did not all pick one epoch
-    assert mod.replay(np.array([0.5, 0.7, 0.6, 0.6, 0.9]), 2) == 1  # stops after two epochs without a better one
-    assert mod.replay(np.array([0.5, 0.7, 0.6, 0.6, 0.9]), None) == 4
 
 
 def test_selection_rules_score_held_out_halves_and_test_by_hand():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pyg_ple.bench.protocol import expand_grid, get_splits, make_splits
 
@@ -280,3 +281,101 @@ def test_failed_download_removes_only_the_folder_it_created(tmp_path, monkeypatc
     with pytest.raises(datasets.DatasetUnavailableError):
         datasets.load_tu('OTHER', root=tmp_path)
     assert not (tmp_path / 'OTHER').exists()  # the half-downloaded folder it made is gone
+
+
+def test_heldout_accuracy_selects_on_one_half_and_scores_the_other_by_hand():
+    from pyg_ple.bench.protocol import heldout_accuracy, replay_selection
+    # epochs 1..4; half a: acc .5, 1, .5, .75 (loss falling); half b: acc .2, .4, .8, .4 (loss falling)
+    curve = {'val_a_acc': [0.5, 1.0, 0.5, 0.75], 'val_a_loss': [0.6, 0.5, 0.4, 0.3],
+             'val_b_acc': [0.2, 0.4, 0.8, 0.4], 'val_b_loss': [0.9, 0.8, 0.7, 0.6]}
+    # best accuracy: a keeps epoch 2 (b scores .4), b keeps epoch 3 (a scores .5)
+    assert heldout_accuracy(curve, patience=None) == pytest.approx((0.4 + 0.5) / 2)
+    assert heldout_accuracy(curve, patience=1) == pytest.approx((0.4 + 0.5) / 2)  # a stops after epoch 3
+    # lowest loss: both keep epoch 4 (b scores .4, a .75)
+    assert heldout_accuracy(curve, patience=None, rule='loss') == pytest.approx((0.4 + 0.75) / 2)
+    tie = {**curve, 'val_a_acc': [1.0, 1.0, 0.5, 0.75]}  # equal accuracy: the lower loss (epoch 2) is kept
+    assert heldout_accuracy(tie, patience=None) == pytest.approx((0.4 + 0.5) / 2)
+    early = {**curve, 'val_a_acc': [0.25, 1.0, 0.5, 0.75], 'val_b_acc': [0.6, 0.4, 0.8, 0.4]}
+    assert heldout_accuracy(early, patience=1) == pytest.approx((0.4 + 0.25) / 2)  # b stops after epoch 2, keeps 1
+    assert heldout_accuracy(early, patience=2) == pytest.approx((0.4 + 0.5) / 2)  # b reaches epoch 3
+    assert replay_selection(np.array([0.5, 0.7, 0.6, 0.6, 0.9]), 2) == 1
+    assert replay_selection(np.array([0.5, 0.7, 0.6, 0.6, 0.9]), None) == 4
+
+
+def test_validation_halves_partition_the_split_stratified_and_seeded():
+    from pyg_ple.bench.protocol import validation_halves
+    labels = np.array([0, 1] * 20)
+    val = list(range(0, 40, 2)) + list(range(1, 21, 2))  # 20 of class 0, 10 of class 1
+    a, b = validation_halves(val, labels, seed=3)
+    assert sorted(a + b) == sorted(val) and not set(a) & set(b) and len(a) == len(b) == 15
+    assert sorted(labels[a].tolist()) == sorted(labels[b].tolist())  # 10 and 5 of each class in each half
+    assert validation_halves(val, labels, seed=3) == (a, b)
+    assert validation_halves(val, labels, seed=4) != (a, b)
+    one = validation_halves([0, 2, 4, 1], labels, seed=0)  # one graph of class 1: unstratified, still halves
+    assert sorted(one[0] + one[1]) == [0, 1, 2, 4] and len(one[0]) == 2
+
+
+def test_train_fold_records_validation_halves_without_changing_training(monkeypatch):
+    """The halves come from the validation pass that selects (their correct counts add up to it); moving them
+    changes nothing in training or selection."""
+    from pyg_ple.bench import protocol
+    from pyg_ple.bench.datasets import digits_graphs
+    ds = digits_graphs(120)
+    split = make_splits(ds.labels, n_folds=2, seed=0, val_fraction=0.2)[0]
+    cfg = protocol.BenchmarkConfig(models=['laplacian'], epochs=4, lr=0.01, progress=False,
+                                   hparams=dict(hidden=8, num_layers=1, heads=2, dropout=0.5))
+    res, _ = protocol.train_fold(ds, 'laplacian', split, cfg, {}, run_seed=5)
+    a, b = protocol.validation_halves(split['val'], ds.labels, cfg.seed + split['fold'])
+    for h in res.history:
+        assert round(h['val_a_acc'] * len(a) + h['val_b_acc'] * len(b)) == round(h['val_acc'] * len(split['val']))
+        loss = (h['val_a_loss'] * len(a) + h['val_b_loss'] * len(b)) / len(split['val'])
+        assert loss == pytest.approx(h['val_loss'], rel=1e-5)
+    monkeypatch.setattr(protocol, 'validation_halves', lambda val, labels, seed: (list(val[1::2]), list(val[::2])))
+    other, _ = protocol.train_fold(ds, 'laplacian', split, cfg, {}, run_seed=5)
+    keys = ('train_loss', 'val_acc', 'val_loss')
+    assert [[h[k] for k in keys] for h in other.history] == [[h[k] for k in keys] for h in res.history]
+    assert [h['val_a_acc'] for h in other.history] != [h['val_a_acc'] for h in res.history]
+
+
+def test_run_records_heldout_validation_accuracy_and_its_curves(tmp_path):
+    from pyg_ple.bench.datasets import digits_graphs
+    from pyg_ple.bench.protocol import CURVE_KEYS, BenchmarkConfig, heldout_accuracy, run_benchmark
+    from pyg_ple.bench.report import summarize
+    cfg = BenchmarkConfig(models=['gcn'], n_folds=2, epochs=5, lr=0.01, patience=2, progress=False,
+                          hparams=dict(hidden=8, num_layers=1), grid=[{}, {'lr': 0.001}], save_models=False)
+    state = run_benchmark(digits_graphs(60), cfg, tmp_path / 'run')
+    assert json.loads((tmp_path / 'run' / 'state.json').read_text())['runs'] == json.loads(json.dumps(state['runs']))
+    for rec in state['runs'].values():
+        assert set(rec['curve']) == set(CURVE_KEYS)
+        assert all(len(v) == rec['epochs_run'] for v in rec['curve'].values())
+        assert rec['curve']['val_acc'][rec['best_epoch'] - 1] == pytest.approx(rec['val_acc'], abs=1e-5)
+        assert rec['heldout_val_acc'] == heldout_accuracy(rec['curve'], 2)
+        assert len(rec['grid_heldout_val_acc']) == 2 and rec['heldout_val_acc'] in rec['grid_heldout_val_acc']
+    row, = summarize(state)
+    assert row['heldout_val_mean'] == pytest.approx(50 * sum(r['heldout_val_acc'] for r in state['runs'].values()))
+    for rec in state['runs'].values():  # runs written before it was recorded
+        del rec['heldout_val_acc']
+    assert np.isnan(summarize(state)[0]['heldout_val_mean'])
+
+
+def test_per_graph_evaluation_gives_the_same_figures_and_draws_nothing_more():
+    """Recording the halves leaves a run as it was: the same loss and accuracy, the same state of the random
+    generator after the pass (runs written before the halves were recorded reproduce bit for bit)."""
+    from torch_geometric.loader import DataLoader
+
+    from pyg_ple.bench.datasets import digits_graphs
+    from pyg_ple.bench.models import build_model
+    from pyg_ple.bench.protocol import evaluate_loader
+    ds = digits_graphs(120)
+    model = build_model('gcn', ds.num_features, ds.num_classes, hidden=8, num_layers=1)
+    loader = DataLoader(ds.subset(list(range(100))), batch_size=32)
+    torch.manual_seed(0)
+    plain = evaluate_loader(model, loader)
+    after_plain = torch.get_rng_state()
+    torch.manual_seed(0)
+    full = evaluate_loader(model, loader, per_graph=True)
+    assert torch.equal(torch.get_rng_state(), after_plain)
+    assert (full['loss'], full['acc']) == (plain['loss'], plain['acc'])
+    assert full['correct'].shape == full['losses'].shape == (100,)
+    assert full['correct'].mean() == pytest.approx(plain['acc']) and full['losses'].mean() == pytest.approx(
+        plain['loss'])

@@ -8,6 +8,8 @@ Classification", shared by every model of the benchmark.
   Within a training run the epoch with the best validation accuracy (ties: lower loss) is kept. ``select='loss'``
   keeps the epoch and the configuration of lowest validation loss instead (:func:`selection_score`).
 * Report the mean and standard deviation of the test accuracies over the folds.
+* Beside the selection, each training run records its validation curves and a held-out validation accuracy
+  (:func:`heldout_accuracy`): settings can be compared on it without the optimism of a maximum over noisy epochs.
 
 The splits are written to a JSON file (``splits.json`` under the output folder) and reloaded when it exists, so that
 every model and every repeated run sees the same splits. Seeds are derived from one ``seed`` and recorded. Finished
@@ -42,7 +44,7 @@ from pyg_ple.bench.training import RECIPE_RULES, TrainConfig, TrainResult, fit, 
 
 __all__ = ['make_splits', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting', 'check_grid',
            'model_hparam_names', 'BenchmarkConfig', 'selection_score', 'SELECTION_RULES', 'run_seed_of',
-           'train_fold',
+           'train_fold', 'evaluate_loader', 'validation_halves', 'replay_selection', 'heldout_accuracy',
            'check_run_folder', 'run_benchmark', 'load_model_file', 'TRAIN_KEYS', 'SETTING_RULES']
 
 SPLITS_VERSION = 1
@@ -50,6 +52,8 @@ SPLITS_VERSION = 1
 RECIPE_DEFAULTS = {'optimizer': 'adam', 'schedule': None, 'warmup_epochs': 0, 'decay_every': 50, 'decay_gamma': 0.5,
                    'grad_clip': None, 'ema_decay': None}
 RECIPE_KEYS = tuple(RECIPE_DEFAULTS)
+# Per-epoch validation figures kept in each run's record (``curve``): the whole split and its two halves.
+CURVE_KEYS = ('val_acc', 'val_loss', 'val_a_acc', 'val_a_loss', 'val_b_acc', 'val_b_loss')
 # Grid keys that configure training rather than the model.
 TRAIN_KEYS = ('lr', 'weight_decay', 'batch_size', 'patience', *RECIPE_KEYS)
 
@@ -283,20 +287,70 @@ class BenchmarkConfig:
 
 
 @torch.no_grad()
-def evaluate_loader(model: torch.nn.Module, loader: Iterable, device: str = 'cpu') -> dict[str, float]:
-    """Mean cross-entropy and accuracy over a loader of graph batches."""
+def evaluate_loader(model: torch.nn.Module, loader: Iterable, device: str = 'cpu',
+                    per_graph: bool = False) -> dict[str, Any]:
+    """Mean cross-entropy and accuracy over a loader of graph batches; with ``per_graph`` also ``correct`` (bool) and
+    ``losses`` (float) arrays, one entry per graph in the loader's order."""
     was_training = model.training
     model.eval()
     loss_sum, correct, total = 0.0, 0, 0
+    hits, losses = [], []
     for batch in loader:
         batch = batch.to(device)
         out = model(batch)
         y = batch.y.view(-1)
         loss_sum += float(F.cross_entropy(out, y, reduction='sum'))
-        correct += int((out.argmax(-1) == y).sum())
+        right = out.argmax(-1) == y
+        correct += int(right.sum())
         total += int(y.numel())
+        if per_graph:
+            hits.append(right.cpu())
+            losses.append(F.cross_entropy(out, y, reduction='none').cpu())
     model.train(was_training)
-    return {'loss': loss_sum / max(total, 1), 'acc': correct / max(total, 1)}
+    result: dict[str, Any] = {'loss': loss_sum / max(total, 1), 'acc': correct / max(total, 1)}
+    if per_graph:
+        result['correct'] = torch.cat(hits).numpy() if hits else np.zeros(0, dtype=bool)
+        result['losses'] = torch.cat(losses).double().numpy() if losses else np.zeros(0)
+    return result
+
+
+def validation_halves(val: Sequence[int], labels: np.ndarray, seed: int) -> tuple[list[int], list[int]]:
+    """Two halves of a validation split (stratified by ``labels`` where every class has two graphs in it; seeded),
+    each sorted: the two halves of :func:`heldout_accuracy`."""
+    from sklearn.model_selection import train_test_split
+    val = [int(i) for i in val]
+    try:
+        a, b = train_test_split(val, test_size=0.5, stratify=np.asarray(labels)[val], random_state=seed)
+    except ValueError:  # a class with one validation graph: unstratified
+        a, b = train_test_split(val, test_size=0.5, random_state=seed)
+    return sorted(int(i) for i in a), sorted(int(i) for i in b)
+
+
+def replay_selection(score: Sequence[float], patience: int | None) -> int:
+    """The epoch index (0-based) that :func:`pyg_ple.bench.training.fit` keeps when it maximises ``score`` epoch by
+    epoch (a strictly better value resets the count) and stops after ``patience`` epochs without a better one."""
+    best, best_t, bad = -np.inf, 0, 0
+    for t, v in enumerate(score):
+        if v > best:
+            best, best_t, bad = v, t, 0
+        else:
+            bad += 1
+            if patience is not None and bad >= patience:
+                break
+    return best_t
+
+
+def heldout_accuracy(curve: dict[str, Sequence[float]], patience: int | None, rule: str = 'acc') -> float:
+    """Held-out validation accuracy of one training run from its per-epoch curves on the two halves of its validation
+    split (``val_a_acc``, ``val_a_loss``, ``val_b_acc``, ``val_b_loss``): the epoch the selection ``rule`` keeps on
+    one half (early stopping with ``patience`` replayed), scored on the other half, the mean of both ways round.
+
+    The best-epoch validation accuracy is the maximum of a noisy curve, so it rewards a noisy curve; the held-out
+    figure does not, and uses no test graph: it is what settings may be compared on."""
+    c = {k: np.asarray(curve[k], dtype=float) for k in ('val_a_acc', 'val_a_loss', 'val_b_acc', 'val_b_loss')}
+    ta = replay_selection(selection_score(c['val_a_acc'], c['val_a_loss'], rule), patience)
+    tb = replay_selection(selection_score(c['val_b_acc'], c['val_b_loss'], rule), patience)
+    return float((c['val_b_acc'][ta] + c['val_a_acc'][tb]) / 2)
 
 
 def run_seed_of(seed: int, fold: int, config_index: int = 0) -> int:
@@ -318,9 +372,11 @@ def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
     better one). Returns the :class:`~pyg_ple.bench.training.TrainResult` and the model with the selected weights
     loaded.
 
-    ``record`` maps names to index lists of ``ds`` (e.g. two halves of the validation split) whose accuracy and loss
-    are added to every epoch of the history as ``<name>_acc`` and ``<name>_loss``; they select nothing. It is for
-    studying the selection rule itself (``benchmarks/selection_rules.py``)."""
+    Every epoch of the history also holds the accuracy and loss on the two halves of the validation split
+    (:func:`validation_halves`, seeded by ``cfg.seed`` and the fold), ``val_a_acc``, ``val_a_loss``, ``val_b_acc``,
+    ``val_b_loss``, from the same forward pass: they select nothing; :func:`heldout_accuracy` is computed from them.
+    ``record`` maps further names to index lists of ``ds`` whose accuracy and loss are added as ``<name>_acc`` and
+    ``<name>_loss``; they select nothing either (``benchmarks/selection_rules.py`` records the test fold)."""
     from torch_geometric.loader import DataLoader
     train_kw, model_kw = _split_settings(cfg, grid_cfg)
     seed_everything(run_seed)
@@ -333,15 +389,18 @@ def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
         gen = torch.Generator().manual_seed(run_seed)
         train_loader = DataLoader(ds.subset(split['train']), batch_size=bs, shuffle=True, generator=gen)
     val_loader = DataLoader(ds.subset(split['val']), batch_size=256)
+    half_a = np.isin(split['val'], validation_halves(split['val'], ds.labels, cfg.seed + split['fold'])[0])
     extra = {key: DataLoader(ds.subset(idx), batch_size=256) for key, idx in (record or {}).items()}
 
     def loss_fn(m, batch):
         return F.cross_entropy(m(batch), batch.y.view(-1))
 
     def evaluate(m):
-        r = evaluate_loader(m, val_loader, cfg.device)
+        r = evaluate_loader(m, val_loader, cfg.device, per_graph=True)
         out = {'val_loss': r['loss'], 'val_acc': r['acc'],
                'val_score': selection_score(r['acc'], r['loss'], cfg.select)}
+        for key, mask in (('val_a', half_a), ('val_b', ~half_a)):
+            out.update({f'{key}_acc': float(r['correct'][mask].mean()), f'{key}_loss': float(r['losses'][mask].mean())})
         for key, loader in extra.items():
             r = evaluate_loader(m, loader, cfg.device)
             out.update({f'{key}_acc': r['acc'], f'{key}_loss': r['loss']})
@@ -365,12 +424,15 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
     res, model = train_fold(ds, name, split, cfg, grid_cfg, run_seed, ckpt, desc)
     test = evaluate_loader(model, DataLoader(ds.subset(split['test']), batch_size=256), cfg.device)
     train_kw, model_kw = _split_settings(cfg, grid_cfg)
+    curve = {key: [round(h[key], 5) for h in res.history] for key in CURVE_KEYS}
+    patience = train_kw.get('patience', cfg.patience)
     return {
         'config': grid_cfg, 'seed': run_seed, 'best_epoch': res.best_epoch, 'epochs_run': res.epochs_run,
         'val_acc': res.best_metrics.get('val_acc'), 'val_loss': res.best_metrics.get('val_loss'),
         'val_score': res.best_metrics.get('val_score'), 'test_acc': test['acc'], 'test_loss': test['loss'],
         'train_loss': res.best_metrics.get('train_loss'), 'sec_per_epoch': res.seconds_per_epoch,
         'params': count_parameters(model), 'hparams': model_kw, 'train': train_kw,
+        'heldout_val_acc': heldout_accuracy(curve, patience, cfg.select), 'curve': curve,
     }, model
 
 
@@ -468,6 +530,7 @@ def run_benchmark(ds: GraphDataset, cfg: BenchmarkConfig, out: str | os.PathLike
             state['runs'][key] = {'model': name, 'fold': split['fold'], **selected,
                                   'selected_config': cfg.grid.index(selected['config']),
                                   'grid_val_acc': [c['val_acc'] for c in candidates],
+                                  'grid_heldout_val_acc': [c['heldout_val_acc'] for c in candidates],
                                   'seconds': time.perf_counter() - t0}
             run.write_json('state.json', state)
             for rel in checkpoints:  # the fold is stored: drop its checkpoints

@@ -17,7 +17,7 @@ __all__ = ['summarize', 'format_table', 'results_csv', 'results_figure', 'plot_r
 
 def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One row per model: accuracy mean and std (population std over folds, as in Errica et al.), folds done,
-    parameters, seconds per epoch, selected configurations."""
+    parameters, seconds per epoch, selected configurations, mean validation accuracy (best epoch, and held out)."""
     runs = list(state['runs'].values())
     names = list(models) if models else list(dict.fromkeys(r['model'] for r in runs))
     rows = []
@@ -38,6 +38,8 @@ def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> lis
             'train_loss': float(np.mean([r['train_loss'] if r.get('train_loss') is not None else np.nan for r in rs])),
             'val_acc_mean': float(np.mean([r['val_acc'] for r in rs]) * 100),
             'val_loss_mean': float(np.mean([r['val_loss'] if r.get('val_loss') is not None else np.nan for r in rs])),
+            # Held-out validation accuracy (protocol.heldout_accuracy); NaN for runs written before it was recorded.
+            'heldout_val_mean': float(np.mean([r.get('heldout_val_acc', np.nan) for r in rs]) * 100),
             'fold_acc': [round(float(a), 2) for a in accs],
         })
     return rows
