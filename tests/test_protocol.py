@@ -379,3 +379,16 @@ def test_per_graph_evaluation_gives_the_same_figures_and_draws_nothing_more():
     assert full['correct'].shape == full['losses'].shape == (100,)
     assert full['correct'].mean() == pytest.approx(plain['acc']) and full['losses'].mean() == pytest.approx(
         plain['loss'])
+
+
+def test_a_validation_split_of_one_graph_has_no_heldout_figure(tmp_path):
+    from pyg_ple.bench.datasets import digits_graphs
+    from pyg_ple.bench.protocol import BenchmarkConfig, run_benchmark, validation_halves
+    from pyg_ple.bench.report import summarize
+    assert validation_halves([7], np.array([0] * 8), seed=0) == ([7], [])
+    cfg = BenchmarkConfig(models=['gcn'], n_folds=2, epochs=2, progress=False, save_models=False,
+                          hparams=dict(hidden=8, num_layers=1))
+    state = run_benchmark(digits_graphs(20), cfg, tmp_path / 'run')  # 10 training graphs: 1 for validation
+    for rec in state['runs'].values():
+        assert rec['heldout_val_acc'] is None and set(rec['curve']) == {'val_acc', 'val_loss'}
+    assert np.isnan(summarize(state)[0]['heldout_val_mean'])

@@ -316,9 +316,11 @@ def evaluate_loader(model: torch.nn.Module, loader: Iterable, device: str = 'cpu
 
 def validation_halves(val: Sequence[int], labels: np.ndarray, seed: int) -> tuple[list[int], list[int]]:
     """Two halves of a validation split (stratified by ``labels`` where every class has two graphs in it; seeded),
-    each sorted: the two halves of :func:`heldout_accuracy`."""
+    each sorted: the two halves of :func:`heldout_accuracy`. A split of one graph gives it and an empty half."""
     from sklearn.model_selection import train_test_split
     val = [int(i) for i in val]
+    if len(val) < 2:
+        return sorted(val), []
     try:
         a, b = train_test_split(val, test_size=0.5, stratify=np.asarray(labels)[val], random_state=seed)
     except ValueError:  # a class with one validation graph: unstratified
@@ -374,7 +376,8 @@ def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
 
     Every epoch of the history also holds the accuracy and loss on the two halves of the validation split
     (:func:`validation_halves`, seeded by ``cfg.seed`` and the fold), ``val_a_acc``, ``val_a_loss``, ``val_b_acc``,
-    ``val_b_loss``, from the same forward pass: they select nothing; :func:`heldout_accuracy` is computed from them.
+    ``val_b_loss``, from the same forward pass (none for a split of one graph): they select nothing;
+    :func:`heldout_accuracy` is computed from them.
     ``record`` maps further names to index lists of ``ds`` whose accuracy and loss are added as ``<name>_acc`` and
     ``<name>_loss``; they select nothing either (``benchmarks/selection_rules.py`` records the test fold)."""
     from torch_geometric.loader import DataLoader
@@ -389,7 +392,8 @@ def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
         gen = torch.Generator().manual_seed(run_seed)
         train_loader = DataLoader(ds.subset(split['train']), batch_size=bs, shuffle=True, generator=gen)
     val_loader = DataLoader(ds.subset(split['val']), batch_size=256)
-    half_a = np.isin(split['val'], validation_halves(split['val'], ds.labels, cfg.seed + split['fold'])[0])
+    a, b = validation_halves(split['val'], ds.labels, cfg.seed + split['fold'])
+    half_a = np.isin(split['val'], a) if a and b else None  # None: a split too small to halve
     extra = {key: DataLoader(ds.subset(idx), batch_size=256) for key, idx in (record or {}).items()}
 
     def loss_fn(m, batch):
@@ -399,7 +403,7 @@ def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
         r = evaluate_loader(m, val_loader, cfg.device, per_graph=True)
         out = {'val_loss': r['loss'], 'val_acc': r['acc'],
                'val_score': selection_score(r['acc'], r['loss'], cfg.select)}
-        for key, mask in (('val_a', half_a), ('val_b', ~half_a)):
+        for key, mask in (() if half_a is None else (('val_a', half_a), ('val_b', ~half_a))):
             out.update({f'{key}_acc': float(r['correct'][mask].mean()), f'{key}_loss': float(r['losses'][mask].mean())})
         for key, loader in extra.items():
             r = evaluate_loader(m, loader, cfg.device)
@@ -424,15 +428,16 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
     res, model = train_fold(ds, name, split, cfg, grid_cfg, run_seed, ckpt, desc)
     test = evaluate_loader(model, DataLoader(ds.subset(split['test']), batch_size=256), cfg.device)
     train_kw, model_kw = _split_settings(cfg, grid_cfg)
-    curve = {key: [round(h[key], 5) for h in res.history] for key in CURVE_KEYS}
+    curve = {key: [round(h[key], 5) for h in res.history] for key in CURVE_KEYS if key in res.history[0]}
     patience = train_kw.get('patience', cfg.patience)
+    heldout = heldout_accuracy(curve, patience, cfg.select) if 'val_a_acc' in curve else None
     return {
         'config': grid_cfg, 'seed': run_seed, 'best_epoch': res.best_epoch, 'epochs_run': res.epochs_run,
         'val_acc': res.best_metrics.get('val_acc'), 'val_loss': res.best_metrics.get('val_loss'),
         'val_score': res.best_metrics.get('val_score'), 'test_acc': test['acc'], 'test_loss': test['loss'],
         'train_loss': res.best_metrics.get('train_loss'), 'sec_per_epoch': res.seconds_per_epoch,
         'params': count_parameters(model), 'hparams': model_kw, 'train': train_kw,
-        'heldout_val_acc': heldout_accuracy(curve, patience, cfg.select), 'curve': curve,
+        'heldout_val_acc': heldout, 'curve': curve,
     }, model
 
 

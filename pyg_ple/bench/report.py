@@ -39,7 +39,8 @@ def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> lis
             'val_acc_mean': float(np.mean([r['val_acc'] for r in rs]) * 100),
             'val_loss_mean': float(np.mean([r['val_loss'] if r.get('val_loss') is not None else np.nan for r in rs])),
             # Held-out validation accuracy (protocol.heldout_accuracy); NaN for runs written before it was recorded.
-            'heldout_val_mean': float(np.mean([r.get('heldout_val_acc', np.nan) for r in rs]) * 100),
+            'heldout_val_mean': float(np.mean([r.get('heldout_val_acc') if r.get('heldout_val_acc') is not None
+                                               else np.nan for r in rs]) * 100),
             'fold_acc': [round(float(a), 2) for a in accs],
         })
     return rows
