@@ -181,8 +181,8 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
     validation accuracy (of the selected epochs, and held out: chosen on one half of the validation split, scored on
     the other), validation loss (what selection may look at) and test accuracy, before and after the change; under
     the table, the mean changes over the rows with held-out figures."""
-    lines = ['| dataset | model | seed | folds | val acc % | held-out val acc % | val loss | test acc % | test change |',
-             '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+    lines = ['| dataset | model | seed | folds | val acc % | held-out val acc % | val loss | test acc % '
+             '| test change |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
     changes = []
     for b, r in _paired(baseline, changed):
         cells = [r['dataset'], r['model'], r['seed'], r['folds'], f"{b['val_acc_mean']:.1f} → {r['val_acc_mean']:.1f}",
