@@ -198,6 +198,18 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
     return '\n'.join(lines)
 
 
+def heldout_table(rows: list[dict]) -> str:
+    """The rows with a held-out validation figure: validation accuracy of the selected epochs, held-out validation
+    accuracy and test accuracy, per dataset, split seed and model."""
+    lines = ['| dataset | seed | model | val acc % (selected epochs) | held-out val acc % | test acc % |',
+             '|---|---:|---|---:|---:|---:|']
+    for r in sorted((r for r in rows if not np.isnan(r.get('heldout_val_mean', np.nan))),
+                    key=lambda r: (_order(r)[0], r['seed'] or 0, _order(r)[1])):
+        lines.append(f"| {r['dataset']} | {r['seed']} | {r['model']} | {r['val_acc_mean']:.1f} | "
+                     f"{r['heldout_val_mean']:.1f} | {r['acc_mean']:.1f} |")
+    return '\n'.join(lines)
+
+
 def with_heldout(baseline: list[dict], reruns: list[dict]) -> list[str]:
     """Copy the held-out validation figure of each rerun row into the ``baseline`` row it reruns (same dataset,
     model and folds, the same test accuracy on every fold: runs written before the figure was recorded, rerun
@@ -445,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
             ap.error('--heldout-from: not a rerun of a main-table or --replicate run (no row with the same fold '
                      'accuracies): ' + ', '.join(unmatched))
         runs += rerun_runs
+        md += ['## Validation of the selected epochs and held out', '',
+               'The rows of the main table and the other split seeds rerun to record the held-out validation '
+               'accuracy (the epoch chosen on one half of the validation split, scored on the other half, both ways '
+               'round; the same fold accuracies as the runs above, bit for bit). The validation accuracy of the '
+               'selected epochs is a maximum over noisy epochs; the held-out figure is not. Neither looks at a test '
+               'graph.', '', heldout_table(baseline), '']
     for label, *dirs in args.change:
         change_rows, change_runs = collect(_finished([Path(d) for d in dirs]))
         md += [f'## One change: {label}', '',

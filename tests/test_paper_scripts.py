@@ -315,6 +315,8 @@ def test_graph_report_takes_heldout_figures_of_runs_that_predate_them_from_their
     ho = [100 * sum(r['heldout_val_acc'] for r in json.loads((run / 'state.json').read_text())['runs'].values()) / 2
           for run in (rerun, changed)]
     assert f'| {ho[0]:.1f} → {ho[1]:.1f} |' in section and 'Mean change over the 1 rows' in section
+    table = (out / 'graph_classification.md').read_text().split('## Validation of the selected epochs and held out')[1]
+    assert '| digits | 0 | laplacian | ' in table and f' | {ho[0]:.1f} | ' in table.split('## ')[0]
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         mod.main([str(old), '--heldout-from', str(other), '--out', str(out)])
