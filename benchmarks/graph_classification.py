@@ -185,11 +185,12 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
              '| test change |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
     changes = []
     for b, r in _paired(baseline, changed):
+        heldout = _heldout(b, r)
         cells = [r['dataset'], r['model'], r['seed'], r['folds'], f"{b['val_acc_mean']:.1f} → {r['val_acc_mean']:.1f}",
-                 _heldout(b, r), f"{b['val_loss_mean']:.3f} → {r['val_loss_mean']:.3f}",
+                 heldout, f"{b['val_loss_mean']:.3f} → {r['val_loss_mean']:.3f}",
                  f"{b['acc_mean']:.1f} → {r['acc_mean']:.1f}", f"{r['acc_mean'] - b['acc_mean']:+.1f}"]
         lines.append('| ' + ' | '.join(map(str, cells)) + ' |')
-        if _heldout(b, r) != '–':
+        if heldout != '–':
             changes.append([r[k] - b[k] for k in ('val_acc_mean', 'heldout_val_mean', 'acc_mean')])
     if changes:
         val, heldout, test = np.mean(changes, axis=0)

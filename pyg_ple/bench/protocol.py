@@ -303,7 +303,7 @@ def evaluate_loader(model: torch.nn.Module, loader: Iterable, device: str = 'cpu
         right = out.argmax(-1) == y
         correct += int(right.sum())
         total += int(y.numel())
-        if per_graph:
+        if per_graph:  # beside the summed loss above, which stays as it was so that runs reproduce bit for bit
             hits.append(right.cpu())
             losses.append(F.cross_entropy(out, y, reduction='none').cpu())
     model.train(was_training)
