@@ -176,7 +176,8 @@ def report(rows: list[dict], command: str) -> str:
              '--seeds 10 --arms default+wd5e-3 default+wd1e-3 default+heads16` (the three best of the second and '
              'of the third round on Cora\'s validation, 10 seeds), for CiteSeer `... --dataset CiteSeer --seeds 10 '
              '--arms` with the arms of its table, and on each dataset `... --seeds 10 --arms default+wd1e-2 '
-             'default+wd2e-2 default+wd5e-2` (the fifth round)',
+             'default+wd2e-2 default+wd5e-2` (the fifth round) and `... --seeds 10 --arms default+wd2e-2+degree-scaler '
+             'default+wd2e-2+postnorm-batch default+wd2e-2+graph-block default+wd2e-2+mixed-heads` (the sixth)',
              '- every arm: `build_node_model(\'ple\', ..., **BASE, **arm)` (all heads Laplacian; BASE = '
              + ', '.join(f'{k}={v}' for k, v in BASE.items()) + '), Adam lr 5e-3, weight decay 5e-4, 100 epochs, '
              'full batch, the epoch of best validation accuracy selected; public split',

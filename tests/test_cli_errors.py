@@ -83,6 +83,8 @@ MORE_CASES = [
     ('decay-every-0', ['bench', *TINY, '--decay-every', '0', '--out', '{new}'],
      '--decay-every must be an integer >= 1'),
     ('decay-gamma-0', ['bench', *TINY, '--decay-gamma', '0', '--out', '{new}'], '--decay-gamma must be a number in'),
+    ('final-runs-0', ['bench', *TINY, '--final-runs', '0', '--out', '{new}'],
+     '--final-runs must be an integer >= 1, got 0'),
     ('decay-gamma-nan', ['bench', *TINY, '--decay-gamma', 'nan', '--out', '{new}'], '--decay-gamma must be a number'),
     ('grad-clip-0', ['bench', *TINY, '--grad-clip', '0', '--out', '{new}'], '--grad-clip must be a number > 0'),
     ('grad-clip-inf', ['bench', *TINY, '--grad-clip', 'inf', '--out', '{new}'], '--grad-clip must be a number > 0'),

@@ -392,3 +392,63 @@ def test_a_validation_split_of_one_graph_has_no_heldout_figure(tmp_path):
     for rec in state['runs'].values():
         assert rec['heldout_val_acc'] is None and set(rec['curve']) == {'val_acc', 'val_loss'}
     assert np.isnan(summarize(state)[0]['heldout_val_mean'])
+
+
+def test_final_runs_average_retrainings_of_the_selected_configuration_and_extend_on_resume(tmp_path):
+    """Each extra final run is the selected configuration trained again with its own seed (checked against
+    train_fold by hand); the fold's test accuracy is their mean; resuming with more runs extends a finished run to
+    what a fresh run with that many gives, and resuming with fewer changes nothing."""
+    from torch_geometric.loader import DataLoader
+
+    from pyg_ple.bench.datasets import digits_graphs
+    from pyg_ple.bench.protocol import (BenchmarkConfig, evaluate_loader, get_splits, run_benchmark, run_seed_of,
+                                        train_fold)
+    ds = digits_graphs(60)
+    settings = dict(models=['gcn'], n_folds=2, epochs=3, lr=0.01, progress=False, save_models=False,
+                    hparams=dict(hidden=8, num_layers=1), grid=[{}, {'lr': 0.001}])
+    one = run_benchmark(ds, BenchmarkConfig(**settings), tmp_path / 'a')
+    first = {key: dict(rec) for key, rec in one['runs'].items()}
+    assert all('final_runs' not in rec for rec in first.values())  # one run: the record as before
+
+    cfg = BenchmarkConfig(**settings, final_runs=3)
+    extended = run_benchmark(ds, cfg, tmp_path / 'a', resume=True)
+    splits = get_splits(tmp_path / 'a' / 'splits.json', ds.labels, 2)
+    for key, rec in extended['runs'].items():
+        finals, j, fold = rec['final_runs'], rec['selected_config'], rec['fold']
+        assert len(finals) == 3
+        assert (finals[0]['seed'], finals[0]['test_acc']) == (first[key]['seed'], first[key]['test_acc'])
+        assert [f['seed'] for f in finals[1:]] == [run_seed_of(0, fold, j, r) for r in (1, 2)]
+        assert len({f['seed'] for f in finals}) == 3
+        for f in finals[1:]:
+            res, model = train_fold(ds, 'gcn', splits[fold], cfg, cfg.grid[j], f['seed'])
+            test = evaluate_loader(model, DataLoader(ds.subset(splits[fold]['test']), batch_size=256))
+            assert (f['test_acc'], f['val_acc'], f['best_epoch']) == (test['acc'], res.best_metrics['val_acc'],
+                                                                      res.best_epoch)
+        assert rec['test_acc'] == pytest.approx(np.mean([f['test_acc'] for f in finals]))
+        assert rec['test_loss'] == pytest.approx(np.mean([f['test_loss'] for f in finals]))
+        assert (rec['val_acc'], rec['best_epoch']) == (first[key]['val_acc'], first[key]['best_epoch'])
+    assert not list((tmp_path / 'a').rglob('*.pt'))
+
+    fresh = run_benchmark(ds, cfg, tmp_path / 'b')
+    drop = ('seconds', 'sec_per_epoch')
+    assert [{k: v for k, v in r.items() if k not in drop} for r in fresh['runs'].values()] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in extended['runs'].values()]
+    again = run_benchmark(ds, BenchmarkConfig(**settings, final_runs=2), tmp_path / 'a', resume=True)
+    assert again['runs'] == json.loads(json.dumps(extended['runs']))
+    with pytest.raises(ValueError, match='final_runs must be an integer >= 1'):
+        BenchmarkConfig(**settings, final_runs=0)
+
+
+def test_cli_protocol_note_says_how_many_final_runs_each_fold_averages(tmp_path):
+    from pyg_ple.bench.cli import main
+    out = tmp_path / 'run'
+    tiny = ['bench', '--digits-n', '40', '--folds', '2', '--epochs', '1', '--hidden', '8', '--layers', '1',
+            '--heads', '2', '--no-progress', '--models', 'gcn', '--no-save-models', '--out', str(out)]
+    assert main(tiny) == 0
+    assert 'training runs of it' not in json.loads((out / 'results.json').read_text())['protocol']
+    assert main(tiny + ['--resume', '--final-runs', '2']) == 0
+    res = json.loads((out / 'results.json').read_text())
+    assert 'the mean of 2 training runs of it' in res['protocol']
+    state = json.loads((out / 'state.json').read_text())
+    assert res['results'][0]['fold_acc'] == [round(100 * r['test_acc'], 2) for r in state['runs'].values()]
+    assert all(len(r['final_runs']) == 2 for r in state['runs'].values())

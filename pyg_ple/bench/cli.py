@@ -116,6 +116,7 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
                                  ('--seed', 'seed', args.seed), ('--batch-size', 'batch_size', given['batch_size']),
                                  ('--lr', 'lr', given['lr']), ('--weight-decay', 'weight_decay', args.weight_decay),
                                  ('--patience', 'patience', args.patience),
+                                 ('--final-runs', 'final_runs', args.final_runs),
                                  ('--optimizer', 'optimizer', args.optimizer),
                                  ('--schedule', 'schedule', None if args.schedule == 'none' else args.schedule),
                                  ('--warmup-epochs', 'warmup_epochs', args.warmup_epochs),
@@ -153,6 +154,7 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
         cfg = BenchmarkConfig(models=models, n_folds=args.folds, epochs=given['epochs'], seed=args.seed,
                               device=args.device, batch_size=given['batch_size'], lr=given['lr'],
                               weight_decay=args.weight_decay, patience=args.patience, select=args.select,
+                              final_runs=args.final_runs,
                               grid=grid, hparams=hparams,
                               optimizer=args.optimizer, schedule=None if args.schedule == 'none' else args.schedule,
                               warmup_epochs=args.warmup_epochs, decay_every=args.decay_every,
@@ -220,10 +222,18 @@ def _bench_out(args: argparse.Namespace) -> Path:
 PROTOCOL_NOTE = (
     'Protocol (Errica et al. 2020): stratified {folds}-fold outer CV; a stratified 10% validation split inside each '
     'training fold; the epoch and the grid configuration with {selected} are selected; test accuracy of the selected '
-    'model on the held-out fold; mean ± population std over folds. Grid: {grid}. Same splits for every model '
-    '(splits.json). Seed {seed}.')
+    'configuration on the held-out fold{final}; mean ± population std over folds. Grid: {grid}. Same splits for every '
+    'model (splits.json). Seed {seed}.')
 SELECTED = {'acc': 'the best validation accuracy (ties: lower validation loss)',
             'loss': 'the lowest validation loss'}
+
+
+def _final_runs_text(state: dict) -> str:
+    # What the stored folds hold: a resumed run may have more final runs than this call asked for.
+    counts = sorted({len(r.get('final_runs', [None])) for r in state['runs'].values()})
+    if counts in ([], [1]):
+        return ''
+    return f', the mean of {counts[0] if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"} training runs of it'
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -264,7 +274,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     grid_text = json.dumps(cfg.grid) if cfg.grid != [{}] else f'one configuration {json.dumps(cfg.hparams)}'
     meta = {'command': command, 'dataset': ds.name, 'info': ds.info, 'config': cfg.comparable(),
             'protocol': PROTOCOL_NOTE.format(folds=args.folds, grid=grid_text, seed=args.seed,
-                                             selected=SELECTED[args.select]),
+                                             selected=SELECTED[args.select], final=_final_runs_text(state)),
             'seconds': time.time() - t0}
     paths = write_results(out, rows, meta, title=f'{ds.name}: graph classification, {args.folds}-fold CV')
     print(format_table(rows))

@@ -80,6 +80,9 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
                    help="what keeps an epoch and a --grid configuration: 'acc' the best validation accuracy, ties "
                         "broken by the lower loss (Errica et al.), 'loss' the lowest validation loss; early stopping "
                         'counts epochs without a better one')
+    p.add_argument('--final-runs', type=int, default=1,
+                   help='training runs of the selected configuration per fold, their test accuracies averaged (Errica '
+                        'et al.: 3); resuming a finished run with more adds the missing ones')
     p.add_argument('--optimizer', default='adam', choices=OPTIMIZERS, help='optimiser of every model')
     p.add_argument('--schedule', default='none', choices=['none', 'cosine', 'step'],
                    help="learning-rate schedule, stepped per epoch: 'cosine' (after --warmup-epochs of linear "

@@ -7,6 +7,9 @@ Classification", shared by every model of the benchmark.
   validation accuracy (ties: lower validation loss) is selected; its test accuracy on the held-out fold is recorded.
   Within a training run the epoch with the best validation accuracy (ties: lower loss) is kept. ``select='loss'``
   keeps the epoch and the configuration of lowest validation loss instead (:func:`selection_score`).
+* Final runs: the selected configuration is trained ``final_runs`` times in all (other initialisations and batch
+  orders, the same splits) and the fold's test accuracy is their mean, "to mitigate unlucky random initializations"
+  as Errica et al. do with 3. The run that selected the configuration is the first of them.
 * Report the mean and standard deviation of the test accuracies over the folds.
 * Beside the selection, each training run records its validation curves and a held-out validation accuracy
   (:func:`heldout_accuracy`): settings can be compared on it without the optimism of a maximum over noisy epochs.
@@ -102,6 +105,7 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'batch_size': (_integer(1), 'an integer >= 1'),
     'patience': (_integer(1, none=True), 'an integer >= 1 (or null: no early stopping)'),
     'select': (lambda v: v in SELECTION_RULES, f"one of {', '.join(map(repr, SELECTION_RULES))}"),
+    'final_runs': (_integer(1), 'an integer >= 1'),
     **{key: (functools.partial(is_recipe_value, key), RECIPE_RULES[key]) for key in RECIPE_KEYS},
 }
 
@@ -224,8 +228,9 @@ class BenchmarkConfig:
     (epochs, batch size, early stopping, and the recipe every model shares: ``optimizer``, ``schedule``,
     ``warmup_epochs``, ``decay_every``, ``decay_gamma``, ``grad_clip``, ``ema_decay`` of
     :class:`~pyg_ple.bench.training.TrainConfig`),
-    the model hyper-parameters ``hparams`` shared by every model and the selection ``grid`` (expanded: a list of
-    configurations whose :data:`TRAIN_KEYS` set training and whose other keys set the model). Raises ``ValueError``
+    the model hyper-parameters ``hparams`` shared by every model, the selection ``grid`` (expanded: a list of
+    configurations whose :data:`TRAIN_KEYS` set training and whose other keys set the model) and ``final_runs``, the
+    training runs of the selected configuration whose test accuracies are averaged per fold. Raises ``ValueError``
     naming the bad setting, before anything is trained, if a value breaks its rule or a model cannot be built with one
     of the configurations."""
 
@@ -247,6 +252,7 @@ class BenchmarkConfig:
     decay_gamma: float = RECIPE_DEFAULTS['decay_gamma']
     ema_decay: float | None = RECIPE_DEFAULTS['ema_decay']
     val_fraction: float = 0.1
+    final_runs: int = 1
     grid: list[dict[str, Any]] = field(default_factory=lambda: [{}])
     hparams: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 5
@@ -258,7 +264,7 @@ class BenchmarkConfig:
         if not self.models or unknown or len(set(self.models)) < len(self.models):
             raise ValueError(f'models must name each model once, from {", ".join(MODEL_NAMES)}; got {self.models!r}')
         for key in ('epochs', 'n_folds', 'seed', 'checkpoint_every', 'lr', 'weight_decay', 'batch_size', 'patience',
-                    'select', *RECIPE_KEYS):
+                    'select', 'final_runs', *RECIPE_KEYS):
             check_setting(key, getattr(self, key))
         if not 0 < self.val_fraction < 1:
             raise ValueError(f'val_fraction must be in (0, 1), got {self.val_fraction!r}')
@@ -274,9 +280,10 @@ class BenchmarkConfig:
                     raise ValueError(f'model {name!r}{where}: {e}') from None
 
     def comparable(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the interrupted one."""
+        """The settings a resumed run must share with the interrupted one (not ``final_runs``: resuming with more
+        adds runs to the stored folds)."""
         d = asdict(self)
-        for k in ('models', 'device', 'progress', 'checkpoint_every', 'save_models'):
+        for k in ('models', 'device', 'progress', 'checkpoint_every', 'save_models', 'final_runs'):
             d.pop(k)
         # The recipe and the selection rule at their defaults are left out, so that runs written before they existed
         # can still be resumed.
@@ -355,9 +362,13 @@ def heldout_accuracy(curve: dict[str, Sequence[float]], patience: int | None, ru
     return float((c['val_b_acc'][ta] + c['val_a_acc'][tb]) / 2)
 
 
-def run_seed_of(seed: int, fold: int, config_index: int = 0) -> int:
-    """The seed of one training run: the run's ``seed``, the outer fold and the grid configuration's index."""
-    return seed * 1_000_003 + 1000 * fold + config_index
+def run_seed_of(seed: int, fold: int, config_index: int = 0, repeat: int = 0) -> int:
+    """The seed of one training run from the run's ``seed``, the outer fold, the grid configuration's index and, for
+    the final runs after the first, their number ``repeat``."""
+    if repeat == 0:
+        return seed * 1_000_003 + 1000 * fold + config_index
+    # Hashed rather than spaced out, so that no repeat can land on the seed of another fold or configuration.
+    return int(np.random.SeedSequence([seed, fold, config_index, repeat]).generate_state(1)[0])
 
 
 def _split_settings(cfg: BenchmarkConfig, grid_cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -487,6 +498,11 @@ def run_benchmark(ds: GraphDataset, cfg: BenchmarkConfig, out: str | os.PathLike
     (:func:`check_run_folder`) before anything is trained or written. Returns the state dict (``runs`` maps
     ``"<model>/<fold>"`` to the per-fold record). Interrupting it loses at most the epochs since the last checkpoint of
     the current training run.
+
+    With ``cfg.final_runs`` > 1 each record also lists its ``final_runs`` (seed, test and validation figures of every
+    training run of the selected configuration, the selecting run first) and its ``test_acc`` and ``test_loss`` are
+    their means; its other figures (validation, epochs, curves) and the saved model are the selecting run's.
+    Resuming a finished run with a larger ``final_runs`` adds the missing runs to every fold.
     """
     run = check_run_folder(out, ds, cfg, resume, overwrite)
     state: dict[str, Any] = {'dataset': ds.name, 'info': ds.info, 'config': cfg.comparable(), 'runs': {},
@@ -507,45 +523,74 @@ def run_benchmark(ds: GraphDataset, cfg: BenchmarkConfig, out: str | os.PathLike
     try:
         for name, split in tasks:
             key = f'{name}/{split["fold"]}'
-            if key in state['runs']:
-                if bar is not None:
-                    bar.update(1)
-                continue
             if bar is not None:
                 bar.set_postfix_str(f'{name} fold {split["fold"] + 1}/{len(splits)}')
-            t0 = time.perf_counter()
-            candidates = []
-            best_model = None
-            checkpoints = [f'checkpoints/{name}/fold{split["fold"]}_cfg{j}.pt' for j in range(len(cfg.grid))]
-            for j, grid_cfg in enumerate(cfg.grid):
-                run_seed = run_seed_of(cfg.seed, split['fold'], j)
-                rec, model = _train_one(ds, name, split, cfg, grid_cfg, run_seed, run.claim(checkpoints[j]),
-                                        desc=f'{name} f{split["fold"] + 1} c{j + 1}/{len(cfg.grid)}')
-                candidates.append(rec)
-                if max(candidates, key=lambda r: r['val_score']) is rec:
-                    best_model = (model, rec)
-            selected = max(candidates, key=lambda r: r['val_score'])
-            if cfg.save_models and best_model is not None:
-                model, rec = best_model
-                run.torch_save(f'models/{name}_fold{split["fold"]}.pt', {
-                    'name': name, 'in_channels': ds.num_features, 'num_classes': ds.num_classes,
-                    'hparams': rec['hparams'], 'state_dict': model.state_dict(), 'dataset': ds.name,
-                    'dataset_args': dataset_args or {}, 'fold': split['fold'], 'test_idx': split['test'],
-                    'test_acc': rec['test_acc']})
-            state['runs'][key] = {'model': name, 'fold': split['fold'], **selected,
-                                  'selected_config': cfg.grid.index(selected['config']),
-                                  'grid_val_acc': [c['val_acc'] for c in candidates],
-                                  'grid_heldout_val_acc': [c['heldout_val_acc'] for c in candidates],
-                                  'seconds': time.perf_counter() - t0}
-            run.write_json('state.json', state)
-            for rel in checkpoints:  # the fold is stored: drop its checkpoints
-                run.remove(rel)
+            if key not in state['runs']:
+                _select_on_fold(ds, name, split, cfg, run, state, dataset_args)
+            if len(state['runs'][key].get('final_runs', [None])) < cfg.final_runs:
+                _add_final_runs(ds, name, split, cfg, run, state)
             if bar is not None:
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
     return state
+
+
+def _select_on_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, run: RunFolder,
+                    state: dict[str, Any], dataset_args: dict[str, Any] | None) -> None:
+    """Train every grid configuration of model ``name`` on one outer fold and store the selected one's record (and
+    model, with ``cfg.save_models``); the state is written once the fold is done."""
+    t0 = time.perf_counter()
+    candidates = []
+    best_model = None
+    checkpoints = [f'checkpoints/{name}/fold{split["fold"]}_cfg{j}.pt' for j in range(len(cfg.grid))]
+    for j, grid_cfg in enumerate(cfg.grid):
+        run_seed = run_seed_of(cfg.seed, split['fold'], j)
+        rec, model = _train_one(ds, name, split, cfg, grid_cfg, run_seed, run.claim(checkpoints[j]),
+                                desc=f'{name} f{split["fold"] + 1} c{j + 1}/{len(cfg.grid)}')
+        candidates.append(rec)
+        if max(candidates, key=lambda r: r['val_score']) is rec:
+            best_model = (model, rec)
+    selected = max(candidates, key=lambda r: r['val_score'])
+    if cfg.save_models and best_model is not None:
+        model, rec = best_model
+        run.torch_save(f'models/{name}_fold{split["fold"]}.pt', {
+            'name': name, 'in_channels': ds.num_features, 'num_classes': ds.num_classes,
+            'hparams': rec['hparams'], 'state_dict': model.state_dict(), 'dataset': ds.name,
+            'dataset_args': dataset_args or {}, 'fold': split['fold'], 'test_idx': split['test'],
+            'test_acc': rec['test_acc']})
+    state['runs'][f'{name}/{split["fold"]}'] = {
+        'model': name, 'fold': split['fold'], **selected, 'selected_config': cfg.grid.index(selected['config']),
+        'grid_val_acc': [c['val_acc'] for c in candidates],
+        'grid_heldout_val_acc': [c['heldout_val_acc'] for c in candidates], 'seconds': time.perf_counter() - t0}
+    run.write_json('state.json', state)
+    for rel in checkpoints:  # the fold is stored: drop its checkpoints
+        run.remove(rel)
+
+
+# What each final run keeps in its fold's record.
+FINAL_RUN_KEYS = ('seed', 'test_acc', 'test_loss', 'val_acc', 'heldout_val_acc', 'best_epoch', 'epochs_run')
+
+
+def _add_final_runs(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, run: RunFolder,
+                    state: dict[str, Any]) -> None:
+    """Train the selected configuration of a stored fold until it has ``cfg.final_runs`` runs; the fold's test
+    accuracy and loss become their means. The state is written after every run."""
+    record = state['runs'][f'{name}/{split["fold"]}']
+    j = record['selected_config']
+    finals = record.setdefault('final_runs', [{k: record.get(k) for k in FINAL_RUN_KEYS}])
+    for r in range(len(finals), cfg.final_runs):
+        t0 = time.perf_counter()
+        rel = f'checkpoints/{name}/fold{split["fold"]}_cfg{j}_run{r}.pt'
+        rec, _ = _train_one(ds, name, split, cfg, cfg.grid[j], run_seed_of(cfg.seed, split['fold'], j, r),
+                            run.claim(rel), desc=f'{name} f{split["fold"] + 1} run {r + 1}/{cfg.final_runs}')
+        finals.append({k: rec[k] for k in FINAL_RUN_KEYS})
+        record['test_acc'] = float(np.mean([f['test_acc'] for f in finals]))
+        record['test_loss'] = float(np.mean([f['test_loss'] for f in finals]))
+        record['seconds'] += time.perf_counter() - t0
+        run.write_json('state.json', state)
+        run.remove(rel)
 
 
 MODEL_FILE_KEYS = ('name', 'in_channels', 'num_classes', 'hparams', 'state_dict')
