@@ -63,6 +63,12 @@ def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
             row['complete'] = row['folds'] == n_folds
             row['splits'] = splits
             row['seed'] = state['config'].get('seed')
+            # The training runs per fold (--final-runs) and each fold's first run, the one that selected.
+            folds = sorted((x for x in state['runs'].values() if x['model'] == row['model']), key=lambda x: x['fold'])
+            finals = [x.get('final_runs') or [x] for x in folds]
+            row['final_runs'] = sorted({len(f) for f in finals})
+            row['first_fold_acc'] = [round(100 * f[0]['test_acc'], 2) for f in finals]
+            row['run_spread'] = float(np.mean([np.std([100 * x['test_acc'] for x in f]) for f in finals]))
         rows += r
         runs.append({'dir': str(d), 'state': state,
                      'models': list(dict.fromkeys(r['model'] for r in state['runs'].values())),
@@ -226,6 +232,30 @@ def with_heldout(baseline: list[dict], reruns: list[dict]) -> list[str]:
     return unmatched
 
 
+def final_runs_table(baseline: list[dict], rows: list[dict]) -> tuple[str, list[dict], list[str]]:
+    """Each row of ``rows`` (runs with more than one training run per fold, ``--final-runs``) beside the ``baseline``
+    row whose fold accuracies are its first runs': test accuracy with the first run and with the mean of all, and the
+    spread of the runs within a fold (population std, mean over folds). Returns the table, the complete rows with
+    the same number of runs in every fold (for the tables of the model comparisons) and the rows that extend no
+    baseline row."""
+    find = {(r['dataset'], r['model'], r['splits']): r for r in baseline}
+    lines = ['| dataset | model | seed | runs per fold | test acc %, first run | test acc %, mean of the runs | change '
+             '| spread of the runs in a fold |', '|---|---|---:|---:|---:|---:|---:|---:|']
+    complete, unmatched = [], []
+    for r in rows:
+        b = find.get((r['dataset'], r['model'], r['splits']))
+        if b is None or b['fold_acc'] != r['first_fold_acc']:
+            unmatched.append(f"{r['dataset']} {r['model']} (seed {r['seed']})")
+            continue
+        runs = '-'.join(map(str, (r['final_runs'][0], r['final_runs'][-1]))) if len(r['final_runs']) > 1 \
+            else str(r['final_runs'][0])
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['seed']} | {runs} | {b['acc_mean']:.1f} | "
+                     f"{r['acc_mean']:.1f} | {r['acc_mean'] - b['acc_mean']:+.1f} | {r['run_spread']:.1f} |")
+        if r['complete'] and len(r['final_runs']) == 1 and r['final_runs'][0] > 1:
+            complete.append(r)
+    return '\n'.join(lines), complete, unmatched
+
+
 def leave_out_table(baseline: list[dict], groups: list[tuple[str, list[dict]]]) -> str:
     """One row per (label, model, seed) of ``groups`` (runs with one default setting taken away) and one column per
     dataset: the change of test accuracy against the ``baseline`` row of the same model on the same folds, paired fold
@@ -376,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
                     help='reruns of main-table or --replicate runs (the same command, the same fold accuracies) that '
                          'recorded the held-out validation accuracy the earlier runs predate; the change tables '
                          'show it')
+    ap.add_argument('--final-runs-from', nargs='*', type=Path, default=[], metavar='RUN',
+                    help='main-table or --replicate runs extended with --final-runs (their first run per fold is the '
+                         'earlier run, bit for bit): a table of the test accuracy of one run and of the mean of all')
     ap.add_argument('--ablation', action='append', default=[], metavar='RUN[@MODEL]=VARIANT|OPTION',
                     help='one row of the ablation table (repeatable)')
     ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent / 'results')
@@ -464,6 +497,23 @@ def main(argv: list[str] | None = None) -> int:
                'round; the same fold accuracies as the runs above, bit for bit). The validation accuracy of the '
                'selected epochs is a maximum over noisy epochs; the held-out figure is not. Neither looks at a test '
                'graph.', '', heldout_table(baseline), '']
+    if args.final_runs_from:
+        final_rows, final_runs = collect(_finished(args.final_runs_from))
+        table, complete, unmatched = final_runs_table(baseline, final_rows)
+        if unmatched:
+            ap.error('--final-runs-from: not an extension of a main-table or --replicate run (no row whose fold '
+                     'accuracies are its first runs\'): ' + ', '.join(unmatched))
+        md += ['## More than one training run per fold', '',
+               'Errica et al. train the selected configuration three times per fold and report the mean test accuracy '
+               '"to mitigate unlucky random initializations"; the tables above train it once. These runs add training '
+               'runs to every fold of runs above (`--final-runs 3 --resume` on copies of their folders: the first run '
+               'of each fold is the one above, bit for bit; the others differ in initialisation and batch order '
+               'only, with the same splits and early stopping on the same validation split).', '', table, '']
+        if len({r['model'] for r in complete}) > 1:
+            md += ['The models with every fold complete, each fold the mean of its runs:', '', pivot(complete), '',
+                   pairwise_counts(complete), '', paired_differences(complete), '']
+        md += [*_run_settings(final_runs), '']
+        runs += final_runs
     for label, *dirs in args.change:
         change_rows, change_runs = collect(_finished([Path(d) for d in dirs]))
         md += [f'## One change: {label}', '',
@@ -513,6 +563,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append('--earlier ' + ' '.join(map(str, args.earlier)))
     if args.replicate:
         cmd.append('--replicate ' + ' '.join(map(str, args.replicate)))
+    if args.heldout_from:
+        cmd.append('--heldout-from ' + ' '.join(map(str, args.heldout_from)))
+    if args.final_runs_from:
+        cmd.append('--final-runs-from ' + ' '.join(map(str, args.final_runs_from)))
     cmd += [f"--change '{label}' " + ' '.join(dirs) for label, *dirs in args.change]
     cmd += [f"--leave-out '{label}' " + ' '.join(dirs) for label, *dirs in args.leave_out]
     cmd += [f"--ablation '{a}'" for a in args.ablation]

@@ -323,6 +323,45 @@ def test_graph_report_takes_heldout_figures_of_runs_that_predate_them_from_their
     assert exc.value.code == 2 and 'not a rerun' in capsys.readouterr().err
 
 
+def test_graph_report_sets_the_mean_of_several_final_runs_beside_the_first(tmp_path, capsys):
+    """--final-runs-from RUN...: runs extended with --final-runs show the first run's and the mean test accuracy of
+    every fold's runs, and the model comparisons on the means; a run whose first runs are not a main-table run is
+    refused; the recorded command repeats --heldout-from and --final-runs-from."""
+    import shutil
+
+    import numpy as np
+
+    from pyg_ple.bench.cli import main as cli
+    tiny = ['bench', '--digits-n', '60', '--folds', '2', '--epochs', '3', '--no-progress', '--threads', '1',
+            '--no-save-models', '--models', 'gcn,laplacian']
+    main, other = tmp_path / 'main', tmp_path / 'other'
+    assert cli(tiny + ['--out', str(main)]) == 0
+    assert cli(tiny + ['--lr', '0.05', '--out', str(other)]) == 0
+    extended = tmp_path / 'final3'
+    shutil.copytree(main, extended)
+    assert cli(tiny + ['--out', str(extended), '--resume', '--final-runs', '3']) == 0
+    runs = json.loads((extended / 'state.json').read_text())['runs']
+    mod = load_script('benchmarks/graph_classification.py')
+    out = tmp_path / 'report'
+    assert mod.main([str(main), '--heldout-from', str(main), '--final-runs-from', str(extended),
+                     '--out', str(out)]) == 0
+    md = (out / 'graph_classification.md').read_text()
+    section = md.split('## More than one training run per fold')[1].split('## Exact commands')[0]
+    for model in ('gcn', 'laplacian'):
+        folds = sorted((r for r in runs.values() if r['model'] == model), key=lambda r: r['fold'])
+        first = np.mean([100 * r['final_runs'][0]['test_acc'] for r in folds])
+        mean = np.mean([100 * np.mean([f['test_acc'] for f in r['final_runs']]) for r in folds])
+        spread = np.mean([np.std([100 * f['test_acc'] for f in r['final_runs']]) for r in folds])
+        assert f'| digits | {model} | 0 | 3 | {first:.1f} | {mean:.1f} | {mean - first:+.1f} | {spread:.1f} |' \
+            in section
+    assert 'laplacian ≥ gcn: ' in section and '| laplacian − gcn |' in section
+    assert f'--heldout-from {main}' in md and f'--final-runs-from {extended}' in md
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        mod.main([str(main), '--final-runs-from', str(other), '--out', str(out)])
+    assert exc.value.code == 2 and 'not an extension' in capsys.readouterr().err
+
+
 def test_graph_report_chooses_between_default_and_change_per_fold_on_validation(tmp_path):
     """select_per_fold: in each fold the run with the higher validation accuracy (ties: lower validation loss) gives
     the test accuracy, as a two-point --grid would choose; written under the change's table."""
