@@ -578,7 +578,7 @@ def _add_final_runs(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConf
     """Train the selected configuration of a stored fold until it has ``cfg.final_runs`` runs; the fold's test
     accuracy and loss become their means. The state is written after every run."""
     record = state['runs'][f'{name}/{split["fold"]}']
-    j = record['selected_config']
+    j = record.get('selected_config', 0)  # runs written before it was recorded had one configuration
     finals = record.setdefault('final_runs', [{k: record.get(k) for k in FINAL_RUN_KEYS}])
     for r in range(len(finals), cfg.final_runs):
         t0 = time.perf_counter()
