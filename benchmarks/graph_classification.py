@@ -509,9 +509,18 @@ def main(argv: list[str] | None = None) -> int:
                'runs to every fold of runs above (`--final-runs 3 --resume` on copies of their folders: the first run '
                'of each fold is the one above, bit for bit; the others differ in initialisation and batch order '
                'only, with the same splits and early stopping on the same validation split).', '', table, '']
-        if len({r['model'] for r in complete}) > 1:
-            md += ['The models with every fold complete, each fold the mean of its runs:', '', pivot(complete), '',
-                   pairwise_counts(complete), '', paired_differences(complete), '']
+        by_seed: dict = {}
+        for r in complete:
+            by_seed.setdefault(r['seed'], []).append(r)
+        for seed, seed_rows in sorted(by_seed.items(), key=lambda kv: (kv[0] is None, kv[0])):
+            if len({r['model'] for r in seed_rows}) > 1:
+                md += [f'Seed {seed}, the models with every fold complete, each fold the mean of its runs:', '',
+                       pivot(seed_rows), '', pairwise_counts(seed_rows), '', paired_differences(seed_rows), '']
+        if len(by_seed) > 1:
+            first, *others = sorted(by_seed, key=lambda s: (s is None, s))
+            pooled = pool_seeds(by_seed[first], [r for s in others for r in by_seed[s]])
+            md += [f'The {len(by_seed)} seeds pooled (the rows every seed has):', '', pivot(pooled), '',
+                   pairwise_counts(pooled), '', paired_differences(pooled), '']
         md += [*_run_settings(final_runs), '']
         runs += final_runs
     for label, *dirs in args.change:

@@ -334,17 +334,19 @@ def test_graph_report_sets_the_mean_of_several_final_runs_beside_the_first(tmp_p
     from pyg_ple.bench.cli import main as cli
     tiny = ['bench', '--digits-n', '60', '--folds', '2', '--epochs', '3', '--no-progress', '--threads', '1',
             '--no-save-models', '--models', 'gcn,laplacian']
-    main, other = tmp_path / 'main', tmp_path / 'other'
+    main, seed1, other = tmp_path / 'main', tmp_path / 'seed1', tmp_path / 'other'
     assert cli(tiny + ['--out', str(main)]) == 0
+    assert cli(tiny + ['--seed', '1', '--out', str(seed1)]) == 0
     assert cli(tiny + ['--lr', '0.05', '--out', str(other)]) == 0
-    extended = tmp_path / 'final3'
-    shutil.copytree(main, extended)
-    assert cli(tiny + ['--out', str(extended), '--resume', '--final-runs', '3']) == 0
+    extended, extended1 = tmp_path / 'final3', tmp_path / 'final3-s1'
+    for run, ext, seed in ((main, extended, '0'), (seed1, extended1, '1')):
+        shutil.copytree(run, ext)
+        assert cli(tiny + ['--seed', seed, '--out', str(ext), '--resume', '--final-runs', '3']) == 0
     runs = json.loads((extended / 'state.json').read_text())['runs']
     mod = load_script('benchmarks/graph_classification.py')
     out = tmp_path / 'report'
-    assert mod.main([str(main), '--heldout-from', str(main), '--final-runs-from', str(extended),
-                     '--out', str(out)]) == 0
+    assert mod.main([str(main), '--replicate', str(seed1), '--heldout-from', str(main), '--final-runs-from',
+                     str(extended), str(extended1), '--out', str(out)]) == 0
     md = (out / 'graph_classification.md').read_text()
     section = md.split('## More than one training run per fold')[1].split('## Exact commands')[0]
     for model in ('gcn', 'laplacian'):
@@ -355,6 +357,8 @@ def test_graph_report_sets_the_mean_of_several_final_runs_beside_the_first(tmp_p
         assert f'| digits | {model} | 0 | 3 | {first:.1f} | {mean:.1f} | {mean - first:+.1f} | {spread:.1f} |' \
             in section
     assert 'laplacian ≥ gcn: ' in section and '| laplacian − gcn |' in section
+    assert '| digits | laplacian | 1 | 3 |' in section
+    assert 'Seed 0, the models' in section and 'Seed 1, the models' in section and 'The 2 seeds pooled' in section
     assert f'--heldout-from {main}' in md and f'--final-runs-from {extended}' in md
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
