@@ -441,8 +441,10 @@ def main(argv: list[str] | None = None) -> int:
           'weight decay, attention over the native edges; the width is in the run table) except where the run '
           'table below lists a grid, and training runs of at most 100 epochs that stop after `patience` epochs '
           'without a better validation accuracy (the run table gives both) instead of Errica et al.\'s grid of up '
-          'to 1000 epochs with patience 500. The protocol itself (10 outer folds, inner validation, selection on '
-          'validation only) is not shrunk. Numbers are lower bounds for every model; differences within one '
+          'to 1000 epochs with patience 500, and the selected configuration is trained once per fold instead of '
+          'three times (the section "More than one training run per fold" adds the other two where they ran). The '
+          'rest of the protocol (10 outer folds, inner validation, selection on validation only) is not shrunk. '
+          'Numbers are lower bounds for every model; differences within one '
           'standard deviation are not meaningful. "selected epoch" near "epochs" in the details means the budget, '
           'not early stopping, ended training.', '',
           '## Laplacian transformer against each other model', '', pairwise_counts(rows), '',
