@@ -25,6 +25,17 @@ def load_script(rel: str):
     return mod
 
 
+def bench_runs(tmp_path: Path, epochs: int, **runs: list[str]) -> dict[str, Path]:
+    """``pyg-ple bench`` of GCN and the Laplacian transformer on 60 digits graphs, 2 folds, once per keyword (the
+    run's folder name) with that keyword's extra options; returns the folders."""
+    from pyg_ple.bench.cli import main as cli
+    tiny = ['bench', '--digits-n', '60', '--folds', '2', '--epochs', str(epochs), '--no-progress', '--threads', '1',
+            '--no-save-models', '--models', 'gcn,laplacian']
+    for name, extra in runs.items():
+        assert cli(tiny + extra + ['--out', str(tmp_path / name)]) == 0
+    return {name: tmp_path / name for name in runs}
+
+
 @needs_mnist
 def test_mnist_clustering_example(tmp_path):
     mod = load_script('examples/mnist_clustering.py')
@@ -214,13 +225,7 @@ def test_graph_classification_report_pools_other_split_seeds(tmp_path):
     fold by fold (means, counts and paired differences over the folds of every seed, pairs only within a seed)."""
     import numpy as np
 
-    from pyg_ple.bench.cli import main as cli
-    tiny = ['bench', '--digits-n', '60', '--folds', '2', '--epochs', '1', '--no-progress', '--threads', '1',
-            '--no-save-models', '--models', 'gcn,laplacian']
-    seed0, seed1, seed2 = tmp_path / 's0', tmp_path / 's1', tmp_path / 's2'
-    assert cli(tiny + ['--out', str(seed0)]) == 0
-    assert cli(tiny + ['--seed', '1', '--out', str(seed1)]) == 0
-    assert cli(tiny + ['--seed', '2', '--out', str(seed2)]) == 0
+    seed0, seed1, seed2 = bench_runs(tmp_path, 1, s0=[], s1=['--seed', '1'], s2=['--seed', '2']).values()
     mod = load_script('benchmarks/graph_classification.py')
     out = tmp_path / 'report'
     assert mod.main([str(seed0), '--replicate', str(seed2), str(seed1), '--out', str(out)]) == 0
@@ -331,17 +336,12 @@ def test_graph_report_sets_the_mean_of_several_final_runs_beside_the_first(tmp_p
 
     import numpy as np
 
-    from pyg_ple.bench.cli import main as cli
-    tiny = ['bench', '--digits-n', '60', '--folds', '2', '--epochs', '3', '--no-progress', '--threads', '1',
-            '--no-save-models', '--models', 'gcn,laplacian']
-    main, seed1, other = tmp_path / 'main', tmp_path / 'seed1', tmp_path / 'other'
-    assert cli(tiny + ['--out', str(main)]) == 0
-    assert cli(tiny + ['--seed', '1', '--out', str(seed1)]) == 0
-    assert cli(tiny + ['--lr', '0.05', '--out', str(other)]) == 0
+    main, seed1, other = bench_runs(tmp_path, 3, main=[], seed1=['--seed', '1'], other=['--lr', '0.05']).values()
     extended, extended1 = tmp_path / 'final3', tmp_path / 'final3-s1'
-    for run, ext, seed in ((main, extended, '0'), (seed1, extended1, '1')):
+    for run, ext in ((main, extended), (seed1, extended1)):
         shutil.copytree(run, ext)
-        assert cli(tiny + ['--seed', seed, '--out', str(ext), '--resume', '--final-runs', '3']) == 0
+    bench_runs(tmp_path, 3, **{'final3': ['--resume', '--final-runs', '3'],
+                               'final3-s1': ['--seed', '1', '--resume', '--final-runs', '3']})
     runs = json.loads((extended / 'state.json').read_text())['runs']
     mod = load_script('benchmarks/graph_classification.py')
     out = tmp_path / 'report'
