@@ -247,8 +247,7 @@ def final_runs_table(baseline: list[dict], rows: list[dict]) -> tuple[str, list[
         if b is None or b['fold_acc'] != r['first_fold_acc']:
             unmatched.append(f"{r['dataset']} {r['model']} (seed {r['seed']})")
             continue
-        runs = '-'.join(map(str, (r['final_runs'][0], r['final_runs'][-1]))) if len(r['final_runs']) > 1 \
-            else str(r['final_runs'][0])
+        runs = '-'.join(map(str, dict.fromkeys((r['final_runs'][0], r['final_runs'][-1]))))  # '3', or '1-3'
         lines.append(f"| {r['dataset']} | {r['model']} | {r['seed']} | {runs} | {b['acc_mean']:.1f} | "
                      f"{r['acc_mean']:.1f} | {r['acc_mean'] - b['acc_mean']:+.1f} | {r['run_spread']:.1f} |")
         if r['complete'] and len(r['final_runs']) == 1 and r['final_runs'][0] > 1:
