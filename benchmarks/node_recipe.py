@@ -40,6 +40,14 @@ mean; the fifth round's 0.07-point margin is below it):
         default+wd2e-2+postnorm-batch default+wd2e-2+graph-block default+wd2e-2+mixed-heads
     python benchmarks/node_recipe.py --root DATA --dataset CiteSeer --seeds 10 --arms (the same four)
 
+A seventh round tried weight sharing (``share_weights``: the four blocks apply one attention, projection and MLP,
+each keeping its norms: the PLE reading of the stack as unrolled steps of one model, as GRAND integrates one
+diffusion function), with four and with eight steps, under the sixth round's rule, fixed before it ran:
+
+    python benchmarks/node_recipe.py --root DATA --dataset Cora --seeds 10 --arms default+wd2e-2+shared-blocks \
+        default+wd2e-2+shared-blocks+layers8
+    python benchmarks/node_recipe.py --root DATA --dataset CiteSeer --seeds 10 --arms (the same two)
+
 Each finished (arm, seed) is appended to ``benchmarks/results/node_recipe.csv`` (a rerun skips it), and the table
 ``node_recipe.md`` is written from that file.
 """
@@ -131,6 +139,10 @@ ARMS = {
            'graph-block': (dict(norm='batch', prenorm=False, degree_scaler=True),
                            "post-norm BatchNorm and the degree scaler (the graph model's block)"),
            'mixed-heads': (dict(laplacian_heads=4), 'half the heads standard softmax (4 of 8 Laplacian)'),
+           # The seventh round: one set of block weights for every step.
+           'shared-blocks': (dict(share_weights=True), 'one attention, projection and MLP shared by the 4 blocks'),
+           'shared-blocks+layers8': (dict(share_weights=True, num_layers=8),
+                                     'one attention, projection and MLP shared by 8 blocks'),
        }.items()},
 }
 FIELDS = ['dataset', 'arm', 'seed', 'val_acc', 'test_acc', 'best_epoch', 'seconds']
@@ -177,7 +189,8 @@ def report(rows: list[dict], command: str) -> str:
              'of the third round on Cora\'s validation, 10 seeds), for CiteSeer `... --dataset CiteSeer --seeds 10 '
              '--arms` with the arms of its table, and on each dataset `... --seeds 10 --arms default+wd1e-2 '
              'default+wd2e-2 default+wd5e-2` (the fifth round) and `... --seeds 10 --arms default+wd2e-2+degree-scaler '
-             'default+wd2e-2+postnorm-batch default+wd2e-2+graph-block default+wd2e-2+mixed-heads` (the sixth)',
+             'default+wd2e-2+postnorm-batch default+wd2e-2+graph-block default+wd2e-2+mixed-heads` (the sixth) and `... '
+             '--seeds 10 --arms default+wd2e-2+shared-blocks default+wd2e-2+shared-blocks+layers8` (the seventh)',
              '- every arm: `build_node_model(\'ple\', ..., **BASE, **arm)` (all heads Laplacian; BASE = '
              + ', '.join(f'{k}={v}' for k, v in BASE.items()) + '), Adam lr 5e-3, weight decay 5e-4, 100 epochs, '
              'full batch, the epoch of best validation accuracy selected; public split',

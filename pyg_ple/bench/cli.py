@@ -148,6 +148,8 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
                    # Always recorded: a run begun when they defaulted otherwise is then refused on --resume
                    # instead of continuing with other blocks.
                    norm=args.norm, prenorm=args.prenorm, degree_scaler=args.degree_scaler)
+    if args.share_weights:  # recorded only when set, so that runs from before the option still resume
+        hparams['share_weights'] = True
     if _edge_features(args) is not False:  # their width is known once the data is loaded (cmd_bench sets it)
         hparams['edge_dim'] = 1
     try:

@@ -123,7 +123,9 @@ class GraphModelConfig:
     models, whose tokens all attend to all), ``mlp_ratio``, ``step_size``, ``learn_step_size`` (also learned by the
     ``*_learned_eta`` variants), ``attention_dropout``, ``ple_init``, ``norm``, ``prenorm``, ``degree_scaler`` (see
     :class:`~pyg_ple.PLETransformerBlock`; ple-gps takes ``degree_scaler`` for its Laplacian attention),
-    ``encoder_norm`` (a LayerNorm after the node encoder, so the residual stream starts on LayerNorm scale),
+    ``share_weights`` (one block's attention, projection and MLP for every layer, see
+    :class:`~pyg_ple.nn.PLETransformer`), ``encoder_norm`` (a LayerNorm after the node encoder, so the residual
+    stream starts on LayerNorm scale),
     ``max_tokens`` (token models: size of the position embedding).
     """
 
@@ -149,6 +151,7 @@ class GraphModelConfig:
     norm: str = 'batch'
     prenorm: bool = False
     degree_scaler: bool = True
+    share_weights: bool = False
 
     def __post_init__(self) -> None:
         check_config(self, positive=('hidden', 'num_layers', 'heads', 'mlp_ratio', 'max_tokens'),
@@ -241,7 +244,7 @@ class GraphClassifier(nn.Module):
             learn_step_size=block['learn_step_size'] or config.learn_step_size, mlp_ratio=config.mlp_ratio,
             dropout=config.dropout, attention_dropout=config.attention_dropout, step_size=config.step_size,
             edge_dim=edge_dim, ple_init=config.ple_init, norm=config.norm, prenorm=config.prenorm,
-            degree_scaler=config.degree_scaler)
+            degree_scaler=config.degree_scaler, share_weights=config.share_weights)
         if config.encoder_norm:
             self.encoder = nn.Sequential(self.encoder, nn.LayerNorm(config.hidden))
 

@@ -93,7 +93,8 @@ class NodeModelConfig:
     ``hidden`` (width), ``num_layers`` (0: encoder, LayerNorm and head only), ``heads``, ``laplacian_heads`` (the
     last ones; ``None``: all), ``dropout`` (blocks and before the head), ``input_dropout`` (on the raw features),
     ``attention_dropout``, ``mlp_ratio``, ``step_size``, ``learn_step_size``, ``ple_init``, ``norm``, ``prenorm``,
-    ``degree_scaler`` (see :class:`~pyg_ple.PLETransformerBlock`), ``encoder_norm`` (a LayerNorm after the encoder,
+    ``degree_scaler`` (see :class:`~pyg_ple.PLETransformerBlock`), ``share_weights`` (see
+    :class:`~pyg_ple.nn.PLETransformer`), ``encoder_norm`` (a LayerNorm after the encoder,
     so the residual stream starts on LayerNorm scale).
     """
 
@@ -117,6 +118,7 @@ class NodeModelConfig:
     norm: str = BLOCK_DEFAULTS['norm']
     prenorm: bool = BLOCK_DEFAULTS['prenorm']
     degree_scaler: bool = BLOCK_DEFAULTS['degree_scaler']
+    share_weights: bool = False
     encoder_norm: bool = True
 
     def __post_init__(self) -> None:
@@ -146,7 +148,8 @@ class NodeTransformer(nn.Module):
             config.hidden, config.heads, config.num_layers, laplacian_heads=config.laplacian_heads,
             mlp_ratio=config.mlp_ratio, dropout=config.dropout, attention_dropout=config.attention_dropout,
             step_size=config.step_size, learn_step_size=config.learn_step_size, ple_init=config.ple_init,
-            norm=config.norm, prenorm=config.prenorm, degree_scaler=config.degree_scaler)
+            norm=config.norm, prenorm=config.prenorm, degree_scaler=config.degree_scaler,
+            share_weights=config.share_weights)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, num_classes)
 

@@ -114,6 +114,9 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
                    help='pre-norm residuals in the transformer blocks, as in language models')
     p.add_argument('--degree-scaler', action=argparse.BooleanOptionalAction, default=True,
                    help='learned degree-dependent conductance s(d_i) in the attention (transformers, ple-gps)')
+    p.add_argument('--share-weights', action='store_true',
+                   help='the transformer blocks share one attention, projection and MLP (one PLE step applied '
+                        '--layers times; each block keeps its norms)')
     p.add_argument('--encoder-norm', action='store_true',
                    help='LayerNorm after the node encoder of the transformer models (residual stream on LN scale)')
     p.add_argument('--node-attr', action='store_true',

@@ -351,23 +351,33 @@ class PLETransformer(nn.Module):
     the blocks' kind (``norm``, LayerNorm by default). Post-norm blocks (``prenorm=False``) already end with a norm,
     so the stack adds none (``stack.norm`` is ``None``). ``num_layers=0`` gives the final norm alone.
 
+    With ``share_weights=True`` every block uses the same attention, output projection and MLP: one set of parameters
+    applied ``num_layers`` times, the PLE reading of a transformer as unrolled inference steps of one model (GRAND
+    likewise integrates one diffusion function). Each block keeps its own norms, whose statistics (BatchNorm) and
+    scales differ from step to step.
+
     Args:
         channels: model width ``F``.
         heads: attention heads of every block.
         num_layers: number of blocks.
+        share_weights: tie the blocks' attention, ``proj`` and MLP, see above.
         **block_kwargs: further :class:`PLETransformerBlock` arguments, the same for every block
             (``laplacian_heads``, ``mlp_ratio``, ``dropout``, ``step_size``, ``ple_init``, ``norm``, ``prenorm``,
             ``degree_scaler``, ...; see also :func:`variant_kwargs`).
     """
 
-    def __init__(self, channels: int, heads: int, num_layers: int, **block_kwargs: Any):
+    def __init__(self, channels: int, heads: int, num_layers: int, share_weights: bool = False, **block_kwargs: Any):
         super().__init__()
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
             raise ValueError(f"'num_layers' must be a non-negative int (got {num_layers!r})")
-        self.channels, self.heads = channels, heads
+        _check_flag(share_weights, 'share_weights')
+        self.channels, self.heads, self.share_weights = channels, heads, share_weights
         prenorm = block_kwargs.get('prenorm', True)
         _check_flag(prenorm, 'prenorm')
         self.blocks = nn.ModuleList([PLETransformerBlock(channels, heads, **block_kwargs) for _ in range(num_layers)])
+        if share_weights:
+            for block in self.blocks[1:]:
+                block.conv, block.proj, block.mlp = self.blocks[0].conv, self.blocks[0].proj, self.blocks[0].mlp
         self.norm = make_norm(block_kwargs.get('norm', 'layer'), channels) if prenorm else None
 
     @property
@@ -404,4 +414,4 @@ class PLETransformer(nn.Module):
     def __repr__(self) -> str:
         lap = self.blocks[0].conv.laplacian_heads if self.num_layers else None
         return (f'{self.__class__.__name__}({self.channels}, heads={self.heads}, num_layers={self.num_layers}, '
-                f'laplacian_heads={lap})')
+                f'laplacian_heads={lap}{", share_weights=True" if self.share_weights else ""})')
