@@ -270,6 +270,9 @@ def test_block_options_are_recorded_and_the_recipe_at_its_defaults_is_not(tmp_pa
         'pool': 'mean', 'pe_dim': 0, 'norm': 'layer', 'prenorm': True, 'degree_scaler': False}
     assert not {'optimizer', 'schedule', 'warmup_epochs', 'decay_every', 'decay_gamma', 'grad_clip'} & set(
         cfg.comparable())
+    # Weight sharing is recorded only when set: runs from before the option resume, a shared run resumes only shared.
+    shared = validate_bench_args(build_parser().parse_args(['bench', '--out', str(tmp_path / 's'), '--share-weights']))
+    assert shared.comparable()['hparams'] == {**cfg.comparable()['hparams'], 'share_weights': True}
 
 
 def test_bench_select_loss_keeps_the_epoch_of_lowest_validation_loss_and_is_part_of_the_run(tmp_path, capsys):

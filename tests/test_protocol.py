@@ -428,6 +428,13 @@ def test_final_runs_average_retrainings_of_the_selected_configuration_and_extend
         assert rec['test_loss'] == pytest.approx(np.mean([f['test_loss'] for f in finals]))
         assert (rec['val_acc'], rec['best_epoch']) == (first[key]['val_acc'], first[key]['best_epoch'])
     assert not list((tmp_path / 'a').rglob('*.pt'))
+    # The summary's validation figures average each fold's runs, as its test accuracy does.
+    from pyg_ple.bench.report import summarize
+    row, = summarize(extended)
+    for key, figure in (('val_acc', 'val_acc_mean'), ('heldout_val_acc', 'heldout_val_mean')):
+        want = 100 * np.mean([np.mean([f[key] for f in rec['final_runs']]) for rec in extended['runs'].values()])
+        assert row[figure] == pytest.approx(want)
+    assert row['acc_mean'] == pytest.approx(100 * np.mean([r['test_acc'] for r in extended['runs'].values()]))
 
     fresh = run_benchmark(ds, cfg, tmp_path / 'b')
     drop = ('seconds', 'sec_per_epoch')
