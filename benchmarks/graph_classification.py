@@ -167,10 +167,12 @@ def pool_seeds(rows: list[dict], replicate: list[dict]) -> list[dict]:
 
 def _paired(baseline: list[dict], changed: list[dict]):
     """``(baseline row, changed row)`` for each complete row of ``changed`` whose dataset and model have a complete
-    ``baseline`` row on the same folds (same splits digest)."""
-    find = {(r['dataset'], r['model'], r['splits']): r for r in baseline if r['complete']}
+    ``baseline`` row on the same folds (same splits digest) with as many training runs per fold (``--final-runs``)."""
+    def key(r: dict) -> tuple:
+        return r['dataset'], r['model'], r['splits'], tuple(r['final_runs'])
+    find = {key(r): r for r in baseline if r['complete']}
     for r in changed:
-        b = find.get((r['dataset'], r['model'], r['splits']))
+        b = find.get(key(r))
         if b is not None and r['complete'] and r['splits'] is not None:
             yield b, r
 
@@ -299,6 +301,10 @@ def leave_out_table(baseline: list[dict], groups: list[tuple[str, list[dict]]]) 
         lines.append(f'| nothing: test (validation) accuracy % | {model} | {name} | '
                      + ' | '.join(by_ds.get(d, '–') for d in datasets) + ' |')
     return '\n'.join(lines + body)
+
+
+def _has_final_runs(run: dict) -> bool:
+    return any(len(rec.get('final_runs', [])) > 1 for rec in run['state']['runs'].values())
 
 
 def _fold_runs(runs: list[dict]) -> dict[tuple, dict[int, dict]]:
@@ -524,14 +530,17 @@ def main(argv: list[str] | None = None) -> int:
                    pairwise_counts(pooled), '', paired_differences(pooled), '']
         md += [*_run_settings(final_runs), '']
         runs += final_runs
+    # A change with several training runs per fold is set beside the default's runs with as many (the section above).
+    change_baseline = baseline + (complete if args.final_runs_from else [])
     for label, *dirs in args.change:
         change_rows, change_runs = collect(_finished([Path(d) for d in dirs]))
         md += [f'## One change: {label}', '',
                'Each row: a model at the default settings (the main table, or another split seed on its folds) → the '
                'same model with this one change, on the same folds; the run table says which models and datasets '
                'ran. Validation figures are what selection may use, test figures what it must not.', '',
-               change_table(baseline, change_rows), '']
-        selected = select_per_fold(main_runs, change_runs)
+               change_table(change_baseline, change_rows), '']
+        # one run per fold on both sides: the choice reads the selecting run's validation figures
+        selected = select_per_fold(main_runs, [r for r in change_runs if not _has_final_runs(r)])
         if selected:
             md += ['Chosen per outer fold between the default and the change, as a two-point grid of `pyg-ple bench` '
                    'would choose (validation accuracy, ties: lower validation loss), for the models and datasets '

@@ -365,6 +365,30 @@ def test_graph_report_sets_the_mean_of_several_final_runs_beside_the_first(tmp_p
         mod.main([str(main), '--final-runs-from', str(other), '--out', str(out)])
     assert exc.value.code == 2 and 'not an extension' in capsys.readouterr().err
 
+    # A change with three runs per fold is set beside the default's three runs (their mean validation and test
+    # figures), a change with one beside the one-run default.
+    lr = ['--lr', '0.05']  # runs that learn in 6 epochs, so that one run and the mean of three differ
+    runs = bench_runs(tmp_path, 6, d1=lr, c3=[*lr, '--dropout', '0.5', '--final-runs', '3'],
+                      c1=[*lr, '--dropout', '0.5'])
+    shutil.copytree(runs['d1'], tmp_path / 'd3')
+    runs.update(bench_runs(tmp_path, 6, d3=[*lr, '--resume', '--final-runs', '3']))
+    assert mod.main([str(runs['d1']), '--final-runs-from', str(runs['d3']), '--change', 'three', str(runs['c3']),
+                     '--change', 'one', str(runs['c1']), '--out', str(out)]) == 0
+    md = (out / 'graph_classification.md').read_text()
+
+    def cells(before, after):
+        def means(run):
+            folds = [r for r in json.loads((run / 'state.json').read_text())['runs'].values() if r['model'] == 'gcn']
+            return [100 * np.mean([np.mean([x[k] for x in r.get('final_runs') or [r]]) for r in folds])
+                    for k in ('val_acc', 'test_acc')]
+        (va, te), (va2, te2) = means(before), means(after)
+        return f'{va:.1f} → {va2:.1f} |', f'| {te:.1f} → {te2:.1f} | {te2 - te:+.1f} |'
+    for label, before, after, other in (('three', 'd3', 'c3', 'd1'), ('one', 'd1', 'c1', 'd3')):
+        want, wrong = cells(runs[before], runs[after]), cells(runs[other], runs[after])
+        assert want != wrong
+        row = md.split(f'## One change: {label}')[1].split('\n| digits | gcn | 0 | 2 | ')[1].split('\n')[0]
+        assert row.startswith(want[0]) and row.endswith(want[1])
+
 
 def test_graph_report_chooses_between_default_and_change_per_fold_on_validation(tmp_path):
     """select_per_fold: in each fold the run with the higher validation accuracy (ties: lower validation loss) gives
