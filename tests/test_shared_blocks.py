@@ -110,3 +110,11 @@ def test_models_pass_share_weights_through():
     assert node.transformer.blocks[1].mlp is node.transformer.blocks[0].mlp
     with pytest.raises(TypeError, match="'share_weights'"):
         build_node_model('ple', 5, 3, share_weights=1)
+
+
+def test_shared_stack_compiles_without_graph_breaks():
+    torch._dynamo.reset()
+    stack = PLETransformer(8, 2, 3, share_weights=True, norm='batch', prenorm=False, degree_scaler=True).eval()
+    x, edge_index = torch.randn(9, 8), ref.random_graph(9, 25, seed=1)
+    compiled = torch.compile(stack, fullgraph=True, backend='eager')
+    torch.testing.assert_close(compiled(x, edge_index), stack(x, edge_index))
