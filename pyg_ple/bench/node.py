@@ -94,8 +94,8 @@ class NodeModelConfig:
     last ones; ``None``: all), ``dropout`` (blocks and before the head), ``input_dropout`` (on the raw features),
     ``attention_dropout``, ``mlp_ratio``, ``step_size``, ``learn_step_size``, ``ple_init``, ``norm``, ``prenorm``,
     ``degree_scaler`` (see :class:`~pyg_ple.PLETransformerBlock`), ``share_weights`` (see
-    :class:`~pyg_ple.nn.PLETransformer`), ``encoder_norm`` (a LayerNorm after the encoder,
-    so the residual stream starts on LayerNorm scale).
+    :class:`~pyg_ple.nn.PLETransformer`), ``encoder_norm`` (a LayerNorm after the encoder, so the residual stream
+    starts on LayerNorm scale).
     """
 
     # The depth, heads, dropouts, PLE initialisation and encoder LayerNorm were chosen on Cora's validation split,
