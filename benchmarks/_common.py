@@ -24,7 +24,7 @@ RESULTS = REPO / 'benchmarks' / 'results'
 # cannot change what these rows rerun.
 EARLIER_NODE_MODEL = dict(hidden=64, num_layers=2, heads=4, laplacian_heads=None, dropout=0.5, input_dropout=0.5,
                           attention_dropout=0.1, mlp_ratio=2.0, step_size=1.0, learn_step_size=True, ple_init=False,
-                          norm='layer', prenorm=True, degree_scaler=False, encoder_norm=False)
+                          norm='layer', prenorm=True, degree_scaler=False, share_weights=False, encoder_norm=False)
 EARLIER_NODE_OPTIMIZER = dict(lr=5e-3, weight_decay=5e-4)
 
 
