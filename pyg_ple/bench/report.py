@@ -24,8 +24,8 @@ def _mean_over_runs(record: dict[str, Any], key: str) -> float:
 def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One row per model: accuracy mean and std (population std over folds, as in Errica et al.), folds done,
     parameters, seconds per epoch, selected configurations, mean validation accuracy (best epoch, and held out).
-    Where a fold has several training runs (``--final-runs``), its validation figures are their means, as its test
-    accuracy is."""
+    Where a fold has several training runs (``--final-runs``), its validation accuracies (selected epoch and held
+    out) are their means, as its test accuracy is; its validation loss is the first run's (the runs record none)."""
     runs = list(state['runs'].values())
     names = list(models) if models else list(dict.fromkeys(r['model'] for r in runs))
     rows = []
