@@ -88,13 +88,17 @@ def attention_matrices(q: Tensor, k: Tensor, mask: Tensor,
 
 
 def diffuse(a: Tensor, v: Tensor, lap_mask: Tensor, eta: Tensor,
-            mask: Tensor) -> Tensor:
+            mask: Tensor, edge_values: Optional[Tensor] = None) -> Tensor:
     """Per-head update ``[N, H, C]``.
 
     Plain head: ``A V``. Laplacian head: ``eta (A V - V) = -eta (I - A) V``.
-    A row without any allowed key gets a zero update on every head.
+    A row without any allowed key gets a zero update on every head. With
+    ``edge_values [N, N, H, C]`` (``u[i, j]`` of edge ``j -> i``) the messages
+    are ``v_j + u_ij``: ``A V`` gains ``sum_j a_ij u_ij``.
     """
     av = torch.einsum('hij,jhc->ihc', a, v)
+    if edge_values is not None:
+        av = av + torch.einsum('hij,ijhc->ihc', a, edge_values)
     has_in = mask.any(dim=-1)  # [N]
     lap = av - v
     lap = lap * eta.view(1, -1, 1).to(DTYPE)
@@ -163,11 +167,14 @@ def reference_learned(conv, x: Tensor, edge_index: Tensor, *,
 def reference_learned_edge(conv, x: Tensor, edge_index: Tensor,
                            edge_attr: Tensor, *,
                            laplacian_heads: Optional[int],
-                           add_self_loops: bool, concat: bool = True) -> Tensor:
+                           add_self_loops: bool, concat: bool = True,
+                           edge_values: bool = False) -> Tensor:
     """Learned layer with an edge term, float64.
 
-    The edge term enters the score only: ``q_i . (k_j + e_ij) / sqrt(C)``
-    with ``e = edge_attr W_e`` (``conv.attention.lin_edge``).  When self-loops
+    The edge term enters the score: ``q_i . (k_j + e_ij) / sqrt(C)``
+    with ``e = edge_attr W_e`` (``conv.attention.lin_edge``); with
+    ``edge_values`` also the messages: ``v_j + u_ij`` with
+    ``u = edge_attr W_u`` (``conv.lin_edge_value``).  When self-loops
     are added, the self-loop's edge feature is the mean of the node's incoming
     edge features (zero without any), as ``GATConv`` does (``fill_value=
     'mean'``). ``edge_index`` must not contain duplicates.
@@ -193,7 +200,8 @@ def reference_learned_edge(conv, x: Tensor, edge_index: Tensor,
     edge_scores = torch.einsum('ihc,ijhc->hij', q, e) / math.sqrt(c)
     a = attention_matrices(q, k, mask, edge_scores)
     lap = laplacian_head_mask(h, laplacian_heads)
-    out = diffuse(a, v, lap, conv.eta.detach(), mask)
+    u = linear(conv.lin_edge_value, attr.view(n * n, d)).view(n, n, h, c) if edge_values else None
+    out = diffuse(a, v, lap, conv.eta.detach(), mask, edge_values=u)
     return combine_heads(out, concat, getattr(conv, 'bias', None))
 
 

@@ -253,6 +253,31 @@ def test_edge_features_of_mutag_through_the_command(tmp_path, monkeypatch, capsy
     assert 'attention edges' in capsys.readouterr().out
 
 
+
+@pytest.mark.skipif(_mutag_root() is None, reason='TU data not found (set PYG_PLE_DATA to a folder with TUDataset/)')
+def test_edge_values_through_the_command(tmp_path, monkeypatch, capsys):
+    """--edge-values builds the transformers with edge features in their values (GIN's GINEConv is unchanged), and a
+    dataset without edge labels is a usage error, not a run without them."""
+    monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
+    root = _mutag_root()
+    tiny = ['--root', str(root), '--folds', '2', '--epochs', '1', '--hidden', '8', '--layers', '1', '--heads', '2',
+            '--no-progress']
+    out = tmp_path / 'run'
+    assert main(['bench', '--dataset', 'MUTAG', *tiny, '--models', 'laplacian', '--edge-values', '--out',
+                 str(out)]) == 0
+    record = torch.load(out / 'models' / 'laplacian_fold0.pt', weights_only=True)
+    assert record['hparams']['edge_values'] is True
+    assert record['state_dict']['transformer.blocks.0.conv.lin_edge_value.weight'].shape == (8, 4)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(['bench', '--dataset', 'PROTEINS', *tiny, '--edge-values', '--out', str(tmp_path / 'proteins')])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.endswith('error: --edge-values needs edge features, and PROTEINS has no edge labels\n')
+    assert err.count('error') == 1 and 'Traceback' not in err
+    assert not (tmp_path / 'proteins').exists()
+
+
 def test_block_options_are_recorded_and_the_recipe_at_its_defaults_is_not(tmp_path):
     """The block options are always recorded (a run begun when they defaulted otherwise, whose state lacks them, is
     refused on --resume); the training recipe at its defaults is left out, so that earlier runs still resume."""
@@ -273,6 +298,9 @@ def test_block_options_are_recorded_and_the_recipe_at_its_defaults_is_not(tmp_pa
     # Weight sharing is recorded only when set: runs from before the option resume, a shared run resumes only shared.
     shared = validate_bench_args(build_parser().parse_args(['bench', '--out', str(tmp_path / 's'), '--share-weights']))
     assert shared.comparable()['hparams'] == {**cfg.comparable()['hparams'], 'share_weights': True}
+    values = validate_bench_args(build_parser().parse_args(['bench', '--dataset', 'MUTAG', '--edge-values', '--out',
+                                                            str(tmp_path / 'v')]))
+    assert values.hparams['edge_values'] is True and 'edge_values' not in cfg.hparams
 
 
 def test_bench_select_loss_keeps_the_epoch_of_lowest_validation_loss_and_is_part_of_the_run(tmp_path, capsys):

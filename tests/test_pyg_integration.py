@@ -152,10 +152,10 @@ def test_state_dict_round_trip():
 # --------------------------------------------------------------------------
 # torch.compile: no graph breaks when add_self_loops=False.
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize('mode', ['learned', 'fixed', 'edge_attr'])
+@pytest.mark.parametrize('mode', ['learned', 'fixed', 'edge_attr', 'edge_values'])
 def test_compile_fullgraph_no_breaks(mode):
     torch._dynamo.reset()
-    kw = dict(edge_dim=2) if mode == 'edge_attr' else {}
+    kw = {'edge_attr': dict(edge_dim=2), 'edge_values': dict(edge_dim=2, edge_values=True)}.get(mode, {})
     conv = LaplacianDiffusionConv(8, 4, heads=2, laplacian_heads=1,
                                   add_self_loops=False, **kw)
     x = torch.randn(10, 8)
@@ -163,7 +163,7 @@ def test_compile_fullgraph_no_breaks(mode):
     extra = {}
     if mode == 'fixed':
         extra['edge_weight'] = torch.rand(ei.size(1)) + 0.1
-    if mode == 'edge_attr':
+    if mode in ('edge_attr', 'edge_values'):
         extra['edge_attr'] = torch.randn(ei.size(1), 2)
     # backend='eager' runs dynamo tracing (graph breaks raise with
     # fullgraph=True) without the cost of code generation.

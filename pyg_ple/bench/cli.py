@@ -135,6 +135,10 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
     if digits and args.edge_features:
         raise CommandError('--edge-features applies to TU datasets with edge labels (MUTAG, PTC_MR, ...); the digits '
                            'graphs have none')
+    if args.edge_values and (digits or args.edge_features is False or args.attention == 'full'):
+        raise CommandError('--edge-values adds edge features to the transformers\' values: it needs them (a TU '
+                           'dataset with edge labels, without --no-edge-features, and --attention native or '
+                           'native+full)')
     if args.edge_features and args.attention == 'full':
         raise CommandError("--edge-features needs --attention native or native+full: the all-pairs path of 'full' "
                            'has no edge features')
@@ -148,8 +152,11 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
                    # Always recorded: a run begun when they defaulted otherwise is then refused on --resume
                    # instead of continuing with other blocks.
                    norm=args.norm, prenorm=args.prenorm, degree_scaler=args.degree_scaler)
-    if args.share_weights:  # recorded only when set, so that runs from before the option still resume
+    # Recorded only when set, so that runs from before these options still resume.
+    if args.share_weights:
         hparams['share_weights'] = True
+    if args.edge_values:
+        hparams['edge_values'] = True
     if _edge_features(args) is not False:  # their width is known once the data is loaded (cmd_bench sets it)
         hparams['edge_dim'] = 1
     try:
@@ -213,6 +220,8 @@ def load_bench_dataset(args: argparse.Namespace, cfg: BenchmarkConfig) -> tuple[
         dataset_args['edge_features'] = True
         cfg.hparams['edge_dim'] = ds.num_edge_features
     else:
+        if cfg.hparams.get('edge_values'):
+            raise CommandError(f'--edge-values needs edge features, and {ds.name} has no edge labels')
         cfg.hparams.pop('edge_dim', None)
     return ds, dataset_args
 

@@ -117,10 +117,12 @@ class GraphModelConfig:
     models, which average their tokens), ``pe_dim`` (width of ``data.pe``, 0 for none), ``input_norm`` (BatchNorm on
     the raw features), ``edge_dim`` (width of ``data.edge_attr``, e.g. the one-hot bond labels of
     ``load_dataset(..., edge_features=True)``; 0 for none): the transformers add it to the attention score (with
-    ``'native+full'`` after the native-edge flag, zeros on non-native pairs; not with ``'full'``), GAT to its score
-    (``edge_dim`` of ``GATConv``), GIN, GPS and ple-gps use ``GINEConv``; GCN and the token models have no edge
-    features. Transformer models only: ``attention`` (the candidate edge set, see the module docstring; not the token
-    models, whose tokens all attend to all), ``mlp_ratio``, ``step_size``, ``learn_step_size`` (also learned by the
+    ``'native+full'`` after the native-edge flag, zeros on non-native pairs; not with ``'full'``), and with
+    ``edge_values`` (needs ``edge_dim``) to the values as well (``edge_values`` of
+    :class:`~pyg_ple.LaplacianDiffusionConv`), GAT to its score (``edge_dim`` of ``GATConv``), GIN, GPS and ple-gps
+    add it to their messages (``GINEConv``); GCN and the token models have no edge features. Transformer models
+    only: ``attention`` (the candidate edge set, see the module docstring; not the token models, whose tokens all
+    attend to all), ``mlp_ratio``, ``step_size``, ``learn_step_size`` (also learned by the
     ``*_learned_eta`` variants), ``attention_dropout``, ``ple_init``, ``norm``, ``prenorm``, ``degree_scaler`` (see
     :class:`~pyg_ple.PLETransformerBlock`; ple-gps takes ``degree_scaler`` for its Laplacian attention),
     ``share_weights`` (one block's attention, projection and MLP for every layer, see
@@ -152,6 +154,7 @@ class GraphModelConfig:
     prenorm: bool = False
     degree_scaler: bool = True
     share_weights: bool = False
+    edge_values: bool = False
 
     def __post_init__(self) -> None:
         check_config(self, positive=('hidden', 'num_layers', 'heads', 'mlp_ratio', 'max_tokens'),
@@ -166,6 +169,9 @@ class GraphModelConfig:
         if self.edge_dim and self.attention == 'full':
             raise ValueError("'edge_dim' needs attention 'native' or 'native+full': the all-pairs path of "
                              "attention='full' has no edge features")
+        if self.edge_values and not self.edge_dim:
+            raise ValueError("'edge_values' adds the edge features to the transformers' values: it needs "
+                             "'edge_dim' > 0 (a dataset with edge features)")
 
 
 def _check_heads(config: GraphModelConfig) -> None:
@@ -244,7 +250,8 @@ class GraphClassifier(nn.Module):
             learn_step_size=block['learn_step_size'] or config.learn_step_size, mlp_ratio=config.mlp_ratio,
             dropout=config.dropout, attention_dropout=config.attention_dropout, step_size=config.step_size,
             edge_dim=edge_dim, ple_init=config.ple_init, norm=config.norm, prenorm=config.prenorm,
-            degree_scaler=config.degree_scaler, share_weights=config.share_weights)
+            degree_scaler=config.degree_scaler, share_weights=config.share_weights,
+            edge_values=config.edge_values)
         if config.encoder_norm:
             self.encoder = nn.Sequential(self.encoder, nn.LayerNorm(config.hidden))
 

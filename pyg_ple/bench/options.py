@@ -128,6 +128,9 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
                    help='TU datasets with edge labels (MUTAG, PTC: bond types): keep them as edge_attr and feed them '
                         'to the models that take edge features (transformers, GAT, GIN, GPS, ple-gps) (default: on '
                         'when the dataset has edge labels and --attention is not full)')
+    p.add_argument('--edge-values', action='store_true',
+                   help='the transformers add the edge features to their values as well as to their attention '
+                        'scores, as GINE adds them to its messages (needs edge features)')
     p.add_argument('--pe', default='rw', choices=['none', 'rw', 'lap'],
                    help='positional encoding of every model: random-walk return probabilities (rw) or Laplacian '
                         'eigenvectors (lap), --pe-dim of them')

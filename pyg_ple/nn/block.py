@@ -142,7 +142,8 @@ class PLETransformerBlock(nn.Module):
         mlp_ratio: hidden width of the MLP relative to ``channels``.
         dropout: dropout after the output projection and in the MLP, in ``[0, 1)``.
         attention_dropout: dropout on the attention weights, in ``[0, 1)``.
-        step_size, learn_step_size, add_self_loops, edge_dim: see :class:`~pyg_ple.LaplacianDiffusionConv`.
+        step_size, learn_step_size, add_self_loops, edge_dim, edge_values: see
+            :class:`~pyg_ple.LaplacianDiffusionConv`.
         ple_init: initialise (and re-initialise in :meth:`reset_parameters`) as one PLE gradient step, see
             :func:`ple_init_`.
         norm: ``'layer'`` (``torch.nn.LayerNorm``), ``'batch'`` (``torch.nn.BatchNorm1d`` with statistics over all
@@ -169,6 +170,7 @@ class PLETransformerBlock(nn.Module):
         norm: str = 'layer',
         prenorm: bool = True,
         degree_scaler: bool = False,
+        edge_values: bool = False,
     ):
         super().__init__()
         if not isinstance(heads, int) or heads < 1 or not isinstance(channels, int) or channels % heads != 0:
@@ -188,7 +190,7 @@ class PLETransformerBlock(nn.Module):
                                            laplacian_heads=laplacian_heads, step_size=step_size,
                                            learn_step_size=learn_step_size, add_self_loops=add_self_loops,
                                            dropout=attention_dropout, edge_dim=edge_dim, bias=False,
-                                           degree_scaler=degree_scaler)
+                                           degree_scaler=degree_scaler, edge_values=edge_values)
         self.proj = nn.Linear(channels, channels)
         self.norm2 = make_norm(norm, channels)
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Dropout(dropout),

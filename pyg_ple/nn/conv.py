@@ -64,6 +64,11 @@ class LaplacianDiffusionConv(MessagePassing):
 
     where :math:`\alpha^{(h)}_{ij}` is the softmax over the incoming edges ``j -> i`` of
     :math:`\langle q_i, k_j (+ e_{ij}) \rangle / \sqrt{C}` (see :class:`~pyg_ple.AttentionAdjacency`).
+    With ``edge_values=True`` the edge features also enter the messages, as in ``GINEConv`` and PyG's
+    ``TransformerConv``: :math:`\mathbf{v}_j` becomes :math:`\mathbf{v}_j + \mathbf{u}_{ij}` in the sums above, with
+    :math:`\mathbf{u} = \text{edge\_attr}\, W_u` (``lin_edge_value``). A Laplacian head then returns
+    :math:`\eta_h (\sum_j \alpha_{ij} (\mathbf{v}_j + \mathbf{u}_{ij}) - \mathbf{v}_i)`: the diffusion of
+    :math:`V` plus a source term that the edges feed into node :math:`i`.
     With ``edge_weight`` given there is no attention: the graph is fixed, and a Laplacian head returns
     :math:`-\eta_h L V^{(h)}` with
 
@@ -98,6 +103,7 @@ class LaplacianDiffusionConv(MessagePassing):
         dropout: dropout on the attention weights.
         edge_dim: edge feature size for an edge term in the attention score, or ``None`` (then ``edge_attr`` is
             refused).
+        edge_values: also add the projected edge features to the values (see above; needs ``edge_dim``).
         bias: add a learned bias to the output.
         degree_scaler: learn the degree scaler above (learned mode only: with ``edge_weight`` a layer built with it
             raises a ``ValueError``).
@@ -143,6 +149,7 @@ class LaplacianDiffusionConv(MessagePassing):
         bias: bool = True,
         fused: bool = True,
         degree_scaler: bool = False,
+        edge_values: bool = False,
         **kwargs,
     ):
         kwargs.setdefault('aggr', 'add')
@@ -166,15 +173,20 @@ class LaplacianDiffusionConv(MessagePassing):
             raise ValueError(f"'dropout' must be in [0, 1) (got {dropout!r})")
         if edge_dim is not None and (not isinstance(edge_dim, int) or edge_dim < 1):
             raise ValueError(f"'edge_dim' must be None or a positive int (got {edge_dim!r})")
+        if not isinstance(edge_values, bool):
+            raise TypeError(f"'edge_values' must be a bool (got {edge_values!r})")
+        if edge_values and edge_dim is None:
+            raise ValueError("'edge_values' adds projected edge features to the values: it needs 'edge_dim'")
 
         self.in_channels, self.out_channels, self.heads, self.concat = in_channels, out_channels, heads, concat
         self.laplacian_heads, self.normalization = laplacian_heads, normalization
         self.step_size, self.learn_step_size = float(step_size), learn_step_size
         self.add_self_loops, self.dropout, self.edge_dim, self.fused = add_self_loops, dropout, edge_dim, fused
-        self.degree_scaler = bool(degree_scaler)
+        self.degree_scaler, self.edge_values = bool(degree_scaler), edge_values
 
         self.attention = AttentionAdjacency(in_channels, out_channels, heads, edge_dim, add_self_loops, dropout)
         self.lin_value = Linear(in_channels, heads * out_channels)
+        self.lin_edge_value = Linear(edge_dim, heads * out_channels, bias=False) if edge_values else None
         self.register_buffer('laplacian_mask', torch.arange(heads) >= heads - laplacian_heads, persistent=False)
         eta = torch.full((heads,), self.step_size)
         if learn_step_size:
@@ -200,6 +212,8 @@ class LaplacianDiffusionConv(MessagePassing):
         super().reset_parameters()
         self.attention.reset_parameters()
         self.lin_value.reset_parameters()
+        if self.lin_edge_value is not None:
+            self.lin_edge_value.reset_parameters()
         with torch.no_grad():
             self.eta.fill_(self.step_size)
         if self.bias is not None:
@@ -224,8 +238,12 @@ class LaplacianDiffusionConv(MessagePassing):
                                                          bool(return_attention_weights))
         else:
             value = self.lin_value(x).view(-1, self.heads, self.out_channels)
+            edge_value = None
             if edge_weight is None:  # learned attention
                 graph = self.attention(x, edge_index, edge_attr, checked=True)
+                if self.lin_edge_value is not None:  # the attention module prepared the same edges
+                    _, prepared_attr = self.attention.prepare_edges(edge_index, x.size(0), edge_attr)
+                    edge_value = self.lin_edge_value(prepared_attr).view(-1, self.heads, self.out_channels)
                 edge_index, coef = graph.edge_index, graph.weight
                 num_keys = edge_key_count(edge_index, x.size(0))
                 self_weight = num_keys > 0  # nodes with an incoming edge
@@ -233,7 +251,7 @@ class LaplacianDiffusionConv(MessagePassing):
                 coef, self_weight = self.fixed_coefficients(edge_index, edge_weight.to(x.dtype), x.size(0))
                 coef = coef.unsqueeze(-1).expand(-1, self.heads)
                 num_keys = None  # no degree scaler in fixed-graph mode
-            aggregated = self.propagate(edge_index, value=value, alpha=coef)  # [N, H, C]
+            aggregated = self.propagate(edge_index, value=value, alpha=coef, edge_value=edge_value)  # [N, H, C]
             out = self.merge_heads(self.scale_by_degree(
                 self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)), num_keys))
         if return_attention_weights:
@@ -293,7 +311,12 @@ class LaplacianDiffusionConv(MessagePassing):
         aggregated, alpha = edge_softmax_aggregate(query, key, value, edge_index, N,
                                                    score_bias=self.attention.edge_term(query, edge_index, edge_attr),
                                                    dropout=self.dropout, training=self.training, csr=csr,
-                                                   need_alpha=need_alpha)
+                                                   need_alpha=need_alpha,
+                                                   edge_value=edge_attr if self.edge_values else None)
+        if self.lin_edge_value is not None:  # sum_j alpha_ij (u_ij W_u) = (sum_j alpha_ij u_ij) W_u, per head
+            aggregated, edge_part = aggregated.split([self.out_channels, aggregated.size(-1) - self.out_channels], -1)
+            weight = self.lin_edge_value.weight.view(self.heads, self.out_channels, -1)
+            aggregated = aggregated + torch.einsum('nhd,hcd->nhc', edge_part, weight.to(edge_part.dtype))
         out = self.combine_heads(aggregated, value, (num_keys > 0).view(-1, 1, 1))
         out = self.scale_by_degree(out, num_keys)
         return self.merge_heads(out), edge_index, alpha
@@ -344,8 +367,8 @@ class LaplacianDiffusionConv(MessagePassing):
         out = out.flatten(-2) if self.concat else out.mean(dim=-2)
         return out if self.bias is None else out + self.bias
 
-    def message(self, value_j: Tensor, alpha: Tensor) -> Tensor:
-        return alpha.unsqueeze(-1) * value_j
+    def message(self, value_j: Tensor, alpha: Tensor, edge_value: OptTensor) -> Tensor:
+        return alpha.unsqueeze(-1) * (value_j if edge_value is None else value_j + edge_value)
 
     def forward_dense(self, x: Tensor, mask: OptTensor = None, causal: bool = False) -> Tensor:
         r"""The same layer on token sequences ``x [B, T, F]`` through ``scaled_dot_product_attention``.
@@ -388,7 +411,8 @@ class LaplacianDiffusionConv(MessagePassing):
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, '
-                f'laplacian_heads={self.laplacian_heads}{", degree_scaler=True" if self.degree_scaler else ""})')
+                f'laplacian_heads={self.laplacian_heads}{", degree_scaler=True" if self.degree_scaler else ""}'
+                f'{", edge_values=True" if self.edge_values else ""})')
 
 
 def dense_attention_mask(mask: OptTensor, causal: bool, batch_size: int, num_tokens: int,

@@ -4,7 +4,7 @@
 
     s_ij,h   = <q_i,h, k_j,h> / sqrt(C) (+ score_bias_e,h)
     alpha_ij = softmax_j over the incoming edges j -> i of s_ij
-    out_i,h  = sum_j alpha_ij,h v_j,h
+    out_i,h  = sum_j alpha_ij,h v_j,h      (and, with per-edge values u [E, D], sum_j alpha_ij,h u_ij)
 
 without materialising any ``[E, H, C]`` tensor in forward or backward. Edges are sorted by target once into a CSR
 (:class:`EdgeCSR`, which callers may build once and reuse for a fixed graph), scores are a sampled dense-dense
@@ -19,7 +19,9 @@ primitives::
     dQ = dS K / sqrt(C)         (SpMM)
     dK = dS^T Q / sqrt(C)       (SpMM with the transposed CSR)
 
-Working memory is ``O(E * H)`` (a handful of ``[H, E]`` score-sized tensors) plus ``O(N * H * C)``.
+Working memory is ``O(E * H)`` (a handful of ``[H, E]`` score-sized tensors) plus ``O(N * H * C)``; per-edge values
+add ``[E, D]`` temporaries (one head at a time), where ``D`` is their width (e.g. the raw edge features, which the
+caller projects after aggregation, since ``sum_j alpha_ij (u_ij W) = (sum_j alpha_ij u_ij) W``).
 
 Only ops that exist on CPU and CUDA are used (sparse CSR matmul, ``sampled_addmm``, ``segment_reduce``,
 ``index_select``). On CPU, where those ops cover float32 and float64 only, float16/bfloat16 inputs (e.g. projections
@@ -207,8 +209,8 @@ def _segment_softmax(scores: Tensor, csr: EdgeCSR) -> Tensor:
 
 class _EdgeSoftmaxAggregate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, bias, csr: EdgeCSR, dropout: float, training: bool, need_alpha: bool):
-        # q: [Nd, H, C]; k, v: [Ns, H, C]; bias: [E, H] or None.
+    def forward(ctx, q, k, v, bias, edge_value, csr: EdgeCSR, dropout: float, training: bool, need_alpha: bool):
+        # q: [Nd, H, C]; k, v: [Ns, H, C]; bias: [E, H] or None; edge_value: [E, D] or None (original order).
         Nd, H, C = q.shape
         Ns = k.size(0)
         shape = (Nd, Ns)
@@ -231,12 +233,16 @@ class _EdgeSoftmaxAggregate(torch.autograd.Function):
                 mask = torch.rand_like(alpha) >= dropout
                 alpha_d = alpha * mask * (1.0 / (1.0 - dropout))
         out = _spmm(csr.rowptr, csr.col, alpha_d, vh, shape)  # [H, Nd, C]
+        ev = None
+        if edge_value is not None:
+            ev = edge_value if csr.perm is None else edge_value.index_select(0, csr.perm)  # [E, D] sorted
+            out = torch.cat([out, _edge_spmm(csr, alpha_d, ev)], dim=-1)
         del alpha_d
         ctx.csr = csr
         ctx.scale = scale
         ctx.dropout = dropout
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(qh, kh, vh, alpha, mask)
+        ctx.save_for_backward(qh, kh, vh, alpha, mask, ev)
         ctx.set_materialize_grads(False)
         out = out.transpose(0, 1).contiguous()
         if not need_alpha:
@@ -253,15 +259,24 @@ class _EdgeSoftmaxAggregate(torch.autograd.Function):
 
     @staticmethod
     def _first_order(ctx, grad_out, grad_alpha):
-        qh, kh, vh, alpha, mask = ctx.saved_tensors
+        qh, kh, vh, alpha, mask, ev = ctx.saved_tensors
         csr: EdgeCSR = ctx.csr
         Nd, Ns = qh.size(1), kh.size(1)
-        need_q, need_k, need_v, need_b = ctx.needs_input_grad[:4]
-        dq = dk = dv = db = None
+        need_q, need_k, need_v, need_b, need_e = ctx.needs_input_grad[:5]
+        dq = dk = dv = db = de = None
         keep = 1.0 / (1.0 - ctx.dropout) if mask is not None and ctx.dropout < 1.0 else 0.0
         if grad_out is None and grad_alpha is None:
-            return None, None, None, None, None, None, None, None
+            return (None,) * 9
+        ge = None  # gradient of the per-edge part [H, Nd, D]
+        if grad_out is not None and ev is not None:
+            grad_out, ge = grad_out[..., :vh.size(-1)], grad_out[..., vh.size(-1):].transpose(0, 1).contiguous()
         gh = None if grad_out is None else grad_out.transpose(0, 1).contiguous()  # [H, Nd, Cv]
+        if need_e and ge is not None:
+            alpha_d = alpha if mask is None else alpha * mask * keep
+            # du_ij = sum_h alpha_ij,h g_i,h: one [E, D] temporary per head
+            de = sum(alpha_d[h].unsqueeze(-1) * ge[h].index_select(0, csr.row) for h in range(alpha.size(0)))
+            de = de if csr.perm is None else torch.empty_like(de).index_copy_(0, csr.perm, de)
+            del alpha_d
         if need_k or (need_v and gh is not None):
             csr.transpose()
         if need_v and gh is not None:
@@ -273,6 +288,9 @@ class _EdgeSoftmaxAggregate(torch.autograd.Function):
         if need_q or need_k or need_b:
             if gh is not None:
                 dalpha = _sddmm(csr.rowptr, csr.col, csr.row, gh, vh, (Nd, Ns), csr.unique)  # d loss / d alpha_dropped
+                if ge is not None:  # the per-edge values' share: <g_i, u_ij>
+                    dalpha.add_(torch.stack([(ge[h].index_select(0, csr.row) * ev).sum(-1)
+                                             for h in range(ge.size(0))]))
                 if mask is not None:
                     dalpha.mul_(mask).mul_(keep)
                 if grad_alpha is not None:
@@ -291,7 +309,17 @@ class _EdgeSoftmaxAggregate(torch.autograd.Function):
                 dq = _spmm(csr.rowptr, csr.col, ds, kh, (Nd, Ns)).transpose(0, 1)
             if need_k:
                 dk = _spmm(csr.colptr, csr.trow, ds.index_select(1, csr.tperm), qh, (Ns, Nd)).transpose(0, 1)
-        return dq, dk, dv, db, None, None, None, None
+        return dq, dk, dv, db, de, None, None, None, None
+
+
+def _edge_spmm(csr: EdgeCSR, alpha: Tensor, edge_value: Tensor) -> Tensor:
+    """out[h, i] = sum over the incoming edges e of i of alpha[h, e] * edge_value[e]; alpha [H, E] and edge_value
+    [E, D] in target-sorted order -> [H, Nd, D] (a CSR product whose columns are the edges themselves)."""
+    H, E = alpha.shape
+    if E == 0 or edge_value.size(1) == 0:
+        return alpha.new_zeros((H, csr.num_dst, edge_value.size(1)))
+    edges = torch.arange(E, dtype=csr.index_dtype, device=alpha.device)
+    return _spmm(csr.rowptr, edges, alpha, edge_value.unsqueeze(0).expand(H, -1, -1), (csr.num_dst, E))
 
 
 SECOND_ORDER_ERROR = ('the fused edge-softmax kernel has first-order gradients only; for double backward '
@@ -328,8 +356,8 @@ def _first_order_only(grads: tuple) -> tuple:
 @torch.compiler.disable  # opaque to torch.compile (sparse CSR ops inside): a clean graph break
 def edge_softmax_aggregate(query: Tensor, key: Tensor, value: Tensor, edge_index: Tensor, num_nodes: int,
                            score_bias: Optional[Tensor] = None, dropout: float = 0.0, training: bool = False,
-                           csr: Optional[EdgeCSR] = None, need_alpha: bool = True
-                           ) -> Tuple[Tensor, Optional[Tensor]]:
+                           csr: Optional[EdgeCSR] = None, need_alpha: bool = True,
+                           edge_value: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
     """Edge-softmax attention aggregation without ``[E, H, C]`` intermediates.
 
     Args:
@@ -343,12 +371,15 @@ def edge_softmax_aggregate(query: Tensor, key: Tensor, value: Tensor, edge_index
         dropout, training: dropout on alpha (an ``[E, H]`` mask, inverted scaling) when ``training and dropout > 0``.
         csr: optional :class:`EdgeCSR` from :func:`build_csr(edge_index, num_nodes, num_src)` to reuse the sort.
         need_alpha: ``False`` skips scattering alpha back to the original edge order and returns ``None`` for it.
+        edge_value: optional per-edge values ``[E, D]`` (original edge order, shared by the heads), aggregated with
+            the same (dropped) weights as ``value``. Differentiable.
 
     Returns:
-        ``out [num_nodes, H, C]`` with ``out_i = sum_j alpha_ij v_j`` (0 for nodes without incoming edges) and
+        ``out [num_nodes, H, C]`` with ``out_i = sum_j alpha_ij v_j`` (0 for nodes without incoming edges; with
+        ``edge_value``, ``[num_nodes, H, C + D]`` whose last ``D`` channels are ``sum_j alpha_ij u_ij``) and
         ``alpha [E, H]`` in the original edge order (the softmax weights *before* dropout; rows sum to 1), in the
-        inputs' dtype. Both are differentiable w.r.t. query, key, value and score_bias (first order only: a double
-        backward raises).
+        inputs' dtype. Both are differentiable w.r.t. query, key, value, score_bias and edge_value (first order only:
+        a double backward raises).
     """
     if query.dim() != 3 or key.dim() != 3 or value.dim() != 3:
         raise ValueError('query, key and value must be [N, H, C]')
@@ -365,20 +396,25 @@ def edge_softmax_aggregate(query: Tensor, key: Tensor, value: Tensor, edge_index
         raise ValueError('csr does not match edge_index / node counts')
     if score_bias is not None and tuple(score_bias.shape) != (edge_index.size(1), query.size(1)):
         raise ValueError(f'score_bias must be [E, H], got {tuple(score_bias.shape)}')
+    if edge_value is not None and (edge_value.dim() != 2 or edge_value.size(0) != edge_index.size(1)):
+        raise ValueError(f'edge_value must be [E, D], got {tuple(edge_value.shape)}')
     dtype = torch.promote_types(torch.promote_types(query.dtype, key.dtype), value.dtype)
     # The CPU sparse ops cover float32/float64 only: half-precision inputs are computed in float32 there.
     compute = torch.float32 if query.device.type == 'cpu' and dtype in (torch.float16, torch.bfloat16) else dtype
     query, key, value = query.to(compute), key.to(compute), value.to(compute)
     if score_bias is not None:
         score_bias = score_bias.to(compute)
-    res = _EdgeSoftmaxAggregate.apply(query, key, value, score_bias, csr, float(dropout), bool(training),
+    if edge_value is not None:
+        edge_value = edge_value.to(compute)
+    res = _EdgeSoftmaxAggregate.apply(query, key, value, score_bias, edge_value, csr, float(dropout), bool(training),
                                       bool(need_alpha))
     out, alpha = res if need_alpha else (res, None)
     return out.to(dtype), None if alpha is None else alpha.to(dtype)
 
 
 def edge_softmax_aggregate_reference(query: Tensor, key: Tensor, value: Tensor, edge_index: Tensor, num_nodes: int,
-                                     score_bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                                     score_bias: Optional[Tensor] = None,
+                                     edge_value: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Plain gather / softmax / scatter implementation (materialises ``[E, H, C]``); the test and benchmark oracle."""
     from torch_geometric.utils import softmax
     src, dst = edge_index[0], edge_index[1]
@@ -387,7 +423,10 @@ def edge_softmax_aggregate_reference(query: Tensor, key: Tensor, value: Tensor, 
     if score_bias is not None:
         scores = scores + score_bias
     alpha = softmax(scores, dst, num_nodes=num_nodes)
-    msg = value[src] * alpha.unsqueeze(-1)
-    out = torch.zeros((num_nodes,) + tuple(value.shape[1:]), dtype=msg.dtype, device=msg.device)
+    msg = value[src]
+    if edge_value is not None:
+        msg = torch.cat([msg, edge_value.unsqueeze(1).expand(-1, msg.size(1), -1)], dim=-1)
+    msg = msg * alpha.unsqueeze(-1)
+    out = torch.zeros((num_nodes,) + tuple(msg.shape[1:]), dtype=msg.dtype, device=msg.device)
     out = out.index_add(0, dst, msg)
     return out, alpha
