@@ -385,6 +385,20 @@ def _ablations(specs: list[str]) -> tuple[list[str], list[str]]:
     return md, commands
 
 
+def _training_runs_clause(rows: list[dict]) -> str:
+    """How often the main table trained each fold's selected configuration, as the budget paragraph says it."""
+    counts = {n for r in rows for n in r['final_runs']}
+    if counts == {1}:
+        return (', and the selected configuration is trained once per fold instead of three times (the section "More '
+                'than one training run per fold" adds the other two where they ran)')
+    if len(counts) == 1:
+        n = counts.pop()
+        return (f', and the selected configuration is trained {n} times per fold, as Errica et al. do (a fold\'s '
+                f'test accuracy is the mean of the {n} runs)')
+    return (f', and the selected configuration is trained {min(counts)} to {max(counts)} times per fold (the run '
+            f'table says which; a fold\'s test accuracy is the mean of its runs)')
+
+
 def _data_as_placeholder(command: str) -> str:
     """The command with its data folder written ``DATA``: the results name no path of the machine they ran on."""
     return re.sub(r'--root(=|\s+)\S+', '--root DATA', command)
@@ -446,8 +460,7 @@ def main(argv: list[str] | None = None) -> int:
           'weight decay, attention over the native edges; the width is in the run table) except where the run '
           'table below lists a grid, and training runs of at most 100 epochs that stop after `patience` epochs '
           'without a better validation accuracy (the run table gives both) instead of Errica et al.\'s grid of up '
-          'to 1000 epochs with patience 500, and the selected configuration is trained once per fold instead of '
-          'three times (the section "More than one training run per fold" adds the other two where they ran). The '
+          'to 1000 epochs with patience 500' + _training_runs_clause(rows) + '. The '
           'rest of the protocol (10 outer folds, inner validation, selection on validation only) is not shrunk. '
           'Numbers are lower bounds for every model; differences within one '
           'standard deviation are not meaningful. "selected epoch" near "epochs" in the details means the budget, '

@@ -360,6 +360,11 @@ def test_graph_report_sets_the_mean_of_several_final_runs_beside_the_first(tmp_p
     assert '| digits | laplacian | 1 | 3 |' in section
     assert 'Seed 0, the models' in section and 'Seed 1, the models' in section and 'The 2 seeds pooled' in section
     assert f'--heldout-from {main}' in md and f'--final-runs-from {extended}' in md
+    assert 'trained once per fold instead of three times' in md
+    # A main table of three-run folds says so in its budget paragraph.
+    assert mod.main([str(extended), '--out', str(tmp_path / 'report3')]) == 0
+    md3 = (tmp_path / 'report3' / 'graph_classification.md').read_text()
+    assert 'trained 3 times per fold, as Errica et al. do' in md3 and 'once per fold' not in md3
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         mod.main([str(main), '--final-runs-from', str(other), '--out', str(out)])
