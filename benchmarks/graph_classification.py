@@ -21,6 +21,7 @@ import numpy as np
 from pyg_ple.bench.io import atomic_write_bytes, atomic_write_text
 from pyg_ple.bench.report import format_table, plot_results, results_csv, summarize
 
+DEFAULT_OUT = Path(__file__).resolve().parent / 'results'
 ORDER = ['MUTAG', 'PROTEINS', 'ENZYMES', 'IMDB-BINARY', 'IMDB-MULTI', 'NCI1', 'digits']
 MODELS = ['gcn', 'gat', 'gin', 'gps', 'ple-gps', 'transformer', 'laplacian', 'mixed', 'laplacian-tokens']
 # Errica et al. (2020), Table 3 (same protocol, full grids, up to 1000 epochs).
@@ -430,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                          'earlier run, bit for bit): a table of the test accuracy of one run and of the mean of all')
     ap.add_argument('--ablation', action='append', default=[], metavar='RUN[@MODEL]=VARIANT|OPTION',
                     help='one row of the ablation table (repeatable)')
-    ap.add_argument('--out', type=Path, default=Path(__file__).resolve().parent / 'results')
+    ap.add_argument('--out', type=Path, default=DEFAULT_OUT)
     ap.add_argument('--notes', type=Path, default=None, help='Markdown file appended as "Findings"')
     args = ap.parse_args(argv)
     for flag, groups in (('--change', args.change), ('--leave-out', args.leave_out)):
@@ -604,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd += [f"--ablation '{a}'" for a in args.ablation]
     if args.notes:
         cmd.append(f'--notes {args.notes}')
+    if args.out.resolve() != DEFAULT_OUT:  # else rerunning the command would write over the main report
+        cmd.append(f'--out {args.out}')
     md += [' \\\n    '.join(cmd), '```', '']
     if args.notes and args.notes.exists():
         md += ['## Findings', '', args.notes.read_text().strip(), '']

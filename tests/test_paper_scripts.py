@@ -365,6 +365,7 @@ def test_graph_report_sets_the_mean_of_several_final_runs_beside_the_first(tmp_p
     assert mod.main([str(extended), '--out', str(tmp_path / 'report3')]) == 0
     md3 = (tmp_path / 'report3' / 'graph_classification.md').read_text()
     assert 'trained 3 times per fold, as Errica et al. do' in md3 and 'once per fold' not in md3
+    assert f"--out {tmp_path / 'report3'}" in md3  # rerunning the command writes where this report is
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         mod.main([str(main), '--final-runs-from', str(other), '--out', str(out)])
