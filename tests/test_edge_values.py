@@ -137,3 +137,16 @@ def test_block_and_graph_models_pass_edge_values_through():
     assert not build_model('laplacian', 5, 2, hidden=8, heads=2, edge_dim=3).transformer.blocks[0].conv.edge_values
     with pytest.raises(ValueError, match="'edge_values'"):
         build_model('laplacian', 5, 2, hidden=8, heads=2, edge_values=True)  # no edge features
+
+
+def test_kernel_edge_values_on_an_empty_edge_set_and_bad_shapes():
+    q = torch.randn(4, 2, 3, requires_grad=True)
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    out, alpha = edge_softmax_aggregate(q, q, q, empty, 4, edge_value=torch.zeros(0, 5))
+    assert out.shape == (4, 2, 8) and not out.any() and alpha.shape == (0, 2)
+    out.sum().backward()
+    assert torch.equal(q.grad, torch.zeros_like(q))
+    edge_index = torch.tensor([[0, 1], [1, 2]])
+    for bad in (torch.zeros(3, 5), torch.zeros(2)):
+        with pytest.raises(ValueError, match='edge_value must be'):
+            edge_softmax_aggregate(q, q, q, edge_index, 4, edge_value=bad)
