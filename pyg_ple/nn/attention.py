@@ -108,12 +108,12 @@ class AttentionAdjacency(torch.nn.Module):
         return self.lin_query(x).view(-1, H, C), self.lin_key(x).view(-1, H, C)
 
     def forward(self, x: Tensor, edge_index: Adj, edge_attr: Optional[Tensor] = None,
-                batch: Optional[Tensor] = None, checked: bool = False) -> AttentionGraph:
-        # ``checked``: the caller (the conv) has already run ``check_inputs``.
+                batch: Optional[Tensor] = None, prepared: bool = False) -> AttentionGraph:
+        # ``prepared``: the caller (the conv) has already run ``check_inputs`` and ``prepare_edges``.
         num_nodes = x.size(0)
-        if not checked:
+        if not prepared:
             edge_index, edge_attr = self.check_inputs(x, edge_index, edge_attr)
-        edge_index, edge_attr = self.prepare_edges(edge_index, num_nodes, edge_attr)
+            edge_index, edge_attr = self.prepare_edges(edge_index, num_nodes, edge_attr)
         query, key = self.project(x)
         alpha = self.normalize(self.scores(query, key, edge_index, edge_attr), edge_index, num_nodes)
         return AttentionGraph(edge_index, alpha, num_nodes, batch)

@@ -240,11 +240,10 @@ class LaplacianDiffusionConv(MessagePassing):
             value = self.lin_value(x).view(-1, self.heads, self.out_channels)
             edge_value = None
             if edge_weight is None:  # learned attention
-                graph = self.attention(x, edge_index, edge_attr, checked=True)
-                if self.lin_edge_value is not None:  # the attention module prepared the same edges
-                    _, prepared_attr = self.attention.prepare_edges(edge_index, x.size(0), edge_attr)
-                    edge_value = self.lin_edge_value(prepared_attr).view(-1, self.heads, self.out_channels)
-                edge_index, coef = graph.edge_index, graph.weight
+                edge_index, edge_attr = self.attention.prepare_edges(edge_index, x.size(0), edge_attr)
+                coef = self.attention(x, edge_index, edge_attr, prepared=True).weight
+                if self.lin_edge_value is not None:
+                    edge_value = self.lin_edge_value(edge_attr).view(-1, self.heads, self.out_channels)
                 num_keys = edge_key_count(edge_index, x.size(0))
                 self_weight = num_keys > 0  # nodes with an incoming edge
             else:  # fixed graph; the output keeps the features' dtype whatever the weights' dtype

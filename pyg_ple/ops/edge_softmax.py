@@ -288,9 +288,9 @@ class _EdgeSoftmaxAggregate(torch.autograd.Function):
         if need_q or need_k or need_b:
             if gh is not None:
                 dalpha = _sddmm(csr.rowptr, csr.col, csr.row, gh, vh, (Nd, Ns), csr.unique)  # d loss / d alpha_dropped
-                if ge is not None:  # the per-edge values' share: <g_i, u_ij>
-                    dalpha.add_(torch.stack([(ge[h].index_select(0, csr.row) * ev).sum(-1)
-                                             for h in range(ge.size(0))]))
+                if ge is not None:  # the per-edge values' share: <g_i, u_ij>, an SDDMM whose columns are the edges
+                    dalpha.add_(_sddmm(csr.rowptr, _edge_columns(csr), csr.row, ge,
+                                       ev.unsqueeze(0).expand(ge.size(0), -1, -1), (Nd, csr.num_edges)))
                 if mask is not None:
                     dalpha.mul_(mask).mul_(keep)
                 if grad_alpha is not None:
@@ -316,10 +316,12 @@ def _edge_spmm(csr: EdgeCSR, alpha: Tensor, edge_value: Tensor) -> Tensor:
     """out[h, i] = sum over the incoming edges e of i of alpha[h, e] * edge_value[e]; alpha [H, E] and edge_value
     [E, D] in target-sorted order -> [H, Nd, D] (a CSR product whose columns are the edges themselves)."""
     H, E = alpha.shape
-    if E == 0 or edge_value.size(1) == 0:
-        return alpha.new_zeros((H, csr.num_dst, edge_value.size(1)))
-    edges = torch.arange(E, dtype=csr.index_dtype, device=alpha.device)
-    return _spmm(csr.rowptr, edges, alpha, edge_value.unsqueeze(0).expand(H, -1, -1), (csr.num_dst, E))
+    return _spmm(csr.rowptr, _edge_columns(csr), alpha, edge_value.unsqueeze(0).expand(H, -1, -1), (csr.num_dst, E))
+
+
+def _edge_columns(csr: EdgeCSR) -> Tensor:
+    """Column indices ``0 .. E-1``: with them the CSR pattern of ``csr`` indexes the (sorted) edges themselves."""
+    return torch.arange(csr.num_edges, dtype=csr.index_dtype, device=csr.device)
 
 
 SECOND_ORDER_ERROR = ('the fused edge-softmax kernel has first-order gradients only; for double backward '
