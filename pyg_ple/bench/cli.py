@@ -117,6 +117,7 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
                                  ('--lr', 'lr', given['lr']), ('--weight-decay', 'weight_decay', args.weight_decay),
                                  ('--patience', 'patience', args.patience),
                                  ('--final-runs', 'final_runs', args.final_runs),
+                                 ('--inner-splits', 'inner_splits', args.inner_splits),
                                  ('--optimizer', 'optimizer', args.optimizer),
                                  ('--schedule', 'schedule', None if args.schedule == 'none' else args.schedule),
                                  ('--warmup-epochs', 'warmup_epochs', args.warmup_epochs),
@@ -128,6 +129,9 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
             check_setting(key, value, flag)
     except ValueError as e:
         raise CommandError(str(e)) from None
+    if args.inner_splits > 1 and args.final_runs > 1:
+        raise CommandError('--inner-splits and --final-runs exclude each other: with --inner-splits each fold '
+                           'averages one training run per inner split')
     for flag, value, lo in (('--digits-n', args.digits_n, 0), ('--threads', args.threads, 1),
                             ('--pe-dim', args.pe_dim, 1 if args.pe != 'none' else 0)):
         if value is not None and value < lo:
@@ -163,7 +167,7 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
         cfg = BenchmarkConfig(models=models, n_folds=args.folds, epochs=given['epochs'], seed=args.seed,
                               device=args.device, batch_size=given['batch_size'], lr=given['lr'],
                               weight_decay=args.weight_decay, patience=args.patience, select=args.select,
-                              final_runs=args.final_runs,
+                              final_runs=args.final_runs, inner_splits=args.inner_splits,
                               grid=grid, hparams=hparams,
                               optimizer=args.optimizer, schedule=None if args.schedule == 'none' else args.schedule,
                               warmup_epochs=args.warmup_epochs, decay_every=args.decay_every,
@@ -231,7 +235,7 @@ def _bench_out(args: argparse.Namespace) -> Path:
 
 
 PROTOCOL_NOTE = (
-    'Protocol (Errica et al. 2020): stratified {folds}-fold outer CV; a stratified 10% validation split inside each '
+    'Protocol (Errica et al. 2020): stratified {folds}-fold outer CV; {inner} inside each '
     'training fold; the epoch and the grid configuration with {selected} are selected; test accuracy of the selected '
     'configuration on the held-out fold{final}; mean ± population std over folds. Grid: {grid}. Same splits for every '
     'model (splits.json). Seed {seed}.')
@@ -239,12 +243,20 @@ SELECTED = {'acc': 'the best validation accuracy (ties: lower validation loss)',
             'loss': 'the lowest validation loss'}
 
 
-def _final_runs_text(state: dict) -> str:
+def _final_runs_text(state: dict, inner_splits: int = 1) -> str:
     # What the stored folds hold: a resumed run may have more final runs than this call asked for.
     counts = sorted({len(r.get('final_runs', [None])) for r in state['runs'].values()})
     if counts in ([], [1]):
         return ''
-    return f', the mean of {counts[0] if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"} training runs of it'
+    n = counts[0] if len(counts) == 1 else f'{counts[0]} to {counts[-1]}'
+    return f', the mean of {n} training runs of it' + (', one per inner split' if inner_splits > 1 else '')
+
+
+def _inner_text(inner_splits: int) -> str:
+    if inner_splits == 1:
+        return 'a stratified 10% validation split'
+    return (f'{inner_splits} stratified 10% validation splits (every configuration trained once on each; the means '
+            'of their figures select)')
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -285,7 +297,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     grid_text = json.dumps(cfg.grid) if cfg.grid != [{}] else f'one configuration {json.dumps(cfg.hparams)}'
     meta = {'command': command, 'dataset': ds.name, 'info': ds.info, 'config': cfg.comparable(),
             'protocol': PROTOCOL_NOTE.format(folds=args.folds, grid=grid_text, seed=args.seed,
-                                             selected=SELECTED[args.select], final=_final_runs_text(state)),
+                                             selected=SELECTED[args.select], inner=_inner_text(cfg.inner_splits),
+                                             final=_final_runs_text(state, cfg.inner_splits)),
             'seconds': time.time() - t0}
     paths = write_results(out, rows, meta, title=f'{ds.name}: graph classification, {args.folds}-fold CV')
     print(format_table(rows))

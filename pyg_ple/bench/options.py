@@ -83,6 +83,10 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
     p.add_argument('--final-runs', type=int, default=1,
                    help='training runs of the selected configuration per fold, their test accuracies averaged (Errica '
                         'et al.: 3); resuming a finished run with more adds the missing ones')
+    p.add_argument('--inner-splits', type=int, default=1,
+                   help='validation splits per training fold: every grid configuration is trained once on each and '
+                        'selected by its mean validation score; the fold\'s test accuracy is the mean of its runs '
+                        '(default 1; excludes --final-runs)')
     p.add_argument('--optimizer', default='adam', choices=OPTIMIZERS, help='optimiser of every model')
     p.add_argument('--schedule', default='none', choices=['none', 'cosine', 'step'],
                    help="learning-rate schedule, stepped per epoch: 'cosine' (after --warmup-epochs of linear "

@@ -10,6 +10,11 @@ Classification", shared by every model of the benchmark.
 * Final runs: the selected configuration is trained ``final_runs`` times in all (other initialisations and batch
   orders, the same splits) and the fold's test accuracy is their mean, "to mitigate unlucky random initializations"
   as Errica et al. do with 3. The run that selected the configuration is the first of them.
+* Repeated inner splits (``inner_splits`` > 1, instead of final runs): every training fold gets ``inner_splits``
+  stratified validation splits (the first is the one above), every grid configuration is trained once on each
+  (its own seed and validation split, the rest of the training fold to train on), and a configuration's validation
+  score, figures and test accuracy are the means over its runs. Selection then rests on ``inner_splits`` times as
+  many validation graphs; the fold's test accuracy averages models stopped on different validation splits.
 * Report the mean and standard deviation of the test accuracies over the folds.
 * Beside the selection, each training run records its validation curves and a held-out validation accuracy
   (:func:`heldout_accuracy`): settings can be compared on it without the optimism of a maximum over noisy epochs.
@@ -45,8 +50,8 @@ from pyg_ple.bench.io import RunFileError, RunFolder, atomic_write_json, load_to
 from pyg_ple.bench.models import MODEL_NAMES, GraphModelConfig, build_model, count_parameters
 from pyg_ple.bench.training import RECIPE_RULES, TrainConfig, TrainResult, fit, is_recipe_value, seed_everything
 
-__all__ = ['make_splits', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting', 'check_grid',
-           'model_hparam_names', 'BenchmarkConfig', 'selection_score', 'SELECTION_RULES', 'run_seed_of',
+__all__ = ['make_splits', 'inner_split', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting',
+           'check_grid', 'model_hparam_names', 'BenchmarkConfig', 'selection_score', 'SELECTION_RULES', 'run_seed_of',
            'train_fold', 'evaluate_loader', 'validation_halves', 'replay_selection', 'heldout_accuracy',
            'check_run_folder', 'run_benchmark', 'load_model_file', 'TRAIN_KEYS', 'SETTING_RULES']
 
@@ -106,6 +111,7 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'patience': (_integer(1, none=True), 'an integer >= 1 (or null: no early stopping)'),
     'select': (lambda v: v in SELECTION_RULES, f"one of {', '.join(map(repr, SELECTION_RULES))}"),
     'final_runs': (_integer(1), 'an integer >= 1'),
+    'inner_splits': (_integer(1), 'an integer >= 1'),
     **{key: (functools.partial(is_recipe_value, key), RECIPE_RULES[key]) for key in RECIPE_KEYS},
 }
 
@@ -142,14 +148,27 @@ def _labels_digest(labels: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(labels, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
-def make_splits(labels: Sequence[int], n_folds: int = 10, seed: int = 0,
-                val_fraction: float = 0.1) -> list[dict[str, list[int]]]:
+def _stratified_holdout(indices: np.ndarray, labels: np.ndarray, size: int, random_state: int) -> tuple[Any, Any]:
+    from sklearn.model_selection import train_test_split
+    try:
+        return train_test_split(indices, test_size=size, stratify=labels[indices], random_state=random_state)
+    except ValueError:  # a class too small to stratify (tiny subsets): plain random split
+        return train_test_split(indices, test_size=size, random_state=random_state)
+
+
+def make_splits(labels: Sequence[int], n_folds: int = 10, seed: int = 0, val_fraction: float = 0.1,
+                inner_splits: int = 1) -> list[dict[str, list[int]]]:
     """Stratified ``n_folds``-fold outer splits, each with a stratified ``val_fraction`` validation split taken out
-    of its training part. Returns one dict per fold with sorted index lists ``train``, ``val``, ``test``."""
-    from sklearn.model_selection import StratifiedKFold, train_test_split
+    of its training part. Returns one dict per fold with sorted index lists ``train``, ``val``, ``test``; with
+    ``inner_splits`` > 1 also ``inner_val``, the validation splits of the further inner splits (``inner_splits - 1``
+    lists of the size of ``val``, each drawn afresh from the training part; see :func:`inner_split`). The folds and
+    their first validation split do not depend on ``inner_splits``."""
+    from sklearn.model_selection import StratifiedKFold
     labels = np.asarray(labels)
     if n_folds < 2:
         raise ValueError(f'n_folds must be >= 2, got {n_folds}')
+    if not isinstance(inner_splits, int) or isinstance(inner_splits, bool) or inner_splits < 1:
+        raise ValueError(f'inner_splits must be an integer >= 1, got {inner_splits!r}')
     counts = np.bincount(labels)
     if counts[counts > 0].min() < n_folds:
         raise ValueError(f'the smallest class has {counts[counts > 0].min()} graphs, fewer than n_folds={n_folds}')
@@ -157,21 +176,38 @@ def make_splits(labels: Sequence[int], n_folds: int = 10, seed: int = 0,
     folds = []
     for k, (train_idx, test_idx) in enumerate(skf.split(np.zeros(len(labels)), labels)):
         n_val = max(1, int(round(val_fraction * len(train_idx))))
-        try:
-            tr, va = train_test_split(train_idx, test_size=n_val, stratify=labels[train_idx],
-                                      random_state=seed + 1 + k)
-        except ValueError:  # a class too small to stratify (tiny subsets): plain random split
-            tr, va = train_test_split(train_idx, test_size=n_val, random_state=seed + 1 + k)
-        folds.append({'fold': k, 'train': sorted(int(i) for i in tr), 'val': sorted(int(i) for i in va),
-                      'test': sorted(int(i) for i in test_idx)})
+        tr, va = _stratified_holdout(train_idx, labels, n_val, seed + 1 + k)
+        fold = {'fold': k, 'train': sorted(int(i) for i in tr), 'val': sorted(int(i) for i in va),
+                'test': sorted(int(i) for i in test_idx)}
+        if inner_splits > 1:
+            # Seeds hashed from (seed, fold): unrelated to the first split's seed + 1 + k.
+            states = np.random.SeedSequence([seed, k, 1]).generate_state(inner_splits - 1)
+            fold['inner_val'] = [sorted(int(i) for i in _stratified_holdout(train_idx, labels, n_val, int(s))[1])
+                                 for s in states]
+        folds.append(fold)
     return folds
 
 
+def inner_split(split: dict[str, Any], i: int) -> dict[str, Any]:
+    """Inner split ``i`` of an outer fold of :func:`make_splits`: ``0`` is the fold itself; ``i`` >= 1 validates on
+    ``split['inner_val'][i - 1]`` and trains on the rest of the fold's training part (``train`` + ``val``)."""
+    if i == 0:
+        return split
+    inner = split.get('inner_val') or []
+    if not 1 <= i <= len(inner):
+        raise ValueError(f'fold {split.get("fold")} has {len(inner) + 1} inner split(s), no split {i}')
+    val = inner[i - 1]
+    train = sorted((set(split['train']) | set(split['val'])) - set(val))
+    return {'fold': split['fold'], 'train': train, 'val': list(val), 'test': split['test']}
+
+
 def save_splits(path: str | os.PathLike, splits: list[dict], labels: Sequence[int], n_folds: int, seed: int,
-                val_fraction: float, dataset: str = '') -> Path:
+                val_fraction: float, dataset: str = '', inner_splits: int = 1) -> Path:
+    # inner_splits only when > 1: the files of runs with one inner split stay as they were
+    extra = {'inner_splits': inner_splits} if inner_splits > 1 else {}
     return atomic_write_json(path, {
         'version': SPLITS_VERSION, 'dataset': dataset, 'num_graphs': len(labels), 'n_folds': n_folds, 'seed': seed,
-        'val_fraction': val_fraction, 'labels_sha256': _labels_digest(np.asarray(labels)), 'folds': splits})
+        'val_fraction': val_fraction, **extra, 'labels_sha256': _labels_digest(np.asarray(labels)), 'folds': splits})
 
 
 def load_splits(path: str | os.PathLike) -> dict[str, Any]:
@@ -180,22 +216,24 @@ def load_splits(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def get_splits(path: str | os.PathLike | None, labels: Sequence[int], n_folds: int = 10, seed: int = 0,
-               val_fraction: float = 0.1, dataset: str = '') -> list[dict[str, list[int]]]:
+               val_fraction: float = 0.1, dataset: str = '', inner_splits: int = 1) -> list[dict[str, list[int]]]:
     """Load the splits from ``path`` if it exists (checking that they belong to these labels and settings), else make
     them and save them there."""
     labels = np.asarray(labels)
     if path is not None and Path(path).exists():
         saved = load_splits(path)
         want = {'num_graphs': len(labels), 'n_folds': n_folds, 'seed': seed, 'val_fraction': val_fraction,
-                'labels_sha256': _labels_digest(labels)}
+                'labels_sha256': _labels_digest(labels), 'inner_splits': inner_splits if inner_splits > 1 else None}
+        if inner_splits == 1:  # one inner split uses the first validation split, which every file has
+            del want['inner_splits']
         diff = {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
         if diff:
             raise ValueError(f'splits file {path} does not match this run ' + ', '.join(
                 f'({k}: {a} in the file, {b} now)' for k, (a, b) in diff.items()))
         return saved['folds']
-    splits = make_splits(labels, n_folds, seed, val_fraction)
+    splits = make_splits(labels, n_folds, seed, val_fraction, inner_splits)
     if path is not None:
-        save_splits(path, splits, labels, n_folds, seed, val_fraction, dataset)
+        save_splits(path, splits, labels, n_folds, seed, val_fraction, dataset, inner_splits)
     return splits
 
 
@@ -230,7 +268,9 @@ class BenchmarkConfig:
     :class:`~pyg_ple.bench.training.TrainConfig`),
     the model hyper-parameters ``hparams`` shared by every model, the selection ``grid`` (expanded: a list of
     configurations whose :data:`TRAIN_KEYS` set training and whose other keys set the model) and ``final_runs``, the
-    training runs of the selected configuration whose test accuracies are averaged per fold. Raises ``ValueError``
+    training runs of the selected configuration whose test accuracies are averaged per fold, or ``inner_splits``, the
+    validation splits per training fold that every configuration is trained on and selected by (see the module
+    docstring; the two exclude each other). Raises ``ValueError``
     naming the bad setting, before anything is trained, if a value breaks its rule or a model cannot be built with one
     of the configurations."""
 
@@ -253,6 +293,7 @@ class BenchmarkConfig:
     ema_decay: float | None = RECIPE_DEFAULTS['ema_decay']
     val_fraction: float = 0.1
     final_runs: int = 1
+    inner_splits: int = 1
     grid: list[dict[str, Any]] = field(default_factory=lambda: [{}])
     hparams: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 5
@@ -264,8 +305,11 @@ class BenchmarkConfig:
         if not self.models or unknown or len(set(self.models)) < len(self.models):
             raise ValueError(f'models must name each model once, from {", ".join(MODEL_NAMES)}; got {self.models!r}')
         for key in ('epochs', 'n_folds', 'seed', 'checkpoint_every', 'lr', 'weight_decay', 'batch_size', 'patience',
-                    'select', 'final_runs', *RECIPE_KEYS):
+                    'select', 'final_runs', 'inner_splits', *RECIPE_KEYS):
             check_setting(key, getattr(self, key))
+        if self.inner_splits > 1 and self.final_runs > 1:
+            raise ValueError(f'final_runs ({self.final_runs}) and inner_splits ({self.inner_splits}) exclude each '
+                             'other: with inner_splits > 1 each fold averages one training run per inner split')
         if not 0 < self.val_fraction < 1:
             raise ValueError(f'val_fraction must be in (0, 1), got {self.val_fraction!r}')
         check_grid(self.grid)
@@ -285,9 +329,9 @@ class BenchmarkConfig:
         d = asdict(self)
         for k in ('models', 'device', 'progress', 'checkpoint_every', 'save_models', 'final_runs'):
             d.pop(k)
-        # The recipe and the selection rule at their defaults are left out, so that runs written before they existed
-        # can still be resumed.
-        for k, default in {**RECIPE_DEFAULTS, 'select': 'acc'}.items():
+        # The recipe, the selection rule and the inner splits at their defaults are left out, so that runs written
+        # before they existed can still be resumed.
+        for k, default in {**RECIPE_DEFAULTS, 'select': 'acc', 'inner_splits': 1}.items():
             if d[k] == default:
                 d.pop(k)
         return d
@@ -512,7 +556,8 @@ def run_benchmark(ds: GraphDataset, cfg: BenchmarkConfig, out: str | os.PathLike
     barrier()  # every process has checked the folder before rank 0 writes to it
     run.prepare()
     barrier()
-    splits = get_splits(run.claim('splits.json'), ds.labels, cfg.n_folds, cfg.seed, cfg.val_fraction, ds.name)
+    splits = get_splits(run.claim('splits.json'), ds.labels, cfg.n_folds, cfg.seed, cfg.val_fraction, ds.name,
+                        cfg.inner_splits)
     run.write_json('state.json', state)
 
     tasks = [(name, split) for name in cfg.models for split in splits]
@@ -539,19 +584,26 @@ def run_benchmark(ds: GraphDataset, cfg: BenchmarkConfig, out: str | os.PathLike
 
 def _select_on_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, run: RunFolder,
                     state: dict[str, Any], dataset_args: dict[str, Any] | None) -> None:
-    """Train every grid configuration of model ``name`` on one outer fold and store the selected one's record (and
-    model, with ``cfg.save_models``); the state is written once the fold is done."""
+    """Train every grid configuration of model ``name`` on one outer fold (once per inner split) and store the
+    selected one's record (and model, with ``cfg.save_models``); the state is written once the fold is done."""
     t0 = time.perf_counter()
-    candidates = []
+    candidates = []  # per configuration: its runs, one per inner split
     best_model = None
-    checkpoints = [f'checkpoints/{name}/fold{split["fold"]}_cfg{j}.pt' for j in range(len(cfg.grid))]
+    n_inner = cfg.inner_splits
+    checkpoints = [[f'checkpoints/{name}/fold{split["fold"]}_cfg{j}' + (f'_split{i}' if i else '') + '.pt'
+                    for i in range(n_inner)] for j in range(len(cfg.grid))]
     for j, grid_cfg in enumerate(cfg.grid):
-        run_seed = run_seed_of(cfg.seed, split['fold'], j)
-        rec, model = _train_one(ds, name, split, cfg, grid_cfg, run_seed, run.claim(checkpoints[j]),
-                                desc=f'{name} f{split["fold"] + 1} c{j + 1}/{len(cfg.grid)}')
+        runs, model = [], None
+        for i in range(n_inner):
+            desc = f'{name} f{split["fold"] + 1} c{j + 1}/{len(cfg.grid)}' + (f' split {i + 1}' if i else '')
+            rec, m = _train_one(ds, name, inner_split(split, i), cfg, grid_cfg,
+                                run_seed_of(cfg.seed, split['fold'], j, i), run.claim(checkpoints[j][i]), desc)
+            runs.append(rec)
+            model = m if i == 0 else model  # the first split's model is the one saved
+        rec = runs[0] if n_inner == 1 else _mean_over_inner_splits(runs)
         candidates.append(rec)
         if max(candidates, key=lambda r: r['val_score']) is rec:
-            best_model = (model, rec)
+            best_model = (model, runs[0])
     selected = max(candidates, key=lambda r: r['val_score'])
     if cfg.save_models and best_model is not None:
         model, rec = best_model
@@ -565,8 +617,21 @@ def _select_on_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConf
         'grid_val_acc': [c['val_acc'] for c in candidates],
         'grid_heldout_val_acc': [c['heldout_val_acc'] for c in candidates], 'seconds': time.perf_counter() - t0}
     run.write_json('state.json', state)
-    for rel in checkpoints:  # the fold is stored: drop its checkpoints
+    for rel in itertools.chain(*checkpoints):  # the fold is stored: drop its checkpoints
         run.remove(rel)
+
+
+def _mean_over_inner_splits(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration's record over its inner splits: the first run's record with the figures that select and
+    report (validation score, accuracy and loss, held-out validation, test accuracy and loss) replaced by their means
+    over the runs, which are listed as ``final_runs`` with their inner ``split``."""
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in runs]
+        return None if any(v is None for v in values) else float(np.mean(values))
+
+    finals = [{'split': i, **{k: r.get(k) for k in (*FINAL_RUN_KEYS, 'val_loss')}} for i, r in enumerate(runs)]
+    return {**runs[0], **{k: mean(k) for k in ('val_score', 'val_acc', 'val_loss', 'heldout_val_acc', 'test_acc',
+                                                'test_loss')}, 'final_runs': finals}
 
 
 # What each final run keeps in its fold's record.
