@@ -68,6 +68,7 @@ def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
             folds = sorted((x for x in state['runs'].values() if x['model'] == row['model']), key=lambda x: x['fold'])
             finals = [x.get('final_runs') or [x] for x in folds]
             row['final_runs'] = sorted({len(f) for f in finals})
+            row['inner_splits'] = state['config'].get('inner_splits', 1)
             row['first_fold_acc'] = [round(100 * f[0]['test_acc'], 2) for f in finals]
             row['run_spread'] = float(np.mean([np.std([100 * x['test_acc'] for x in f]) for f in finals]))
         rows += r
@@ -389,6 +390,12 @@ def _ablations(specs: list[str]) -> tuple[list[str], list[str]]:
 def _training_runs_clause(rows: list[dict]) -> str:
     """How often the main table trained each fold's selected configuration, as the budget paragraph says it."""
     counts = {n for r in rows for n in r['final_runs']}
+    inner = {r.get('inner_splits', 1) for r in rows}
+    if inner != {1}:
+        k = '/'.join(map(str, sorted(inner)))
+        return (f', and each fold has {k} inner validation splits instead of one: every configuration is trained once '
+                'on each, the mean of its validation scores selects, and a fold\'s test accuracy is the mean of its '
+                'runs')
     if counts == {1}:
         return (', and the selected configuration is trained once per fold instead of three times (the section "More '
                 'than one training run per fold" adds the other two where they ran)')

@@ -328,6 +328,17 @@ def test_graph_report_takes_heldout_figures_of_runs_that_predate_them_from_their
     assert exc.value.code == 2 and 'not a rerun' in capsys.readouterr().err
 
 
+def test_graph_report_budget_paragraph_names_inner_splits(tmp_path):
+    """A main table run with --inner-splits says that each fold had that many validation splits, not that it
+    trained the selected configuration that many times as Errica et al. do."""
+    run = bench_runs(tmp_path, 1, inner=['--inner-splits', '2'])['inner']
+    mod = load_script('benchmarks/graph_classification.py')
+    assert mod.main([str(run), '--out', str(tmp_path / 'report')]) == 0
+    md = (tmp_path / 'report' / 'graph_classification.md').read_text()
+    assert 'each fold has 2 inner validation splits instead of one' in md
+    assert 'as Errica et al. do' not in md and 'once per fold' not in md
+
+
 def test_graph_report_sets_the_mean_of_several_final_runs_beside_the_first(tmp_path, capsys):
     """--final-runs-from RUN...: runs extended with --final-runs show the first run's and the mean test accuracy of
     every fold's runs, and the model comparisons on the means; a run whose first runs are not a main-table run is
