@@ -390,7 +390,7 @@ def _ablations(specs: list[str]) -> tuple[list[str], list[str]]:
 def _training_runs_clause(rows: list[dict]) -> str:
     """How often the main table trained each fold's selected configuration, as the budget paragraph says it."""
     counts = {n for r in rows for n in r['final_runs']}
-    inner = {r.get('inner_splits', 1) for r in rows}
+    inner = {r['inner_splits'] for r in rows}
     if inner != {1}:
         k = '/'.join(map(str, sorted(inner)))
         return (f', and each fold has {k} inner validation splits instead of one: every configuration is trained once '

@@ -167,8 +167,7 @@ def make_splits(labels: Sequence[int], n_folds: int = 10, seed: int = 0, val_fra
     labels = np.asarray(labels)
     if n_folds < 2:
         raise ValueError(f'n_folds must be >= 2, got {n_folds}')
-    if not isinstance(inner_splits, int) or isinstance(inner_splits, bool) or inner_splits < 1:
-        raise ValueError(f'inner_splits must be an integer >= 1, got {inner_splits!r}')
+    check_setting('inner_splits', inner_splits)
     counts = np.bincount(labels)
     if counts[counts > 0].min() < n_folds:
         raise ValueError(f'the smallest class has {counts[counts > 0].min()} graphs, fewer than n_folds={n_folds}')
@@ -223,9 +222,9 @@ def get_splits(path: str | os.PathLike | None, labels: Sequence[int], n_folds: i
     if path is not None and Path(path).exists():
         saved = load_splits(path)
         want = {'num_graphs': len(labels), 'n_folds': n_folds, 'seed': seed, 'val_fraction': val_fraction,
-                'labels_sha256': _labels_digest(labels), 'inner_splits': inner_splits if inner_splits > 1 else None}
-        if inner_splits == 1:  # one inner split uses the first validation split, which every file has
-            del want['inner_splits']
+                'labels_sha256': _labels_digest(labels)}
+        if inner_splits > 1:  # one inner split uses the first validation split, which every file has
+            want['inner_splits'] = inner_splits
         diff = {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
         if diff:
             raise ValueError(f'splits file {path} does not match this run ' + ', '.join(
@@ -593,13 +592,14 @@ def _select_on_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConf
     checkpoints = [[f'checkpoints/{name}/fold{split["fold"]}_cfg{j}' + (f'_split{i}' if i else '') + '.pt'
                     for i in range(n_inner)] for j in range(len(cfg.grid))]
     for j, grid_cfg in enumerate(cfg.grid):
-        runs, model = [], None
+        runs = []
         for i in range(n_inner):
             desc = f'{name} f{split["fold"] + 1} c{j + 1}/{len(cfg.grid)}' + (f' split {i + 1}' if i else '')
             rec, m = _train_one(ds, name, inner_split(split, i), cfg, grid_cfg,
                                 run_seed_of(cfg.seed, split['fold'], j, i), run.claim(checkpoints[j][i]), desc)
             runs.append(rec)
-            model = m if i == 0 else model  # the first split's model is the one saved
+            if i == 0:  # the first split's model is the one saved
+                model = m
         rec = runs[0] if n_inner == 1 else _mean_over_inner_splits(runs)
         candidates.append(rec)
         if max(candidates, key=lambda r: r['val_score']) is rec:
