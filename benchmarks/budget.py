@@ -1,0 +1,230 @@
+"""Is the epoch budget long enough? The protocol replayed at shorter budgets on runs trained to a longer one.
+
+``pyg-ple bench`` trains each run for at most ``--epochs`` and keeps the epoch of best validation score, stopping
+after ``--patience`` epochs without a better one. A run that reaches the budget has not stopped by itself: its
+selected epoch lies in the last ``patience`` epochs, and a longer budget might have found a better one. This script
+trains every (model, fold) of a ``pyg-ple bench`` command with its early stopping, to its ``--epochs`` (the longest
+budget), and records at every epoch the validation score, accuracy and loss, the two halves of the validation split
+and the test fold. Training does not depend on the budget (a constant learning rate, or step decay), so what a
+budget of ``C`` epochs would have selected is replayed exactly on the first ``C`` epochs of the same runs: every
+budget is compared on the same initialisations and batches, and a run "reaches its budget" when its selected epoch
+is within the last ``patience`` epochs of it.
+
+    python benchmarks/budget.py --budgets 100,200,300 -- --root DATA --dataset ENZYMES --folds 10 --lr 0.003 \\
+        --threads 1 --no-progress --epochs 300 --patience 30 --hidden 32 --node-attr \\
+        --models gcn,gat,gin,transformer,laplacian,mixed
+
+(the arguments after ``--`` are those of a ``pyg-ple bench`` run with ``--epochs`` the longest budget; ``--out``,
+``--resume``, ``--overwrite``, ``--grid``, ``--final-runs``, ``--inner-splits`` and ``--schedule cosine``, whose
+decay depends on the budget, are refused). The curves of each (dataset, split seed, model) go to
+``<out>/curves_<dataset>_seed<seed>_<model>.csv`` (its command and settings to the ``.json`` beside it; finished
+folds are skipped when the command is run again), and ``budget.md`` is written from every curves file in ``--out``.
+The test fold chooses nothing: it is reported beside the validation figures. The extra evaluation loaders draw from
+torch's random stream, so these runs are a fresh draw of the protocol, not a copy of ``pyg-ple bench``'s.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import shlex
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+from pyg_ple.bench.io import atomic_write_text  # noqa: E402
+from pyg_ple.bench.protocol import heldout_accuracy, replay_selection  # noqa: E402
+
+FIELDS = ['dataset', 'seed', 'model', 'fold', 'epoch', 'train_loss', 'val_score', 'val_acc', 'val_loss', 'val_a_acc',
+          'val_a_loss', 'val_b_acc', 'val_b_loss', 'test_acc', 'test_loss']
+REFUSED = ('--out', '--resume', '--overwrite', '--grid', '--final-runs', '--inner-splits')
+
+
+def curves_of(rows: list[dict]) -> dict[tuple, dict[str, np.ndarray]]:
+    """(dataset, seed, model, fold) -> column -> array over the epochs, in epoch order."""
+    out: dict[tuple, dict[str, list]] = {}
+    for r in sorted(rows, key=lambda r: int(r['epoch'])):
+        c = out.setdefault((r['dataset'], int(r['seed']), r['model'], int(r['fold'])), {})
+        for k in FIELDS[4:]:
+            c.setdefault(k, []).append(float(r[k]))
+    return {k: {col: np.asarray(v) for col, v in c.items()} for k, c in out.items()}
+
+
+def at_budget(c: dict[str, np.ndarray], budget: int, patience: int | None) -> dict[str, float]:
+    """What a run with at most ``budget`` epochs would have given, from the curves of the same run trained longer:
+    the selected epoch (1-based), its validation and test accuracy, the held-out validation accuracy, and whether the
+    run reached the budget (its selected epoch within the last ``patience`` epochs of it, so it had not stopped)."""
+    cut = {k: v[:budget] for k, v in c.items()}
+    t = replay_selection(cut['val_score'], patience)
+    reached = len(cut['val_score']) == budget and (patience is None or budget - 1 - t < patience)
+    return {'epoch': t + 1, 'val': float(cut['val_acc'][t]), 'test': float(cut['test_acc'][t]),
+            'heldout': heldout_accuracy(cut, patience), 'reached': bool(reached)}
+
+
+def _mean_se(d: np.ndarray) -> tuple[float, float]:
+    return float(d.mean()), (float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float('nan'))
+
+
+def report(rows: list[dict], metas: list[dict], budgets: list[int]) -> str:
+    """``budget.md``: per dataset (every split seed pooled) and model, each budget's figures; then the Laplacian
+    transformer minus each other model at each budget, paired by (seed, fold)."""
+    groups: dict[str, dict[str, dict[tuple, dict]]] = {}  # dataset -> model -> (seed, fold) -> curves
+    for (ds, seed, model, fold), c in sorted(curves_of(rows).items()):
+        groups.setdefault(ds, {}).setdefault(model, {})[(seed, fold)] = c
+    patience = {m['dataset']: m['patience'] for m in metas}
+    env = C.env_info()
+    lines = ['# Is the budget long enough? The protocol replayed at shorter budgets', '',
+             'Every (model, fold) trained once, with early stopping, to the longest budget; each shorter budget '
+             'replayed on the first epochs of the same runs (`benchmarks/budget.py`). Per model and budget: test '
+             'accuracy (mean ± std over the runs; chooses nothing), validation accuracy of the selected epochs, '
+             'held-out validation accuracy (the epoch chosen on one half of the validation split, scored on the '
+             'other, both ways round), the runs that reach the budget (selected epoch within the last `patience` '
+             'epochs: early stopping had not ended them) and the median selected epoch. Accuracies in %.', '',
+             f"- torch {env.get('torch', '?')}, python {env.get('python', '?')}, {env.get('cpus', '?')} CPU "
+             'cores, one thread per run', '']
+    for ds, models in groups.items():
+        pat = patience.get(ds)
+        seeds = sorted({s for by_run in models.values() for s, _ in by_run})
+        lines += [f'## {ds}', '', f"Patience {pat}; split seeds {', '.join(map(str, seeds))}.", '',
+                  '| model | budget | runs | test | val (selected) | held-out val | reach the budget | '
+                  'selected epoch (median) |', '|---|---:|---:|---:|---:|---:|---:|---:|']
+        test_by_run: dict[tuple[str, int], dict[tuple, float]] = {}
+        for model, by_run in models.items():
+            for b in budgets:
+                ev = {key: at_budget(c, b, pat) for key, c in by_run.items()}
+                test_by_run[(model, b)] = {key: e['test'] for key, e in ev.items()}
+                test = 100 * np.array([e['test'] for e in ev.values()])
+                lines.append(
+                    f'| {model} | {b} | {len(ev)} | {test.mean():.1f} ± {test.std(ddof=1) if len(test) > 1 else 0:.1f}'
+                    f" | {100 * statistics.mean(e['val'] for e in ev.values()):.1f}"
+                    f" | {100 * statistics.mean(e['heldout'] for e in ev.values()):.1f}"
+                    f" | {sum(e['reached'] for e in ev.values())} / {len(ev)}"
+                    f" | {statistics.median(e['epoch'] for e in ev.values()):g} |")
+        if 'laplacian' in models and len(models) > 1:
+            lines += ['', 'Test accuracy, laplacian minus each model at each budget, paired by (seed, fold) '
+                      '(mean ± standard error; chooses nothing):', '',
+                      '| model | ' + ' | '.join(f'{b} epochs' for b in budgets) + ' |',
+                      '|---|' + '---:|' * len(budgets)]
+            for model in models:
+                if model == 'laplacian':
+                    continue
+                cells = []
+                for b in budgets:
+                    lap, other = test_by_run[('laplacian', b)], test_by_run[(model, b)]
+                    keys = sorted(set(lap) & set(other))
+                    mean, se = _mean_se(100 * np.array([lap[k] - other[k] for k in keys]))
+                    cells.append(f'{mean:+.1f} ± {se:.1f}')
+                lines.append(f'| {model} | ' + ' | '.join(cells) + ' |')
+        lines.append('')
+    commands = sorted({c for m in metas for c in m['commands']})
+    lines += ['## Exact commands', ''] + [f'    {c}' for c in commands] + ['']
+    return '\n'.join(lines)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=FIELDS, lineterminator='\n')
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, table.getvalue())
+
+
+def _budgets(text: str) -> list[int]:
+    try:
+        budgets = sorted({int(b) for b in text.split(',')})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not a comma-separated list of epoch counts: {text!r}') from None
+    if budgets[0] < 1:
+        raise argparse.ArgumentTypeError(f'budgets must be positive (got {text!r})')
+    return budgets
+
+
+def write_report(out: Path, budgets: list[int]) -> str:
+    rows, metas = [], []
+    for f in sorted(out.glob('curves_*.csv')):
+        if f.with_suffix('.json').exists():
+            rows += list(csv.DictReader(f.open()))
+            metas.append(json.loads(f.with_suffix('.json').read_text()))
+    text = report(rows, metas, budgets)
+    atomic_write_text(out / 'budget.md', text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, bench_argv = (argv[:argv.index('--')], argv[argv.index('--') + 1:]) if '--' in argv else (argv, [])
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                usage='%(prog)s --budgets B1,B2,... [--out OUT] -- PYG-PLE-BENCH-ARGS')
+    p.add_argument('--budgets', type=_budgets, required=True,
+                   help="comma-separated epoch budgets to replay, none above the bench run's --epochs")
+    p.add_argument('--out', default=str(C.RESULTS / 'budget'), help='folder of the curves and the report')
+    args = p.parse_args(own)
+    if not bench_argv:
+        p.error('give the arguments of a pyg-ple bench run after --')
+    if any(a.split('=')[0] in REFUSED for a in bench_argv):
+        p.error(f"the bench arguments after -- take none of {', '.join(REFUSED)}: this script writes its own files "
+                'and trains one configuration once per fold')
+
+    from pyg_ple.bench.cli import (
+        CommandError,
+        build_parser,
+        load_bench_dataset,
+        validate_bench_args,
+        validate_bench_data,
+    )
+    from pyg_ple.bench.protocol import get_splits, run_seed_of, train_fold
+    with tempfile.TemporaryDirectory() as empty:  # bench's checks want a usable --out; nothing is written there
+        bench = build_parser().parse_args(['bench', *bench_argv, '--out', empty])
+        try:
+            cfg = validate_bench_args(bench)
+            C.set_threads(bench.threads)
+            ds, _ = load_bench_dataset(bench, cfg)
+            validate_bench_data(bench, ds, cfg)
+        except CommandError as e:
+            p.error(str(e))
+    if cfg.schedule == 'cosine':
+        p.error('--schedule cosine decays over --epochs, so a shorter budget cannot be replayed from a longer run')
+    if args.budgets[-1] > cfg.epochs:
+        p.error(f'--budgets {args.budgets[-1]} is above the bench run\'s --epochs {cfg.epochs}')
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shown = ['DATA' if a == bench.root else a for a in bench_argv]
+    command = ('python benchmarks/budget.py ' + ' '.join(map(shlex.quote, own)) + ' -- '
+               + ' '.join(map(shlex.quote, shown)))
+    settings = {'dataset': ds.name, 'seed': cfg.seed, 'patience': cfg.patience, 'epochs': cfg.epochs}
+    splits = get_splits(None, ds.labels, cfg.n_folds, cfg.seed, cfg.val_fraction)
+    for name in cfg.models:
+        path = out / f'curves_{ds.name}_seed{cfg.seed}_{name}.csv'
+        meta_path = path.with_suffix('.json')
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {**settings, 'commands': []}
+        if any(meta[k] != v for k, v in settings.items()):
+            p.error(f'{path} holds runs with ' + ', '.join(f'{k} {meta[k]}' for k in settings)
+                    + '; pass another --out')
+        if command not in meta['commands']:
+            meta['commands'].append(command)
+            C.write_json(meta_path, meta)
+        rows = list(csv.DictReader(path.open())) if path.exists() else []
+        done = {int(r['fold']) for r in rows}
+        for split in splits:
+            if split['fold'] in done:
+                continue
+            res, _ = train_fold(ds, name, split, cfg, {}, run_seed_of(cfg.seed, split['fold']),
+                                record={'test': split['test']})
+            rows += [{'dataset': ds.name, 'seed': cfg.seed, 'model': name, 'fold': split['fold'],
+                      'epoch': h['epoch'], **{k: repr(float(h[k])) for k in FIELDS[5:]}} for h in res.history]
+            _write_csv(path, rows)  # after every run: an interrupted call loses at most one
+            print(f'{ds.name} seed {cfg.seed} {name} fold {split["fold"]}: {res.epochs_run} epochs, selected '
+                  f'{res.best_epoch}, {res.seconds_per_epoch:.2f} s/epoch', flush=True)
+    print(write_report(out, args.budgets))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
