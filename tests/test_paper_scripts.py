@@ -822,3 +822,88 @@ def test_selection_rules_script_writes_curves_resumes_and_refuses_bench_out(tmp_
     with pytest.raises(SystemExit) as e:  # the curves are replayed with the patience they were recorded for
         mod.main(['--out', str(tmp_path), '--', *bench, '--patience', '2'])
     assert e.value.code == 2 and 'patience 1, not 2' in capsys.readouterr().err
+
+
+def _budget_curve(score, **cols):
+    import numpy as np
+    n = len(score)
+    c = {'val_score': np.asarray(score, dtype=float), 'val_acc': np.asarray(score, dtype=float),
+         'test_acc': np.arange(n) / 10, 'val_a_acc': np.asarray(score, dtype=float),
+         'val_a_loss': np.zeros(n), 'val_b_acc': np.asarray(score, dtype=float), 'val_b_loss': np.zeros(n)}
+    return {**c, **{k: np.asarray(v, dtype=float) for k, v in cols.items()}}
+
+
+def test_budget_replay_by_hand():
+    """A shorter budget keeps the best epoch among its first epochs, early stopping included; a run reaches its
+    budget when its selected epoch is within the last ``patience`` epochs of it."""
+    mod = load_script('benchmarks/budget.py')
+    c = _budget_curve([0.1, 0.5, 0.4, 0.3, 0.6, 0.2])
+    assert mod.at_budget(c, 3, 2) == {'epoch': 2, 'val': 0.5, 'test': 0.1, 'heldout': 0.5, 'reached': True}
+    # patience 2: epochs 3 and 4 do not beat epoch 2, so the run stops there whatever the budget
+    assert mod.at_budget(c, 6, 2)['epoch'] == 2 and not mod.at_budget(c, 6, 2)['reached']
+    assert mod.at_budget(c, 5, None)['epoch'] == 5 and mod.at_budget(c, 5, None)['reached']
+    assert mod.at_budget(c, 6, 3) == {'epoch': 5, 'val': 0.6, 'test': 0.4, 'heldout': 0.6, 'reached': True}
+    # epochs 3 and 4 without a better score: patience 2 ends the run at epoch 4, the budget, by itself
+    assert not mod.at_budget(c, 4, 2)['reached']
+    # a run that stopped before a budget did not reach it
+    assert not mod.at_budget(_budget_curve([0.1, 0.5, 0.4, 0.3]), 10, 2)['reached']
+    # held out: half a picks epoch 2 (its best), scored on half b there (0.0); half b picks epoch 3, scored on a (1.0)
+    h = _budget_curve([0.1, 0.5, 0.4], val_a_acc=[0.0, 1.0, 1.0], val_b_acc=[0.0, 0.0, 0.9])
+    assert mod.at_budget(h, 3, None)['heldout'] == (0.0 + 1.0) / 2
+
+
+def test_budget_replay_equals_the_shorter_run():
+    """Replayed on the curves of a run trained to 20 epochs (early stopping ends it at 15), each shorter budget
+    selects the epoch, and scores the test accuracy, of the same run trained with that budget: training does not
+    depend on its budget."""
+    from dataclasses import replace
+
+    from pyg_ple.bench.datasets import load_dataset
+    from pyg_ple.bench.protocol import BenchmarkConfig, make_splits, train_fold
+    mod = load_script('benchmarks/budget.py')
+    ds = load_dataset('digits', digits_n=300)
+    split = make_splits(ds.labels, n_folds=2, seed=0)[0]
+    cfg = BenchmarkConfig(models=['gcn'], epochs=20, lr=0.01, patience=2, progress=False,
+                          hparams=dict(hidden=16, num_layers=1))
+    record = {'test': split['test']}
+
+    def curves(res):
+        return {k: __import__('numpy').array([h[k] for h in res.history]) for k in mod.FIELDS[6:]}
+
+    long, _ = train_fold(ds, 'gcn', split, cfg, {}, run_seed=7, record=record)
+    seen = set()
+    for budget in (3, 6, 9, 12, 20):
+        short, _ = train_fold(ds, 'gcn', split, replace(cfg, epochs=budget), {}, run_seed=7, record=record)
+        got = mod.at_budget(curves(long), budget, 2)
+        assert got['epoch'] == short.best_epoch
+        assert got['test'] == short.history[short.best_epoch - 1]['test_acc']
+        assert got['reached'] == (short.epochs_run == budget and budget - short.best_epoch < 2)
+        seen.add(got['reached'])
+    assert seen == {True, False}  # some budgets cut the run short, some not
+
+
+def test_budget_script_writes_curves_resumes_and_refuses(tmp_path, capsys):
+    import csv
+    mod = load_script('benchmarks/budget.py')
+    bench = ['--digits-n', '60', '--models', 'gcn,laplacian', '--folds', '2', '--epochs', '4', '--patience', '2',
+             '--no-progress', '--threads', '1', '--hidden', '8', '--layers', '1']
+    assert mod.main(['--budgets', '2,4', '--out', str(tmp_path), '--', *bench]) == 0
+    for model in ('gcn', 'laplacian'):
+        rows = list(csv.DictReader((tmp_path / f'curves_digits_seed0_{model}.csv').open()))
+        assert sorted({r['fold'] for r in rows}) == ['0', '1'] and all(r['model'] == model for r in rows)
+        meta = json.loads((tmp_path / f'curves_digits_seed0_{model}.json').read_text())
+        assert (meta['patience'], meta['epochs']) == (2, 4)
+    text = (tmp_path / 'budget.md').read_text()
+    assert '| gcn | 2 | 2 |' in text and '| laplacian | 4 | 2 |' in text and '| gcn | +' in text.replace('-', '+')
+    capsys.readouterr()
+    assert mod.main(['--budgets', '2,4', '--out', str(tmp_path), '--', *bench]) == 0  # resumed: nothing trained
+    assert 'fold' not in capsys.readouterr().out.split('# Is the budget')[0]
+    for extra, message in ((['--out', str(tmp_path / 'x')], 'take none of'), (['--final-runs', '3'], 'take none of'),
+                           (['--schedule', 'cosine'], 'cannot be replayed'), (['--patience', '3'], 'patience 2'),
+                           (['--epochs', '3'], 'above')):
+        with pytest.raises(SystemExit) as e:
+            mod.main(['--budgets', '2,4', '--out', str(tmp_path), '--', *bench, *extra])
+        assert e.value.code == 2 and message in capsys.readouterr().err, extra
+    with pytest.raises(SystemExit) as e:
+        mod.main(['--budgets', '0,4', '--out', str(tmp_path), '--', *bench])
+    assert e.value.code == 2 and 'positive' in capsys.readouterr().err
