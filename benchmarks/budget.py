@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from pyg_ple.bench.io import atomic_write_text  # noqa: E402
-from pyg_ple.bench.protocol import heldout_accuracy, replay_selection  # noqa: E402
+from pyg_ple.bench.protocol import ended_by_budget, heldout_accuracy, replay_selection  # noqa: E402
 
 FIELDS = ['dataset', 'seed', 'model', 'fold', 'epoch', 'train_loss', 'val_score', 'val_acc', 'val_loss', 'val_a_acc',
           'val_a_loss', 'val_b_acc', 'val_b_loss', 'test_acc', 'test_loss']
@@ -60,12 +60,12 @@ def curves_of(rows: list[dict]) -> dict[tuple, dict[str, np.ndarray]]:
 def at_budget(c: dict[str, np.ndarray], budget: int, patience: int | None) -> dict[str, float]:
     """What a run with at most ``budget`` epochs would have given, from the curves of the same run trained longer:
     the selected epoch (1-based), its validation and test accuracy, the held-out validation accuracy, and whether the
-    run reached the budget (its selected epoch within the last ``patience`` epochs of it, so it had not stopped)."""
+    budget ended the run (:func:`~pyg_ple.bench.protocol.ended_by_budget`)."""
     cut = {k: v[:budget] for k, v in c.items()}
     t = replay_selection(cut['val_score'], patience)
-    reached = len(cut['val_score']) == budget and (patience is None or budget - 1 - t < patience)
     return {'epoch': t + 1, 'val': float(cut['val_acc'][t]), 'test': float(cut['test_acc'][t]),
-            'heldout': heldout_accuracy(cut, patience), 'reached': bool(reached)}
+            'heldout': heldout_accuracy(cut, patience),
+            'reached': ended_by_budget(t + 1, len(cut['val_score']), budget, patience)}
 
 
 def _mean_se(d: np.ndarray) -> tuple[float, float]:

@@ -322,3 +322,14 @@ def test_bench_select_loss_keeps_the_epoch_of_lowest_validation_loss_and_is_part
     with pytest.raises(SystemExit) as e:
         main(base + ['--select', 'val', '--out', str(tmp_path / 'x')])
     assert e.value.code == 2
+
+
+def test_bench_says_which_runs_the_budget_ended(tmp_path, capsys):
+    """Two epochs with a patience of five: early stopping cannot end a run, so the budget ended every one and the
+    command says so; without early stopping it says nothing."""
+    assert main(TINY + ['--models', 'gcn', '--epochs', '2', '--patience', '5', '--out', str(tmp_path / 'a')]) == 0
+    printed = capsys.readouterr().out
+    assert 'runs ended by the budget, their best epoch among the last --patience 5 of --epochs 2: gcn 2 of 2' in printed
+    assert json.loads((tmp_path / 'a' / 'results.json').read_text())['results'][0]['ended_by_budget'] == [2, 2]
+    assert main(TINY + ['--models', 'gcn', '--out', str(tmp_path / 'b')]) == 0
+    assert 'ended by the budget,' not in capsys.readouterr().out

@@ -459,3 +459,26 @@ def test_cli_protocol_note_says_how_many_final_runs_each_fold_averages(tmp_path)
     state = json.loads((out / 'state.json').read_text())
     assert res['results'][0]['fold_acc'] == [round(100 * r['test_acc'], 2) for r in state['runs'].values()]
     assert all(len(r['final_runs']) == 2 for r in state['runs'].values())
+
+
+def test_summary_counts_the_runs_the_budget_ended(tmp_path):
+    """A run counts as ended by its budget exactly when the same run, given a longer budget, trains past it (patience
+    had not stopped it); the boundary case, stopped by patience at the last epoch of the budget, does not count."""
+    from pyg_ple.bench.datasets import digits_graphs
+    from pyg_ple.bench.protocol import BenchmarkConfig, ended_by_budget, run_benchmark
+    from pyg_ple.bench.report import format_table, summarize
+    ds = digits_graphs(60)
+    runs = {}
+    for epochs in (7, 30):
+        cfg = BenchmarkConfig(models=['gcn'], n_folds=4, epochs=epochs, lr=0.01, patience=2, progress=False,
+                              save_models=False, hparams=dict(hidden=8, num_layers=1))
+        runs[epochs] = run_benchmark(ds, cfg, tmp_path / str(epochs))
+    short, long = (sorted(runs[e]['runs'].values(), key=lambda r: r['fold']) for e in (7, 30))
+    ended = [r['epochs_run'] > 7 for r in long]
+    assert 0 < sum(ended) < len(ended)  # some runs the budget ended, some not
+    assert any(r['epochs_run'] == 7 and not e for r, e in zip(short, ended))  # stopped by patience at epoch 7
+    row, = summarize(runs[7])
+    assert row['ended_by_budget'] == [sum(ended), 4]
+    assert f"| {sum(ended)} / 4 |" in format_table([row], markdown=True)
+    assert summarize(runs[30])[0]['ended_by_budget'] == [0, 4]
+    assert ended_by_budget(5, 5, 5, None) and not ended_by_budget(4, 4, 5, None)  # no early stopping: the budget

@@ -302,6 +302,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             'seconds': time.time() - t0}
     paths = write_results(out, rows, meta, title=f'{ds.name}: graph classification, {args.folds}-fold CV')
     print(format_table(rows))
+    short = [f"{r['model']} {r['ended_by_budget'][0]} of {r['ended_by_budget'][1]}" for r in rows
+             if r['ended_by_budget'][0]]
+    if short and cfg.patience is not None:
+        print(f'\nruns ended by the budget, their best epoch among the last --patience {cfg.patience} of --epochs '
+              f'{cfg.epochs}: {", ".join(short)}; a larger --epochs may select later epochs')
     print(f'\nresults: {", ".join(str(p) for p in paths.values())}')
     return 0
 

@@ -52,8 +52,8 @@ from pyg_ple.bench.training import RECIPE_RULES, TrainConfig, TrainResult, fit, 
 
 __all__ = ['make_splits', 'inner_split', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting',
            'check_grid', 'model_hparam_names', 'BenchmarkConfig', 'selection_score', 'SELECTION_RULES', 'run_seed_of',
-           'train_fold', 'evaluate_loader', 'validation_halves', 'replay_selection', 'heldout_accuracy',
-           'check_run_folder', 'run_benchmark', 'load_model_file', 'TRAIN_KEYS', 'SETTING_RULES']
+           'train_fold', 'evaluate_loader', 'validation_halves', 'replay_selection', 'ended_by_budget',
+           'heldout_accuracy', 'check_run_folder', 'run_benchmark', 'load_model_file', 'TRAIN_KEYS', 'SETTING_RULES']
 
 SPLITS_VERSION = 1
 # The training recipe (TrainConfig fields) shared by every model of a run; its defaults leave the run as before.
@@ -390,6 +390,13 @@ def replay_selection(score: Sequence[float], patience: int | None) -> int:
             if patience is not None and bad >= patience:
                 break
     return best_t
+
+
+def ended_by_budget(best_epoch: int, epochs_run: int, epochs: int, patience: int | None) -> bool:
+    """Whether a training run was ended by its budget of ``epochs`` rather than by early stopping: it ran every epoch
+    and its selected epoch (1-based ``best_epoch``) is within the last ``patience`` of them, so a longer budget could
+    have selected a later one. Without early stopping (``patience`` None) only the budget ends a run."""
+    return epochs_run >= epochs and (patience is None or epochs - best_epoch < patience)
 
 
 def heldout_accuracy(curve: dict[str, Sequence[float]], patience: int | None, rule: str = 'acc') -> float:

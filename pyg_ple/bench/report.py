@@ -21,9 +21,20 @@ def _mean_over_runs(record: dict[str, Any], key: str) -> float:
     return np.nan if any(v is None for v in values) else float(np.mean(values))
 
 
+def _ended_by_budget(record: dict[str, Any], config: dict[str, Any]) -> tuple[int, int]:
+    # (training runs of a fold ended by the budget, training runs), from the epochs and patience they ran with
+    from pyg_ple.bench.protocol import ended_by_budget
+    runs = [r for r in record.get('final_runs') or [record] if r.get('epochs_run') is not None]
+    patience = (record.get('train') or {}).get('patience', config.get('patience'))
+    if 'epochs' not in config:
+        return 0, 0
+    return sum(ended_by_budget(r['best_epoch'], r['epochs_run'], config['epochs'], patience) for r in runs), len(runs)
+
+
 def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One row per model: accuracy mean and std (population std over folds, as in Errica et al.), folds done,
-    parameters, seconds per epoch, selected configurations, mean validation accuracy (best epoch, and held out).
+    parameters, seconds per epoch, selected configurations, mean validation accuracy (best epoch, and held out), and
+    how many training runs the budget ended (:func:`~pyg_ple.bench.protocol.ended_by_budget`) out of how many.
     Where a fold has several training runs (``--final-runs``), its validation accuracies (selected epoch and held
     out) are their means, as its test accuracy is; its validation loss is the first run's (the runs record none)."""
     runs = list(state['runs'].values())
@@ -34,6 +45,7 @@ def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> lis
         if not rs:
             continue
         accs = np.array([r['test_acc'] for r in rs]) * 100
+        budget_ended = np.array([_ended_by_budget(r, state.get('config') or {}) for r in rs]).reshape(-1, 2).sum(0)
         rows.append({
             'dataset': state.get('dataset', ''), 'model': name, 'acc_mean': float(accs.mean()),
             'acc_std': float(accs.std()), 'folds': len(rs), 'params': int(np.median([r['params'] for r in rs])),
@@ -41,6 +53,8 @@ def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> lis
             'epochs': int(np.median([r['epochs_run'] for r in rs])),
             # Selected epoch: near 'epochs' means the budget, not early stopping, ended training.
             'best_epoch': int(np.median([r['best_epoch'] for r in rs])),
+            # Runs the budget ended with their best epoch among the last `patience`: a longer one might do better.
+            'ended_by_budget': [int(budget_ended[0]), int(budget_ended[1])],
             'selected_config': [int(r.get('selected_config', 0)) for r in rs],
             # Training loss at the selected epoch: high together with the validation loss means underfitting.
             'train_loss': float(np.mean([r['train_loss'] if r.get('train_loss') is not None else np.nan for r in rs])),
@@ -54,15 +68,17 @@ def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> lis
 
 
 def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
-    """Results table: model, accuracy mean +- std, folds, parameters, seconds per epoch."""
+    """Results table: model, accuracy mean +- std, folds, parameters, seconds per epoch, epochs run and selected,
+    training loss at the selected epoch, training runs ended by the budget."""
     header = ['dataset', 'model', 'accuracy (%)', 'folds', 'params', 's/epoch', 'epochs (median)',
-              'selected epoch (median)', 'train loss (selected)']
+              'selected epoch (median)', 'train loss (selected)', 'ended by the budget']
     body = [[r['dataset'], r['model'], f"{r['acc_mean']:.1f} ± {r['acc_std']:.1f}", str(r['folds']),
              f"{r['params']:,}", f"{r['sec_per_epoch']:.3f}", str(r['epochs']), str(r.get('best_epoch', '–')),
-             f"{r['train_loss']:.3f}" if 'train_loss' in r else '–']
+             f"{r['train_loss']:.3f}" if 'train_loss' in r else '–',
+             '{} / {}'.format(*r['ended_by_budget']) if r.get('ended_by_budget') else '–']
             for r in rows]
     if markdown:
-        lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * 2 + ['---:'] * 7) + '|']
+        lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * 2 + ['---:'] * 8) + '|']
         lines += ['| ' + ' | '.join(b) + ' |' for b in body]
         return '\n'.join(lines)
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
