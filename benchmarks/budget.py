@@ -83,17 +83,18 @@ def report(rows: list[dict], metas: list[dict], budgets: list[int]) -> str:
     lines = ['# Is the budget long enough? The protocol replayed at shorter budgets', '',
              'Every (model, fold) trained once, with early stopping, to the longest budget; each shorter budget '
              'replayed on the first epochs of the same runs (`benchmarks/budget.py`). Per model and budget: test '
-             'accuracy (mean ± std over the runs; chooses nothing), validation accuracy of the selected epochs, '
-             'held-out validation accuracy (the epoch chosen on one half of the validation split, scored on the '
-             'other, both ways round), the runs that reach the budget (selected epoch within the last `patience` '
-             'epochs: early stopping had not ended them) and the median selected epoch. Accuracies in %.', '',
+             'accuracy (mean ± population std over the runs, as the graph tables give it; chooses nothing), the '
+             'validation accuracy of the selected epochs, the held-out validation accuracy (the epoch chosen on one '
+             'half of the validation split, scored on the other, both ways round), the runs the budget ended (every '
+             'epoch run, the selected one among the last `patience`: early stopping had not ended them) and the '
+             'median selected epoch. Accuracies in %.', '',
              f"- torch {env.get('torch', '?')}, python {env.get('python', '?')}, {env.get('cpus', '?')} CPU "
              'cores, one thread per run', '']
     for ds, models in groups.items():
         pat = patience.get(ds)
         seeds = sorted({s for by_run in models.values() for s, _ in by_run})
         lines += [f'## {ds}', '', f"Patience {pat}; split seeds {', '.join(map(str, seeds))}.", '',
-                  '| model | budget | runs | test | val (selected) | held-out val | reach the budget | '
+                  '| model | budget | runs | test | val (selected) | held-out val | ended by the budget | '
                   'selected epoch (median) |', '|---|---:|---:|---:|---:|---:|---:|---:|']
         test_by_run: dict[tuple[str, int], dict[tuple, float]] = {}
         for model, by_run in models.items():
@@ -102,11 +103,22 @@ def report(rows: list[dict], metas: list[dict], budgets: list[int]) -> str:
                 test_by_run[(model, b)] = {key: e['test'] for key, e in ev.items()}
                 test = 100 * np.array([e['test'] for e in ev.values()])
                 lines.append(
-                    f'| {model} | {b} | {len(ev)} | {test.mean():.1f} ± {test.std(ddof=1) if len(test) > 1 else 0:.1f}'
+                    f'| {model} | {b} | {len(ev)} | {test.mean():.1f} ± {test.std():.1f}'
                     f" | {100 * statistics.mean(e['val'] for e in ev.values()):.1f}"
                     f" | {100 * statistics.mean(e['heldout'] for e in ev.values()):.1f}"
                     f" | {sum(e['reached'] for e in ev.values())} / {len(ev)}"
                     f" | {statistics.median(e['epoch'] for e in ev.values()):g} |")
+        if len(seeds) > 1:
+            lines += ['', 'Test accuracy by split seed (mean ± population std over its folds):', '',
+                      '| model | budget | ' + ' | '.join(f'seed {s}' for s in seeds) + ' |',
+                      '|---|---:|' + '---:|' * len(seeds)]
+            for model in models:
+                for b in budgets:
+                    cells = []
+                    for s in seeds:
+                        acc = 100 * np.array([t for (seed, _), t in test_by_run[(model, b)].items() if seed == s])
+                        cells.append(f'{acc.mean():.1f} ± {acc.std():.1f}' if len(acc) else '–')
+                    lines.append(f'| {model} | {b} | ' + ' | '.join(cells) + ' |')
         if 'laplacian' in models and len(models) > 1:
             lines += ['', 'Test accuracy, laplacian minus each model at each budget, paired by (seed, fold) '
                       '(mean ± standard error; chooses nothing):', '',

@@ -896,7 +896,8 @@ def test_budget_script_writes_curves_resumes_and_refuses(tmp_path, capsys):
         meta = json.loads((tmp_path / f'curves_digits_seed0_{model}.json').read_text())
         assert (meta['patience'], meta['epochs']) == (2, 4)
     text = (tmp_path / 'budget.md').read_text()
-    assert '| gcn | 2 | 2 |' in text and '| laplacian | 4 | 2 |' in text and '| gcn | +' in text.replace('-', '+')
+    assert '| gcn | 2 | 2 |' in text and '| laplacian | 4 | 2 |' in text and 'ended by the budget' in text
+    assert '| gcn | +' in text.replace('-', '+')
     capsys.readouterr()
     assert mod.main(['--budgets', '2,4', '--out', str(tmp_path), '--', *bench]) == 0  # resumed: nothing trained
     assert 'fold' not in capsys.readouterr().out.split('# Is the budget')[0]
@@ -909,3 +910,29 @@ def test_budget_script_writes_curves_resumes_and_refuses(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         mod.main(['--budgets', '0,4', '--out', str(tmp_path), '--', *bench])
     assert e.value.code == 2 and 'positive' in capsys.readouterr().err
+
+
+def test_budget_report_by_hand():
+    """Each run's figures at each budget, the counts of runs the budget ended, the per-seed means with population
+    std, and the Laplacian transformer's paired differences, from hand-made curves."""
+    mod = load_script('benchmarks/budget.py')
+    rows = []
+    # val scores per epoch: gcn keeps improving (ended by a budget of 2), laplacian peaks at epoch 1
+    for model, scores, tests in (('gcn', [0.1, 0.2, 0.3], [0.2, 0.4, 0.6]),
+                                 ('laplacian', [0.5, 0.4, 0.3], [0.7, 0, 0])):
+        for seed, fold in ((0, 0), (0, 1), (1, 0)):
+            shift = 0.1 * fold  # fold 1 a little better on test
+            rows += [{'dataset': 'D', 'seed': seed, 'model': model, 'fold': fold, 'epoch': t + 1, 'train_loss': 0,
+                      'val_score': v, 'val_acc': v, 'val_loss': 0, 'val_a_acc': v, 'val_a_loss': 0, 'val_b_acc': v,
+                      'val_b_loss': 0, 'test_acc': a + shift if a else 0, 'test_loss': 0}
+                     for t, (v, a) in enumerate(zip(scores, tests))]
+    text = mod.report(rows, [{'dataset': 'D', 'patience': 2, 'commands': ['cmd']}], [2, 3])
+    # gcn: budget 2 keeps epoch 2 (test .4/.5/.4), ended by it; budget 3 keeps epoch 3 (.6/.7/.6), ended by it too
+    assert '| gcn | 2 | 3 | 43.3 ± 4.7 | 20.0 | 20.0 | 3 / 3 | 2 |' in text
+    assert '| gcn | 3 | 3 | 63.3 ± 4.7 | 30.0 | 30.0 | 3 / 3 | 3 |' in text
+    # laplacian: epoch 1 at both budgets; patience 2 stops it at epoch 3, so a budget of 3 did not end it
+    assert '| laplacian | 2 | 3 | 73.3 ± 4.7 | 50.0 | 50.0 | 3 / 3 | 1 |' in text
+    assert '| laplacian | 3 | 3 | 73.3 ± 4.7 | 50.0 | 50.0 | 0 / 3 | 1 |' in text
+    assert '| gcn | 2 | 45.0 ± 5.0 | 40.0 ± 0.0 |' in text  # by seed
+    assert '| gcn | +30.0 ± 0.0 | +10.0 ± 0.0 |' in text  # laplacian minus gcn, paired by (seed, fold)
+    assert text.rstrip().endswith('    cmd')
