@@ -68,8 +68,11 @@ def at_budget(c: dict[str, np.ndarray], budget: int, patience: int | None) -> di
             'reached': ended_by_budget(t + 1, len(cut['val_score']), budget, patience)}
 
 
-def _mean_se(d: np.ndarray) -> tuple[float, float]:
-    return float(d.mean()), (float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float('nan'))
+def _difference_text(d: np.ndarray) -> str:
+    # mean ± standard error of paired differences ('–' for none, the mean alone for one)
+    if len(d) < 2:
+        return f'{d[0]:+.1f}' if len(d) else '–'
+    return f'{d.mean():+.1f} ± {d.std(ddof=1) / np.sqrt(len(d)):.1f}'
 
 
 def report(rows: list[dict], metas: list[dict], budgets: list[int]) -> str:
@@ -120,20 +123,20 @@ def report(rows: list[dict], metas: list[dict], budgets: list[int]) -> str:
                         cells.append(f'{acc.mean():.1f} ± {acc.std():.1f}' if len(acc) else '–')
                     lines.append(f'| {model} | {b} | ' + ' | '.join(cells) + ' |')
         if 'laplacian' in models and len(models) > 1:
-            lines += ['', 'Test accuracy, laplacian minus each model at each budget, paired by (seed, fold) '
-                      '(mean ± standard error; chooses nothing):', '',
-                      '| model | ' + ' | '.join(f'{b} epochs' for b in budgets) + ' |',
-                      '|---|' + '---:|' * len(budgets)]
+            lines += ['', 'Test accuracy, laplacian minus each model, paired by fold within each split seed and over '
+                      'all of them (mean ± standard error; chooses nothing):', '',
+                      '| model | budget | ' + ' | '.join(f'seed {s}' for s in seeds) + ' | pooled |',
+                      '|---|---:|' + '---:|' * (len(seeds) + 1)]
             for model in models:
                 if model == 'laplacian':
                     continue
-                cells = []
                 for b in budgets:
                     lap, other = test_by_run[('laplacian', b)], test_by_run[(model, b)]
-                    keys = sorted(set(lap) & set(other))
-                    mean, se = _mean_se(100 * np.array([lap[k] - other[k] for k in keys]))
-                    cells.append(f'{mean:+.1f} ± {se:.1f}')
-                lines.append(f'| {model} | ' + ' | '.join(cells) + ' |')
+                    cells = []
+                    for subset in [[s] for s in seeds] + [seeds]:
+                        keys = sorted(k for k in set(lap) & set(other) if k[0] in subset)
+                        cells.append(_difference_text(100 * np.array([lap[k] - other[k] for k in keys])))
+                    lines.append(f'| {model} | {b} | ' + ' | '.join(cells) + ' |')
         lines.append('')
     commands = sorted({c for m in metas for c in m['commands']})
     lines += ['## Exact commands', ''] + [f'    {c}' for c in commands] + ['']

@@ -897,7 +897,7 @@ def test_budget_script_writes_curves_resumes_and_refuses(tmp_path, capsys):
         assert (meta['patience'], meta['epochs']) == (2, 4)
     text = (tmp_path / 'budget.md').read_text()
     assert '| gcn | 2 | 2 |' in text and '| laplacian | 4 | 2 |' in text and 'ended by the budget' in text
-    assert '| gcn | +' in text.replace('-', '+')
+    assert '| gcn | 4 | +' in text.replace('| -', '| +')
     capsys.readouterr()
     assert mod.main(['--budgets', '2,4', '--out', str(tmp_path), '--', *bench]) == 0  # resumed: nothing trained
     assert 'fold' not in capsys.readouterr().out.split('# Is the budget')[0]
@@ -934,5 +934,7 @@ def test_budget_report_by_hand():
     assert '| laplacian | 2 | 3 | 73.3 ± 4.7 | 50.0 | 50.0 | 3 / 3 | 1 |' in text
     assert '| laplacian | 3 | 3 | 73.3 ± 4.7 | 50.0 | 50.0 | 0 / 3 | 1 |' in text
     assert '| gcn | 2 | 45.0 ± 5.0 | 40.0 ± 0.0 |' in text  # by seed
-    assert '| gcn | +30.0 ± 0.0 | +10.0 ± 0.0 |' in text  # laplacian minus gcn, paired by (seed, fold)
+    # laplacian minus gcn, paired by fold: seed 0 (two folds), seed 1 (one), pooled
+    assert '| gcn | 2 | +30.0 ± 0.0 | +30.0 | +30.0 ± 0.0 |' in text
+    assert '| gcn | 3 | +10.0 ± 0.0 | +10.0 | +10.0 ± 0.0 |' in text
     assert text.rstrip().endswith('    cmd')
