@@ -75,7 +75,7 @@ def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     body = [[r['dataset'], r['model'], f"{r['acc_mean']:.1f} ± {r['acc_std']:.1f}", str(r['folds']),
              f"{r['params']:,}", f"{r['sec_per_epoch']:.3f}", str(r['epochs']), str(r.get('best_epoch', '–')),
              f"{r['train_loss']:.3f}" if 'train_loss' in r else '–',
-             '{} / {}'.format(*r['ended_by_budget']) if r.get('ended_by_budget') else '–']
+             '{} / {}'.format(*r['ended_by_budget']) if r.get('ended_by_budget', [0, 0])[1] else '–']
             for r in rows]
     if markdown:
         lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * 2 + ['---:'] * 8) + '|']
