@@ -76,12 +76,13 @@ def _difference_text(d: np.ndarray) -> str:
 
 
 def report(rows: list[dict], metas: list[dict], budgets: list[int]) -> str:
-    """``budget.md``: per dataset (every split seed pooled) and model, each budget's figures; then the Laplacian
-    transformer minus each other model at each budget, paired by (seed, fold)."""
+    """``budget.md``: per dataset (every split seed pooled) and model, the figures of each budget up to the one its
+    runs were trained to; then the Laplacian transformer minus each other model at each budget, paired by fold."""
     groups: dict[str, dict[str, dict[tuple, dict]]] = {}  # dataset -> model -> (seed, fold) -> curves
     for (ds, seed, model, fold), c in sorted(curves_of(rows).items()):
         groups.setdefault(ds, {}).setdefault(model, {})[(seed, fold)] = c
     patience = {m['dataset']: m['patience'] for m in metas}
+    trained_to = {m['dataset']: m.get('epochs', budgets[-1]) for m in metas}
     env = C.env_info()
     lines = ['# Is the budget long enough? The protocol replayed at shorter budgets', '',
              'Every (model, fold) trained once, with early stopping, to the longest budget; each shorter budget '
@@ -95,13 +96,15 @@ def report(rows: list[dict], metas: list[dict], budgets: list[int]) -> str:
              'cores, one thread per run', '']
     for ds, models in groups.items():
         pat = patience.get(ds)
+        # a budget above the one the runs were trained to cannot be replayed from them
+        ds_budgets = [b for b in budgets if b <= trained_to.get(ds, budgets[-1])]
         seeds = sorted({s for by_run in models.values() for s, _ in by_run})
         lines += [f'## {ds}', '', f"Patience {pat}; split seeds {', '.join(map(str, seeds))}.", '',
                   '| model | budget | runs | test | val (selected) | held-out val | ended by the budget | '
                   'selected epoch (median) |', '|---|---:|---:|---:|---:|---:|---:|---:|']
         test_by_run: dict[tuple[str, int], dict[tuple, float]] = {}
         for model, by_run in models.items():
-            for b in budgets:
+            for b in ds_budgets:
                 ev = {key: at_budget(c, b, pat) for key, c in by_run.items()}
                 test_by_run[(model, b)] = {key: e['test'] for key, e in ev.items()}
                 test = 100 * np.array([e['test'] for e in ev.values()])
@@ -116,7 +119,7 @@ def report(rows: list[dict], metas: list[dict], budgets: list[int]) -> str:
                       '| model | budget | ' + ' | '.join(f'seed {s}' for s in seeds) + ' |',
                       '|---|---:|' + '---:|' * len(seeds)]
             for model in models:
-                for b in budgets:
+                for b in ds_budgets:
                     cells = []
                     for s in seeds:
                         acc = 100 * np.array([t for (seed, _), t in test_by_run[(model, b)].items() if seed == s])
@@ -130,7 +133,7 @@ def report(rows: list[dict], metas: list[dict], budgets: list[int]) -> str:
             for model in models:
                 if model == 'laplacian':
                     continue
-                for b in budgets:
+                for b in ds_budgets:
                     lap, other = test_by_run[('laplacian', b)], test_by_run[(model, b)]
                     cells = []
                     for subset in [[s] for s in seeds] + [seeds]:

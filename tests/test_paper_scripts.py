@@ -938,3 +938,6 @@ def test_budget_report_by_hand():
     assert '| gcn | 2 | +30.0 ± 0.0 | +30.0 | +30.0 ± 0.0 |' in text
     assert '| gcn | 3 | +10.0 ± 0.0 | +10.0 | +10.0 ± 0.0 |' in text
     assert text.rstrip().endswith('    cmd')
+    # runs trained to 2 epochs: a budget of 3 cannot be replayed from them and is left out
+    short = mod.report(rows, [{'dataset': 'D', 'patience': 2, 'epochs': 2, 'commands': ['cmd']}], [2, 3])
+    assert '| gcn | 2 | 3 | 43.3 ± 4.7 |' in short and '| gcn | 3 |' not in short
