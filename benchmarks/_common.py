@@ -6,7 +6,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -101,3 +101,46 @@ def md_table(header: List[str], rows: Iterable[Sequence]) -> str:
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
     lines += ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows]
     return '\n'.join(lines)
+
+
+def split_argv(argv: Optional[Sequence[str]]) -> Tuple[List[str], List[str]]:
+    """A script's own arguments and, after ``--``, those of the ``pyg-ple bench`` run it replays."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return (argv[:argv.index('--')], argv[argv.index('--') + 1:]) if '--' in argv else (argv, [])
+
+
+def bench_run(parser: Any, bench_argv: Sequence[str], refused: Sequence[str], why: str) -> Tuple[Any, Any, Any]:
+    """``(bench arguments, BenchmarkConfig, dataset)`` of the ``pyg-ple bench`` arguments a script was given after
+    ``--``, checked as the command checks them; none given, one of ``refused`` (``why`` says why) or a bad setting
+    stops the script through ``parser.error`` (one line, exit status 2). Sets the run's ``--threads``."""
+    import tempfile
+
+    from pyg_ple.bench.cli import CommandError, build_parser, load_bench_dataset, validate_bench_args, \
+        validate_bench_data
+    if not bench_argv:
+        parser.error('give the arguments of a pyg-ple bench run after --')
+    if any(a.split('=')[0] in refused for a in bench_argv):
+        parser.error(f"the bench arguments after -- take none of {', '.join(refused)}: {why}")
+    with tempfile.TemporaryDirectory() as empty:  # bench's checks want a usable --out; nothing is written there
+        bench = build_parser().parse_args(['bench', *bench_argv, '--out', empty])
+        try:
+            cfg = validate_bench_args(bench)
+            set_threads(bench.threads)
+            ds, _ = load_bench_dataset(bench, cfg)
+            validate_bench_data(bench, ds, cfg)
+        except CommandError as e:
+            parser.error(str(e))
+    return bench, cfg, ds
+
+
+def write_csv(path: Path, fields: Sequence[str], rows: Iterable[dict]) -> None:
+    """``rows`` as CSV with the columns ``fields``, written atomically."""
+    import csv
+    import io
+
+    from pyg_ple.bench.io import atomic_write_text
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(fields), lineterminator='\n')
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, table.getvalue())

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import shlex
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -146,14 +144,6 @@ def report(rows: list[dict], metas: list[dict], budgets: list[int]) -> str:
     return '\n'.join(lines)
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=FIELDS, lineterminator='\n')
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, table.getvalue())
-
-
 def _budgets(text: str) -> list[int]:
     try:
         budgets = sorted({int(b) for b in text.split(',')})
@@ -176,37 +166,16 @@ def write_report(out: Path, budgets: list[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    own, bench_argv = (argv[:argv.index('--')], argv[argv.index('--') + 1:]) if '--' in argv else (argv, [])
+    own, bench_argv = C.split_argv(argv)
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 usage='%(prog)s --budgets B1,B2,... [--out OUT] -- PYG-PLE-BENCH-ARGS')
     p.add_argument('--budgets', type=_budgets, required=True,
                    help="comma-separated epoch budgets to replay, none above the bench run's --epochs")
     p.add_argument('--out', default=str(C.RESULTS / 'budget'), help='folder of the curves and the report')
     args = p.parse_args(own)
-    if not bench_argv:
-        p.error('give the arguments of a pyg-ple bench run after --')
-    if any(a.split('=')[0] in REFUSED for a in bench_argv):
-        p.error(f"the bench arguments after -- take none of {', '.join(REFUSED)}: this script writes its own files "
-                'and trains one configuration once per fold')
-
-    from pyg_ple.bench.cli import (
-        CommandError,
-        build_parser,
-        load_bench_dataset,
-        validate_bench_args,
-        validate_bench_data,
-    )
+    bench, cfg, ds = C.bench_run(p, bench_argv, REFUSED, 'this script writes its own files and trains one '
+                                 'configuration once per fold')
     from pyg_ple.bench.protocol import get_splits, run_seed_of, train_fold
-    with tempfile.TemporaryDirectory() as empty:  # bench's checks want a usable --out; nothing is written there
-        bench = build_parser().parse_args(['bench', *bench_argv, '--out', empty])
-        try:
-            cfg = validate_bench_args(bench)
-            C.set_threads(bench.threads)
-            ds, _ = load_bench_dataset(bench, cfg)
-            validate_bench_data(bench, ds, cfg)
-        except CommandError as e:
-            p.error(str(e))
     if cfg.schedule == 'cosine':
         p.error('--schedule cosine decays over --epochs, so a shorter budget cannot be replayed from a longer run')
     if args.budgets[-1] > cfg.epochs:
@@ -237,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                                 record={'test': split['test']})
             rows += [{'dataset': ds.name, 'seed': cfg.seed, 'model': name, 'fold': split['fold'],
                       'epoch': h['epoch'], **{k: repr(float(h[k])) for k in FIELDS[5:]}} for h in res.history]
-            _write_csv(path, rows)  # after every run: an interrupted call loses at most one
+            C.write_csv(path, FIELDS, rows)  # after every run: an interrupted call loses at most one
             print(f'{ds.name} seed {cfg.seed} {name} fold {split["fold"]}: {res.epochs_run} epochs, selected '
                   f'{res.best_epoch}, {res.seconds_per_epoch:.2f} s/epoch', flush=True)
     print(write_report(out, args.budgets))

@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import shlex
 import statistics
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -190,44 +188,15 @@ def report(rows: list[dict], meta: dict[tuple, dict]) -> str:
     return '\n'.join(lines)
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=FIELDS, lineterminator='\n')
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, table.getvalue())
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    own, bench_argv = (argv[:argv.index('--')], argv[argv.index('--') + 1:]) if '--' in argv else (argv, [])
+    own, bench_argv = C.split_argv(argv)
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 usage='%(prog)s [--out OUT] -- PYG-PLE-BENCH-ARGS')
     p.add_argument('--out', default=str(C.RESULTS / 'selection'), help='folder of the curves and the report')
     args = p.parse_args(own)
-    if not bench_argv:
-        p.error('give the arguments of a pyg-ple bench run after --')
-    if any(a.split('=')[0] in ('--out', '--resume', '--overwrite', '--grid', '--select') for a in bench_argv):
-        p.error('the bench arguments after -- take no --out, --resume, --overwrite, --grid or --select: this script '
-                'writes its own files, runs one configuration and replays every rule')
-
-    from pyg_ple.bench.cli import (
-        CommandError,
-        build_parser,
-        load_bench_dataset,
-        validate_bench_args,
-        validate_bench_data,
-    )
+    bench, cfg, ds = C.bench_run(p, bench_argv, ('--out', '--resume', '--overwrite', '--grid', '--select'),
+                                 'this script writes its own files, runs one configuration and replays every rule')
     from pyg_ple.bench.protocol import get_splits, run_seed_of, train_fold
-    with tempfile.TemporaryDirectory() as empty:  # bench's checks want a usable --out; nothing is written there
-        bench = build_parser().parse_args(['bench', *bench_argv, '--out', empty])
-        try:
-            cfg = validate_bench_args(bench)
-            C.set_threads(bench.threads)
-            ds, _ = load_bench_dataset(bench, cfg)
-            validate_bench_data(bench, ds, cfg)
-        except CommandError as e:
-            p.error(str(e))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f'curves_{ds.name}_seed{cfg.seed}.csv'
@@ -258,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                       'epoch': h['epoch'], 'train_loss': f"{h['train_loss']:.4f}", 'n_val_a': len(half_a),
                       'n_val_b': len(half_b),
                       **{k: f'{h[k]:.4f}' for k in FIELDS[8:]}} for h in res.history]
-            _write_csv(path, rows)  # after every run: an interrupted call loses at most one
+            C.write_csv(path, FIELDS, rows)  # after every run: an interrupted call loses at most one
             print(f'{ds.name} seed {cfg.seed} {name} fold {split["fold"]}: {res.epochs_run} epochs, '
                   f'{res.seconds_per_epoch:.2f} s/epoch', flush=True)
     every, metas = [], {}

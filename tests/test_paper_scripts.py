@@ -815,7 +815,7 @@ def test_selection_rules_script_writes_curves_resumes_and_refuses_bench_out(tmp_
     with pytest.raises(SystemExit) as e:
         mod.main(['--out', str(tmp_path), '--', *bench, '--out', str(tmp_path / 'x')])
     assert e.value.code == 2
-    assert 'take no --out' in capsys.readouterr().err
+    assert 'take none of --out' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         mod.main(['--out', str(tmp_path), '--', *bench, '--select', 'loss'])
     capsys.readouterr()
