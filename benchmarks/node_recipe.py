@@ -62,9 +62,10 @@ steps, one step per epoch in full batch):
     python benchmarks/node_recipe.py --root DATA --dataset CiteSeer --seeds 10 --arms (the same two)
 
 Neither passed: mean validation accuracy 76.27 with decay 0.9 and 76.19 with 0.95, against 76.85, lower on both
-datasets (Cora 80.5 and 80.4 against 81.4, CiteSeer 72.1 and 72.0 against 72.3), and so was test accuracy. Averaging
-moved the selected epochs later (CiteSeer's median from 22 to 28.5 and 38.5) without a better model at them. Two seeds of
-the default rerun beside them on CiteSeer reproduced the stored rows to the last digit. The defaults stay.
+datasets (Cora 80.5 and 80.4 against 81.4, CiteSeer 72.1 and 72.0 against 72.3), and so was test accuracy.
+Averaging moved the selected epochs later (CiteSeer's median from 22 to 28.5 and 38.5) without a better model at
+them. Two seeds of the default rerun beside them on CiteSeer reproduced the stored rows to the last digit. The
+defaults stay.
 
 Each finished (arm, seed) is appended to ``benchmarks/results/node_recipe.csv`` (a rerun skips it), and the table
 ``node_recipe.md`` is written from that file.
