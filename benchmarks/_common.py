@@ -144,3 +144,14 @@ def write_csv(path: Path, fields: Sequence[str], rows: Iterable[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, table.getvalue())
+
+
+def curves_of(rows: Iterable[dict], columns: Sequence[str]) -> Dict[tuple, Dict[str, np.ndarray]]:
+    """Per-epoch CSV rows of training runs as ``(dataset, seed, model, fold) -> column -> array over the epochs``,
+    in epoch order."""
+    out: Dict[tuple, Dict[str, list]] = {}
+    for r in sorted(rows, key=lambda r: int(r['epoch'])):
+        c = out.setdefault((r['dataset'], int(r['seed']), r['model'], int(r['fold'])), {})
+        for k in columns:
+            c.setdefault(k, []).append(float(r[k]))
+    return {k: {col: np.asarray(v) for col, v in c.items()} for k, c in out.items()}

@@ -45,16 +45,6 @@ FIELDS = ['dataset', 'seed', 'model', 'fold', 'epoch', 'train_loss', 'val_score'
 REFUSED = ('--out', '--resume', '--overwrite', '--grid', '--final-runs', '--inner-splits')
 
 
-def curves_of(rows: list[dict]) -> dict[tuple, dict[str, np.ndarray]]:
-    """(dataset, seed, model, fold) -> column -> array over the epochs, in epoch order."""
-    out: dict[tuple, dict[str, list]] = {}
-    for r in sorted(rows, key=lambda r: int(r['epoch'])):
-        c = out.setdefault((r['dataset'], int(r['seed']), r['model'], int(r['fold'])), {})
-        for k in FIELDS[4:]:
-            c.setdefault(k, []).append(float(r[k]))
-    return {k: {col: np.asarray(v) for col, v in c.items()} for k, c in out.items()}
-
-
 def at_budget(c: dict[str, np.ndarray], budget: int, patience: int | None) -> dict[str, float]:
     """What a run with at most ``budget`` epochs would have given, from the curves of the same run trained longer:
     the selected epoch (1-based), its validation and test accuracy, the held-out validation accuracy, and whether the
@@ -77,7 +67,7 @@ def report(rows: list[dict], metas: list[dict], budgets: list[int]) -> str:
     """``budget.md``: per dataset (every split seed pooled) and model, the figures of each budget up to the one its
     runs were trained to; then the Laplacian transformer minus each other model at each budget, paired by fold."""
     groups: dict[str, dict[str, dict[tuple, dict]]] = {}  # dataset -> model -> (seed, fold) -> curves
-    for (ds, seed, model, fold), c in sorted(curves_of(rows).items()):
+    for (ds, seed, model, fold), c in sorted(C.curves_of(rows, FIELDS[4:]).items()):
         groups.setdefault(ds, {}).setdefault(model, {})[(seed, fold)] = c
     patience = {m['dataset']: m['patience'] for m in metas}
     trained_to = {m['dataset']: m.get('epochs', budgets[-1]) for m in metas}

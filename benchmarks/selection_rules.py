@@ -65,16 +65,6 @@ RULES = {
 }
 
 
-def curves_of(rows: list[dict]) -> dict[tuple, dict[str, np.ndarray]]:
-    """(dataset, seed, model, fold) -> column -> array over the epochs."""
-    out: dict[tuple, dict[str, list]] = {}
-    for r in rows:
-        c = out.setdefault((r['dataset'], int(r['seed']), r['model'], int(r['fold'])), {})
-        for k in FIELDS[4:]:
-            c.setdefault(k, []).append(float(r[k]))
-    return {k: {col: np.asarray(v) for col, v in c.items()} for k, c in out.items()}
-
-
 def evaluate_rules(c: dict[str, np.ndarray], patience: int | None) -> dict[str, dict[str, float]]:
     """For one training run's curves: per rule the held-out validation accuracy (selected on one half, scored on the
     other, mean of both ways), and the test accuracy and epoch (1-based) it selects on the whole validation split."""
@@ -136,7 +126,7 @@ def _against_laplacian(test_by_fold: dict[str, dict[str, dict[int, float]]]) -> 
 def report(rows: list[dict], meta: dict[tuple, dict]) -> str:
     """The tables of every (dataset, seed) of ``rows``; ``meta`` maps (dataset, seed) to the ``patience`` its rules
     are replayed with and the ``commands`` that recorded its curves."""
-    curves = curves_of(rows)
+    curves = C.curves_of(rows, FIELDS[4:])
     groups: dict[tuple, dict[str, dict[int, dict]]] = {}  # (dataset, seed) -> model -> fold -> curves
     for (ds, seed, model, fold), c in sorted(curves.items()):
         groups.setdefault((ds, seed), {}).setdefault(model, {})[fold] = c

@@ -24,10 +24,10 @@ def _mean_over_runs(record: dict[str, Any], key: str) -> float:
 def _ended_by_budget(record: dict[str, Any], config: dict[str, Any]) -> tuple[int, int]:
     # (training runs of a fold ended by the budget, training runs), from the epochs and patience they ran with
     from pyg_ple.bench.protocol import ended_by_budget
-    runs = [r for r in record.get('final_runs') or [record] if r.get('epochs_run') is not None]
-    patience = (record.get('train') or {}).get('patience', config.get('patience'))
     if 'epochs' not in config:
         return 0, 0
+    runs = [r for r in record.get('final_runs') or [record] if r.get('epochs_run') is not None]
+    patience = (record.get('train') or {}).get('patience', config.get('patience'))
     return sum(ended_by_budget(r['best_epoch'], r['epochs_run'], config['epochs'], patience) for r in runs), len(runs)
 
 
