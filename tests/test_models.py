@@ -273,7 +273,7 @@ def test_readout_is_the_named_pyg_pools_concatenated(name, pool):
     batch = Batch.from_data_list(_graphs())
     assert model.head[0].in_features == SMALL['hidden'] * len(reference)
     with torch.no_grad():
-        h = model.layers_forward(model.encode(batch), batch, batch.batch)
+        h = model.layer_states(model.encode(batch), batch, batch.batch)[-1]
         pooled = torch.cat([p(h, batch.batch) for p in reference], dim=-1)
         torch.testing.assert_close(model(batch), model.head(pooled))
 

@@ -147,6 +147,9 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
         raise CommandError("--edge-features needs --attention native or native+full: the all-pairs path of 'full' "
                            'has no edge features')
     models = _parse_models(args.models, digits)
+    if args.readout_layers != 'last' and any(name.endswith('-tokens') for name in models):
+        raise CommandError(f'--readout-layers {args.readout_layers} does not apply to the token models (they '
+                           "average their last layer's tokens); leave it out or drop the -tokens models")
     _check_device(args.device)
     grid = _parse_grid(args.grid)
     hparams = dict(hidden=given['hidden'], num_layers=given['layers'], heads=args.heads, dropout=args.dropout,
@@ -161,6 +164,8 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
         hparams['share_weights'] = True
     if args.edge_values:
         hparams['edge_values'] = True
+    if args.readout_layers != 'last':
+        hparams['readout_layers'] = args.readout_layers
     if _edge_features(args) is not False:  # their width is known once the data is loaded (cmd_bench sets it)
         hparams['edge_dim'] = 1
     try:

@@ -61,6 +61,7 @@ POOLS: dict[str, Callable] = {'mean': global_mean_pool, 'add': global_add_pool, 
                               'max': global_max_pool}
 # Readouts concatenating several pools ('mean+sum': the mean keeps the scale of a node, the sum the graph size).
 POOL_CHOICES = (*POOLS, 'mean+sum')
+READOUT_LAYERS = ('last', 'all')
 GNN_KINDS = ('gcn', 'gat', 'gin', 'gps')
 TRANSFORMER_VARIANTS = ('transformer', 'laplacian', 'mixed')
 ATTENTION_EDGE_SETS = ('native', 'full', 'native+full')
@@ -112,23 +113,24 @@ def _choice(config: Any, name: str, choices: Any) -> None:
 class GraphModelConfig:
     """Hyper-parameters of the graph classifiers of :func:`build_model`, with their defaults.
 
-    Shared: ``hidden`` (width), ``num_layers``, ``heads`` (GAT, GPS, transformers), ``dropout``, ``pool`` (``'mean'``,
-    ``'add'``/``'sum'``, ``'max'``, or ``'mean+sum'``: both concatenated, the head input twice as wide; not the token
-    models, which average their tokens), ``pe_dim`` (width of ``data.pe``, 0 for none), ``input_norm`` (BatchNorm on
-    the raw features), ``edge_dim`` (width of ``data.edge_attr``, e.g. the one-hot bond labels of
-    ``load_dataset(..., edge_features=True)``; 0 for none): the transformers add it to the attention score (with
-    ``'native+full'`` after the native-edge flag, zeros on non-native pairs; not with ``'full'``), and with
-    ``edge_values`` (needs ``edge_dim``) to the values as well (``edge_values`` of
-    :class:`~pyg_ple.LaplacianDiffusionConv`), GAT to its score (``edge_dim`` of ``GATConv``), GIN, GPS and ple-gps
-    add it to their messages (``GINEConv``); GCN and the token models have no edge features. Transformer models
-    only: ``attention`` (the candidate edge set, see the module docstring; not the token models, whose tokens all
-    attend to all), ``mlp_ratio``, ``step_size``, ``learn_step_size`` (also learned by the
+    Shared: ``hidden`` (width), ``num_layers``, ``heads`` (GAT, GPS, transformers), ``dropout``, ``pool``
+    (``'mean'``, ``'add'``/``'sum'``, ``'max'``, or ``'mean+sum'``: both concatenated, the head input twice as wide;
+    not the token models, which average their tokens), ``readout_layers`` (``'last'``: pool the last layer's output;
+    ``'all'``: pool the encoded input and every layer's output and concatenate, the readout of GIN (Xu et al. 2019,
+    eq. 4.2), the head input ``num_layers + 1`` times as wide; not the token models), ``pe_dim`` (width of
+    ``data.pe``, 0 for none), ``input_norm`` (BatchNorm on the raw features), ``edge_dim`` (width of
+    ``data.edge_attr``, e.g. the one-hot bond labels of ``load_dataset(..., edge_features=True)``; 0 for none): the
+    transformers add it to the attention score (with ``'native+full'`` after the native-edge flag, zeros on
+    non-native pairs; not with ``'full'``), and with ``edge_values`` (needs ``edge_dim``) to the values as well
+    (``edge_values`` of :class:`~pyg_ple.LaplacianDiffusionConv`), GAT to its score (``edge_dim`` of ``GATConv``),
+    GIN, GPS and ple-gps add it to their messages (``GINEConv``); GCN and the token models have no edge features.
+    Transformer models only: ``attention`` (the candidate edge set, see the module docstring; not the token models,
+    whose tokens all attend to all), ``mlp_ratio``, ``step_size``, ``learn_step_size`` (also learned by the
     ``*_learned_eta`` variants), ``attention_dropout``, ``ple_init``, ``norm``, ``prenorm``, ``degree_scaler`` (see
     :class:`~pyg_ple.PLETransformerBlock`; ple-gps takes ``degree_scaler`` for its Laplacian attention),
     ``share_weights`` (one block's attention, projection and MLP for every layer, see
     :class:`~pyg_ple.nn.PLETransformer`), ``encoder_norm`` (a LayerNorm after the node encoder, so the residual
-    stream starts on LayerNorm scale),
-    ``max_tokens`` (token models: size of the position embedding).
+    stream starts on LayerNorm scale), ``max_tokens`` (token models: size of the position embedding).
     """
 
     hidden: int = 64
@@ -138,6 +140,7 @@ class GraphModelConfig:
     # The readout and block settings below were chosen on MUTAG's validation folds, one mechanism at a time, and
     # then run unchanged on all six TU datasets (benchmarks/results/mechanism_ablation*.md).
     pool: str = 'mean+sum'
+    readout_layers: str = 'last'
     pe_dim: int = 0
     input_norm: bool = False
     attention: str = 'native'
@@ -162,6 +165,7 @@ class GraphModelConfig:
         if self.pe_dim < 0:
             raise ValueError(f"'pe_dim' must be non-negative (got {self.pe_dim!r})")
         _choice(self, 'pool', POOL_CHOICES)
+        _choice(self, 'readout_layers', READOUT_LAYERS)
         _choice(self, 'attention', ATTENTION_EDGE_SETS)
         _choice(self, 'norm', NORMS)
         if self.edge_dim < 0:
@@ -203,7 +207,8 @@ class GraphClassifier(nn.Module):
         self.encoder = nn.Linear(in_channels, hidden)
         self.pe_encoder = nn.Linear(config.pe_dim, hidden) if config.pe_dim else None
         self.dropout = nn.Dropout(dropout)
-        pooled = hidden * (len(config.pool.split('+')) if self.uses_pool else 1)
+        read = len(config.pool.split('+')) * (config.num_layers + 1 if config.readout_layers == 'all' else 1)
+        pooled = hidden * (read if self.uses_pool else 1)
         self.head = nn.Sequential(nn.Linear(pooled, hidden), nn.ReLU(), nn.Dropout(dropout),
                                   nn.Linear(hidden, num_classes))
 
@@ -218,7 +223,8 @@ class GraphClassifier(nn.Module):
             h = h + self.pe_encoder(pe.float())
         return h
 
-    def layers_forward(self, h: Tensor, data: Any, batch: Tensor) -> Tensor:  # pragma: no cover - abstract
+    def layer_states(self, h: Tensor, data: Any, batch: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
+        """``[h, layer_1(h), ..., layer_L(...)]``: the encoded nodes and each layer's output."""
         raise NotImplementedError
 
     def readout(self, h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
@@ -237,8 +243,9 @@ class GraphClassifier(nn.Module):
     def forward(self, data: Any) -> Tensor:
         batch = _batch_vector(data)
         num_graphs = int(getattr(data, 'num_graphs', 1) or 1)
-        h = self.layers_forward(self.encode(data), data, batch)
-        return self.head(self.readout(h, batch, num_graphs))
+        states = self.layer_states(self.encode(data), data, batch)
+        read = states if self.config.readout_layers == 'all' else states[-1:]
+        return self.head(torch.cat([self.readout(h, batch, num_graphs) for h in read], dim=-1))
 
     def _add_transformer(self, variant: str, edge_dim: Optional[int] = None) -> None:
         """The :class:`~pyg_ple.nn.PLETransformer` of ``variant`` as ``self.transformer`` (and ``encoder_norm``)."""
@@ -292,15 +299,17 @@ class GNNClassifier(GraphClassifier):
             self.norms.append(nn.Identity() if kind == 'gps' else nn.BatchNorm1d(hidden))
         self.act = nn.ELU() if kind == 'gat' else nn.ReLU()
 
-    def layers_forward(self, h: Tensor, data: Any, batch: Tensor) -> Tensor:
+    def layer_states(self, h: Tensor, data: Any, batch: Tensor) -> list[Tensor]:
         # GCN has no edge features; the other layers take them as a keyword only when built with edge_dim.
         edges = {} if self.kind == 'gcn' or not self.config.edge_dim else {'edge_attr': self.edge_features(data)}
+        states = [h]
         for conv, norm in zip(self.convs, self.norms):
             if self.kind == 'gps':
                 h = conv(h, data.edge_index, batch=batch, **edges)
             else:
                 h = h + self.dropout(self.act(norm(conv(h, data.edge_index, **edges))))
-        return h
+            states.append(h)
+        return states
 
 
 class TransformerClassifier(GraphClassifier):
@@ -332,9 +341,9 @@ class TransformerClassifier(GraphClassifier):
             edge_attr = torch.cat([edge_attr, pair_labels], dim=-1)
         return edge_index, edge_attr
 
-    def layers_forward(self, h: Tensor, data: Any, batch: Tensor) -> Tensor:
+    def layer_states(self, h: Tensor, data: Any, batch: Tensor) -> list[Tensor]:
         edge_index, edge_attr = self.attention_edges(data, batch)
-        return self.transformer(h, edge_index, batch=batch, edge_attr=edge_attr)
+        return self.transformer.layer_outputs(h, edge_index, batch=batch, edge_attr=edge_attr)
 
     @torch.no_grad()
     def attention_graph(self, data: Any, layer: int = 0) -> AttentionGraph:
@@ -372,8 +381,9 @@ class PLEGPSClassifier(GraphClassifier):
         self.norms = nn.ModuleList(nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(3))
                                    for _ in range(config.num_layers))
 
-    def layers_forward(self, h: Tensor, data: Any, batch: Tensor) -> Tensor:
+    def layer_states(self, h: Tensor, data: Any, batch: Tensor) -> list[Tensor]:
         edges = {} if not self.config.edge_dim else {'edge_attr': self.edge_features(data)}
+        states = [h]
         for local, attention, ffn, (norm_local, norm_global, norm_out) in zip(self.locals, self.globals, self.ffns,
                                                                                 self.norms):
             dense, valid = to_dense_batch(h, batch)
@@ -381,7 +391,8 @@ class PLEGPSClassifier(GraphClassifier):
             mixed = (norm_local(h + self.dropout(local(h, data.edge_index, **edges)))
                      + norm_global(h + self.dropout(update)))
             h = norm_out(mixed + ffn(mixed))
-        return h
+            states.append(h)
+        return states
 
 
 class TokenClassifier(GraphClassifier):
@@ -396,6 +407,9 @@ class TokenClassifier(GraphClassifier):
         config = config_from_hparams(GraphModelConfig, hparams, config)
         if config.edge_dim:
             raise ValueError("'edge_dim' does not apply to the token models: their tokens have no edges")
+        if config.readout_layers != 'last':
+            raise ValueError("'readout_layers' does not apply to the token models: they average their last "
+                             "layer's tokens")
         super().__init__(in_channels, num_classes, config)
         self.variant = variant
         self.position = nn.Embedding(self.config.max_tokens, self.config.hidden)

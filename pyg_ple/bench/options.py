@@ -30,7 +30,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespace], int]) -> None:
     """The ``bench`` sub-command and its options; ``func`` runs it."""
-    from pyg_ple.bench.models import ATTENTION_EDGE_SETS, POOL_CHOICES
+    from pyg_ple.bench.models import ATTENTION_EDGE_SETS, POOL_CHOICES, READOUT_LAYERS
     from pyg_ple.bench.protocol import SELECTION_RULES
     from pyg_ple.bench.training import OPTIMIZERS
     from pyg_ple.nn.block import NORMS
@@ -104,6 +104,9 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
     p.add_argument('--dropout', type=float, default=0.1)
     p.add_argument('--pool', default='mean+sum', choices=POOL_CHOICES,
                    help="graph readout; 'mean+sum' concatenates both (not the token models)")
+    p.add_argument('--readout-layers', default='last', choices=READOUT_LAYERS,
+                   help="pool the last layer ('last'), or the input and every layer, concatenated as GIN's "
+                        "readout ('all'; not the token models)")
     p.add_argument('--attention', default='native', choices=ATTENTION_EDGE_SETS,
                    help='what the transformer blocks attend over')
     p.add_argument('--step-size', type=float, default=1.0, help='Laplacian step size eta')

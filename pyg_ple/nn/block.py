@@ -394,9 +394,20 @@ class PLETransformer(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
                 edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False) -> Tensor:
+        return self.layer_outputs(x, edge_index, batch=batch, edge_attr=edge_attr, mask=mask, causal=causal)[-1]
+
+    def layer_outputs(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
+                      edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False) -> list[Tensor]:
+        """``[x, block_1(x), ..., block_L(...)]``: the stack's input and every block's output (``num_layers + 1``
+        tensors, for readouts of every layer as in GIN), the last through the final norm: what ``forward``
+        returns."""
+        outputs = [x]
         for block in self.blocks:
-            x = block(x, edge_index, batch=batch, edge_attr=edge_attr, mask=mask, causal=causal)
-        return x if self.norm is None else apply_norm(self.norm, x, mask if x.dim() == 3 else None)
+            outputs.append(block(outputs[-1], edge_index, batch=batch, edge_attr=edge_attr, mask=mask,
+                                 causal=causal))
+        if self.norm is not None:
+            outputs[-1] = apply_norm(self.norm, outputs[-1], mask if x.dim() == 3 else None)
+        return outputs
 
     @torch.no_grad()
     def attention_graph(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
