@@ -447,6 +447,14 @@ def test_stack_equals_loop_over_blocks_and_layer_norm(form):
         torch.testing.assert_close(got.weight, want.weight, atol=0, rtol=0)
     with pytest.raises(IndexError, match='layer'):
         stack.attention_graph(x, layer=3, **kwargs)
+    # layer_outputs: the input, then each block's output; the last through the final norm, as forward returns it
+    outputs = stack.layer_outputs(x, **kwargs)
+    assert len(outputs) == 4 and outputs[0] is x
+    h = x
+    for block, got in zip(stack.blocks[:2], outputs[1:3]):
+        h = block(h, **kwargs)
+        torch.testing.assert_close(got, h, atol=0, rtol=0)
+    torch.testing.assert_close(outputs[-1], out, atol=0, rtol=0)
     # gradients reach every block
     stack.train()
     x = x.clone().requires_grad_()

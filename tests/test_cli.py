@@ -301,6 +301,9 @@ def test_block_options_are_recorded_and_the_recipe_at_its_defaults_is_not(tmp_pa
     values = validate_bench_args(build_parser().parse_args(['bench', '--dataset', 'MUTAG', '--edge-values', '--out',
                                                             str(tmp_path / 'v')]))
     assert values.hparams['edge_values'] is True and 'edge_values' not in cfg.hparams
+    every = validate_bench_args(build_parser().parse_args(['bench', '--readout-layers', 'all', '--models',
+                                                           'gin,laplacian', '--out', str(tmp_path / 'r')]))
+    assert every.comparable()['hparams'] == {**cfg.comparable()['hparams'], 'readout_layers': 'all'}
 
 
 def test_bench_select_loss_keeps_the_epoch_of_lowest_validation_loss_and_is_part_of_the_run(tmp_path, capsys):

@@ -1,6 +1,9 @@
 """Every model on a tiny batch: shapes, gradients, permutation invariance of graph predictions."""
 from __future__ import annotations
 
+from copy import deepcopy
+from dataclasses import replace
+
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
@@ -405,3 +408,36 @@ def test_block_options_reach_every_block():
     assert all(conv.degree_scaler for conv in build_model('ple-gps', IN, C, **SMALL, degree_scaler=True).globals)
     with pytest.raises(ValueError, match="'norm' must be one of"):
         build_model('gcn', IN, C, norm='group')
+
+
+def _truncated(model, k):
+    """A copy of ``model`` with only its first ``k`` layers and no head: its output is the pooled last state."""
+    copy = deepcopy(model)
+    owner, names = ((copy.transformer, ['blocks']) if hasattr(copy, 'transformer') else
+                    (copy, ['locals', 'globals', 'ffns', 'norms']) if hasattr(copy, 'locals') else
+                    (copy, ['convs', 'norms']))
+    for name in names:
+        setattr(owner, name, torch.nn.ModuleList(list(getattr(owner, name))[:k]))
+    copy.config = replace(copy.config, readout_layers='last')
+    copy.head = torch.nn.Identity()
+    return copy
+
+
+@pytest.mark.parametrize('name', ['gcn', 'gat', 'gin', 'gps', 'ple-gps', 'laplacian', 'transformer'])
+def test_readout_of_every_layer_concatenates_the_readouts_of_each_depth(name):
+    torch.manual_seed(0)
+    model = build_model(name, IN, C, **{**SMALL, 'num_layers': 3}, pool='mean+sum', readout_layers='all').eval()
+    assert model.head[0].in_features == SMALL['hidden'] * 2 * 4
+    batch = Batch.from_data_list(_graphs())
+    with torch.no_grad():
+        depths = [_truncated(model, k)(batch) for k in range(4)]
+        assert not torch.allclose(depths[-1], depths[-2])
+        torch.testing.assert_close(model(batch), model.head(torch.cat(depths, dim=-1)))
+
+
+def test_readout_layers_is_checked_and_refused_by_the_token_models():
+    with pytest.raises(ValueError, match="'readout_layers' must be one of 'last', 'all'"):
+        build_model('gin', IN, C, readout_layers='every')
+    with pytest.raises(ValueError, match="'readout_layers' does not apply to the token models"):
+        build_model('laplacian-tokens', IN, C, readout_layers='all')
+    assert build_model('gin', IN, C).config.readout_layers == 'last'
