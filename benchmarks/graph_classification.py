@@ -71,6 +71,9 @@ def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
             row['inner_splits'] = state['config'].get('inner_splits', 1)
             row['first_fold_acc'] = [round(100 * f[0]['test_acc'], 2) for f in finals]
             row['run_spread'] = float(np.mean([np.std([100 * x['test_acc'] for x in f]) for f in finals]))
+            # Per fold, averaged over its training runs: what the change table's standard errors are taken over.
+            row['fold_figures'] = {key: [float(np.mean([100 * x.get(key, np.nan) for x in f])) for f in finals]
+                                   for key in ('val_acc', 'heldout_val_acc', 'test_acc')}
         rows += r
         runs.append({'dir': str(d), 'state': state,
                      'models': list(dict.fromkeys(r['model'] for r in state['runs'].values())),
@@ -194,6 +197,7 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
     lines = ['| dataset | model | seed | folds | val acc % | held-out val acc % | val loss | test acc % '
              '| test change |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
     changes = []
+    by_fold: dict[tuple, list] = {}  # (dataset, seed, fold) -> the models' changes there
     for b, r in _paired(baseline, changed):
         heldout = _heldout(b, r)
         cells = [r['dataset'], r['model'], r['seed'], r['folds'], f"{b['val_acc_mean']:.1f} → {r['val_acc_mean']:.1f}",
@@ -202,10 +206,21 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
         lines.append('| ' + ' | '.join(map(str, cells)) + ' |')
         if heldout != '–':
             changes.append([r[k] - b[k] for k in ('val_acc_mean', 'heldout_val_mean', 'acc_mean')])
+            if 'fold_figures' in b and 'fold_figures' in r:
+                for fold, diff in enumerate(zip(*(np.subtract(r['fold_figures'][k], b['fold_figures'][k])
+                                                  for k in ('val_acc', 'heldout_val_acc', 'test_acc')))):
+                    by_fold.setdefault((r['dataset'], r['seed'], fold), []).append(diff)
     if changes:
         val, heldout, test = np.mean(changes, axis=0)
         lines += ['', f'Mean change over the {len(changes)} rows with held-out figures: validation accuracy '
                       f'{val:+.2f}, held-out validation accuracy {heldout:+.2f}, test accuracy {test:+.2f} points.']
+    if len(by_fold) > 1:
+        # Models share a fold's splits, so their changes there are averaged first; the folds are the units.
+        units = np.array([np.mean(diffs, axis=0) for diffs in by_fold.values()])
+        mean, se = units.mean(0), units.std(0, ddof=1) / np.sqrt(len(units))
+        lines.append(f'The same changes fold by fold ({len(units)} outer folds, each the mean over the models that '
+                     f'ran it), mean ± standard error: validation accuracy {mean[0]:+.2f} ± {se[0]:.2f}, held-out '
+                     f'{mean[1]:+.2f} ± {se[1]:.2f}, test {mean[2]:+.2f} ± {se[2]:.2f} points.')
     return '\n'.join(lines)
 
 

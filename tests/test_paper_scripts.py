@@ -290,6 +290,16 @@ def test_graph_classification_report_sets_one_change_beside_the_same_folds(tmp_p
             f'| {te:.1f} → {te2:.1f} | {te2 - te:+.1f} |') in section
     assert (f'Mean change over the 1 rows with held-out figures: validation accuracy {va2 - va:+.2f}, held-out '
             f'validation accuracy {ho2 - ho:+.2f}, test accuracy {te2 - te:+.2f} points.') in section
+    def per_fold(run, key):
+        runs = sorted((r for r in json.loads((run / 'state.json').read_text())['runs'].values()
+                       if r['model'] == 'laplacian'), key=lambda r: r['fold'])
+        return 100 * np.array([r[key] for r in runs])
+
+    diffs = [per_fold(changed, k) - per_fold(seed1, k) for k in ('val_acc', 'heldout_val_acc', 'test_acc')]
+    figures = [f'{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(2):.2f}' for d in diffs]
+    assert (f'The same changes fold by fold (2 outer folds, each the mean over the models that ran it), mean ± '
+            f'standard error: validation accuracy {figures[0]}, held-out {figures[1]}, test {figures[2]} '
+            'points.') in section
     assert "--change 'dropout 0.5' " + str(changed) in md and '--dropout 0.5' in md
     assert 'Chosen per outer fold' not in section  # the change ran on the second seed's folds only
     with pytest.raises(SystemExit) as exc:
