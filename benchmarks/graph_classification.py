@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pyg_ple.bench.io import atomic_write_bytes, atomic_write_text
-from pyg_ple.bench.report import format_table, plot_results, results_csv, summarize
+from pyg_ple.bench.report import format_table, mean_over_runs, plot_results, results_csv, summarize
 
 DEFAULT_OUT = Path(__file__).resolve().parent / 'results'
 ORDER = ['MUTAG', 'PROTEINS', 'ENZYMES', 'IMDB-BINARY', 'IMDB-MULTI', 'NCI1', 'digits']
@@ -72,7 +72,7 @@ def collect(run_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
             row['first_fold_acc'] = [round(100 * f[0]['test_acc'], 2) for f in finals]
             row['run_spread'] = float(np.mean([np.std([100 * x['test_acc'] for x in f]) for f in finals]))
             # Per fold, averaged over its training runs: what the change table's standard errors are taken over.
-            row['fold_figures'] = {key: [float(np.mean([100 * x.get(key, np.nan) for x in f])) for f in finals]
+            row['fold_figures'] = {key: [100 * mean_over_runs(x, key) for x in folds]
                                    for key in ('val_acc', 'heldout_val_acc', 'test_acc')}
         rows += r
         runs.append({'dir': str(d), 'state': state,

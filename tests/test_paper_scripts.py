@@ -290,6 +290,7 @@ def test_graph_classification_report_sets_one_change_beside_the_same_folds(tmp_p
             f'| {te:.1f} → {te2:.1f} | {te2 - te:+.1f} |') in section
     assert (f'Mean change over the 1 rows with held-out figures: validation accuracy {va2 - va:+.2f}, held-out '
             f'validation accuracy {ho2 - ho:+.2f}, test accuracy {te2 - te:+.2f} points.') in section
+
     def per_fold(run, key):
         runs = sorted((r for r in json.loads((run / 'state.json').read_text())['runs'].values()
                        if r['model'] == 'laplacian'), key=lambda r: r['fold'])

@@ -11,12 +11,12 @@ import numpy as np
 
 from pyg_ple.bench.io import RunFolder
 
-__all__ = ['summarize', 'format_table', 'results_csv', 'results_figure', 'plot_results', 'write_results',
-           'draw_attention_graph']
+__all__ = ['summarize', 'mean_over_runs', 'format_table', 'results_csv', 'results_figure', 'plot_results',
+           'write_results', 'draw_attention_graph']
 
 
-def _mean_over_runs(record: dict[str, Any], key: str) -> float:
-    # A fold's figure averaged over its training runs (the record alone for one run); NaN where one lacks it.
+def mean_over_runs(record: dict[str, Any], key: str) -> float:
+    """A fold's ``key`` averaged over its training runs (the record alone for one run); NaN where one lacks it."""
     values = [run.get(key) for run in record.get('final_runs') or [record]]
     return np.nan if any(v is None for v in values) else float(np.mean(values))
 
@@ -58,10 +58,10 @@ def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> lis
             'selected_config': [int(r.get('selected_config', 0)) for r in rs],
             # Training loss at the selected epoch: high together with the validation loss means underfitting.
             'train_loss': float(np.mean([r['train_loss'] if r.get('train_loss') is not None else np.nan for r in rs])),
-            'val_acc_mean': float(np.mean([_mean_over_runs(r, 'val_acc') for r in rs]) * 100),
+            'val_acc_mean': float(np.mean([mean_over_runs(r, 'val_acc') for r in rs]) * 100),
             'val_loss_mean': float(np.mean([r['val_loss'] if r.get('val_loss') is not None else np.nan for r in rs])),
             # Held-out validation accuracy (protocol.heldout_accuracy); NaN for runs written before it was recorded.
-            'heldout_val_mean': float(np.mean([_mean_over_runs(r, 'heldout_val_acc') for r in rs]) * 100),
+            'heldout_val_mean': float(np.mean([mean_over_runs(r, 'heldout_val_acc') for r in rs]) * 100),
             'fold_acc': [round(float(a), 2) for a in accs],
         })
     return rows
