@@ -126,15 +126,17 @@ def project_qkv(conv, x: Tensor):
     return q, k, v
 
 
-def degree_conductance(deg_coef: Tensor, mask: Tensor, heads: int) -> Tensor:
-    """``s(d_i) = theta_1 + theta_2 log(1 + d_i)`` per channel, ``[N, H, C]``,
+def degree_conductance(deg_coef: Tensor, mask: Tensor, heads: int, form: str = 'log') -> Tensor:
+    """``s(d_i) = theta_1 + theta_2 log(1 + d_i)`` (``form='log'``) or
+    ``theta_1 + theta_2 d_i`` (``form='linear'``) per channel, ``[N, H, C]``,
     with ``d_i`` the number of allowed keys of row ``i`` of ``mask``.
 
     ``deg_coef [2, H*C]`` is not detached: gradients flow into it.
     """
     d = mask.sum(dim=-1).to(DTYPE)
+    g = {'log': torch.log(1.0 + d), 'linear': d}[form]
     coef = deg_coef.to(DTYPE)
-    s = coef[0].unsqueeze(0) + torch.log(1.0 + d).unsqueeze(1) * coef[1]
+    s = coef[0].unsqueeze(0) + g.unsqueeze(1) * coef[1]
     return s.view(mask.size(0), heads, -1)
 
 
@@ -142,11 +144,12 @@ def reference_learned(conv, x: Tensor, edge_index: Tensor, *,
                       laplacian_heads: Optional[int], add_self_loops: bool,
                       concat: bool = True, edge_scores: Optional[Tensor] = None,
                       eta: Optional[Tensor] = None,
-                      deg_coef: Optional[Tensor] = None) -> Tensor:
+                      deg_coef: Optional[Tensor] = None, scaler_form: str = 'log') -> Tensor:
     """Learned-attention layer output, float64, from explicit matrices.
 
     With ``deg_coef`` each head's update is multiplied by the degree
-    conductance :func:`degree_conductance` (before heads are merged).
+    conductance :func:`degree_conductance` of ``scaler_form`` (before heads
+    are merged).
     """
     n = x.size(0)
     q, k, v = project_qkv(conv, x)
@@ -160,7 +163,7 @@ def reference_learned(conv, x: Tensor, edge_index: Tensor, *,
         eta = conv.eta.detach()
     out = diffuse(a, v, lap, eta, mask)
     if deg_coef is not None:
-        out = out * degree_conductance(deg_coef, mask, conv.heads)
+        out = out * degree_conductance(deg_coef, mask, conv.heads, scaler_form)
     return combine_heads(out, concat, getattr(conv, 'bias', None))
 
 

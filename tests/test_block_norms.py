@@ -156,7 +156,8 @@ def test_ple_init_postnorm():
 
 
 @pytest.mark.parametrize('kwargs,name', [(dict(norm='group'), 'norm'), (dict(norm=None), 'norm'),
-                                         (dict(prenorm='yes'), 'prenorm'), (dict(degree_scaler=1), 'degree_scaler')])
+                                         (dict(prenorm='yes'), 'prenorm'),
+                                         (dict(degree_scaler='cubic'), 'degree_scaler')])
 def test_bad_values_name_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=f"'{name}'"):
         PLETransformerBlock(CH, HEADS, **kwargs)

@@ -327,6 +327,20 @@ def test_bench_select_loss_keeps_the_epoch_of_lowest_validation_loss_and_is_part
     assert e.value.code == 2
 
 
+def test_degree_scaler_form_reaches_the_config_and_a_bad_form_is_a_usage_error(tmp_path, capsys):
+    from pyg_ple.bench.cli import build_parser, validate_bench_args
+    for argv, expected in ((['--degree-scaler'], True), (['--degree-scaler', 'log'], True),
+                           (['--degree-scaler', 'linear'], 'linear'), (['--no-degree-scaler'], False)):
+        cfg = validate_bench_args(build_parser().parse_args(['bench', '--out', str(tmp_path / 'o')] + argv))
+        assert cfg.hparams['degree_scaler'] == expected, argv
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(['bench', '--degree-scaler', 'cubic', '--out', str(tmp_path / 'x')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and '--degree-scaler' in err[0] and 'cubic' in err[0]
+    assert not (tmp_path / 'x').exists()
+
+
 def test_bench_says_which_runs_the_budget_ended(tmp_path, capsys):
     """Two epochs with a patience of five: early stopping cannot end a run, so the budget ended every one and the
     command says so; without early stopping it says nothing."""

@@ -406,6 +406,14 @@ def test_block_options_reach_every_block():
     assert not plain.transformer.blocks[0].conv.degree_scaler
     assert isinstance(plain.transformer.norm, torch.nn.LayerNorm)
     assert all(conv.degree_scaler for conv in build_model('ple-gps', IN, C, **SMALL, degree_scaler=True).globals)
+    linear = build_model('laplacian', IN, C, **SMALL, degree_scaler='linear')
+    assert all(block.conv.degree_scaler == 'linear' for block in linear.transformer.blocks)
+    assert all(conv.degree_scaler == 'linear'
+               for conv in build_model('ple-gps', IN, C, **SMALL, degree_scaler='linear').globals)
+    with pytest.raises(ValueError, match="'degree_scaler'"):
+        build_model('laplacian', IN, C, **SMALL, degree_scaler='cubic')
+    with pytest.raises(TypeError, match="'degree_scaler'"):
+        build_model('laplacian', IN, C, **SMALL, degree_scaler=2)
     with pytest.raises(ValueError, match="'norm' must be one of"):
         build_model('gcn', IN, C, norm='group')
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,8 @@ BLOCK_DEFAULTS = {name: p.default for name, p in inspect.signature(PLETransforme
                   if p.default is not inspect.Parameter.empty}
 
 Config = TypeVar('Config')
-_FIELD_TYPES = {'int': (int,), 'float': (int, float), 'bool': (bool,), 'str': (str,)}
+_FIELD_TYPES = {'int': (int,), 'float': (int, float), 'bool': (bool,), 'str': (str,),
+                'Union[bool, str]': (bool, str)}
 
 
 def check_hparams(hparams: Mapping[str, Any], accepted: Sequence[str], owner: str) -> None:
@@ -155,7 +156,7 @@ class GraphModelConfig:
     edge_dim: int = 0
     norm: str = 'batch'
     prenorm: bool = False
-    degree_scaler: bool = True
+    degree_scaler: Union[bool, str] = True
     share_weights: bool = False
     edge_values: bool = False
 

@@ -20,7 +20,7 @@ import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -117,7 +117,7 @@ class NodeModelConfig:
     ple_init: bool = True
     norm: str = BLOCK_DEFAULTS['norm']
     prenorm: bool = BLOCK_DEFAULTS['prenorm']
-    degree_scaler: bool = BLOCK_DEFAULTS['degree_scaler']
+    degree_scaler: Union[bool, str] = BLOCK_DEFAULTS['degree_scaler']
     share_weights: bool = False
     encoder_norm: bool = True
 

@@ -14,6 +14,13 @@ TU_DEFAULTS = dict(epochs=100, hidden=64, layers=3, batch_size=32, lr=1e-3)
 
 
 
+def degree_scaler_form(text: str) -> bool | str:
+    """``--degree-scaler FORM``: ``log`` (stored as ``True``, as ``degree_scaler=True`` spells it) or ``linear``."""
+    if text not in ('log', 'linear'):
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from 'log', 'linear')")
+    return True if text == 'log' else text
+
+
 def default_models(digits: bool) -> str:
     """The comma-separated models ``pyg-ple bench`` runs without ``--models``."""
     return DEFAULT_DIGITS_MODELS if digits else DEFAULT_TU_MODELS
@@ -119,8 +126,11 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
                    help='post-norm residuals in the transformer blocks, as GPS and GRIT (the default)')
     p.add_argument('--prenorm', dest='prenorm', action='store_true',
                    help='pre-norm residuals in the transformer blocks, as in language models')
-    p.add_argument('--degree-scaler', action=argparse.BooleanOptionalAction, default=True,
-                   help='learned degree-dependent conductance s(d_i) in the attention (transformers, ple-gps)')
+    p.add_argument('--degree-scaler', nargs='?', const=True, default=True, type=degree_scaler_form,
+                   metavar='{log,linear}',
+                   help='learned degree-dependent conductance s(d_i) = theta_1 + theta_2 g(d_i) in the attention '
+                        '(transformers, ple-gps): g(d) = log(1 + d) (log, the default) or d (linear)')
+    p.add_argument('--no-degree-scaler', dest='degree_scaler', action='store_false', help='no degree scaler')
     p.add_argument('--share-weights', action='store_true',
                    help='the transformer blocks share one attention, projection and MLP (one PLE step applied '
                         '--layers times; each block keeps its norms)')

@@ -10,7 +10,7 @@ r"""The transformer block of pyg-ple, its named variants, the PLE initialisation
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from torch_geometric.utils import is_torch_sparse_tensor, to_dense_batch
 from pyg_ple.edges import full_edge_index
 from pyg_ple.graph import AttentionGraph
 from pyg_ple.nn.conv import LaplacianDiffusionConv, dense_attention_mask
+from pyg_ple.nn.scaler import check_degree_scaler
 from pyg_ple.validation import (check_batch, check_edge_index, check_features, check_same_graph, check_tensor,
                                 checking)
 
@@ -150,8 +151,8 @@ class PLETransformerBlock(nn.Module):
             nodes or tokens; on a ``[B, T, F]`` batch with a ``[B, T]`` padding mask over the real tokens only, see
             :func:`apply_norm`) or ``'rms'`` (``torch.nn.RMSNorm``).
         prenorm: pre-norm (``True``) or post-norm (``False``) residuals, see above.
-        degree_scaler: learn a degree-dependent conductance in the conv (see
-            :class:`~pyg_ple.LaplacianDiffusionConv`; it starts as the identity).
+        degree_scaler: learn a degree-dependent conductance in the conv, ``True``/``'log'`` or ``'linear'`` in
+            the degree (see :class:`~pyg_ple.LaplacianDiffusionConv`; it starts as the identity).
     """
 
     def __init__(
@@ -169,7 +170,7 @@ class PLETransformerBlock(nn.Module):
         ple_init: bool = False,
         norm: str = 'layer',
         prenorm: bool = True,
-        degree_scaler: bool = False,
+        degree_scaler: Union[bool, str] = False,
         edge_values: bool = False,
     ):
         super().__init__()
@@ -182,7 +183,7 @@ class PLETransformerBlock(nn.Module):
         if hidden < 1:
             raise ValueError(f"'mlp_ratio' must give a positive hidden width (got {mlp_ratio!r})")
         _check_flag(prenorm, 'prenorm')
-        _check_flag(degree_scaler, 'degree_scaler')
+        degree_scaler = check_degree_scaler(degree_scaler)
         self.channels, self.heads, self.ple_init = channels, heads, bool(ple_init)
         self.norm, self.prenorm = norm, prenorm
         self.norm1 = make_norm(norm, channels)

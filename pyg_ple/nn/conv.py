@@ -22,7 +22,7 @@ from pyg_ple.edges import as_edge_index
 from pyg_ple.graph import AttentionGraph
 from pyg_ple.nn.attention import AttentionAdjacency
 from pyg_ple.nn.kernel_cache import KernelGraphCache
-from pyg_ple.nn.scaler import degree_scale, dense_key_count, edge_key_count
+from pyg_ple.nn.scaler import check_degree_scaler, degree_scale, dense_key_count, edge_key_count
 from pyg_ple.ops.edge_softmax import EdgeCSR, edge_softmax_aggregate
 from pyg_ple.validation import check_edge_values, check_features, check_finite, check_tensor, checking
 
@@ -87,7 +87,11 @@ class LaplacianDiffusionConv(MessagePassing):
     \alpha_{ij} \mathbf{v}_j - \mathbf{v}_i)`, still a Laplacian diffusion (the operator's rows sum to zero) with a
     degree-dependent conductance, and a plain head :math:`s(d_i) \odot \sum_j \alpha_{ij} \mathbf{v}_j`. The
     coefficients ``deg_coef [2, H * C]`` start at :math:`\theta_1 = 1, \theta_2 = 0`, so a new layer computes
-    exactly what it computes without the scaler.
+    exactly what it computes without the scaler. ``degree_scaler='linear'`` uses :math:`s(d_i) = \theta_1 +
+    \theta_2 d_i` instead: at :math:`s(d_i) = d_i` a Laplacian head returns :math:`\eta_h \sum_j d_i \alpha_{ij}
+    (\mathbf{v}_j - \mathbf{v}_i)`, the combinatorial Laplacian ``D - W`` of the attention graph with edge weights
+    :math:`d_i \alpha_{ij}` (with uniform attention, ``D - W`` of the input graph), a sum over the keys that counts
+    them as GIN's does (CPA's cardinality-preserving attention, Zhang & Xie 2020).
 
     Args:
         in_channels: input features ``F``.
@@ -105,8 +109,9 @@ class LaplacianDiffusionConv(MessagePassing):
             refused).
         edge_values: also add the projected edge features to the values (see above; needs ``edge_dim``).
         bias: add a learned bias to the output.
-        degree_scaler: learn the degree scaler above (learned mode only: with ``edge_weight`` a layer built with it
-            raises a ``ValueError``).
+        degree_scaler: learn the degree scaler above: ``True`` (or ``'log'``) for :math:`\log(1 + d_i)`,
+            ``'linear'`` for :math:`d_i`, ``False`` for none (learned mode only: with ``edge_weight`` a layer built
+            with it raises a ``ValueError``).
         fused: in learned mode, run the fused kernel of :mod:`pyg_ple.ops` (SDDMM, segment softmax, SpMM: no
             ``[E, H, C]`` messages in forward or backward; on CPU, float16/bfloat16 projections such as those of
             ``torch.autocast`` are computed in float32). The per-edge ``propagate`` path runs instead when
@@ -148,7 +153,7 @@ class LaplacianDiffusionConv(MessagePassing):
         edge_dim: Optional[int] = None,
         bias: bool = True,
         fused: bool = True,
-        degree_scaler: bool = False,
+        degree_scaler: Union[bool, str] = False,
         edge_values: bool = False,
         **kwargs,
     ):
@@ -175,6 +180,7 @@ class LaplacianDiffusionConv(MessagePassing):
             raise ValueError(f"'edge_dim' must be None or a positive int (got {edge_dim!r})")
         if not isinstance(edge_values, bool):
             raise TypeError(f"'edge_values' must be a bool (got {edge_values!r})")
+        degree_scaler = check_degree_scaler(degree_scaler)
         if edge_values and edge_dim is None:
             raise ValueError("'edge_values' adds projected edge features to the values: it needs 'edge_dim'")
 
@@ -182,7 +188,7 @@ class LaplacianDiffusionConv(MessagePassing):
         self.laplacian_heads, self.normalization = laplacian_heads, normalization
         self.step_size, self.learn_step_size = float(step_size), learn_step_size
         self.add_self_loops, self.dropout, self.edge_dim, self.fused = add_self_loops, dropout, edge_dim, fused
-        self.degree_scaler, self.edge_values = bool(degree_scaler), edge_values
+        self.degree_scaler, self.edge_values = degree_scaler, edge_values
 
         self.attention = AttentionAdjacency(in_channels, out_channels, heads, edge_dim, add_self_loops, dropout)
         self.lin_value = Linear(in_channels, heads * out_channels)
@@ -325,7 +331,7 @@ class LaplacianDiffusionConv(MessagePassing):
         without it)."""
         if self.deg_coef is None:
             return out
-        return out * degree_scale(self.deg_coef, num_keys, self.heads).to(out.dtype)
+        return out * degree_scale(self.deg_coef, num_keys, self.heads, self.degree_scaler).to(out.dtype)
 
     def attention_graph(self, x: Tensor, edge_index: Adj, edge_attr: OptTensor = None,
                         batch: OptTensor = None) -> AttentionGraph:
@@ -405,12 +411,13 @@ class LaplacianDiffusionConv(MessagePassing):
             aggregated = aggregated * self_weight
         out = self.combine_heads(aggregated, value, self_weight, (1, H, 1, 1)).transpose(1, 2)  # [B, T, H, C]
         if num_keys is not None:
-            out = out * degree_scale(self.deg_coef, num_keys, H).to(out.dtype)
+            out = out * degree_scale(self.deg_coef, num_keys, H, self.degree_scaler).to(out.dtype)
         return self.merge_heads(out)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, '
-                f'laplacian_heads={self.laplacian_heads}{", degree_scaler=True" if self.degree_scaler else ""}'
+                f'laplacian_heads={self.laplacian_heads}'
+                f'{f", degree_scaler={self.degree_scaler!r}" if self.degree_scaler else ""}'
                 f'{", edge_values=True" if self.edge_values else ""})')
 
 

@@ -1,19 +1,38 @@
 r"""The degree scaler of :class:`~pyg_ple.LaplacianDiffusionConv`: a learned, per-channel conductance
-:math:`s(d_i) = \theta_1 + \theta_2 \log(1 + d_i)` of the number of keys ``d_i`` a node attends over (the degree
-scaler of GRIT, Ma et al. 2023)."""
+:math:`s(d_i) = \theta_1 + \theta_2 g(d_i)` of the number of keys ``d_i`` a node attends over, with
+:math:`g(d) = \log(1 + d)` (``True`` or ``'log'``: the degree scaler of GRIT, Ma et al. 2023) or :math:`g(d) = d`
+(``'linear'``: at :math:`s(d_i) = d_i` a Laplacian head diffuses with the combinatorial Laplacian ``D - W`` of the
+attention graph, edge weights :math:`d_i \alpha_{ij}`, instead of ``I - A``; CPA's cardinality-preserving attention,
+Zhang & Xie 2020)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
 from torch_geometric.utils import degree
 
+DEGREE_SCALERS = ('log', 'linear')
 
-def degree_scale(deg_coef: Tensor, num_keys: Tensor, heads: int) -> Tensor:
-    r"""``s(d) = deg_coef[0] + deg_coef[1] * log(1 + d)`` for ``num_keys d [...]`` and ``deg_coef [2, H * C]``,
-    returned as ``[..., H, C]``."""
-    scale = deg_coef[0] + deg_coef[1] * torch.log1p(num_keys.to(deg_coef.dtype)).unsqueeze(-1)
+
+def check_degree_scaler(value: Any, name: str = 'degree_scaler') -> Union[bool, str]:
+    r"""``value`` as a layer stores it: ``False`` (no scaler), ``True`` (``'log'``, the logarithmic form) or
+    ``'linear'``; anything else raises a ``TypeError``/``ValueError`` naming ``name``."""
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"'{name}' must be True, False or one of {DEGREE_SCALERS} (got {value!r})")
+    if value not in DEGREE_SCALERS:
+        raise ValueError(f"'{name}' must be True, False or one of {DEGREE_SCALERS} (got {value!r})")
+    return True if value == 'log' else value
+
+
+def degree_scale(deg_coef: Tensor, num_keys: Tensor, heads: int, form: Union[bool, str] = True) -> Tensor:
+    r"""``s(d) = deg_coef[0] + deg_coef[1] * g(d)`` for ``num_keys d [...]`` and ``deg_coef [2, H * C]``, with
+    ``g = log1p`` (``form=True``) or the identity (``form='linear'``), returned as ``[..., H, C]``."""
+    d = num_keys.to(deg_coef.dtype)
+    g = d if form == 'linear' else torch.log1p(d)
+    scale = deg_coef[0] + deg_coef[1] * g.unsqueeze(-1)
     return scale.view(num_keys.shape + (heads, -1))
 
 
