@@ -106,12 +106,14 @@ def pivot(rows: list[dict]) -> str:
 
 def pairwise_counts(rows: list[dict]) -> str:
     """On how many datasets the Laplacian transformer's mean accuracy is at least each other model's (complete rows
-    only: a row with folds still to run counts nowhere)."""
+    only: a row with folds still to run counts nowhere; a model never compared gets no line)."""
     datasets = list(dict.fromkeys(r['dataset'] for r in rows if r['dataset'] != 'digits'))
     acc = {(r['dataset'], r['model']): r['acc_mean'] for r in rows if r['complete']}
     out = []
     for other in ('gcn', 'gat', 'gin', 'transformer'):
         ds = [d for d in datasets if (d, 'laplacian') in acc and (d, other) in acc]
+        if not ds:
+            continue
         wins = [d for d in ds if acc[(d, 'laplacian')] >= acc[(d, other)]]
         out.append(f'- laplacian ≥ {other}: {len(wins)} of {len(ds)} datasets ({", ".join(wins) or "none"})')
     return '\n'.join(out)
@@ -488,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
           'Numbers are lower bounds for every model; differences within one '
           'standard deviation are not meaningful. "selected epoch" near "epochs" in the details means the budget, '
           'not early stopping, ended training.', '',
-          '## Laplacian transformer against each other model', '', pairwise_counts(rows), '',
+          '## Laplacian transformer against each other model', '', pairwise_counts(rows) or '(no model to compare)', '',
           'Paired by fold (the same test folds): laplacian minus the other model in accuracy points, mean ± standard '
           'error over the folds, and in parentheses the folds where laplacian is at least as accurate.', '',
           paired_differences(rows), '',
