@@ -5,6 +5,7 @@ import argparse
 from typing import Callable
 
 from pyg_ple.bench.io import MANIFEST_NAME
+from pyg_ple.nn.scaler import DEGREE_SCALERS, check_degree_scaler
 
 DEFAULT_TU_MODELS = 'gcn,gat,gin,gps,transformer,laplacian,mixed'
 DEFAULT_DIGITS_MODELS = 'gcn,gat,gin,transformer,laplacian,mixed,laplacian-tokens'
@@ -16,9 +17,11 @@ TU_DEFAULTS = dict(epochs=100, hidden=64, layers=3, batch_size=32, lr=1e-3)
 
 def degree_scaler_form(text: str) -> bool | str:
     """``--degree-scaler FORM``: ``log`` (stored as ``True``, as ``degree_scaler=True`` spells it) or ``linear``."""
-    if text not in ('log', 'linear'):
-        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from 'log', 'linear')")
-    return True if text == 'log' else text
+    try:
+        return check_degree_scaler(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {', '.join(map(repr, DEGREE_SCALERS))})") from None
 
 
 def default_models(digits: bool) -> str:
@@ -127,7 +130,7 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
     p.add_argument('--prenorm', dest='prenorm', action='store_true',
                    help='pre-norm residuals in the transformer blocks, as in language models')
     p.add_argument('--degree-scaler', nargs='?', const=True, default=True, type=degree_scaler_form,
-                   metavar='{log,linear}',
+                   metavar='{' + ','.join(DEGREE_SCALERS) + '}',
                    help='learned degree-dependent conductance s(d_i) = theta_1 + theta_2 g(d_i) in the attention '
                         '(transformers, ple-gps): g(d) = log(1 + d) (log, the default) or d (linear)')
     p.add_argument('--no-degree-scaler', dest='degree_scaler', action='store_false', help='no degree scaler')

@@ -327,8 +327,8 @@ class LaplacianDiffusionConv(MessagePassing):
         return self.merge_heads(out), edge_index, alpha
 
     def scale_by_degree(self, out: Tensor, num_keys: OptTensor) -> Tensor:
-        r"""``out [N, H, C]`` times the degree scaler ``s(d_i)`` of the keys per node ``num_keys [N]`` (unchanged
-        without it)."""
+        r"""``out [..., H, C]`` times the degree scaler ``s(d_i)`` of the keys per node or token ``num_keys [...]``
+        (``[N]`` sparse, ``[B, T]`` dense; unchanged without it)."""
         if self.deg_coef is None:
             return out
         return out * degree_scale(self.deg_coef, num_keys, self.heads, self.degree_scaler).to(out.dtype)
@@ -410,9 +410,7 @@ class LaplacianDiffusionConv(MessagePassing):
             self_weight = row_valid.unsqueeze(1).to(x.dtype)  # [B, 1, T, 1]
             aggregated = aggregated * self_weight
         out = self.combine_heads(aggregated, value, self_weight, (1, H, 1, 1)).transpose(1, 2)  # [B, T, H, C]
-        if num_keys is not None:
-            out = out * degree_scale(self.deg_coef, num_keys, H, self.degree_scaler).to(out.dtype)
-        return self.merge_heads(out)
+        return self.merge_heads(self.scale_by_degree(out, num_keys))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, '
