@@ -327,35 +327,93 @@ def _has_final_runs(run: dict) -> bool:
 
 
 def _fold_runs(runs: list[dict]) -> dict[tuple, dict[int, dict]]:
-    """(dataset, model, splits digest) -> {fold: that fold's record in state.json}, for the runs of ``collect``."""
+    """(dataset, model, splits digest) -> {fold: that fold's record in state.json}, for the runs of ``collect``; each
+    record with its run's ``patience``, ``select`` rule and ``seed`` (under ``_run``), which replaying it needs."""
     out: dict[tuple, dict[int, dict]] = {}
     for run in runs:
+        meta = {k: run['config'].get(k, d) for k, d in (('patience', None), ('select', 'acc'), ('seed', None))}
         for rec in run['state']['runs'].values():
-            out.setdefault((run['dataset'], rec['model'], run['splits']), {})[rec['fold']] = rec
+            out.setdefault((run['dataset'], rec['model'], run['splits']), {})[rec['fold']] = {**rec, '_run': meta}
     return out
 
 
-def select_per_fold(base_runs: list[dict], change_runs: list[dict]) -> list[dict]:
-    """A two-point grid, default or change, chosen in every outer fold as ``pyg-ple bench --grid`` chooses: the
-    higher validation accuracy, ties to the lower validation loss; the test accuracy of the choice. One row per
-    dataset and model that has every fold of both (the rows of ``collect``, with ``picked``: folds that chose the
-    change)."""
-    base, change = _fold_runs(base_runs), _fold_runs(change_runs)
+def _choice_heldout(records: list[dict]) -> float:
+    """Held-out validation accuracy (%) of choosing among one fold's ``records`` (protocol.heldout_choice_accuracy);
+    NaN where a record has no half curves or the records differ in patience or selection rule."""
+    from pyg_ple.bench.protocol import heldout_choice_accuracy
+    metas = {(r['_run']['patience'], r['_run']['select']) for r in records}
+    if len(metas) != 1 or not all('val_a_acc' in r.get('curve', {}) for r in records):
+        return float('nan')
+    patience, rule = metas.pop()
+    return 100 * heldout_choice_accuracy([r['curve'] for r in records], patience, rule)[0]
+
+
+def select_per_fold(base_runs: list[dict], *arm_runs: list[dict]) -> list[dict]:
+    """A grid whose points are the default (``base_runs``) and each of ``arm_runs``, chosen in every outer fold as
+    ``pyg-ple bench --grid`` chooses: the higher validation accuracy, ties to the lower validation loss, then to the
+    earlier point. One row per dataset, model and splits that every point has in every fold (the rows of
+    ``collect``, with ``seed``; ``picked``: the folds that chose each point, the default first; ``acc_mean``: the
+    test accuracy of the choice; ``heldout_mean``: the held-out validation accuracy of the choice, made on one half
+    of the validation split and scored on the other (NaN without half curves); ``base_acc_mean``,
+    ``base_heldout_mean``: the default's; ``fold_diffs``: per fold, the choice minus the default, held-out and test,
+    in points)."""
+    base, arms = _fold_runs(base_runs), [_fold_runs(r) for r in arm_runs]
     n_folds = {run['dataset']: run['n_folds'] for run in base_runs}
     rows = []
     for key, folds in base.items():
-        other = change.get(key, {})
+        others = [arm.get(key, {}) for arm in arms]
         dataset, model, splits = key
-        if len(folds) != n_folds[dataset] or set(other) != set(folds):
+        if len(folds) != n_folds[dataset] or any(set(o) != set(folds) for o in others):
             continue
+        order = sorted(folds)
+        candidates = [[folds[f], *(o[f] for o in others)] for f in order]
         # the score --grid ranks by (accuracy, then lower loss); max keeps the first of equal ones, as --grid does
-        chosen = [max(folds[f], other[f], key=lambda r: r['val_score']) for f in sorted(folds)]
-        picks = [c is other[f] for f, c in zip(sorted(folds), chosen)]
-        accs = np.array([100 * c['test_acc'] for c in chosen])
-        rows.append({'dataset': dataset, 'model': model, 'acc_mean': float(accs.mean()), 'acc_std': float(accs.std()),
-                     'folds': len(accs), 'fold_acc': [round(float(a), 2) for a in accs], 'complete': True,
-                     'splits': splits, 'picked': int(sum(picks))})
-    return sorted(rows, key=_order)
+        chosen = [max(range(len(c)), key=lambda j, c=c: c[j]['val_score']) for c in candidates]
+        accs = np.array([100 * c[j]['test_acc'] for c, j in zip(candidates, chosen)])
+        base_accs = np.array([100 * folds[f]['test_acc'] for f in order])
+        heldout = np.array([_choice_heldout(c) for c in candidates])
+        base_heldout = np.array([100 * (folds[f].get('heldout_val_acc') if folds[f].get('heldout_val_acc')
+                                        is not None else np.nan) for f in order])
+        rows.append({'dataset': dataset, 'model': model, 'seed': folds[order[0]]['_run']['seed'],
+                     'acc_mean': float(accs.mean()), 'acc_std': float(accs.std()), 'folds': len(accs),
+                     'fold_acc': [round(float(a), 2) for a in accs], 'complete': True, 'splits': splits,
+                     'picked': [chosen.count(j) for j in range(len(arms) + 1)],
+                     'heldout_mean': float(heldout.mean()), 'base_acc_mean': float(base_accs.mean()),
+                     'base_heldout_mean': float(base_heldout.mean()),
+                     'fold_diffs': np.stack([heldout - base_heldout, accs - base_accs], axis=1)})
+    return sorted(rows, key=lambda r: (*_order(r), r['seed'] is None, r['seed'] or 0))
+
+
+def choice_table(rows: list[dict], points: list[str]) -> str:
+    """The rows of :func:`select_per_fold`: per cell the folds that chose each of ``points`` (labels, the default
+    first), held-out validation and test accuracy of the default and of the choice; under it the choice minus the
+    default fold by fold, mean ± standard error, over all folds and per dataset."""
+    lines = [f"| dataset | model | seed | folds | folds choosing {' / '.join(points)} | held-out val acc % "
+             "(default → choice) | test acc % (default → choice) |", '|---|---|---:|---:|---:|---:|---:|']
+    for r in rows:
+        heldout = ('–' if np.isnan(r['heldout_mean']) or np.isnan(r['base_heldout_mean'])
+                   else f"{r['base_heldout_mean']:.1f} → {r['heldout_mean']:.1f}")
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['seed']} | {r['folds']} | "
+                     f"{' / '.join(map(str, r['picked']))} | {heldout} | "
+                     f"{r['base_acc_mean']:.1f} → {r['acc_mean']:.1f} |")
+
+    def summary(group: list[dict]) -> str:
+        d = np.concatenate([r['fold_diffs'] for r in group])
+        parts = []
+        for name, col in (('held-out validation', d[:, 0]), ('test', d[:, 1])):
+            col = col[~np.isnan(col)]
+            se = col.std(ddof=1) / np.sqrt(len(col)) if len(col) > 1 else np.nan
+            parts.append(f'{name} {col.mean():+.2f} ± {se:.2f} ({len(col)} folds)' if len(col) else f'{name} –')
+        return ', '.join(parts)
+
+    lines += ['', 'The choice minus the default, fold by fold, mean ± standard error: ' + summary(rows) + '.']
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r['dataset'], r['model']), []).append(r)
+    if len(groups) > 1:
+        lines += ['Per dataset and model: ' + '; '.join(f'{ds} {m}: {summary(g)}' for (ds, m), g in groups.items())
+                  + '.']
+    return '\n'.join(lines)
 
 
 def _run_settings(runs: list[dict]) -> list[str]:
@@ -442,6 +500,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--change', nargs='+', action='append', default=[], metavar=('LABEL', 'RUN'),
                     help='LABEL RUN [RUN ...]: runs of the main table\'s (or --replicate\'s) settings with one change, '
                          'each model shown beside its default row on the same folds (repeatable)')
+    ap.add_argument('--choose', nargs='+', action='append', default=[], metavar=('LABEL', 'RUN'),
+                    help='LABEL RUN [RUN ...]: runs of the main table\'s (or --replicate\'s) settings with other '
+                         'values of a one-point --grid; the default and each grid value found are the points of a '
+                         'grid chosen per outer fold on validation, with the held-out figure of that choice '
+                         '(repeatable)')
     ap.add_argument('--leave-out', nargs='+', action='append', default=[], metavar=('LABEL', 'RUN'),
                     help='LABEL RUN [RUN ...]: runs of the main table\'s (or --replicate\'s) settings with one '
                          'default taken away; every such group is a row of one table of changes against the default '
@@ -458,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--out', type=Path, default=DEFAULT_OUT)
     ap.add_argument('--notes', type=Path, default=None, help='Markdown file appended as "Findings"')
     args = ap.parse_args(argv)
-    for flag, groups in (('--change', args.change), ('--leave-out', args.leave_out)):
+    for flag, groups in (('--change', args.change), ('--choose', args.choose), ('--leave-out', args.leave_out)):
         if any(len(g) < 2 for g in groups):
             ap.error(f'{flag} needs a label and at least one run folder')
     rows, runs = collect(_finished(args.runs))
@@ -529,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
                paired_differences(pooled), '', *_run_settings(rep_runs), '']
         runs += rep_runs
     baseline = rows + (rep_rows if args.replicate else [])  # the default rows a change is paired with
+    baseline_runs = main_runs + (rep_runs if args.replicate else [])
     if args.heldout_from:
         rerun_rows, rerun_runs = collect(_finished(args.heldout_from))
         unmatched = with_heldout(baseline, rerun_rows)
@@ -578,17 +642,36 @@ def main(argv: list[str] | None = None) -> int:
                'ran. Validation figures are what selection may use, test figures what it must not.', '',
                change_table(change_baseline, change_rows), '']
         # one run per fold on both sides: the choice reads the selecting run's validation figures
-        selected = select_per_fold(main_runs, [r for r in change_runs if not _has_final_runs(r)])
+        selected = select_per_fold([r for r in baseline_runs if not _has_final_runs(r)],
+                                   [r for r in change_runs if not _has_final_runs(r)])
         if selected:
             md += ['Chosen per outer fold between the default and the change, as a two-point grid of `pyg-ple bench` '
-                   'would choose (validation accuracy, ties: lower validation loss), for the models and datasets '
-                   'where the change ran on the main table\'s folds:', '', pivot(selected), '',
-                   # counts against other models only where the change ran for more than one model
-                   *([pairwise_counts(selected), ''] if len({r['model'] for r in selected}) > 1 else []),
-                   'Folds that chose the change: ' + ', '.join(
-                       f"{r['dataset']} {r['model']} {r['picked']}/{r['folds']}" for r in selected) + '.', '']
+                   'would choose (validation accuracy, ties: lower validation loss), where the change ran on the '
+                   'default\'s folds. The held-out figure makes the same choice on one half of the validation split '
+                   'and scores it on the other, both ways round (`heldout_choice_accuracy`): a choice that validation '
+                   'cannot make shows there, without a test graph.', '', choice_table(selected, ['default', 'change']),
+                   '']
         md += [*_run_settings(change_runs), '']
         runs += change_runs
+    for label, *dirs in args.choose:
+        _, choose_runs = collect(_finished([Path(d) for d in dirs]))
+        points: dict[str, list[dict]] = {}  # a run's grid, e.g. 'heads 8' -> its runs
+        for run in choose_runs:
+            grid = run['config'].get('grid') or [{}]
+            name = ('; '.join(', '.join(f'{k} {v}' for k, v in g.items()) for g in grid) or 'default')
+            points.setdefault(name, []).append(run)
+        selected = select_per_fold([r for r in baseline_runs if not _has_final_runs(r)],
+                                   *([r for r in p if not _has_final_runs(r)] for p in points.values()))
+        md += [f'## Chosen per fold: {label}', '',
+               'The default and the runs below, one grid point each, as the points of one grid chosen in every outer '
+               'fold as `pyg-ple bench --grid` chooses (validation accuracy, ties: lower validation loss, then the '
+               'earlier point), where every point ran on the same folds. The held-out figure makes the same choice '
+               'on one half of the validation split and scores it on the other, both ways round '
+               '(`heldout_choice_accuracy`); test accuracy is reported and chooses nothing. The points ran with the '
+               'same run seed in a fold, where one `--grid` run gives each point its own.', '',
+               choice_table(selected, ['default', *points]) if selected
+               else '(no cell where every point finished every fold)', '', *_run_settings(choose_runs), '']
+        runs += choose_runs
     if args.leave_out:
         collected = [(label, collect(_finished([Path(d) for d in dirs]))) for label, *dirs in args.leave_out]
         leave_out_runs = [run for _, (_, label_runs) in collected for run in label_runs]
@@ -625,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.final_runs_from:
         cmd.append('--final-runs-from ' + ' '.join(map(str, args.final_runs_from)))
     cmd += [f"--change '{label}' " + ' '.join(dirs) for label, *dirs in args.change]
+    cmd += [f"--choose '{label}' " + ' '.join(dirs) for label, *dirs in args.choose]
     cmd += [f"--leave-out '{label}' " + ' '.join(dirs) for label, *dirs in args.leave_out]
     cmd += [f"--ablation '{a}'" for a in args.ablation]
     if args.notes:

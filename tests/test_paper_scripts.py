@@ -302,7 +302,8 @@ def test_graph_classification_report_sets_one_change_beside_the_same_folds(tmp_p
             f'standard error: validation accuracy {figures[0]}, held-out {figures[1]}, test {figures[2]} '
             'points.') in section
     assert "--change 'dropout 0.5' " + str(changed) in md and '--dropout 0.5' in md
-    assert 'Chosen per outer fold' not in section  # the change ran on the second seed's folds only
+    # the change ran on the second seed's folds: chosen per fold there, against that seed's default
+    assert '| digits | laplacian | 1 | 2 |' in section.split('Chosen per outer fold')[1]
     with pytest.raises(SystemExit) as exc:
         mod.main([str(seed0), '--change', 'no runs'])
     assert exc.value.code == 2
@@ -445,7 +446,7 @@ def test_graph_report_chooses_between_default_and_change_per_fold_on_validation(
         rec['val_score'] = selection_score(rec['val_acc'], rec['val_loss'])  # as bench records it
     rows = {r['model']: r for r in mod.select_per_fold(base_runs, change_runs)}
     expected = [state['gcn/0']['test_acc'], base['gcn/1']['test_acc'], state['gcn/2']['test_acc']]
-    assert rows['gcn']['picked'] == 2 and rows['gcn']['acc_mean'] == pytest.approx(100 * np.mean(expected))
+    assert rows['gcn']['picked'] == [1, 2] and rows['gcn']['acc_mean'] == pytest.approx(100 * np.mean(expected))
     folds = lambda runs, m: [runs[f'{m}/{k}'] for k in range(3)]  # noqa: E731
     lap = [max((b, c), key=lambda r: (r['val_acc'], -r['val_loss']))['test_acc']  # exact ties keep the default
            for c, b in zip(folds(state, 'laplacian'), folds(base, 'laplacian'))]
@@ -459,6 +460,46 @@ def test_graph_report_chooses_between_default_and_change_per_fold_on_validation(
     assert mod.main([str(default), '--change', 'one model', str(changed_lap), '--out', str(out)]) == 0
     section = (out / 'graph_classification.md').read_text().split('## One change: one model')[1]
     assert 'Chosen per outer fold' in section and 'laplacian ≥' not in section  # no counts against absent models
+
+
+def test_graph_report_choose_makes_a_grid_of_the_default_and_each_grid_value_with_its_heldout_figure(tmp_path):
+    """--choose LABEL RUN...: the runs' one-point grids and the default are the points of one grid, chosen per fold
+    on validation (first point on ties); the held-out figure of the choice is heldout_choice_accuracy over the
+    points' curves, and a cell missing a point's folds is left out."""
+    import numpy as np
+
+    from pyg_ple.bench.cli import main as cli
+    from pyg_ple.bench.protocol import heldout_choice_accuracy
+    tiny = ['bench', '--digits-n', '60', '--folds', '3', '--epochs', '3', '--no-progress', '--threads', '1',
+            '--no-save-models', '--models', 'laplacian']
+    default, one, eight = tmp_path / 'default', tmp_path / 'h1', tmp_path / 'h8'
+    assert cli(tiny + ['--out', str(default)]) == 0
+    assert cli(tiny + ['--grid', '{"heads": [1]}', '--out', str(one)]) == 0
+    assert cli(tiny + ['--grid', '{"heads": [8]}', '--out', str(eight)]) == 0
+    mod = load_script('benchmarks/graph_classification.py')
+    runs = [mod.collect([d])[1] for d in (default, one, eight)]
+    states = [r[0]['state']['runs'] for r in runs]
+    for k, (b, o, e) in enumerate(zip(*(s.values() for s in states))):  # force choices: default, heads 1, heads 8
+        for j, rec in enumerate((b, o, e)):
+            rec['val_score'] = 1.0 if j == k else 0.5
+    [row] = mod.select_per_fold(*runs)
+    assert row['picked'] == [1, 1, 1]
+    folds = [[s[f'laplacian/{k}'] for s in states] for k in range(3)]
+    assert row['acc_mean'] == pytest.approx(np.mean([100 * folds[k][k]['test_acc'] for k in range(3)]))
+    heldout = [100 * heldout_choice_accuracy([r['curve'] for r in f], 20)[0] for f in folds]
+    assert row['heldout_mean'] == pytest.approx(np.mean(heldout))
+    assert row['base_heldout_mean'] == pytest.approx(np.mean([100 * f[0]['heldout_val_acc'] for f in folds]))
+    assert row['fold_diffs'][:, 1] == pytest.approx([100 * (f[k]['test_acc'] - f[0]['test_acc'])
+                                                    for k, f in enumerate(folds)])
+    del states[2]['laplacian/1']  # a point missing a fold: no row
+    assert mod.select_per_fold(*runs) == []
+    out = tmp_path / 'report'
+    assert mod.main([str(default), '--choose', 'heads', str(one), str(eight), '--out', str(out)]) == 0
+    section = (out / 'graph_classification.md').read_text().split('## Chosen per fold: heads')[1]
+    assert 'folds choosing default / heads 1 / heads 8' in section and '| digits | laplacian | 0 | 3 |' in section
+    with pytest.raises(SystemExit) as exit_info:  # a label and no run
+        mod.main([str(default), '--choose', 'heads', '--out', str(out)])
+    assert exit_info.value.code == 2
 
 
 def test_graph_report_leave_out_table_pairs_each_change_with_the_default_folds(tmp_path):

@@ -302,6 +302,63 @@ def test_heldout_accuracy_selects_on_one_half_and_scores_the_other_by_hand():
     assert replay_selection(np.array([0.5, 0.7, 0.6, 0.6, 0.9]), None) == 4
 
 
+def test_heldout_choice_accuracy_chooses_the_configuration_on_one_half_and_scores_it_on_the_other_by_hand():
+    from pyg_ple.bench.protocol import heldout_accuracy, heldout_choice_accuracy
+    # run 0 as above (a keeps epoch 2 at 1.0, b keeps epoch 3 at .8); run 1: a keeps epoch 1 at .75, b keeps epoch 2
+    # at .9. On a run 0 wins (1.0 > .75) and b scores its epoch 2: .4; on b run 1 wins (.9 > .8), a scores its
+    # epoch 2: .25 (run 0 alone would give (.4 + .5) / 2).
+    run0 = {'val_a_acc': [0.5, 1.0, 0.5, 0.75], 'val_a_loss': [0.6, 0.5, 0.4, 0.3],
+            'val_b_acc': [0.2, 0.4, 0.8, 0.4], 'val_b_loss': [0.9, 0.8, 0.7, 0.6]}
+    run1 = {'val_a_acc': [0.75, 0.25, 0.5, 0.25], 'val_a_loss': [0.5, 0.5, 0.5, 0.5],
+            'val_b_acc': [0.3, 0.9, 0.6, 0.1], 'val_b_loss': [0.5, 0.5, 0.5, 0.5]}
+    assert heldout_choice_accuracy([run0, run1], None) == (pytest.approx((0.4 + 0.25) / 2), [0, 1])
+    assert heldout_choice_accuracy([run0], 1) == (pytest.approx(heldout_accuracy(run0, 1)), [0, 0])
+    # equal scores on a half: the first run is chosen, in either order
+    assert heldout_choice_accuracy([run0, dict(run0)], None)[1] == [0, 0]
+    with pytest.raises(ValueError, match='curves'):
+        heldout_choice_accuracy([], None)
+
+
+def test_heldout_choice_accuracy_matches_a_loop_over_epochs_and_runs():
+    """Against an independent reference: plain loops, early stopping and ties written out, on random curves with
+    many ties (accuracies on a coarse grid)."""
+    from pyg_ple.bench.protocol import heldout_choice_accuracy
+    rng = np.random.default_rng(0)
+
+    def kept_epoch(acc, loss, patience):
+        best, best_t, bad = None, 0, 0
+        for t in range(len(acc)):
+            key = (acc[t], -loss[t])
+            if best is None or key > best:
+                best, best_t, bad = key, t, 0
+            else:
+                bad += 1
+                if patience is not None and bad >= patience:
+                    break
+        return best_t, best
+
+    def reference(runs, patience):
+        out, chosen = [], []
+        for on, other in (('a', 'b'), ('b', 'a')):
+            best_j, best_key, best_t = None, None, None
+            for j, r in enumerate(runs):
+                t, key = kept_epoch(r[f'val_{on}_acc'], r[f'val_{on}_loss'], patience)
+                if best_key is None or key > best_key:
+                    best_j, best_key, best_t = j, key, t
+            out.append(runs[best_j][f'val_{other}_acc'][best_t])
+            chosen.append(best_j)
+        return sum(out) / 2, chosen
+
+    for trial in range(200):
+        n_runs, n_epochs = int(rng.integers(1, 4)), int(rng.integers(1, 12))
+        runs = [{f'val_{h}_{k}': (rng.integers(0, 5, n_epochs) / 4 if k == 'acc' else rng.integers(1, 4, n_epochs) / 2)
+                 .tolist() for h in 'ab' for k in ('acc', 'loss')} for _ in range(n_runs)]
+        patience = [None, 1, 3][trial % 3]
+        value, chosen = heldout_choice_accuracy(runs, patience)
+        ref_value, ref_chosen = reference(runs, patience)
+        assert value == pytest.approx(ref_value) and chosen == ref_chosen
+
+
 def test_validation_halves_partition_the_split_stratified_and_seeded():
     from pyg_ple.bench.protocol import validation_halves
     labels = np.array([0, 1] * 20)

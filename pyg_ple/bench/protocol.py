@@ -53,7 +53,7 @@ from pyg_ple.bench.training import RECIPE_RULES, TrainConfig, TrainResult, fit, 
 __all__ = ['make_splits', 'inner_split', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting',
            'check_grid', 'model_hparam_names', 'BenchmarkConfig', 'selection_score', 'SELECTION_RULES', 'run_seed_of',
            'train_fold', 'evaluate_loader', 'validation_halves', 'replay_selection', 'ended_by_budget',
-           'heldout_accuracy', 'check_run_folder', 'run_benchmark', 'load_model_file', 'TRAIN_KEYS', 'SETTING_RULES']
+           'heldout_accuracy', 'heldout_choice_accuracy', 'check_run_folder', 'run_benchmark', 'load_model_file', 'TRAIN_KEYS', 'SETTING_RULES']
 
 SPLITS_VERSION = 1
 # The training recipe (TrainConfig fields) shared by every model of a run; its defaults leave the run as before.
@@ -406,10 +406,31 @@ def heldout_accuracy(curve: dict[str, Sequence[float]], patience: int | None, ru
 
     The best-epoch validation accuracy is the maximum of a noisy curve, so it rewards a noisy curve; the held-out
     figure does not, and uses no test graph: it is what settings may be compared on."""
-    c = {k: np.asarray(curve[k], dtype=float) for k in ('val_a_acc', 'val_a_loss', 'val_b_acc', 'val_b_loss')}
-    ta = replay_selection(selection_score(c['val_a_acc'], c['val_a_loss'], rule), patience)
-    tb = replay_selection(selection_score(c['val_b_acc'], c['val_b_loss'], rule), patience)
-    return float((c['val_b_acc'][ta] + c['val_a_acc'][tb]) / 2)
+    return heldout_choice_accuracy([curve], patience, rule)[0]
+
+
+def heldout_choice_accuracy(curves: Sequence[dict[str, Sequence[float]]], patience: int | None,
+                            rule: str = 'acc') -> tuple[float, list[int]]:
+    """Held-out validation accuracy of choosing among the training runs of a grid's configurations on one fold (each
+    run's curves as in :func:`heldout_accuracy`, all on the same validation split), and the index of the run chosen
+    on half a and on half b.
+
+    On one half every run's epoch is kept by the selection ``rule`` (early stopping with ``patience`` replayed), the
+    run whose kept epoch scores best there is chosen (ties: the first, as ``pyg-ple bench --grid`` keeps the first),
+    and its kept epoch is scored on the other half; the mean of both ways round. With one run this is
+    :func:`heldout_accuracy`. The choice of configuration is judged on graphs it did not see, as the epoch is."""
+    if not curves:
+        raise ValueError('curves: expected at least one training run')
+    c = [{k: np.asarray(cv[k], dtype=float) for k in ('val_a_acc', 'val_a_loss', 'val_b_acc', 'val_b_loss')}
+         for cv in curves]
+    figures, chosen = [], []
+    for on, other in (('a', 'b'), ('b', 'a')):
+        scores = [selection_score(r[f'val_{on}_acc'], r[f'val_{on}_loss'], rule) for r in c]
+        kept = [replay_selection(s, patience) for s in scores]
+        best = max(range(len(c)), key=lambda j: scores[j][kept[j]])  # max keeps the first of equal ones
+        figures.append(c[best][f'val_{other}_acc'][kept[best]])
+        chosen.append(best)
+    return float(np.mean(figures)), chosen
 
 
 def run_seed_of(seed: int, fold: int, config_index: int = 0, repeat: int = 0) -> int:
