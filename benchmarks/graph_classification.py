@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pyg_ple.bench.io import atomic_write_bytes, atomic_write_text
+from pyg_ple.bench.protocol import heldout_choice_accuracy
 from pyg_ple.bench.report import format_table, mean_over_runs, plot_results, results_csv, summarize
 
 DEFAULT_OUT = Path(__file__).resolve().parent / 'results'
@@ -340,7 +341,6 @@ def _fold_runs(runs: list[dict]) -> dict[tuple, dict[int, dict]]:
 def _choice_heldout(records: list[dict]) -> float:
     """Held-out validation accuracy (%) of choosing among one fold's ``records`` (protocol.heldout_choice_accuracy);
     NaN where a record has no half curves or the records differ in patience or selection rule."""
-    from pyg_ple.bench.protocol import heldout_choice_accuracy
     metas = {(r['_run']['patience'], r['_run']['select']) for r in records}
     if len(metas) != 1 or not all('val_a_acc' in r.get('curve', {}) for r in records):
         return float('nan')
@@ -372,8 +372,8 @@ def select_per_fold(base_runs: list[dict], *arm_runs: list[dict]) -> list[dict]:
         accs = np.array([100 * c[j]['test_acc'] for c, j in zip(candidates, chosen)])
         base_accs = np.array([100 * folds[f]['test_acc'] for f in order])
         heldout = np.array([_choice_heldout(c) for c in candidates])
-        base_heldout = np.array([100 * (folds[f].get('heldout_val_acc') if folds[f].get('heldout_val_acc')
-                                        is not None else np.nan) for f in order])
+        base_heldout = np.array([np.nan if folds[f].get('heldout_val_acc') is None
+                                 else 100 * folds[f]['heldout_val_acc'] for f in order])
         rows.append({'dataset': dataset, 'model': model, 'seed': folds[order[0]]['_run']['seed'],
                      'acc_mean': float(accs.mean()), 'acc_std': float(accs.std()), 'folds': len(accs),
                      'fold_acc': [round(float(a), 2) for a in accs], 'complete': True, 'splits': splits,
@@ -592,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
                paired_differences(pooled), '', *_run_settings(rep_runs), '']
         runs += rep_runs
     baseline = rows + (rep_rows if args.replicate else [])  # the default rows a change is paired with
-    baseline_runs = main_runs + (rep_runs if args.replicate else [])
+    # the default runs a grid choice starts from: one training run per fold, so the choice reads the selecting run
+    baseline_runs = [r for r in main_runs + (rep_runs if args.replicate else []) if not _has_final_runs(r)]
     if args.heldout_from:
         rerun_rows, rerun_runs = collect(_finished(args.heldout_from))
         unmatched = with_heldout(baseline, rerun_rows)
@@ -642,8 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                'ran. Validation figures are what selection may use, test figures what it must not.', '',
                change_table(change_baseline, change_rows), '']
         # one run per fold on both sides: the choice reads the selecting run's validation figures
-        selected = select_per_fold([r for r in baseline_runs if not _has_final_runs(r)],
-                                   [r for r in change_runs if not _has_final_runs(r)])
+        selected = select_per_fold(baseline_runs, [r for r in change_runs if not _has_final_runs(r)])
         if selected:
             md += ['Chosen per outer fold between the default and the change, as a two-point grid of `pyg-ple bench` '
                    'would choose (validation accuracy, ties: lower validation loss), where the change ran on the '
@@ -660,8 +660,7 @@ def main(argv: list[str] | None = None) -> int:
             grid = run['config'].get('grid') or [{}]
             name = ('; '.join(', '.join(f'{k} {v}' for k, v in g.items()) for g in grid) or 'default')
             points.setdefault(name, []).append(run)
-        selected = select_per_fold([r for r in baseline_runs if not _has_final_runs(r)],
-                                   *([r for r in p if not _has_final_runs(r)] for p in points.values()))
+        selected = select_per_fold(baseline_runs, *([r for r in p if not _has_final_runs(r)] for p in points.values()))
         md += [f'## Chosen per fold: {label}', '',
                'The default and the runs below, one grid point each, as the points of one grid chosen in every outer '
                'fold as `pyg-ple bench --grid` chooses (validation accuracy, ties: lower validation loss, then the '

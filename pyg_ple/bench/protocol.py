@@ -53,7 +53,8 @@ from pyg_ple.bench.training import RECIPE_RULES, TrainConfig, TrainResult, fit, 
 __all__ = ['make_splits', 'inner_split', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting',
            'check_grid', 'model_hparam_names', 'BenchmarkConfig', 'selection_score', 'SELECTION_RULES', 'run_seed_of',
            'train_fold', 'evaluate_loader', 'validation_halves', 'replay_selection', 'ended_by_budget',
-           'heldout_accuracy', 'heldout_choice_accuracy', 'check_run_folder', 'run_benchmark', 'load_model_file', 'TRAIN_KEYS', 'SETTING_RULES']
+           'heldout_accuracy', 'heldout_choice_accuracy', 'check_run_folder', 'run_benchmark', 'load_model_file',
+           'TRAIN_KEYS', 'SETTING_RULES']
 
 SPLITS_VERSION = 1
 # The training recipe (TrainConfig fields) shared by every model of a run; its defaults leave the run as before.
