@@ -22,9 +22,10 @@ from pyg_ple import __version__
 from pyg_ple.bench.io import RunFileError
 from pyg_ple.bench.options import (
     DIGITS_DEFAULTS,
-    TU_DEFAULTS,
+    NO_PATIENCE,
     add_bench,
     add_graph,
+    bench_defaults,
     default_models,
 )
 
@@ -101,6 +102,16 @@ def _check_device(device: str) -> None:
                            f'CUDA available: {torch.cuda.is_available()}') from None
 
 
+def fill_bench_defaults(args: argparse.Namespace) -> None:
+    """Set the options of ``pyg-ple bench`` that were not given to the dataset's defaults
+    (:func:`~pyg_ple.bench.options.bench_defaults`), and ``--patience none`` to no early stopping."""
+    for key, value in bench_defaults(args.dataset).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.patience == NO_PATIENCE:
+        args.patience = None
+
+
 def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
     """Check every ``pyg-ple bench`` argument that can be checked without the data and return the run's
     :class:`~pyg_ple.bench.protocol.BenchmarkConfig`; raises :class:`CommandError` naming the option.
@@ -108,9 +119,8 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
     from pyg_ple.bench.io import RunFolder
     from pyg_ple.bench.protocol import BenchmarkConfig, check_setting
     digits = args.dataset.lower() == 'digits'
-    d = DIGITS_DEFAULTS if digits else TU_DEFAULTS
-    given = {key: d[key] if getattr(args, key) is None else getattr(args, key)
-             for key in ('epochs', 'batch_size', 'lr', 'hidden', 'layers')}
+    fill_bench_defaults(args)
+    given = {key: getattr(args, key) for key in ('epochs', 'batch_size', 'lr', 'hidden', 'layers')}
     try:
         for flag, key, value in (('--epochs', 'epochs', given['epochs']), ('--folds', 'n_folds', args.folds),
                                  ('--seed', 'seed', args.seed), ('--batch-size', 'batch_size', given['batch_size']),

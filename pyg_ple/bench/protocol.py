@@ -280,9 +280,9 @@ class BenchmarkConfig:
     seed: int = 0
     device: str = 'cpu'
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
-    patience: int | None = None
+    patience: int | None = 20
     select: str = 'acc'
     grad_clip: float | None = RECIPE_DEFAULTS['grad_clip']
     optimizer: str = RECIPE_DEFAULTS['optimizer']
