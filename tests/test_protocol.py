@@ -317,6 +317,8 @@ def test_heldout_choice_accuracy_chooses_the_configuration_on_one_half_and_score
     assert heldout_choice_accuracy([run0, dict(run0)], None)[1] == [0, 0]
     with pytest.raises(ValueError, match='curves'):
         heldout_choice_accuracy([], None)
+    with pytest.raises(ValueError, match='patience'):
+        heldout_choice_accuracy([run0, run1], [None])
 
 
 def test_heldout_choice_accuracy_matches_a_loop_over_epochs_and_runs():
@@ -342,7 +344,8 @@ def test_heldout_choice_accuracy_matches_a_loop_over_epochs_and_runs():
         for on, other in (('a', 'b'), ('b', 'a')):
             best_j, best_key, best_t = None, None, None
             for j, r in enumerate(runs):
-                t, key = kept_epoch(r[f'val_{on}_acc'], r[f'val_{on}_loss'], patience)
+                p = patience[j] if isinstance(patience, list) else patience
+                t, key = kept_epoch(r[f'val_{on}_acc'], r[f'val_{on}_loss'], p)
                 if best_key is None or key > best_key:
                     best_j, best_key, best_t = j, key, t
             out.append(runs[best_j][f'val_{other}_acc'][best_t])
@@ -354,6 +357,8 @@ def test_heldout_choice_accuracy_matches_a_loop_over_epochs_and_runs():
         runs = [{f'val_{h}_{k}': (rng.integers(0, 5, n_epochs) / 4 if k == 'acc' else rng.integers(1, 4, n_epochs) / 2)
                  .tolist() for h in 'ab' for k in ('acc', 'loss')} for _ in range(n_runs)]
         patience = [None, 1, 3][trial % 3]
+        if trial % 2:  # one patience per run, as a grid that varies it has
+            patience = [[None, 1, 3][int(i)] for i in rng.integers(0, 3, n_runs)]
         value, chosen = heldout_choice_accuracy(runs, patience)
         ref_value, ref_chosen = reference(runs, patience)
         assert value == pytest.approx(ref_value) and chosen == ref_chosen
@@ -409,10 +414,46 @@ def test_run_records_heldout_validation_accuracy_and_its_curves(tmp_path):
         assert rec['heldout_val_acc'] == heldout_accuracy(rec['curve'], 2)
         assert len(rec['grid_heldout_val_acc']) == 2 and rec['heldout_val_acc'] in rec['grid_heldout_val_acc']
     row, = summarize(state)
-    assert row['heldout_val_mean'] == pytest.approx(50 * sum(r['heldout_val_acc'] for r in state['runs'].values()))
-    for rec in state['runs'].values():  # runs written before it was recorded
-        del rec['heldout_val_acc']
+    # with a grid, the held-out figure of the choice (test_grid_records_the_heldout_figure_of_its_choice)
+    assert row['heldout_val_mean'] == pytest.approx(
+        50 * sum(r['grid_choice_heldout_val_acc'] for r in state['runs'].values()))
+    for rec in state['runs'].values():  # runs written before these were recorded
+        del rec['heldout_val_acc'], rec['grid_choice_heldout_val_acc']
     assert np.isnan(summarize(state)[0]['heldout_val_mean'])
+
+
+def test_grid_records_the_heldout_figure_of_its_choice(tmp_path, monkeypatch):
+    """Each fold of a two-point grid (the first with its own patience) records the held-out figure of choosing
+    between its configurations, computed from both training runs retrained by hand, each with its own patience; one
+    configuration records none, and its summary keeps the run's own held-out figure."""
+    from pyg_ple.bench import protocol
+    from pyg_ple.bench.datasets import digits_graphs
+    from pyg_ple.bench.protocol import (BenchmarkConfig, get_splits, heldout_choice_accuracy, run_benchmark,
+                                        run_seed_of, train_fold)
+    from pyg_ple.bench.report import summarize
+    ds = digits_graphs(80)
+    grid = [{'patience': 1}, {'lr': 0.01}]
+    cfg = BenchmarkConfig(models=['gcn'], n_folds=2, epochs=8, lr=0.03, patience=4, progress=False,
+                          hparams=dict(hidden=8, num_layers=1), grid=grid, save_models=False)
+    patiences = []
+    monkeypatch.setattr(protocol, 'heldout_choice_accuracy',
+                        lambda curves, patience, rule: patiences.append(patience) or heldout_choice_accuracy(
+                            curves, patience, rule))
+    state = run_benchmark(ds, cfg, tmp_path / 'grid')
+    assert [p for p in patiences if isinstance(p, list)] == [[1, 4]] * 2  # one choice per fold
+    splits = get_splits(tmp_path / 'grid' / 'splits.json', ds.labels, 2)
+    for fold, split in enumerate(splits):
+        curves = []
+        for j, grid_cfg in enumerate(grid):
+            res, _ = train_fold(ds, 'gcn', split, cfg, grid_cfg, run_seed_of(0, fold, j))
+            curves.append({k: [round(h[k], 5) for h in res.history] for k in ('val_a_acc', 'val_a_loss', 'val_b_acc',
+                                                                                 'val_b_loss')})
+        expected = heldout_choice_accuracy(curves, [1, 4])[0]
+        assert state['runs'][f'gcn/{fold}']['grid_choice_heldout_val_acc'] == pytest.approx(expected)
+    one = run_benchmark(ds, BenchmarkConfig(**{**cfg.__dict__, 'grid': [{}]}), tmp_path / 'one')
+    assert all('grid_choice_heldout_val_acc' not in rec for rec in one['runs'].values())
+    assert summarize(one)[0]['heldout_val_mean'] == pytest.approx(
+        50 * sum(r['heldout_val_acc'] for r in one['runs'].values()))
 
 
 def test_per_graph_evaluation_gives_the_same_figures_and_draws_nothing_more():
@@ -488,8 +529,12 @@ def test_final_runs_average_retrainings_of_the_selected_configuration_and_extend
     # The summary's validation figures average each fold's runs, as its test accuracy does.
     from pyg_ple.bench.report import summarize
     row, = summarize(extended)
+    # The held-out figure of the first run, which chose the configuration, is that of the choice.
     for key, figure in (('val_acc', 'val_acc_mean'), ('heldout_val_acc', 'heldout_val_mean')):
-        want = 100 * np.mean([np.mean([f[key] for f in rec['final_runs']]) for rec in extended['runs'].values()])
+        want = 100 * np.mean([np.mean([rec.get('grid_choice_heldout_val_acc', rec['final_runs'][0][key])
+                                       if key == 'heldout_val_acc' and i == 0 else f[key]
+                                       for i, f in enumerate(rec['final_runs'])])
+                              for rec in extended['runs'].values()])
         assert row[figure] == pytest.approx(want)
     assert row['acc_mean'] == pytest.approx(100 * np.mean([r['test_acc'] for r in extended['runs'].values()]))
 

@@ -18,6 +18,8 @@ Classification", shared by every model of the benchmark.
 * Report the mean and standard deviation of the test accuracies over the folds.
 * Beside the selection, each training run records its validation curves and a held-out validation accuracy
   (:func:`heldout_accuracy`): settings can be compared on it without the optimism of a maximum over noisy epochs.
+  With several grid configurations (and one inner split) the fold also records the held-out figure of choosing the
+  configuration as well as the epoch (:func:`heldout_choice_accuracy`, ``grid_choice_heldout_val_acc``).
 
 The splits are written to a JSON file (``splits.json`` under the output folder) and reloaded when it exists, so that
 every model and every repeated run sees the same splits. Seeds are derived from one ``seed`` and recorded. Finished
@@ -410,24 +412,28 @@ def heldout_accuracy(curve: dict[str, Sequence[float]], patience: int | None, ru
     return heldout_choice_accuracy([curve], patience, rule)[0]
 
 
-def heldout_choice_accuracy(curves: Sequence[dict[str, Sequence[float]]], patience: int | None,
-                            rule: str = 'acc') -> tuple[float, list[int]]:
+def heldout_choice_accuracy(curves: Sequence[dict[str, Sequence[float]]],
+                            patience: int | None | Sequence[int | None], rule: str = 'acc') -> tuple[float, list[int]]:
     """Held-out validation accuracy of choosing among the training runs of a grid's configurations on one fold (each
     run's curves as in :func:`heldout_accuracy`, all on the same validation split), and the index of the run chosen
     on half a and on half b.
 
-    On one half every run's epoch is kept by the selection ``rule`` (early stopping with ``patience`` replayed), the
+    On one half every run's epoch is kept by the selection ``rule`` (early stopping with ``patience``, one value or
+    one per run, replayed), the
     run whose kept epoch scores best there is chosen (ties: the first, as ``pyg-ple bench --grid`` keeps the first),
     and its kept epoch is scored on the other half; the mean of both ways round. With one run this is
     :func:`heldout_accuracy`. The choice of configuration is judged on graphs it did not see, as the epoch is."""
     if not curves:
         raise ValueError('curves: expected at least one training run')
+    patiences = list(patience) if isinstance(patience, Sequence) else [patience] * len(curves)
+    if len(patiences) != len(curves):
+        raise ValueError(f'patience: expected one value or one per run ({len(curves)}), got {len(patiences)}')
     c = [{k: np.asarray(cv[k], dtype=float) for k in ('val_a_acc', 'val_a_loss', 'val_b_acc', 'val_b_loss')}
          for cv in curves]
     figures, chosen = [], []
     for on, other in (('a', 'b'), ('b', 'a')):
         scores = [selection_score(r[f'val_{on}_acc'], r[f'val_{on}_loss'], rule) for r in c]
-        kept = [replay_selection(s, patience) for s in scores]
+        kept = [replay_selection(s, p) for s, p in zip(scores, patiences)]
         best = max(range(len(c)), key=lambda j: scores[j][kept[j]])  # max keeps the first of equal ones
         figures.append(c[best][f'val_{other}_acc'][kept[best]])
         chosen.append(best)
@@ -634,6 +640,12 @@ def _select_on_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConf
         if max(candidates, key=lambda r: r['val_score']) is rec:
             best_model = (model, runs[0])
     selected = max(candidates, key=lambda r: r['val_score'])
+    choice = {}
+    if len(candidates) > 1 and n_inner == 1 and all('val_a_acc' in c['curve'] for c in candidates):
+        # The selected configuration's own held-out figure saw the graphs that chose it; this one does not.
+        patience = [_split_settings(cfg, c['config'])[0].get('patience', cfg.patience) for c in candidates]
+        choice['grid_choice_heldout_val_acc'] = heldout_choice_accuracy([c['curve'] for c in candidates], patience,
+                                                                        cfg.select)[0]
     if cfg.save_models and best_model is not None:
         model, rec = best_model
         run.torch_save(f'models/{name}_fold{split["fold"]}.pt', {
@@ -644,7 +656,8 @@ def _select_on_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConf
     state['runs'][f'{name}/{split["fold"]}'] = {
         'model': name, 'fold': split['fold'], **selected, 'selected_config': cfg.grid.index(selected['config']),
         'grid_val_acc': [c['val_acc'] for c in candidates],
-        'grid_heldout_val_acc': [c['heldout_val_acc'] for c in candidates], 'seconds': time.perf_counter() - t0}
+        'grid_heldout_val_acc': [c['heldout_val_acc'] for c in candidates], **choice,
+        'seconds': time.perf_counter() - t0}
     run.write_json('state.json', state)
     for rel in itertools.chain(*checkpoints):  # the fold is stored: drop its checkpoints
         run.remove(rel)
