@@ -31,7 +31,8 @@ def test_version_and_help(capsys):
 def test_bench_end_to_end_writes_all_result_files_and_resumes(tmp_path, capsys):
     out = tmp_path / 'run'
     assert main(TINY + ['--models', 'gcn,laplacian,laplacian-tokens', '--out', str(out)]) == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
+    assert '1 epochs (patience None, lr 0.003, width 8)' in err  # the settings in effect, defaults included
     for name in ('gcn', 'laplacian', 'laplacian-tokens'):
         assert name in printed
     assert '±' in printed and 's/epoch' in printed

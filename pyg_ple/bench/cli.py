@@ -289,7 +289,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out = _bench_out(args)
     command = 'pyg-ple ' + ' '.join(shlex.quote(a) for a in (args.argv or []))
     print(f'pyg-ple bench: {ds.name}, {len(ds)} graphs, {ds.num_features} features, {ds.num_classes} classes; '
-          f'models {", ".join(cfg.models)}; {args.folds} folds x {len(cfg.grid)} config(s) x {cfg.epochs} epochs; '
+          f'models {", ".join(cfg.models)}; {args.folds} folds x {len(cfg.grid)} config(s) x {cfg.epochs} epochs '
+          f'(patience {cfg.patience}, lr {cfg.lr:g}, width {cfg.hparams["hidden"]}); '
           f'out {out}', file=sys.stderr)
     t0 = time.time()
     info = init_distributed()  # a no-op unless launched by torchrun
