@@ -174,6 +174,11 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
         hparams['share_weights'] = True
     if args.edge_values:
         hparams['edge_values'] = True
+    if args.uniform_init:
+        if args.ple_init:
+            raise CommandError('--uniform-init and --ple-init start the queries differently (W_q = 0, W_q = I): '
+                               'give one')
+        hparams['uniform_init'] = True
     if args.readout_layers != 'last':
         hparams['readout_layers'] = args.readout_layers
     if _edge_features(args) is not False:  # their width is known once the data is loaded (cmd_bench sets it)

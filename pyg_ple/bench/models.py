@@ -127,9 +127,9 @@ class GraphModelConfig:
     GIN, GPS and ple-gps add it to their messages (``GINEConv``); GCN and the token models have no edge features.
     Transformer models only: ``attention`` (the candidate edge set, see the module docstring; not the token models,
     whose tokens all attend to all), ``mlp_ratio``, ``step_size``, ``learn_step_size`` (also learned by the
-    ``*_learned_eta`` variants), ``attention_dropout``, ``ple_init``, ``norm``, ``prenorm``, ``degree_scaler`` (see
-    :class:`~pyg_ple.PLETransformerBlock`; ple-gps takes ``degree_scaler`` for its Laplacian attention),
-    ``share_weights`` (one block's attention, projection and MLP for every layer, see
+    ``*_learned_eta`` variants), ``attention_dropout``, ``ple_init``, ``uniform_init``, ``norm``, ``prenorm``,
+    ``degree_scaler`` (see :class:`~pyg_ple.PLETransformerBlock`; ple-gps takes ``degree_scaler`` for its Laplacian
+    attention), ``share_weights`` (one block's attention, projection and MLP for every layer, see
     :class:`~pyg_ple.nn.PLETransformer`), ``encoder_norm`` (a LayerNorm after the node encoder, so the residual
     stream starts on LayerNorm scale), ``max_tokens`` (token models: size of the position embedding).
     """
@@ -151,6 +151,7 @@ class GraphModelConfig:
     learn_step_size: bool = BLOCK_DEFAULTS['learn_step_size']
     attention_dropout: float = BLOCK_DEFAULTS['attention_dropout']
     ple_init: bool = BLOCK_DEFAULTS['ple_init']
+    uniform_init: bool = BLOCK_DEFAULTS['uniform_init']
     encoder_norm: bool = False
     max_tokens: int = 1024
     edge_dim: int = 0
@@ -259,7 +260,7 @@ class GraphClassifier(nn.Module):
             dropout=config.dropout, attention_dropout=config.attention_dropout, step_size=config.step_size,
             edge_dim=edge_dim, ple_init=config.ple_init, norm=config.norm, prenorm=config.prenorm,
             degree_scaler=config.degree_scaler, share_weights=config.share_weights,
-            edge_values=config.edge_values)
+            edge_values=config.edge_values, uniform_init=config.uniform_init)
         if config.encoder_norm:
             self.encoder = nn.Sequential(self.encoder, nn.LayerNorm(config.hidden))
 

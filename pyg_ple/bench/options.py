@@ -160,6 +160,9 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
     p.add_argument('--learn-step-size', action='store_true')
     p.add_argument('--ple-init', action='store_true',
                    help='transformer blocks start as the diffusion step: W_v = W_o = I (pyg_ple.nn.block.ple_init_)')
+    p.add_argument('--uniform-init', action='store_true',
+                   help='the attention of the transformer blocks starts uniform over each node\'s keys (W_q = 0): '
+                        'a Laplacian head starts as the random-walk Laplacian of the graph (not with --ple-init)')
     p.add_argument('--norm', default='batch', choices=tuple(NORMS),
                    help='normalisation layers of the transformer blocks')
     p.add_argument('--postnorm', dest='prenorm', action='store_false', default=False,

@@ -39,6 +39,10 @@ class AttentionAdjacency(torch.nn.Module):
         edge_dim: edge feature size, or ``None``.
         add_self_loops: see above.
         dropout: dropout on the attention weights (training only).
+        uniform_init: start (and restart in :meth:`reset_parameters`) with ``W_q = 0``, bias included: every score is
+            zero, so the attention starts uniform over each node's candidate keys, the random walk of the candidate
+            graph (with its self-loops), and is learned from there (the gradient of ``W_q`` is that of the scores
+            times the keys and edge terms, not zero).
 
     Shapes:
         input ``x [N, F]``, ``edge_index [2, E]`` (int64 or int32) or a sparse ``[N, N]`` adjacency (its pattern),
@@ -47,10 +51,13 @@ class AttentionAdjacency(torch.nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 1, edge_dim: Optional[int] = None,
-                 add_self_loops: bool = True, dropout: float = 0.0):
+                 add_self_loops: bool = True, dropout: float = 0.0, uniform_init: bool = False):
         super().__init__()
+        if not isinstance(uniform_init, bool):
+            raise TypeError(f"'uniform_init' must be a bool (got {uniform_init!r})")
         self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
         self.edge_dim, self.add_self_loops, self.dropout = edge_dim, add_self_loops, dropout
+        self.uniform_init = uniform_init
         self.lin_query = Linear(in_channels, heads * out_channels)
         self.lin_key = Linear(in_channels, heads * out_channels)
         self.lin_edge = Linear(edge_dim, heads * out_channels, bias=False) if edge_dim is not None else None
@@ -61,6 +68,9 @@ class AttentionAdjacency(torch.nn.Module):
         self.lin_key.reset_parameters()
         if self.lin_edge is not None:
             self.lin_edge.reset_parameters()
+        if self.uniform_init:
+            torch.nn.init.zeros_(self.lin_query.weight)
+            torch.nn.init.zeros_(self.lin_query.bias)
 
     def prepare_edges(self, edge_index: Tensor, num_nodes: int,
                       edge_attr: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
@@ -120,4 +130,4 @@ class AttentionAdjacency(torch.nn.Module):
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, '
-                f'add_self_loops={self.add_self_loops})')
+                f'add_self_loops={self.add_self_loops}' + (', uniform_init=True' if self.uniform_init else '') + ')')

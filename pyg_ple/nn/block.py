@@ -143,8 +143,9 @@ class PLETransformerBlock(nn.Module):
         mlp_ratio: hidden width of the MLP relative to ``channels``.
         dropout: dropout after the output projection and in the MLP, in ``[0, 1)``.
         attention_dropout: dropout on the attention weights, in ``[0, 1)``.
-        step_size, learn_step_size, add_self_loops, edge_dim, edge_values: see
-            :class:`~pyg_ple.LaplacianDiffusionConv`.
+        step_size, learn_step_size, add_self_loops, edge_dim, edge_values, uniform_init: see
+            :class:`~pyg_ple.LaplacianDiffusionConv` (``uniform_init``: the attention starts uniform over each
+            node's candidate keys; not with ``ple_init``).
         ple_init: initialise (and re-initialise in :meth:`reset_parameters`) as one PLE gradient step, see
             :func:`ple_init_`.
         norm: ``'layer'`` (``torch.nn.LayerNorm``), ``'batch'`` (``torch.nn.BatchNorm1d`` with statistics over all
@@ -172,8 +173,11 @@ class PLETransformerBlock(nn.Module):
         prenorm: bool = True,
         degree_scaler: Union[bool, str] = False,
         edge_values: bool = False,
+        uniform_init: bool = False,
     ):
         super().__init__()
+        if uniform_init and ple_init:
+            raise ValueError("'uniform_init' and 'ple_init' start the queries differently (W_q = 0, W_q = I): set one")
         if not isinstance(heads, int) or heads < 1 or not isinstance(channels, int) or channels % heads != 0:
             raise ValueError(f"'channels' must be a positive multiple of 'heads' (got channels={channels!r}, "
                              f"heads={heads!r})")
@@ -191,7 +195,8 @@ class PLETransformerBlock(nn.Module):
                                            laplacian_heads=laplacian_heads, step_size=step_size,
                                            learn_step_size=learn_step_size, add_self_loops=add_self_loops,
                                            dropout=attention_dropout, edge_dim=edge_dim, bias=False,
-                                           degree_scaler=degree_scaler, edge_values=edge_values)
+                                           degree_scaler=degree_scaler, edge_values=edge_values,
+                                           uniform_init=uniform_init)
         self.proj = nn.Linear(channels, channels)
         self.norm2 = make_norm(norm, channels)
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Dropout(dropout),
@@ -305,7 +310,8 @@ class PLETransformerBlock(nn.Module):
     def __repr__(self) -> str:
         options = ''.join(f', {name}={value!r}' for name, value, default in (
             ('norm', self.norm, 'layer'), ('prenorm', self.prenorm, True),
-            ('degree_scaler', self.conv.degree_scaler, False)) if value != default)
+            ('degree_scaler', self.conv.degree_scaler, False),
+            ('uniform_init', self.conv.attention.uniform_init, False)) if value != default)
         return (f'{self.__class__.__name__}({self.channels}, heads={self.heads}, '
                 f'laplacian_heads={self.conv.laplacian_heads}{options})')
 

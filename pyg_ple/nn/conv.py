@@ -108,6 +108,9 @@ class LaplacianDiffusionConv(MessagePassing):
         edge_dim: edge feature size for an edge term in the attention score, or ``None`` (then ``edge_attr`` is
             refused).
         edge_values: also add the projected edge features to the values (see above; needs ``edge_dim``).
+        uniform_init: start the attention uniform over each node's candidate keys (``W_q = 0``, see
+            :class:`~pyg_ple.AttentionAdjacency`): a Laplacian head then starts as the random-walk Laplacian of the
+            candidate graph, :math:`-\eta_h (I - D^{-1} W) V^{(h)}` with ``W`` its adjacency (self-loops included).
         bias: add a learned bias to the output.
         degree_scaler: learn the degree scaler above: ``True`` (or ``'log'``) for :math:`\log(1 + d_i)`,
             ``'linear'`` for :math:`d_i`, ``False`` for none (learned mode only: with ``edge_weight`` a layer built
@@ -155,6 +158,7 @@ class LaplacianDiffusionConv(MessagePassing):
         fused: bool = True,
         degree_scaler: Union[bool, str] = False,
         edge_values: bool = False,
+        uniform_init: bool = False,
         **kwargs,
     ):
         kwargs.setdefault('aggr', 'add')
@@ -190,7 +194,8 @@ class LaplacianDiffusionConv(MessagePassing):
         self.add_self_loops, self.dropout, self.edge_dim, self.fused = add_self_loops, dropout, edge_dim, fused
         self.degree_scaler, self.edge_values = degree_scaler, edge_values
 
-        self.attention = AttentionAdjacency(in_channels, out_channels, heads, edge_dim, add_self_loops, dropout)
+        self.attention = AttentionAdjacency(in_channels, out_channels, heads, edge_dim, add_self_loops, dropout,
+                                            uniform_init)
         self.lin_value = Linear(in_channels, heads * out_channels)
         self.lin_edge_value = Linear(edge_dim, heads * out_channels, bias=False) if edge_values else None
         self.register_buffer('laplacian_mask', torch.arange(heads) >= heads - laplacian_heads, persistent=False)
@@ -416,7 +421,8 @@ class LaplacianDiffusionConv(MessagePassing):
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, '
                 f'laplacian_heads={self.laplacian_heads}'
                 f'{f", degree_scaler={self.degree_scaler!r}" if self.degree_scaler else ""}'
-                f'{", edge_values=True" if self.edge_values else ""})')
+                f'{", edge_values=True" if self.edge_values else ""}'
+                f'{", uniform_init=True" if self.attention.uniform_init else ""})')
 
 
 def dense_attention_mask(mask: OptTensor, causal: bool, batch_size: int, num_tokens: int,
