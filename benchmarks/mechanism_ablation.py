@@ -31,7 +31,9 @@ from pyg_ple.bench.io import atomic_write_text  # noqa: E402
 # The arms change one thing each against the Laplacian transformer as it was before this ablation chose today's
 # defaults (pre-norm LayerNorm blocks, mean readout, no structural encoding, no edge labels, no degree scaler):
 # every arm starts from these flags, so the table reproduces under today's defaults.
-BASE = ['--pe', 'none', '--pool', 'mean', '--norm', 'layer', '--prenorm', '--no-degree-scaler', '--no-edge-features']
+# The earlier defaults, early stopping included (pyg-ple bench had none then; an --extra=--patience overrides it).
+BASE = ['--pe', 'none', '--pool', 'mean', '--norm', 'layer', '--prenorm', '--no-degree-scaler', '--no-edge-features',
+        '--patience', 'none']
 # arm -> (model, extra arguments, what it isolates)
 ARMS = {
     'laplacian': ('laplacian', [], 'the Laplacian transformer with the earlier defaults (BASE)'),
