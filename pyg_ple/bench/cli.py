@@ -120,11 +120,10 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
     from pyg_ple.bench.protocol import BenchmarkConfig, check_setting
     digits = args.dataset.lower() == 'digits'
     fill_bench_defaults(args)
-    given = {key: getattr(args, key) for key in ('epochs', 'batch_size', 'lr', 'hidden', 'layers')}
     try:
-        for flag, key, value in (('--epochs', 'epochs', given['epochs']), ('--folds', 'n_folds', args.folds),
-                                 ('--seed', 'seed', args.seed), ('--batch-size', 'batch_size', given['batch_size']),
-                                 ('--lr', 'lr', given['lr']), ('--weight-decay', 'weight_decay', args.weight_decay),
+        for flag, key, value in (('--epochs', 'epochs', args.epochs), ('--folds', 'n_folds', args.folds),
+                                 ('--seed', 'seed', args.seed), ('--batch-size', 'batch_size', args.batch_size),
+                                 ('--lr', 'lr', args.lr), ('--weight-decay', 'weight_decay', args.weight_decay),
                                  ('--patience', 'patience', args.patience),
                                  ('--final-runs', 'final_runs', args.final_runs),
                                  ('--inner-splits', 'inner_splits', args.inner_splits),
@@ -162,7 +161,7 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
                            "average their last layer's tokens); leave it out or drop the -tokens models")
     _check_device(args.device)
     grid = _parse_grid(args.grid)
-    hparams = dict(hidden=given['hidden'], num_layers=given['layers'], heads=args.heads, dropout=args.dropout,
+    hparams = dict(hidden=args.hidden, num_layers=args.layers, heads=args.heads, dropout=args.dropout,
                    pool=args.pool, attention=args.attention, step_size=args.step_size,
                    learn_step_size=args.learn_step_size, pe_dim=args.pe_dim if args.pe != 'none' else 0,
                    ple_init=args.ple_init, encoder_norm=args.encoder_norm, input_norm=args.node_attr,
@@ -184,8 +183,8 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
     if _edge_features(args) is not False:  # their width is known once the data is loaded (cmd_bench sets it)
         hparams['edge_dim'] = 1
     try:
-        cfg = BenchmarkConfig(models=models, n_folds=args.folds, epochs=given['epochs'], seed=args.seed,
-                              device=args.device, batch_size=given['batch_size'], lr=given['lr'],
+        cfg = BenchmarkConfig(models=models, n_folds=args.folds, epochs=args.epochs, seed=args.seed,
+                              device=args.device, batch_size=args.batch_size, lr=args.lr,
                               weight_decay=args.weight_decay, patience=args.patience, select=args.select,
                               final_runs=args.final_runs, inner_splits=args.inner_splits,
                               grid=grid, hparams=hparams,

@@ -643,7 +643,7 @@ def _select_on_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConf
     choice = {}
     if len(candidates) > 1 and n_inner == 1 and all('val_a_acc' in c['curve'] for c in candidates):
         # The selected configuration's own held-out figure saw the graphs that chose it; this one does not.
-        patience = [_split_settings(cfg, c['config'])[0].get('patience', cfg.patience) for c in candidates]
+        patience = [c['train'].get('patience', cfg.patience) for c in candidates]
         choice['grid_choice_heldout_val_acc'] = heldout_choice_accuracy([c['curve'] for c in candidates], patience,
                                                                         cfg.select)[0]
     if cfg.save_models and best_model is not None:
