@@ -339,13 +339,14 @@ def _fold_runs(runs: list[dict]) -> dict[tuple, dict[int, dict]]:
 
 
 def _choice_heldout(records: list[dict]) -> float:
-    """Held-out validation accuracy (%) of choosing among one fold's ``records`` (protocol.heldout_choice_accuracy);
-    NaN where a record has no half curves or the records differ in patience or selection rule."""
-    metas = {(r['_run']['patience'], r['_run']['select']) for r in records}
-    if len(metas) != 1 or not all('val_a_acc' in r.get('curve', {}) for r in records):
+    """Held-out validation accuracy (%) of choosing among one fold's ``records`` (protocol.heldout_choice_accuracy),
+    each replayed with its own patience (a grid point's, else its run's); NaN where a record has no half curves or
+    the records differ in selection rule."""
+    rules = {r['_run']['select'] for r in records}
+    if len(rules) != 1 or not all('val_a_acc' in r.get('curve', {}) for r in records):
         return float('nan')
-    patience, rule = metas.pop()
-    return 100 * heldout_choice_accuracy([r['curve'] for r in records], patience, rule)[0]
+    patience = [r.get('train', {}).get('patience', r['_run']['patience']) for r in records]
+    return 100 * heldout_choice_accuracy([r['curve'] for r in records], patience, rules.pop())[0]
 
 
 def select_per_fold(base_runs: list[dict], *arm_runs: list[dict]) -> list[dict]:

@@ -502,6 +502,34 @@ def test_graph_report_choose_makes_a_grid_of_the_default_and_each_grid_value_wit
     assert exit_info.value.code == 2
 
 
+def test_graph_report_choice_replays_each_point_with_its_own_patience(tmp_path):
+    """A --choose point whose one-point grid sets the patience is replayed with that patience, the default with its
+    run's, in the held-out figure of the choice (before, both with the run's patience: a wrong figure)."""
+    import numpy as np
+
+    from pyg_ple.bench.cli import main as cli
+    from pyg_ple.bench.protocol import heldout_choice_accuracy
+    tiny = ['bench', '--digits-n', '60', '--folds', '3', '--epochs', '5', '--no-progress', '--threads', '1',
+            '--no-save-models', '--models', 'gcn']
+    default, stops = tmp_path / 'default', tmp_path / 'patience1'
+    assert cli(tiny + ['--out', str(default)]) == 0
+    assert cli(tiny + ['--grid', '{"patience": [1]}', '--out', str(stops)]) == 0
+    mod = load_script('benchmarks/graph_classification.py')
+    runs = [mod.collect([d])[1] for d in (default, stops)]
+    # Curves on which patience 1 keeps epoch 0 of half a and no patience epoch 2, so the two replays differ.
+    losses = {'val_a_loss': [0.5] * 5, 'val_b_loss': [0.5] * 5}
+    curves = [{'val_a_acc': [0.6, 0.6, 0.6, 0.6, 0.6], 'val_b_acc': [0.4, 0.4, 0.4, 0.4, 0.4], **losses},
+              {'val_a_acc': [0.5, 0.4, 0.9, 0.6, 0.6], 'val_b_acc': [0.7, 0.6, 0.5, 0.6, 0.6], **losses}]
+    for run, curve in zip(runs, curves):
+        for rec in run[0]['state']['runs'].values():
+            rec['curve'] = curve
+    [row] = mod.select_per_fold(*runs)
+    want = 100 * heldout_choice_accuracy(curves, [None, 1])[0]
+    assert want != 100 * heldout_choice_accuracy(curves, None)[0]
+    assert row['heldout_mean'] == pytest.approx(want)
+    assert not np.isnan(row['fold_diffs'][:, 0]).any()
+
+
 def test_graph_report_leave_out_table_pairs_each_change_with_the_default_folds(tmp_path):
     """--leave-out LABEL RUN...: one table, a row per setting taken away, a column per dataset; each cell the test
     change paired fold by fold (mean ± standard error, numpy) and the validation change; unfinished runs give '–'."""
