@@ -28,6 +28,14 @@ def test_version_and_help(capsys):
     assert 'bench' in capsys.readouterr().out
 
 
+def test_bench_first_line_names_the_grid_values_it_sets(tmp_path, capsys):
+    """A grid that sets the width, lr or patience shows its values on the first line, not the option's."""
+    grid = '[{"hidden": 16, "lr": 0.01}, {"hidden": 8}]'
+    assert main(TINY + ['--models', 'gcn', '--grid', grid, '--out', str(tmp_path / 'run')]) == 0
+    err = capsys.readouterr().err
+    assert '(patience None, lr 0.003/0.01 (grid), width 16/8 (grid))' in err
+
+
 def test_bench_end_to_end_writes_all_result_files_and_resumes(tmp_path, capsys):
     out = tmp_path / 'run'
     assert main(TINY + ['--models', 'gcn,laplacian,laplacian-tokens', '--out', str(out)]) == 0

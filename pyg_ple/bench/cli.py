@@ -278,6 +278,16 @@ def _inner_text(inner_splits: int) -> str:
             'of their figures select)')
 
 
+def _in_effect(cfg, key: str, value, name: str | None = None) -> str:
+    """``NAME VALUE`` for the first line of a run: the value the options give, or the values of the grid where it
+    sets ``key``."""
+    values = [c[key] for c in cfg.grid if key in c]
+    if values:
+        uniq = list(dict.fromkeys(values if len(values) == len(cfg.grid) else [value, *values]))
+        return f'{name or key} {"/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in uniq)} (grid)'
+    return f'{name or key} {value:g}' if isinstance(value, float) else f'{name or key} {value}'
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -294,7 +304,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     command = 'pyg-ple ' + ' '.join(shlex.quote(a) for a in (args.argv or []))
     print(f'pyg-ple bench: {ds.name}, {len(ds)} graphs, {ds.num_features} features, {ds.num_classes} classes; '
           f'models {", ".join(cfg.models)}; {args.folds} folds x {len(cfg.grid)} config(s) x {cfg.epochs} epochs '
-          f'(patience {cfg.patience}, lr {cfg.lr:g}, width {cfg.hparams["hidden"]}); '
+          f'({_in_effect(cfg, "patience", cfg.patience)}, {_in_effect(cfg, "lr", cfg.lr)}, '
+          f'{_in_effect(cfg, "hidden", cfg.hparams["hidden"], "width")}); '
           f'out {out}', file=sys.stderr)
     t0 = time.time()
     info = init_distributed()  # a no-op unless launched by torchrun
