@@ -173,6 +173,27 @@ def pool_seeds(rows: list[dict], replicate: list[dict]) -> list[dict]:
     return pooled
 
 
+def models_per_seed(rows: list[dict], what: str) -> list[str]:
+    """Markdown lines: for each split seed of ``rows`` with more than one model, their table, the counts and the
+    paired differences against the Laplacian transformer; then, with more than one seed, the same pooled over the
+    seeds. ``what`` says what each row is."""
+    by_seed: dict = {}
+    for r in rows:
+        by_seed.setdefault(r['seed'], []).append(r)
+    md = []
+    for seed, seed_rows in sorted(by_seed.items(), key=lambda kv: (kv[0] is None, kv[0])):
+        if len({r['model'] for r in seed_rows}) > 1:
+            md += [f'Seed {seed}, {what}:', '', pivot(seed_rows), '', pairwise_counts(seed_rows), '',
+                   paired_differences(seed_rows), '']
+    if len(by_seed) > 1:
+        first, *others = sorted(by_seed, key=lambda s: (s is None, s))
+        pooled = pool_seeds(by_seed[first], [r for s in others for r in by_seed[s]])
+        if len({r['model'] for r in pooled}) > 1:
+            md += [f'The {len(by_seed)} seeds pooled (the rows every seed has):', '', pivot(pooled), '',
+                   pairwise_counts(pooled), '', paired_differences(pooled), '']
+    return md
+
+
 def _paired(baseline: list[dict], changed: list[dict]):
     """``(baseline row, changed row)`` for each complete row of ``changed`` whose dataset and model have a complete
     ``baseline`` row on the same folds (same splits digest) with as many training runs per fold (``--final-runs``)."""
@@ -620,19 +641,8 @@ def main(argv: list[str] | None = None) -> int:
                'runs to every fold of runs above (`--final-runs 3 --resume` on copies of their folders: the first run '
                'of each fold is the one above, bit for bit; the others differ in initialisation and batch order '
                'only, with the same splits and early stopping on the same validation split).', '', table, '']
-        by_seed: dict = {}
-        for r in complete:
-            by_seed.setdefault(r['seed'], []).append(r)
-        for seed, seed_rows in sorted(by_seed.items(), key=lambda kv: (kv[0] is None, kv[0])):
-            if len({r['model'] for r in seed_rows}) > 1:
-                md += [f'Seed {seed}, the models with every fold complete, each fold the mean of its runs:', '',
-                       pivot(seed_rows), '', pairwise_counts(seed_rows), '', paired_differences(seed_rows), '']
-        if len(by_seed) > 1:
-            first, *others = sorted(by_seed, key=lambda s: (s is None, s))
-            pooled = pool_seeds(by_seed[first], [r for s in others for r in by_seed[s]])
-            md += [f'The {len(by_seed)} seeds pooled (the rows every seed has):', '', pivot(pooled), '',
-                   pairwise_counts(pooled), '', paired_differences(pooled), '']
-        md += [*_run_settings(final_runs), '']
+        md += [*models_per_seed(complete, 'the models with every fold complete, each fold the mean of its runs'),
+               *_run_settings(final_runs), '']
         runs += final_runs
     # A change with several training runs per fold is set beside the default's runs with as many (the section above).
     change_baseline = baseline + (complete if args.final_runs_from else [])
@@ -670,7 +680,9 @@ def main(argv: list[str] | None = None) -> int:
                '(`heldout_choice_accuracy`); test accuracy is reported and chooses nothing. The points ran with the '
                'same run seed in a fold, where one `--grid` run gives each point its own.', '',
                choice_table(selected, ['default', *points]) if selected
-               else '(no cell where every point finished every fold)', '', *_run_settings(choose_runs), '']
+               else '(no cell where every point finished every fold)', '',
+               *models_per_seed(selected, 'each model with the point chosen in each fold'),
+               *_run_settings(choose_runs), '']
         runs += choose_runs
     if args.leave_out:
         collected = [(label, collect(_finished([Path(d) for d in dirs]))) for label, *dirs in args.leave_out]

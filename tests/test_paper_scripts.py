@@ -530,6 +530,33 @@ def test_graph_report_choice_replays_each_point_with_its_own_patience(tmp_path):
     assert not np.isnan(row['fold_diffs'][:, 0]).any()
 
 
+def test_graph_report_choice_compares_the_models_each_with_its_own_choice(tmp_path):
+    """--choose with several models and seeds: each model's chosen point per fold, per seed and pooled, and the
+    Laplacian transformer minus each other model paired fold by fold on those choices."""
+    import numpy as np
+
+    from pyg_ple.bench.cli import main as cli
+    tiny = ['bench', '--digits-n', '60', '--folds', '3', '--epochs', '2', '--no-progress', '--threads', '1',
+            '--no-save-models', '--models', 'gcn,laplacian']
+    dirs = {}
+    for seed in (0, 1):
+        for name, extra in (('default', []), ('wide', ['--grid', '{"hidden": [16]}'])):
+            dirs[name, seed] = tmp_path / f'{name}{seed}'
+            assert cli(tiny + ['--seed', str(seed), *extra, '--out', str(dirs[name, seed])]) == 0
+    mod = load_script('benchmarks/graph_classification.py')
+    runs = [mod.collect([dirs[name, s] for s in (0, 1)])[1] for name in ('default', 'wide')]
+    rows = {(r['model'], r['seed']): r for r in mod.select_per_fold(*runs)}
+    diff = np.concatenate([np.subtract(rows['laplacian', s]['fold_acc'], rows['gcn', s]['fold_acc']) for s in (0, 1)])
+    out = tmp_path / 'report'
+    assert mod.main([str(dirs['default', 0]), '--replicate', str(dirs['default', 1]), '--choose', 'width',
+                     str(dirs['wide', 0]), str(dirs['wide', 1]), '--out', str(out)]) == 0
+    section = (out / 'graph_classification.md').read_text().split('## Chosen per fold: width')[1]
+    assert 'Seed 0, each model with the point chosen in each fold' in section
+    pooled = section.split('The 2 seeds pooled')[1]
+    se = diff.std(ddof=1) / np.sqrt(len(diff))
+    assert f'| digits | {diff.mean():+.1f} ± {se:.1f} ({int((diff >= 0).sum())}/6) |' in pooled
+
+
 def test_graph_report_leave_out_table_pairs_each_change_with_the_default_folds(tmp_path):
     """--leave-out LABEL RUN...: one table, a row per setting taken away, a column per dataset; each cell the test
     change paired fold by fold (mean ± standard error, numpy) and the validation change; unfinished runs give '–'."""
