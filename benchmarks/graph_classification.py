@@ -222,6 +222,7 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
              '| test change |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
     changes = []
     by_fold: dict[tuple, list] = {}  # (dataset, seed, fold) -> the models' changes there
+    by_model: dict[tuple, list] = {}  # (dataset, model) -> its changes fold by fold, every seed
     for b, r in _paired(baseline, changed):
         heldout = _heldout(b, r)
         cells = [r['dataset'], r['model'], r['seed'], r['folds'], f"{b['val_acc_mean']:.1f} → {r['val_acc_mean']:.1f}",
@@ -234,6 +235,7 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
                 for fold, diff in enumerate(zip(*(np.subtract(r['fold_figures'][k], b['fold_figures'][k])
                                                   for k in ('val_acc', 'heldout_val_acc', 'test_acc')))):
                     by_fold.setdefault((r['dataset'], r['seed'], fold), []).append(diff)
+                    by_model.setdefault((r['dataset'], r['model']), []).append(diff)
     if changes:
         val, heldout, test = np.mean(changes, axis=0)
         lines += ['', f'Mean change over the {len(changes)} rows with held-out figures: validation accuracy '
@@ -245,6 +247,14 @@ def change_table(baseline: list[dict], changed: list[dict]) -> str:
         lines.append(f'The same changes fold by fold ({len(units)} outer folds, each the mean over the models that '
                      f'ran it), mean ± standard error: validation accuracy {mean[0]:+.2f} ± {se[0]:.2f}, held-out '
                      f'{mean[1]:+.2f} ± {se[1]:.2f}, test {mean[2]:+.2f} ± {se[2]:.2f} points.')
+    if len({model for _, model in by_model}) > 1:
+        parts = []
+        for (dataset, model), diffs in by_model.items():
+            d = np.array(diffs)
+            mean, se = d.mean(0), d.std(0, ddof=1) / np.sqrt(len(d))
+            parts.append(f'{dataset} {model} ({len(d)} folds): validation {mean[0]:+.2f} ± {se[0]:.2f}, held-out '
+                         f'{mean[1]:+.2f} ± {se[1]:.2f}, test {mean[2]:+.2f} ± {se[2]:.2f}')
+        lines.append('Per dataset and model, fold by fold over its seeds: ' + '; '.join(parts) + '.')
     return '\n'.join(lines)
 
 

@@ -555,6 +555,20 @@ def test_graph_report_choice_compares_the_models_each_with_its_own_choice(tmp_pa
     pooled = section.split('The 2 seeds pooled')[1]
     se = diff.std(ddof=1) / np.sqrt(len(diff))
     assert f'| digits | {diff.mean():+.1f} ± {se:.1f} ({int((diff >= 0).sum())}/6) |' in pooled
+    # --change with the same runs: each model's own change fold by fold over both seeds
+    assert mod.main([str(dirs['default', 0]), '--replicate', str(dirs['default', 1]), '--change', 'width',
+                     str(dirs['wide', 0]), str(dirs['wide', 1]), '--out', str(out)]) == 0
+    line = next(x for x in (out / 'graph_classification.md').read_text().splitlines()
+                if x.startswith('Per dataset and model, fold by fold'))
+
+    def figures(name, model, key):
+        return [100 * json.loads((dirs[name, s] / 'state.json').read_text())['runs'][f'{model}/{k}'][key]
+                for s in (0, 1) for k in range(3)]
+    for model in ('gcn', 'laplacian'):
+        val = np.subtract(figures('wide', model, 'val_acc'), figures('default', model, 'val_acc'))
+        held = np.subtract(figures('wide', model, 'heldout_val_acc'), figures('default', model, 'heldout_val_acc'))
+        assert (f'digits {model} (6 folds): validation {val.mean():+.2f} ± {val.std(ddof=1) / np.sqrt(6):.2f}, '
+                f'held-out {held.mean():+.2f}') in line
 
 
 def test_graph_report_leave_out_table_pairs_each_change_with_the_default_folds(tmp_path):
