@@ -36,6 +36,25 @@ def test_bench_first_line_names_the_grid_values_it_sets(tmp_path, capsys):
     assert '(patience None, lr 0.003/0.01 (grid), width 16/8 (grid))' in err
 
 
+def test_bench_several_widths_are_a_grid_over_the_width(tmp_path, capsys):
+    """--hidden 16,8 is the grid [{"hidden": 16}, {"hidden": 8}] (the same runs, bit for bit); with --grid, each
+    configuration that sets no width is tried at every width, in --hidden's order, one that sets it keeps it."""
+    base = [a for a in TINY if a not in ('--hidden', '8')] + ['--models', 'gcn']
+    assert main(base + ['--hidden', '16,8', '--out', str(tmp_path / 'widths')]) == 0
+    assert 'width 16/8 (grid)' in capsys.readouterr().err
+    assert main(base + ['--grid', '[{"hidden": 16}, {"hidden": 8}]', '--out', str(tmp_path / 'grid')]) == 0
+    widths, grid = (json.loads((tmp_path / name / 'state.json').read_text()) for name in ('widths', 'grid'))
+    assert widths['config']['grid'] == grid['config']['grid'] == [{'hidden': 16}, {'hidden': 8}]
+    for key, rec in grid['runs'].items():
+        assert widths['runs'][key]['grid_val_acc'] == rec['grid_val_acc'] and len(rec['grid_val_acc']) == 2
+        assert widths['runs'][key]['test_acc'] == rec['test_acc']
+    from pyg_ple.bench.cli import build_parser, validate_bench_args
+    args = build_parser().parse_args(base + ['--hidden', '16,8', '--grid', '[{"lr": 0.01}, {"lr": 0.02, "hidden": 4}]',
+                                             '--out', str(tmp_path / 'mixed')])
+    assert validate_bench_args(args).grid == [{'lr': 0.01, 'hidden': 16}, {'lr': 0.01, 'hidden': 8},
+                                              {'lr': 0.02, 'hidden': 4}]
+
+
 def test_bench_end_to_end_writes_all_result_files_and_resumes(tmp_path, capsys):
     out = tmp_path / 'run'
     assert main(TINY + ['--models', 'gcn,laplacian,laplacian-tokens', '--out', str(out)]) == 0

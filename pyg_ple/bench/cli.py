@@ -161,7 +161,10 @@ def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
                            "average their last layer's tokens); leave it out or drop the -tokens models")
     _check_device(args.device)
     grid = _parse_grid(args.grid)
-    hparams = dict(hidden=args.hidden, num_layers=args.layers, heads=args.heads, dropout=args.dropout,
+    widths = args.hidden if isinstance(args.hidden, tuple) else (args.hidden,)
+    if len(widths) > 1:  # a choice of width: each configuration that does not set one, once per width
+        grid = [one for c in grid for one in ([c] if 'hidden' in c else [{**c, 'hidden': w} for w in widths])]
+    hparams = dict(hidden=widths[0], num_layers=args.layers, heads=args.heads, dropout=args.dropout,
                    pool=args.pool, attention=args.attention, step_size=args.step_size,
                    learn_step_size=args.learn_step_size, pe_dim=args.pe_dim if args.pe != 'none' else 0,
                    ple_init=args.ple_init, encoder_norm=args.encoder_norm, input_norm=args.node_attr,

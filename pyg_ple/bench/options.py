@@ -44,6 +44,20 @@ def patience_arg(text: str) -> int | str:
 
 
 
+def widths_arg(text: str) -> int | tuple[int, ...]:
+    """``--hidden 32`` (one width) or ``--hidden 32,16`` (widths chosen per fold on validation, ties to the first)."""
+    try:
+        widths = tuple(int(part) for part in text.split(','))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'invalid value: {text!r} (a width, or widths separated by commas to choose from: 32,16)') from None
+    if len(widths) == 1:
+        return widths[0]  # checked with the model's other settings
+    if any(w < 1 for w in widths) or len(set(widths)) < len(widths):
+        raise argparse.ArgumentTypeError(f'invalid value: {text!r} (widths >= 1, each once)')
+    return widths
+
+
 def degree_scaler_form(text: str) -> bool | str:
     """``--degree-scaler FORM``: ``log`` (stored as ``True``, as ``degree_scaler=True`` spells it) or ``linear``."""
     try:
@@ -141,9 +155,10 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
     p.add_argument('--ema-decay', type=float, default=None,
                    help='evaluate, select and keep an exponential moving average of the weights, updated every step '
                         'with this decay, e.g. 0.99 (default: the weights themselves)')
-    p.add_argument('--hidden', type=int, default=None,
-                   help=f'hidden width (default {TU_DEFAULTS["hidden"]}; '
-                        f'{TU_DATASET_DEFAULTS["MUTAG"]["hidden"]} on MUTAG)')
+    p.add_argument('--hidden', type=widths_arg, default=None, metavar='WIDTH[,WIDTH...]',
+                   help='hidden width, or several chosen per outer fold on validation like a --grid over "hidden" '
+                        '(ties: the first; a --grid configuration that sets "hidden" keeps its own) (default '
+                        f'{TU_DEFAULTS["hidden"]}; {TU_DATASET_DEFAULTS["MUTAG"]["hidden"]} on MUTAG)')
     p.add_argument('--layers', type=int, default=None,
                    help=f'number of layers (default {DIGITS_DEFAULTS["layers"]} on digits, {TU_DEFAULTS["layers"]} '
                         'on TU)')
