@@ -281,14 +281,13 @@ def _inner_text(inner_splits: int) -> str:
             'of their figures select)')
 
 
-def _in_effect(cfg, key: str, value, name: str | None = None) -> str:
+def _in_effect(cfg: BenchmarkConfig, key: str, value: Any, name: str | None = None) -> str:
     """``NAME VALUE`` for the first line of a run: the value the options give, or the values of the grid where it
-    sets ``key``."""
+    sets ``key`` (with the options' value where some configuration does not)."""
     values = [c[key] for c in cfg.grid if key in c]
-    if values:
-        uniq = list(dict.fromkeys(values if len(values) == len(cfg.grid) else [value, *values]))
-        return f'{name or key} {"/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in uniq)} (grid)'
-    return f'{name or key} {value:g}' if isinstance(value, float) else f'{name or key} {value}'
+    shown = dict.fromkeys(values if len(values) == len(cfg.grid) else [value, *values])
+    text = '/'.join(f'{v:g}' if isinstance(v, float) else str(v) for v in shown)
+    return f'{name or key} {text}' + (' (grid)' if values else '')
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
