@@ -22,7 +22,7 @@ TU_DATASET_DEFAULTS = {
     # stopping ended most baseline runs (benchmarks/budget_notes.md).
     'ENZYMES': dict(node_attr=True, epochs=200, patience=30),
     # Width 32 or 16, chosen per outer fold on validation: 16 raised the Laplacian transformer's validation accuracy on
-    # six split seeds and lowered GAT's and GIN's (benchmarks/width_choice_nci1_notes.md).
+    # six split seeds and lowered GAT's, GIN's and ple-gps's (benchmarks/width_choice_nci1_notes.md).
     'NCI1': dict(hidden=(32, 16)),
 }
 NO_PATIENCE = 'none'  # `--patience none`: no early stopping on any dataset
