@@ -11,7 +11,7 @@ from pyg_ple.graph import AttentionGraph
 from pyg_ple.nn import AttentionAdjacency, LaplacianDiffusionConv, PLETransformer, PLETransformerBlock, ple_init_
 from pyg_ple.validation import finite_checks
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 __all__ = [
     'AttentionAdjacency',
