@@ -8,7 +8,8 @@ benchmark harness behind ``pyg-ple bench`` is :mod:`pyg_ple.bench` and the paper
 from pyg_ple.edges import (candidate_edge_index, full_edge_index, knn_edge_index, native_plus_full_edge_index,
                            sequence_edge_index)
 from pyg_ple.graph import AttentionGraph
-from pyg_ple.nn import AttentionAdjacency, LaplacianDiffusionConv, PLETransformer, PLETransformerBlock, ple_init_
+from pyg_ple.nn import (AttentionAdjacency, LaplacianDiffusionConv, PLEGPSLayer, PLETransformer, PLETransformerBlock,
+                        ple_init_)
 from pyg_ple.validation import finite_checks
 
 __version__ = '0.2.0'
@@ -17,6 +18,7 @@ __all__ = [
     'AttentionAdjacency',
     'AttentionGraph',
     'LaplacianDiffusionConv',
+    'PLEGPSLayer',
     'PLETransformer',
     'PLETransformerBlock',
     'ple_init_',

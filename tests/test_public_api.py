@@ -8,11 +8,11 @@ import pytest
 
 import pyg_ple
 
-PUBLIC = ['AttentionAdjacency', 'AttentionGraph', 'LaplacianDiffusionConv', 'PLETransformer', 'PLETransformerBlock',
-          'candidate_edge_index', 'finite_checks', 'full_edge_index', 'knn_edge_index',
+PUBLIC = ['AttentionAdjacency', 'AttentionGraph', 'LaplacianDiffusionConv', 'PLEGPSLayer', 'PLETransformer',
+          'PLETransformerBlock', 'candidate_edge_index', 'finite_checks', 'full_edge_index', 'knn_edge_index',
           'native_plus_full_edge_index', 'ple_init_', 'sequence_edge_index']
-NN = ['AttentionAdjacency', 'LaplacianDiffusionConv', 'PLETransformer', 'PLETransformerBlock', 'VARIANTS',
-      'ple_init_', 'variant_kwargs']
+NN = ['AttentionAdjacency', 'LaplacianDiffusionConv', 'PLEGPSLayer', 'PLETransformer', 'PLETransformerBlock',
+      'VARIANTS', 'ple_init_', 'variant_kwargs']
 
 
 @pytest.mark.parametrize('name', PUBLIC)
