@@ -129,6 +129,30 @@ def native_plus_full_edge_index(
     return full, is_native
 
 
+def all_pairs_edge_attr(
+    edge_index: Tensor,
+    edge_attr: Tensor,
+    batch: Optional[Tensor] = None,
+    num_nodes: Optional[int] = None,
+) -> Tuple[Tensor, Tensor]:
+    r"""All pairs within each graph (:func:`full_edge_index`, self pairs included) with the features of the native
+    edges ``edge_index`` added onto their pair and zeros on every other pair: the listed form of what
+    :meth:`~pyg_ple.LaplacianDiffusionConv.forward_all_pairs` attends over (``[2, P]``, ``[P, D]``, with
+    ``P = sum_g n_g^2``: for inspection and tests, not for training on large graphs)."""
+    if num_nodes is None:
+        num_nodes = batch.numel() if batch is not None else None
+    if num_nodes is None:
+        raise ValueError("pass 'batch' or 'num_nodes' to define the graphs")
+    check_edge_index(edge_index, num_nodes)
+    if batch is not None:
+        check_batch(batch, num_nodes)
+        check_same_graph(edge_index, batch)
+    edge_attr = edge_attr.view(edge_index.size(1), -1)
+    full = full_edge_index(batch, num_nodes)
+    pos = full_pair_position(full, edge_index, num_nodes)
+    return full, edge_attr.new_zeros(full.size(1), edge_attr.size(1)).index_add_(0, pos, edge_attr)
+
+
 def full_pair_position(full: Tensor, edge_index: Tensor, num_nodes: int) -> Tensor:
     r"""The position in ``full`` (the output of :func:`full_edge_index`) of every edge of ``edge_index`` (``[E]``,
     int64), so that ``full[:, pos]`` equals ``edge_index``. Each edge must join two nodes of the same graph (the

@@ -288,24 +288,6 @@ def test_block_all_pairs_empty_batch():
     assert out.shape == (0, 8)
 
 
-def test_all_pairs_path_chooser_and_both_paths_agree():
-    from pyg_ple.nn.block import DENSE_PADDING_LIMIT, all_pairs_path
-    even = torch.arange(4).repeat_interleave(5)  # four graphs of 5 nodes: no padding
-    skewed = torch.cat([torch.zeros(40, dtype=torch.long), torch.arange(1, 31)])  # one big graph, 30 singletons
-    assert all_pairs_path(even) == 'dense'
-    assert all_pairs_path(None) == 'dense'
-    sizes = torch.bincount(skewed).double()
-    assert sizes.numel() * sizes.max() ** 2 > DENSE_PADDING_LIMIT * (sizes ** 2).sum()
-    assert all_pairs_path(skewed) == 'sparse'
-    block = PLETransformerBlock(8, 2, laplacian_heads=1).eval()
-    x = torch.randn(skewed.numel(), 8)
-    out = block(x, batch=skewed)
-    dense, valid = to_dense_batch(block.norm1(x), skewed)
-    via_dense = block.conv.forward_dense(dense, mask=valid)[valid]
-    h = x + block.proj(via_dense)
-    torch.testing.assert_close(out, h + block.mlp(block.norm2(h)), atol=1e-5, rtol=1e-5)
-
-
 # --------------------------------------------------------------------------
 # Block arguments and error messages.
 # --------------------------------------------------------------------------

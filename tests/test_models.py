@@ -159,9 +159,9 @@ def _explicit_transformer_logits(model, data):
     from torch_geometric.nn import global_add_pool, global_mean_pool
     batch = data.batch
     h = model.encode(data)
-    edge_index, edge_attr = model.attention_edges(data, batch)
+    edge_index, edge_attr = model.attention_edges(data)
     for block in model.transformer.blocks:
-        h = block(h, edge_index, batch=batch, edge_attr=edge_attr)
+        h = block(h, edge_index, batch=batch, edge_attr=edge_attr, all_pairs=model.attention != 'native')
     if model.config.prenorm:
         h = model.transformer.norm(h)
     else:
@@ -178,17 +178,25 @@ def test_transformer_model_is_its_blocks_and_norm(name, attention, prenorm):
     heads = SMALL['heads']
     expected = {'transformer': 0, 'laplacian': heads, 'mixed': heads // 2}[name]
     assert all(b.conv.laplacian_heads == expected for b in model.transformer.blocks)
-    assert all(b.conv.edge_dim == (2 if attention == 'native+full' else None) for b in model.transformer.blocks)
+    assert all(b.conv.edge_dim == (1 if attention == 'native+full' else None) for b in model.transformer.blocks)
     assert all(b.mlp[0].out_features == int(GraphModelConfig.mlp_ratio * 16) for b in model.transformer.blocks)
 
 
-def test_native_plus_full_edges_come_from_candidate_edge_index():
-    from pyg_ple.edges import candidate_edge_index
-    model = build_model('laplacian', IN, C, attention='native+full', **SMALL)
+def test_native_plus_full_passes_the_bonds_and_never_lists_the_pairs(monkeypatch):
+    import pyg_ple.edges
+    import pyg_ple.nn.block
+    model = build_model('laplacian', IN, C, attention='native+full', **SMALL).eval()
     batch = Batch.from_data_list(_graphs())
-    edge_index, edge_attr = model.attention_edges(batch, batch.batch)
-    want, is_native = candidate_edge_index('native+full', edge_index=batch.edge_index, batch=batch.batch)
-    assert torch.equal(edge_index, want) and torch.equal(edge_attr.argmax(-1).bool(), is_native)
+    edge_index, edge_attr = model.attention_edges(batch)
+    assert torch.equal(edge_index, batch.edge_index) and torch.equal(edge_attr, torch.ones(edge_index.size(1), 1))
+    want = model(batch)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('the all-pairs path listed the pairs')
+
+    monkeypatch.setattr(pyg_ple.edges, 'full_edge_index', refuse)
+    monkeypatch.setattr(pyg_ple.nn.block, 'full_edge_index', refuse)
+    torch.testing.assert_close(model(batch), want, atol=0, rtol=0)
     with pytest.raises(ValueError, match=r"'attention' must be one of 'native', 'full', 'native\+full'"):
         build_model('laplacian', IN, C, attention='both')
 
@@ -321,8 +329,8 @@ def test_edge_labels_reach_the_blocks_as_a_hand_built_edge_attr():
     batch = Batch.from_data_list(graphs)
     native = build_model('laplacian', IN, C, **SMALL, edge_dim=3).eval()
     both = build_model('laplacian', IN, C, **SMALL, edge_dim=3, attention='native+full').eval()
-    assert native.transformer.blocks[0].conv.edge_dim == 3 and both.transformer.blocks[0].conv.edge_dim == 5
-    # all pairs of each graph, [is-native one-hot, label one-hot] with zeros for the labels of non-native pairs
+    assert native.transformer.blocks[0].conv.edge_dim == 3 and both.transformer.blocks[0].conv.edge_dim == 4
+    # all pairs of each graph, [bond flag, label one-hot] on native pairs and zeros on the others
     labels = {(int(s), int(t)): a for (s, t), a in zip(batch.edge_index.t(), batch.edge_attr)}
     pairs, rows = [], []
     for t in range(batch.num_nodes):
@@ -330,17 +338,14 @@ def test_edge_labels_reach_the_blocks_as_a_hand_built_edge_attr():
             if batch.batch[s] == batch.batch[t]:
                 pairs.append((s, t))
                 label = labels.get((s, t))
-                rows.append(torch.cat([torch.tensor([0.0, 1.0]) if label is not None else torch.tensor([1.0, 0.0]),
-                                       label if label is not None else torch.zeros(3)]))
+                rows.append(torch.cat([torch.tensor([1.0]), label]) if label is not None else torch.zeros(4))
     with torch.no_grad():
         for model, edge_index, edge_attr in ((native, batch.edge_index, batch.edge_attr),
                                              (both, torch.tensor(pairs).t(), torch.stack(rows))):
-            got_index, got_attr = model.attention_edges(batch, batch.batch)
-            order = {(int(s), int(t)): k for k, (s, t) in enumerate(got_index.t())}
-            idx = torch.tensor([order[(int(s), int(t))] for s, t in edge_index.t()])
-            assert len(order) == edge_index.size(1)
-            torch.testing.assert_close(got_attr[idx], edge_attr)
-            h = model.transformer(model.encode(batch), edge_index, batch=batch.batch, edge_attr=edge_attr)
+            listed = deepcopy(model)
+            for block in listed.transformer.blocks if model is both else ():  # the listed pairs hold the self pairs
+                block.conv.add_self_loops = block.conv.attention.add_self_loops = False
+            h = listed.transformer(model.encode(batch), edge_index, batch=batch.batch, edge_attr=edge_attr)
             from torch_geometric.nn import global_add_pool, global_mean_pool
             pooled = torch.cat([global_mean_pool(h, batch.batch), global_add_pool(h, batch.batch)], dim=-1)
             torch.testing.assert_close(model(batch), model.head(pooled), atol=1e-5, rtol=1e-4)
@@ -422,7 +427,7 @@ def _truncated(model, k):
     """A copy of ``model`` with only its first ``k`` layers and no head: its output is the pooled last state."""
     copy = deepcopy(model)
     owner, names = ((copy.transformer, ['blocks']) if hasattr(copy, 'transformer') else
-                    (copy, ['locals', 'globals', 'ffns', 'norms']) if hasattr(copy, 'locals') else
+                    (copy, ['layers']) if hasattr(copy, 'layers') else
                     (copy, ['convs', 'norms']))
     for name in names:
         setattr(owner, name, torch.nn.ModuleList(list(getattr(owner, name))[:k]))

@@ -29,29 +29,29 @@ name                    layers
 ======================  ===============================================================================================
 
 The transformer names are the variants of :data:`pyg_ple.nn.block.VARIANTS`. Their blocks attend over the candidate
-edge set ``attention`` of :func:`pyg_ple.candidate_edge_index`: ``'native'`` (the graph's edges), ``'full'`` (all
-node pairs within each graph, through the block's all-pairs path: ``to_dense_batch`` + scaled dot-product attention
-with a padding mask) or ``'native+full'`` (all pairs, with a learned edge embedding that marks which pairs are native
-edges).
+edge set ``attention``: ``'native'`` (the graph's edges), ``'full'`` (all node pairs within each graph, through the
+block's all-pairs path: graphs in size buckets through scaled dot-product attention, the pairs never listed) or
+``'native+full'`` (all pairs in one softmax, the native edges adding a learned edge term, from a "bond" flag and the
+edge labels, to the scores of their pairs).
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, GINConv, GINEConv, GPSConv
 from torch_geometric.nn.pool import global_add_pool, global_max_pool, global_mean_pool
 from torch_geometric.utils import to_dense_batch
 
-from pyg_ple.edges import candidate_edge_index, full_pair_position
 from pyg_ple.graph import AttentionGraph
 from pyg_ple.nn.block import NORMS, PLETransformer, PLETransformerBlock, variant_kwargs
 from pyg_ple.nn.conv import LaplacianDiffusionConv
+from pyg_ple.nn.gps import PLEGPSLayer
 
 __all__ = ['ATTENTION_EDGE_SETS', 'MODEL_NAMES', 'GNNClassifier', 'GraphClassifier', 'GraphModelConfig',
            'PLEGPSClassifier', 'TokenClassifier', 'TransformerClassifier', 'build_model', 'check_config',
@@ -121,8 +121,8 @@ class GraphModelConfig:
     eq. 4.2), the head input ``num_layers + 1`` times as wide; not the token models), ``pe_dim`` (width of
     ``data.pe``, 0 for none), ``input_norm`` (BatchNorm on the raw features), ``edge_dim`` (width of
     ``data.edge_attr``, e.g. the one-hot bond labels of ``load_dataset(..., edge_features=True)``; 0 for none): the
-    transformers add it to the attention score (with ``'native+full'`` after the native-edge flag, zeros on
-    non-native pairs; not with ``'full'``), and with ``edge_values`` (needs ``edge_dim``) to the values as well
+    transformers add it to the attention score (with ``'native+full'`` after the bond flag, on the native
+    pairs only; not with ``'full'``), and with ``edge_values`` (needs ``edge_dim``) to the values as well
     (``edge_values`` of :class:`~pyg_ple.LaplacianDiffusionConv`), GAT to its score (``edge_dim`` of ``GATConv``),
     GIN, GPS and ple-gps add it to their messages (``GINEConv``); GCN and the token models have no edge features.
     Transformer models only: ``attention`` (the candidate edge set, see the module docstring; not the token models,
@@ -322,46 +322,45 @@ class TransformerClassifier(GraphClassifier):
                  config: Optional[GraphModelConfig] = None, **hparams: Any):
         super().__init__(in_channels, num_classes, config_from_hparams(GraphModelConfig, hparams, config))
         self.variant, self.attention = variant, self.config.attention
-        # 'native+full' marks each pair native or not: a one-hot edge feature of width 2, then the edge labels.
-        edge_dim = (2 if self.attention == 'native+full' else 0) + self.config.edge_dim
+        # 'native+full' gives each native edge a feature 1 ("a bond"), then its labels; other pairs have none.
+        edge_dim = (1 if self.attention == 'native+full' else 0) + self.config.edge_dim
         self._add_transformer(variant, edge_dim=edge_dim or None)
 
-    def attention_edges(self, data: Any, batch: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:
-        """``(edge_index, edge_attr)`` the blocks attend over; ``(None, None)`` for ``'full'``, which the blocks'
-        all-pairs path runs without listing the pairs."""
+    def attention_edges(self, data: Any) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """``(edge_index, edge_attr)`` passed to the blocks: the native edges and their features (with
+        ``'native+full'`` a leading 1 that marks a bond); ``(None, None)`` for ``'full'``. With ``'full'`` and
+        ``'native+full'`` the blocks attend over all pairs without listing them (``all_pairs=True``)."""
         if self.attention == 'full':
             return None, None
-        edge_index, is_native = candidate_edge_index(self.attention, edge_index=data.edge_index, batch=batch,
-                                                     num_nodes=batch.numel())
         labels = self.edge_features(data)
-        if is_native is None:
-            return edge_index, labels
-        edge_attr = F.one_hot(is_native.long(), 2).float()
-        if labels is not None:  # the label of each native pair (summed over repeats, as in an adjacency), 0 elsewhere
-            pos = full_pair_position(edge_index, data.edge_index, batch.numel())
-            pair_labels = labels.new_zeros(edge_index.size(1), labels.size(1)).index_add_(0, pos, labels)
-            edge_attr = torch.cat([edge_attr, pair_labels], dim=-1)
-        return edge_index, edge_attr
+        if self.attention == 'native':
+            return data.edge_index, labels
+        bond = torch.ones(data.edge_index.size(1), 1, device=data.edge_index.device)
+        return data.edge_index, bond if labels is None else torch.cat([bond, labels], dim=-1)
 
     def layer_states(self, h: Tensor, data: Any, batch: Tensor) -> list[Tensor]:
-        edge_index, edge_attr = self.attention_edges(data, batch)
-        return self.transformer.layer_outputs(h, edge_index, batch=batch, edge_attr=edge_attr)
+        edge_index, edge_attr = self.attention_edges(data)
+        return self.transformer.layer_outputs(h, edge_index, batch=batch, edge_attr=edge_attr,
+                                              all_pairs=self.attention != 'native')
 
     @torch.no_grad()
     def attention_graph(self, data: Any, layer: int = 0) -> AttentionGraph:
         """The attention graph of block ``layer`` for ``data`` (a ``Data`` or ``Batch``), all heads."""
         batch = _batch_vector(data)
-        edge_index, edge_attr = self.attention_edges(data, batch)
+        edge_index, edge_attr = self.attention_edges(data)
         return self.transformer.attention_graph(self.encode(data), edge_index, batch=batch, edge_attr=edge_attr,
-                                                layer=layer)
+                                                layer=layer, all_pairs=self.attention != 'native')
 
 
 class PLEGPSClassifier(GraphClassifier):
-    """The GPS layer pattern (Rampasek et al. 2022) with Laplacian attention as its global part: per layer
-    ``h = BN(x + GIN(x)) + BN(x + L(x))``, then ``BN(h + FFN(h))``, where ``GIN`` is the local ``GINConv`` (``GINEConv``
-    with ``edge_dim``) over the native edges and ``L`` a :class:`~pyg_ple.LaplacianDiffusionConv` (all heads
-    Laplacian) over all node pairs of each graph. PyG's ``GPSConv`` takes only its own multi-head or Performer
-    attention, hence this layer."""
+    """A stack of :class:`~pyg_ple.nn.PLEGPSLayer`: the GPS layer pattern (Rampasek et al. 2022) with Laplacian
+    attention as its global part, per layer ``h = BN(x + GIN(x)) + BN(x + L(x))``, then ``BN(h + FFN(h))``, where
+    ``GIN`` is the local ``GINConv`` (``GINEConv`` with ``edge_dim``) over the native edges and ``L`` a
+    :class:`~pyg_ple.LaplacianDiffusionConv` (all heads Laplacian) over all node pairs of each graph. PyG's
+    ``GPSConv`` takes only its own multi-head or Performer attention, hence that layer.
+
+    A ``state_dict`` saved before the layers were :class:`~pyg_ple.nn.PLEGPSLayer` (keys ``locals.i``,
+    ``globals.i``, ``ffns.i``, ``norms.i.k``) still loads."""
 
     def __init__(self, in_channels: int, num_classes: int, config: Optional[GraphModelConfig] = None,
                  **hparams: Any):
@@ -369,32 +368,65 @@ class PLEGPSClassifier(GraphClassifier):
         config = self.config
         _check_heads(config)
         hidden, edge_dim = config.hidden, config.edge_dim or None
-        ffn = round(hidden * config.mlp_ratio)
-        self.locals = nn.ModuleList(
-            _gin(nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden)), edge_dim)
-            for _ in range(config.num_layers))
-        self.globals = nn.ModuleList(
-            LaplacianDiffusionConv(hidden, hidden // config.heads, config.heads, step_size=config.step_size,
-                                   learn_step_size=config.learn_step_size, dropout=config.attention_dropout,
-                                   degree_scaler=config.degree_scaler)
-            for _ in range(config.num_layers))
-        self.ffns = nn.ModuleList(nn.Sequential(nn.Linear(hidden, ffn), nn.ReLU(), nn.Dropout(config.dropout),
-                                                nn.Linear(ffn, hidden)) for _ in range(config.num_layers))
-        self.norms = nn.ModuleList(nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(3))
-                                   for _ in range(config.num_layers))
+        # Built in this order (every local conv, then every global conv, then each layer's MLP) so that a seed gives
+        # the same initial weights as the stack had before it was made of PLEGPSLayer.
+        local_convs = [_gin(nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden)), edge_dim)
+                       for _ in range(config.num_layers)]
+        global_convs = [LaplacianDiffusionConv(hidden, hidden // config.heads, config.heads,
+                                               step_size=config.step_size, learn_step_size=config.learn_step_size,
+                                               dropout=config.attention_dropout, degree_scaler=config.degree_scaler)
+                        for _ in range(config.num_layers)]
+        self.layers = nn.ModuleList(
+            PLEGPSLayer(hidden, local, config.heads, dropout=config.dropout, mlp_ratio=config.mlp_ratio,
+                        global_conv=attention)
+            for local, attention in zip(local_convs, global_convs))
+        self._register_load_state_dict_pre_hook(_legacy_ple_gps_keys)
+
+    # Per-part views of the layers, by the names the stack had before it was made of PLEGPSLayer.
+    @property
+    def locals(self) -> list[nn.Module]:
+        return [layer.conv for layer in self.layers]
+
+    @property
+    def globals(self) -> list[LaplacianDiffusionConv]:
+        return [layer.attn for layer in self.layers]
+
+    @property
+    def ffns(self) -> list[nn.Module]:
+        return [layer.mlp for layer in self.layers]
+
+    @property
+    def norms(self) -> list[tuple[nn.Module, nn.Module, nn.Module]]:
+        return [(layer.norm1, layer.norm2, layer.norm3) for layer in self.layers]
 
     def layer_states(self, h: Tensor, data: Any, batch: Tensor) -> list[Tensor]:
         edges = {} if not self.config.edge_dim else {'edge_attr': self.edge_features(data)}
         states = [h]
-        for local, attention, ffn, (norm_local, norm_global, norm_out) in zip(self.locals, self.globals, self.ffns,
-                                                                                self.norms):
-            dense, valid = to_dense_batch(h, batch)
-            update = attention.forward_dense(dense, mask=valid)[valid]
-            mixed = (norm_local(h + self.dropout(local(h, data.edge_index, **edges)))
-                     + norm_global(h + self.dropout(update)))
-            h = norm_out(mixed + ffn(mixed))
+        for layer in self.layers:
+            h = layer(h, data.edge_index, batch=batch, **edges)
             states.append(h)
         return states
+
+
+# Key prefixes of the stack before its layers were PLEGPSLayer, and their names now.
+_LEGACY_PLE_GPS = ((r'locals\.(\d+)\.', r'layers.\1.conv.'), (r'globals\.(\d+)\.', r'layers.\1.attn.'),
+                   (r'ffns\.(\d+)\.', r'layers.\1.mlp.'), (r'norms\.(\d+)\.([012])\.', None))
+
+
+def _legacy_ple_gps_keys(state_dict: dict, prefix: str, *args: Any) -> None:
+    """Rename the keys of a ``PLEGPSClassifier`` state_dict saved before its layers were ``PLEGPSLayer``."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        for pattern, target in _LEGACY_PLE_GPS:
+            match = re.match(pattern, rest)
+            if match is None:
+                continue
+            if target is None:  # norms.i.k -> layers.i.norm{k+1}.module (PyG's BatchNorm wraps BatchNorm1d)
+                new = f'layers.{match.group(1)}.norm{int(match.group(2)) + 1}.module.'
+            else:
+                new = match.expand(target)
+            state_dict[prefix + new + rest[match.end():]] = state_dict.pop(key)
+            break
 
 
 class TokenClassifier(GraphClassifier):

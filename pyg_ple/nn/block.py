@@ -16,25 +16,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.typing import Adj, OptTensor
-from torch_geometric.utils import is_torch_sparse_tensor, to_dense_batch
+from torch_geometric.utils import is_torch_sparse_tensor
 
-from pyg_ple.edges import full_edge_index
+from pyg_ple.edges import all_pairs_edge_attr, full_edge_index
 from pyg_ple.graph import AttentionGraph
 from pyg_ple.nn.conv import LaplacianDiffusionConv, dense_attention_mask
 from pyg_ple.nn.scaler import check_degree_scaler
 from pyg_ple.validation import (check_batch, check_edge_index, check_features, check_same_graph, check_tensor,
                                 checking)
 
-__all__ = ['PLETransformerBlock', 'PLETransformer', 'VARIANTS', 'variant_kwargs', 'ple_init_', 'all_pairs_path',
-           'NORMS', 'make_norm', 'apply_norm']
+__all__ = ['PLETransformerBlock', 'PLETransformer', 'VARIANTS', 'variant_kwargs', 'ple_init_', 'NORMS', 'make_norm',
+           'apply_norm']
 
 # The block's normalisation layers by name.
 NORMS: dict[str, type] = {'layer': nn.LayerNorm, 'batch': nn.BatchNorm1d, 'rms': nn.RMSNorm}
-
-# Per attended pair, the dense SDPA path ran 4x (T = 64) to 17x (T = 256) faster than the fused sparse kernel in
-# benchmarks/results/speed.md, so padding a batch of graphs to its largest one pays off until padding multiplies
-# the pairs by about this much.
-DENSE_PADDING_LIMIT = 4.0
 
 # Named attention variants: which heads are Laplacian ('none', the last 'half' = heads // 2, or 'all') and whether
 # the step size is learned.
@@ -59,18 +54,6 @@ def variant_kwargs(name: str, heads: int) -> dict[str, Any]:
         raise ValueError(f"'heads' must be a positive int (got {heads!r})")
     which, learn = VARIANTS[name]
     return {'laplacian_heads': _LAPLACIAN_HEADS[which](heads), 'learn_step_size': learn}
-
-
-def all_pairs_path(batch: OptTensor) -> str:
-    r"""``'dense'`` or ``'sparse'``: how to run all-pairs attention within the graphs of ``batch``.
-
-    The dense path computes ``B * N_max^2`` pairs, the sparse path ``sum_g N_g^2``; dense is chosen unless padding
-    to the largest graph costs more than :data:`DENSE_PADDING_LIMIT` times the real pairs."""
-    if batch is None or batch.numel() == 0:
-        return 'dense'
-    sizes = torch.bincount(batch).double()
-    padded = sizes.numel() * float(sizes.max()) ** 2
-    return 'dense' if padded <= DENSE_PADDING_LIMIT * float((sizes ** 2).sum()) else 'sparse'
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
@@ -126,14 +109,18 @@ class PLETransformerBlock(nn.Module):
     connections, the two norms (``norm1``, ``norm2``) and the MLP. The same parameters run three ways:
 
     - ``block(x [N, F], edge_index, batch=None, edge_attr=None)``: over a graph's edges (sparse path);
-    - ``block(x [N, F], batch=batch)`` (no ``edge_index``): all pairs within each graph of a PyG batch, through the
-      dense path (``to_dense_batch`` and ``scaled_dot_product_attention`` with a padding mask), or through the sparse
-      path over :func:`~pyg_ple.full_edge_index` when graph sizes vary so much that padding would dominate (see
-      :func:`all_pairs_path`);
+    - ``block(x [N, F], batch=batch)`` (no ``edge_index``): all pairs within each graph of a PyG batch, through
+      :meth:`~pyg_ple.LaplacianDiffusionConv.forward_all_pairs` (graphs in size buckets through
+      ``scaled_dot_product_attention``, the pairs never listed); the same as the sparse path over
+      :func:`~pyg_ple.full_edge_index`;
+    - ``block(x [N, F], edge_index, batch=batch, edge_attr=edge_attr, all_pairs=True)``: all pairs as above, the
+      native edges ``edge_index`` adding their features to the scores of their pairs (a block built with
+      ``edge_dim``: a graph transformer whose global attention knows the bonds);
     - ``block(x [B, T, F], mask=None, causal=False)``: token sequences, through the dense path.
 
     ``block(x, causal=True)`` equals ``block(x.reshape(B * T, F), sequence_edge_index(T, B, causal=True))`` reshaped.
-    A block built with ``edge_dim`` runs on graph edges only (the other two forms have no edge features).
+    A block built with ``edge_dim`` runs on graphs with ``edge_index`` and ``edge_attr`` (sequences have no edge
+    features).
 
     Args:
         channels: model width ``F`` (a multiple of ``heads``).
@@ -221,7 +208,8 @@ class PLETransformerBlock(nn.Module):
                              "'edge_attr' (all-pairs attention and [B, T, F] sequences have no edge features)")
 
     def forward(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
-                edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False) -> Tensor:
+                edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False,
+                all_pairs: bool = False) -> Tensor:
         if checking():
             check_tensor(x, 'x', floating=True)
             if x.dim() not in (2, 3):
@@ -239,20 +227,12 @@ class PLETransformerBlock(nn.Module):
             if edge_index is not None or batch is not None:
                 raise ValueError("a [B, T, F] sequence takes 'mask' and 'causal', not 'edge_index' or 'batch'")
             update = self.conv.forward_dense(h, mask=mask, causal=causal)
-        elif edge_index is not None:
-            if mask is not None or causal:
-                raise ValueError("'mask' and 'causal' apply to [B, T, F] sequences; on a graph pass 'edge_index'")
+        elif mask is not None or causal:
+            raise ValueError("'mask' and 'causal' apply to [B, T, F] sequences; on a graph pass 'edge_index'")
+        elif edge_index is not None and not all_pairs:
             update = self.conv(h, edge_index, edge_attr=edge_attr)
         else:
-            if mask is not None or causal:
-                raise ValueError("'mask' and 'causal' apply to [B, T, F] sequences, not to all-pairs graph attention")
-            if x.size(0) == 0:  # to_dense_batch needs at least one node to size the batch
-                update = self.conv.forward_dense(h.unsqueeze(0)).squeeze(0)
-            elif all_pairs_path(batch) == 'sparse':
-                update = self.conv(h, full_edge_index(batch, x.size(0)))
-            else:
-                dense, valid = to_dense_batch(h, batch)
-                update = self.conv.forward_dense(dense, mask=valid)[valid]
+            update = self.conv.forward_all_pairs(h, batch, edge_index, edge_attr)
         if self.prenorm:
             x = x + self.dropout(self.proj(update))
             return x + self.dropout(self.mlp(apply_norm(self.norm2, x, mask)))
@@ -265,10 +245,12 @@ class PLETransformerBlock(nn.Module):
 
     @torch.no_grad()
     def attention_graph(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
-                        edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False) -> AttentionGraph:
+                        edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False,
+                        all_pairs: bool = False) -> AttentionGraph:
         r"""The attention graph this block diffuses over for input ``x`` (the arguments of :meth:`forward`).
 
-        Graph nodes ``[N, F]`` use ``edge_index`` (all pairs within each graph of ``batch`` when ``None``). A
+        Graph nodes ``[N, F]`` use ``edge_index`` (all pairs within each graph of ``batch`` when ``None`` or with
+        ``all_pairs``, listed with :func:`~pyg_ple.edges.all_pairs_edge_attr`). A
         sequence batch ``[B, T, F]`` gives node ``b * T + t`` for token ``t`` of sequence ``b`` and an edge
         ``j -> i`` for every pair the dense path lets ``i`` attend to under ``mask`` and ``causal``, weighted as
         ``forward`` weighs it (``scaled_dot_product_attention`` under the same mask): padded tokens and query rows
@@ -277,9 +259,13 @@ class PLETransformerBlock(nn.Module):
         if x.dim() != 3:
             if mask is not None or causal:
                 raise ValueError("'mask' and 'causal' apply to [B, T, F] sequences; on a graph pass 'edge_index'")
-            if edge_index is None:
-                edge_index = full_edge_index(batch, x.size(0))
-            return self.conv.attention_graph(self._conv_input(x, None), edge_index, edge_attr, batch)
+            h = self._conv_input(x, None)
+            if edge_index is not None and not all_pairs:
+                return self.conv.attention_graph(h, edge_index, edge_attr, batch)
+            if self.conv.edge_dim is None:
+                return self.conv.attention_graph(h, full_edge_index(batch, x.size(0)), None, batch)
+            pairs, pair_attr = all_pairs_edge_attr(edge_index, edge_attr, batch, x.size(0))
+            return self.conv.attention(h, pairs, pair_attr, batch, prepared=True)
         if edge_index is not None or batch is not None:
             raise ValueError("a [B, T, F] sequence takes 'mask' and 'causal', not 'edge_index' or 'batch'")
         check_features(x, self.channels, dim=3, dtype=self.proj.weight.dtype)
@@ -354,8 +340,9 @@ def ple_init_(block: PLETransformerBlock, qk_scale: float = 1.0) -> PLETransform
 class PLETransformer(nn.Module):
     r"""``num_layers`` :class:`PLETransformerBlock` and, for pre-norm blocks, a final norm.
 
-    ``stack(x, ...)`` takes the block's three call forms (graph edges: ``x [N, F], edge_index, batch=None,
-    edge_attr=None``; all pairs per graph: ``x [N, F], batch=batch``; sequences: ``x [B, T, F], mask=None,
+    ``stack(x, ...)`` takes the block's call forms (graph edges: ``x [N, F], edge_index, batch=None,
+    edge_attr=None``; all pairs per graph: ``x [N, F], batch=batch``, with native edge features
+    ``x, edge_index, batch=batch, edge_attr=edge_attr, all_pairs=True``; sequences: ``x [B, T, F], mask=None,
     causal=False``), passes them to every block in turn and returns the last block's output through a final norm of
     the blocks' kind (``norm``, LayerNorm by default). Post-norm blocks (``prenorm=False``) already end with a norm,
     so the stack adds none (``stack.norm`` is ``None``). ``num_layers=0`` gives the final norm alone.
@@ -400,18 +387,21 @@ class PLETransformer(nn.Module):
             self.norm.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
-                edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False) -> Tensor:
-        return self.layer_outputs(x, edge_index, batch=batch, edge_attr=edge_attr, mask=mask, causal=causal)[-1]
+                edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False,
+                all_pairs: bool = False) -> Tensor:
+        return self.layer_outputs(x, edge_index, batch=batch, edge_attr=edge_attr, mask=mask, causal=causal,
+                                  all_pairs=all_pairs)[-1]
 
     def layer_outputs(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
-                      edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False) -> list[Tensor]:
+                      edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False,
+                      all_pairs: bool = False) -> list[Tensor]:
         """``[x, block_1(x), ..., block_L(...)]``: the stack's input and every block's output (``num_layers + 1``
         tensors, for readouts of every layer as in GIN), the last through the final norm: what ``forward``
         returns."""
         outputs = [x]
         for block in self.blocks:
             outputs.append(block(outputs[-1], edge_index, batch=batch, edge_attr=edge_attr, mask=mask,
-                                 causal=causal))
+                                 causal=causal, all_pairs=all_pairs))
         if self.norm is not None:
             outputs[-1] = apply_norm(self.norm, outputs[-1], mask if x.dim() == 3 else None)
         return outputs
@@ -419,7 +409,7 @@ class PLETransformer(nn.Module):
     @torch.no_grad()
     def attention_graph(self, x: Tensor, edge_index: Optional[Adj] = None, batch: OptTensor = None,
                         edge_attr: OptTensor = None, mask: OptTensor = None, causal: bool = False,
-                        layer: int = 0) -> AttentionGraph:
+                        layer: int = 0, all_pairs: bool = False) -> AttentionGraph:
         r"""The attention graph of block ``layer`` (negative counts from the end) for the stack's input ``x``: the
         first ``layer`` blocks run, then :meth:`PLETransformerBlock.attention_graph` of block ``layer``."""
         if isinstance(layer, bool) or not isinstance(layer, int):
@@ -428,8 +418,9 @@ class PLETransformer(nn.Module):
             raise IndexError(f"'layer' {layer} out of range: the stack has {self.num_layers} blocks")
         layer %= self.num_layers
         for block in self.blocks[:layer]:
-            x = block(x, edge_index, batch=batch, edge_attr=edge_attr, mask=mask, causal=causal)
-        return self.blocks[layer].attention_graph(x, edge_index, batch, edge_attr, mask=mask, causal=causal)
+            x = block(x, edge_index, batch=batch, edge_attr=edge_attr, mask=mask, causal=causal, all_pairs=all_pairs)
+        return self.blocks[layer].attention_graph(x, edge_index, batch, edge_attr, mask=mask, causal=causal,
+                                                  all_pairs=all_pairs)
 
     def __repr__(self) -> str:
         lap = self.blocks[0].conv.laplacian_heads if self.num_layers else None

@@ -23,8 +23,10 @@ from pyg_ple.graph import AttentionGraph
 from pyg_ple.nn.attention import AttentionAdjacency
 from pyg_ple.nn.kernel_cache import KernelGraphCache
 from pyg_ple.nn.scaler import check_degree_scaler, degree_scale, dense_key_count, edge_key_count
+from pyg_ple.ops.all_pairs import all_pairs_attention
 from pyg_ple.ops.edge_softmax import EdgeCSR, edge_softmax_aggregate
-from pyg_ple.validation import check_edge_values, check_features, check_finite, check_tensor, checking
+from pyg_ple.validation import (check_batch, check_edge_values, check_features, check_finite, check_same_graph,
+                                check_tensor, checking)
 
 NORMALIZATIONS = ('rw', 'sym', 'comb')
 
@@ -416,6 +418,56 @@ class LaplacianDiffusionConv(MessagePassing):
             aggregated = aggregated * self_weight
         out = self.combine_heads(aggregated, value, self_weight, (1, H, 1, 1)).transpose(1, 2)  # [B, T, H, C]
         return self.merge_heads(self.scale_by_degree(out, num_keys))
+
+    def forward_all_pairs(self, x: Tensor, batch: OptTensor = None, edge_index: OptTensor = None,
+                          edge_attr: OptTensor = None) -> Tensor:
+        r"""The same layer over all node pairs within each graph of ``batch``: the forward of the layer on
+        :func:`~pyg_ple.full_edge_index` (self pairs included), without listing the pairs.
+
+        With ``edge_dim``, the native edges ``edge_index [2, E]`` carry ``edge_attr [E, edge_dim]`` into the score
+        of their pair (:math:`\langle q_i, e_{ij} \rangle / \sqrt{C}`, repeated edges adding up), every other pair
+        none: one softmax over all pairs in which bonded pairs are told apart by their features. The work is the
+        projections on the ``N`` real rows plus :func:`pyg_ple.ops.all_pairs.all_pairs_attention` (graphs in size
+        buckets, each padded to its own largest, through ``scaled_dot_product_attention``). A degree scaler counts
+        the graph's size as each node's keys.
+
+        Args:
+            x: node features ``[N, F]``.
+            batch: graph of each node ``[N]``, sorted as in a PyG ``Batch`` (``None``: one graph).
+            edge_index, edge_attr: the native edges and their features (needed exactly when the layer has
+                ``edge_dim``).
+
+        Returns ``[N, H * C]`` (or ``[N, C]`` without ``concat``).
+        """
+        N = x.size(0)
+        if checking():
+            check_features(x, self.in_channels, dim=2, dtype=self.lin_value.weight.dtype)
+            check_finite(x, 'x')
+            if batch is not None:
+                check_batch(batch, N)
+        if self.lin_edge_value is not None:
+            raise ValueError("'edge_values' puts edge features into the values of their pairs, which the all-pairs "
+                             "path does not list: use edge_values=False or attend over listed edges")
+        bias = None
+        if self.edge_dim is not None:
+            if edge_index is None or edge_attr is None:
+                raise ValueError(f"this layer was built with edge_dim={self.edge_dim}: pass the native 'edge_index' "
+                                 "and their 'edge_attr'")
+            edge_index, edge_attr = self.attention.check_inputs(x, edge_index, edge_attr)
+            if batch is not None and checking():
+                check_same_graph(edge_index, batch)
+        elif edge_attr is not None:
+            raise ValueError("'edge_attr' was given, but the layer has no edge_dim to read it with")
+        query, key = self.attention.project(x)
+        value = self.lin_value(x).view(-1, self.heads, self.out_channels)
+        if self.edge_dim is not None:
+            bias = self.attention.edge_term(query, edge_index, edge_attr)
+        aggregated = all_pairs_attention(query, key, value, batch, edge_index, bias, self.dropout, self.training)
+        num_keys = None
+        if self.deg_coef is not None:
+            num_keys = (torch.bincount(batch)[batch] if batch is not None and N
+                        else torch.full((N,), N, device=x.device))
+        return self.merge_heads(self.scale_by_degree(self.combine_heads(aggregated, value, None), num_keys))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, '
