@@ -519,6 +519,26 @@ def _data_as_placeholder(command: str) -> str:
     return re.sub(r'--root(=|\s+)\S+', '--root DATA', command)
 
 
+
+def read_notes(spec: str) -> str | None:
+    """The text of ``--notes``: a whole Markdown file, or with ``FILE#NAME`` the entry of a log that starts at the line
+    ``<a id="NAME"></a>`` and ends before the next such line (its dated heading left out). A missing plain file gives
+    None, as before; a missing log entry is an error."""
+    path, _, name = spec.partition('#')
+    if not name:
+        return Path(path).read_text().strip() if Path(path).exists() else None
+    lines = Path(path).read_text().split('\n')
+    marker = f'<a id="{name}"></a>'
+    if marker not in lines:
+        raise SystemExit(f'graph_classification.py: error: {path} has no entry {name!r}')
+    entry = []
+    for line in lines[lines.index(marker) + 1:]:
+        if line.startswith('<a id="'):
+            break
+        entry.append(line)
+    text = '\n'.join(entry).strip()
+    return text.split('\n', 1)[1].strip() if text.startswith('## ') else text
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('runs', nargs='+', type=Path, help='run folders of the main table')
@@ -551,7 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--ablation', action='append', default=[], metavar='RUN[@MODEL]=VARIANT|OPTION',
                     help='one row of the ablation table (repeatable)')
     ap.add_argument('--out', type=Path, default=DEFAULT_OUT)
-    ap.add_argument('--notes', type=Path, default=None, help='Markdown file appended as "Findings"')
+    ap.add_argument('--notes', type=str, default=None,
+                    help='Markdown appended as "Findings": a file, or FILE#NAME for the entry NAME of a log such as '
+                         'benchmarks/screening_log.md')
     args = ap.parse_args(argv)
     for flag, groups in (('--change', args.change), ('--choose', args.choose), ('--leave-out', args.leave_out)):
         if any(len(g) < 2 for g in groups):
@@ -738,8 +760,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.resolve() != DEFAULT_OUT:  # else rerunning the command would write over the main report
         cmd.append(f'--out {args.out}')
     md += [' \\\n    '.join(cmd), '```', '']
-    if args.notes and args.notes.exists():
-        md += ['## Findings', '', args.notes.read_text().strip(), '']
+    notes = read_notes(args.notes) if args.notes else None
+    if notes:
+        md += ['## Findings', '', notes, '']
     out = args.out
     atomic_write_text(out / 'graph_classification.md', '\n'.join(md))
     atomic_write_text(out / 'graph_classification.csv', results_csv(rows))

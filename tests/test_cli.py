@@ -409,8 +409,8 @@ def _settings(argv: list[str], tmp_path: Path) -> dict:
 @pytest.mark.parametrize('dataset', ['MUTAG', 'PROTEINS', 'ENZYMES', 'IMDB-BINARY', 'IMDB-MULTI', 'NCI1'])
 def test_bench_defaults_on_a_tu_dataset_are_the_settings_of_the_graph_table(dataset, tmp_path):
     # The commands the README's graph table was measured with, as its reports record them; ENZYMES's runs trained to
-    # 300 epochs and its column replays 200 of them (benchmarks/budget_notes.md); NCI1's column chooses per fold
-    # between runs at width 32 and at 16 (benchmarks/width_choice_nci1_notes.md).
+    # 300 epochs and its column replays 200 of them (benchmarks/screening_log.md#budget); NCI1's column chooses per fold
+    # between runs at width 32 and at 16 (benchmarks/screening_log.md#width_choice_nci1).
     results = Path(__file__).resolve().parents[1] / 'benchmarks' / 'results'
     if dataset == 'ENZYMES':
         table = _table_command(results / 'budget' / 'budget.md', dataset)

@@ -16,13 +16,13 @@ DIGITS_DEFAULTS = dict(digits_n=300, epochs=10, hidden=32, layers=2, batch_size=
 # `pyg-ple bench --dataset NAME` with no other option reproduces its row.
 TU_DEFAULTS = dict(epochs=100, hidden=32, layers=3, batch_size=32, lr=3e-3, patience=20, node_attr=False)
 TU_DATASET_DEFAULTS = {
-    # Width 32 on MUTAG failed its screen (benchmarks/edge_values_notes.md).
+    # Width 32 on MUTAG failed its screen (benchmarks/screening_log.md#edge_values).
     'MUTAG': dict(hidden=64),
     # The 3 node labels and 18 continuous attributes, as Errica et al.; at 100 epochs the budget rather than early
-    # stopping ended most baseline runs (benchmarks/budget_notes.md).
+    # stopping ended most baseline runs (benchmarks/screening_log.md#budget).
     'ENZYMES': dict(node_attr=True, epochs=200, patience=30),
     # Width 32 or 16, chosen per outer fold on validation: 16 raised the Laplacian transformer's validation accuracy on
-    # six split seeds and lowered GAT's, GIN's and ple-gps's (benchmarks/width_choice_nci1_notes.md).
+    # six split seeds and lowered GAT's, GIN's and ple-gps's (benchmarks/screening_log.md#width_choice_nci1).
     'NCI1': dict(hidden=(32, 16)),
 }
 NO_PATIENCE = 'none'  # `--patience none`: no early stopping on any dataset
