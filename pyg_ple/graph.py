@@ -2,12 +2,14 @@ r"""``AttentionGraph``: attention as an explicit weighted graph, one weight per 
 
 It is what :class:`~pyg_ple.AttentionAdjacency` returns and what :class:`~pyg_ple.LaplacianDiffusionConv` diffuses
 over: it can be inspected, sparsified (``topk``, ``threshold``), turned into a Laplacian, split per graph of a batch,
-and exported (``to_data``, ``to_networkx``).
+and exported (``to_data``, ``to_networkx``). :meth:`AttentionGraph.from_dense` builds one from the dense attention
+matrices any transformer computes (e.g. ``output_attentions`` of a Hugging Face model, see :mod:`pyg_ple.hf`); the
+graph measures (entropy, distance, spectrum, head similarity, rollout) are in :mod:`pyg_ple.analysis`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -29,16 +31,86 @@ class AttentionGraph:
         weight: ``[E, heads]``; for a learned attention graph each target's incoming weights sum to one per head.
         num_nodes: number of nodes ``N``.
         batch: optional graph assignment ``[N]`` (sorted), as in a PyG ``Batch``.
+        tokens: optional label of every node (``N`` strings), e.g. the token strings of a text model; carried through
+            ``topk``, ``threshold`` and ``graph`` and written as the node attribute ``token`` by ``to_networkx``.
     """
     edge_index: Tensor
     weight: Tensor
     num_nodes: int
     batch: Optional[Tensor] = None
+    tokens: Optional[List[str]] = None
 
     def __post_init__(self) -> None:
         # int64 indices whatever came in: on CPU, scatter's backward gathers wrong rows with an int32 index.
         if isinstance(self.edge_index, Tensor):
             self.edge_index = self.edge_index.long()
+        if self.tokens is not None:
+            self.tokens = [str(t) for t in self.tokens]
+            if len(self.tokens) != self.num_nodes:
+                raise ValueError(f"'tokens' must hold one string per node ({self.num_nodes}), got {len(self.tokens)}")
+
+    @classmethod
+    def from_dense(cls, att: Tensor, mask: Optional[Tensor] = None, drop_zeros: bool = True,
+                   tokens: Optional[List[str]] = None) -> AttentionGraph:
+        r"""The attention graph of dense attention matrices, e.g. the ``attentions`` a Hugging Face model returns with
+        ``output_attentions=True``.
+
+        Token :math:`t` of sequence :math:`b` becomes node :math:`bT + t`. For every pair of real tokens
+        :math:`(i, j)` of one sequence there is an edge :math:`j \to i` (``edge_index[0] = j``,
+        ``edge_index[1] = i``: the key sends to the query, PyG's source-to-target convention) with
+
+        .. math::
+            \mathrm{weight}[e, h] = \mathrm{att}[b, h, i, j],
+
+        so that :meth:`to_dense` gives back ``att`` with the rows and columns of padded tokens zeroed. A padded token
+        is an isolated node (it keeps its number, so that node ``b*T + t`` is always token ``t`` of sequence ``b``).
+
+        Args:
+            att (torch.Tensor): attention probabilities, row ``i`` a query and column ``j`` a key.
+            mask (torch.Tensor, optional): ``True`` / ``1`` for a real token, ``False`` / ``0`` for padding (a
+                Hugging Face ``attention_mask``). (default: :obj:`None`: every token is real)
+            drop_zeros (bool, optional): leave out the pairs whose weight is exactly zero in every head, e.g. the
+                future tokens of a causal model, which then gives only the pairs :math:`j \le i`. A pair that is zero
+                in some heads only is kept (an edge carries the weights of all heads). (default: :obj:`True`)
+            tokens (List[str], optional): a label per node (``B * T`` strings, sequence after sequence).
+                (default: :obj:`None`)
+
+        Shapes:
+            - **input:** ``att`` :math:`(B, H, T, T)` or :math:`(H, T, T)`, ``mask`` :math:`(B, T)` (or :math:`(T)`
+              with a 3-d ``att``)
+            - **output:** an :class:`AttentionGraph` with :math:`BT` nodes, ``weight`` :math:`(E, H)` (the edges
+              sorted by target, then source) and ``batch`` :math:`(BT)` (``None`` for a 3-d ``att``)
+        """
+        if not isinstance(att, Tensor) or not att.is_floating_point():
+            raise TypeError(f"'att' must be a floating-point tensor (got {type(att).__name__}"
+                            f"{'' if not isinstance(att, Tensor) else ' of ' + str(att.dtype)})")
+        single = att.dim() == 3
+        if att.dim() not in (3, 4) or att.size(-1) != att.size(-2):
+            raise ValueError(f"'att' must have shape [B, H, T, T] or [H, T, T] (got {list(att.shape)})")
+        if single:
+            att = att.unsqueeze(0)
+        B, H, T, _ = att.shape
+        if mask is None:
+            real = torch.ones(B, T, dtype=torch.bool, device=att.device)
+        else:
+            if not isinstance(mask, Tensor):
+                raise TypeError(f"'mask' must be a tensor (got {type(mask).__name__})")
+            real = mask.unsqueeze(0) if single and mask.dim() == 1 else mask
+            if tuple(real.shape) != (B, T):
+                raise ValueError(f"'mask' must have shape [B, T] = {[B, T]} to match 'att' (got {list(mask.shape)})")
+            if not real.dtype == torch.bool:
+                if bool(((real != 0) & (real != 1)).any()):
+                    raise ValueError("'mask' must hold only 0/1 (or True/False): 1 for a real token, 0 for padding")
+                real = real != 0
+            real = real.to(att.device)
+        pair = real[:, :, None] & real[:, None, :]  # [B, i, j]: both tokens real
+        if drop_zeros:
+            pair = pair & (att != 0).any(dim=1)
+        b, i, j = pair.nonzero(as_tuple=True)
+        edge_index = torch.stack([b * T + j, b * T + i])
+        weight = att[b, :, i, j]
+        batch = None if single else torch.arange(B, device=att.device).repeat_interleave(T)
+        return cls(edge_index, weight, B * T, batch, tokens)
 
     @property
     def heads(self) -> int:
@@ -64,7 +136,7 @@ class AttentionGraph:
         if normalize:
             total = scatter(weight, edge_index[1], dim=0, dim_size=self.num_nodes, reduce='sum')
             weight = weight / total[edge_index[1]].clamp_min(torch.finfo(weight.dtype).tiny)
-        return AttentionGraph(edge_index, weight, self.num_nodes, self.batch)
+        return AttentionGraph(edge_index, weight, self.num_nodes, self.batch, self.tokens)
 
     def topk(self, k: int, head: Optional[int] = None, normalize: bool = False) -> AttentionGraph:
         r"""Keep the ``k`` strongest incoming edges of every node, by the weight of ``head`` (the mean over heads when
@@ -118,7 +190,8 @@ class AttentionGraph:
             raise ValueError(f"'index' {index!r} is not a graph of this batch")
         start = int(nodes[0])
         keep = self.batch[self.edge_index[1]] == index
-        return AttentionGraph(self.edge_index[:, keep] - start, self.weight[keep], nodes.numel())
+        tokens = None if self.tokens is None else self.tokens[start:start + nodes.numel()]
+        return AttentionGraph(self.edge_index[:, keep] - start, self.weight[keep], nodes.numel(), tokens=tokens)
 
     def to_data(self) -> Data:
         r"""A ``torch_geometric.data.Data`` with ``edge_index`` and the weights as ``edge_attr`` ``[E, heads]``."""
@@ -131,13 +204,17 @@ class AttentionGraph:
         r"""A ``networkx.DiGraph`` with an edge ``(j, i)`` for every ``j -> i``.
 
         Each edge carries ``weight`` (the weight of ``head``, or the mean over heads) and ``head0``, ``head1``, ...;
-        ``networkx.to_numpy_array(G).T`` is the dense attention matrix. Duplicate edges are summed."""
+        ``networkx.to_numpy_array(G).T`` is the dense attention matrix. Duplicate edges are summed. With ``tokens``,
+        every node carries its label as the attribute ``token``."""
         score = self._edge_score(head).detach().cpu().tolist()
         per_head = self.weight.detach().cpu().tolist()
         import networkx as nx
 
         graph = nx.DiGraph()
-        graph.add_nodes_from(range(self.num_nodes))
+        if self.tokens is None:
+            graph.add_nodes_from(range(self.num_nodes))
+        else:
+            graph.add_nodes_from((n, {'token': t}) for n, t in enumerate(self.tokens))
         for (j, i), w, ws in zip(self.edge_index.t().tolist(), score, per_head):
             if graph.has_edge(j, i):
                 attrs = graph[j][i]
