@@ -296,10 +296,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pyg_ple.bench.distributed import cleanup, init_distributed
     from pyg_ple.bench.protocol import run_benchmark
     from pyg_ple.bench.report import format_table, summarize, write_results
+    from pyg_ple.bench.threads import default_threads
 
     cfg = validate_bench_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    try:  # before loading: the per-graph transforms are small work too
+        threads = args.threads or default_threads()
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    torch.set_num_threads(threads)
     ds, dataset_args = load_bench_dataset(args, cfg)
     validate_bench_data(args, ds, cfg)
     out = _bench_out(args)
@@ -308,7 +312,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f'models {", ".join(cfg.models)}; {args.folds} folds x {len(cfg.grid)} config(s) x {cfg.epochs} epochs '
           f'({_in_effect(cfg, "patience", cfg.patience)}, {_in_effect(cfg, "lr", cfg.lr)}, '
           f'{_in_effect(cfg, "hidden", cfg.hparams["hidden"], "width")}); '
-          f'out {out}', file=sys.stderr)
+          f'out {out}; threads {threads}{" (--threads)" if args.threads else " (default; --threads N to change)"}',
+          file=sys.stderr)
     t0 = time.time()
     info = init_distributed()  # a no-op unless launched by torchrun
     if info.world_size > 1:

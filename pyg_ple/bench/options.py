@@ -219,7 +219,9 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
                    help=f'digits: stratified subset size (default {DIGITS_DEFAULTS["digits_n"]}; 0 = all 1797)')
     p.add_argument('--checkpoint-every', type=int, default=5, help='epochs between training checkpoints')
     p.add_argument('--no-save-models', action='store_true', help='do not keep the selected model of each fold')
-    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch intra-op threads per process (default: 1; more were slower on graph batches, '
+                        'benchmarks/results/threads.md)')
     p.add_argument('--no-progress', action='store_true')
     p.set_defaults(func=func, parser=p)
 
