@@ -249,3 +249,41 @@ def test_rebuilt_hiv_scaffold_split_has_ogbs_sizes():
         smiles = [row['smiles'] for row in csv.DictReader(f)]
     split = scaffold_split(smiles)
     assert [len(split[k]) for k in ('train', 'valid', 'test')] == [32901, 4113, 4113]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Categorical encoders in the models
+# --------------------------------------------------------------------------------------------------------------------
+def test_categorical_encoder_is_ogbs_atom_and_bond_encoder():
+    from ogb.graphproppred.mol_encoder import AtomEncoder, BondEncoder
+
+    from pyg_ple.bench.models import CategoricalEncoder
+    g, _ = molecules.mol_to_graph('CC(=O)Nc1ccc(O)cc1')
+    for ours, theirs, feats in ((CategoricalEncoder(molecules.atom_feature_dims(), 16), AtomEncoder(16), 'node_feat'),
+                                (CategoricalEncoder(molecules.bond_feature_dims(), 8), BondEncoder(8), 'edge_feat')):
+        emb = theirs.atom_embedding_list if hasattr(theirs, 'atom_embedding_list') else theirs.bond_embedding_list
+        assert [e.weight.shape for e in ours.embeddings] == [e.weight.shape for e in emb]
+        ours.load_state_dict({f'embeddings.{i}.weight': e.weight for i, e in enumerate(emb)})
+        x = torch.from_numpy(g[feats])
+        assert torch.allclose(ours(x), theirs(x))
+
+
+@pytest.mark.parametrize('name', ['gcn', 'gin', 'gps', 'ple-gps', 'laplacian'])
+def test_models_embed_categorical_atoms_and_bonds(name):
+    from torch_geometric.data import Batch, Data
+
+    from pyg_ple.bench.models import CategoricalInput, build_model, count_parameters
+    graphs = []
+    for s in SMILES[:4]:
+        g, _ = molecules.mol_to_graph(s)
+        graphs.append(Data(x=torch.from_numpy(g['node_feat']), edge_index=torch.from_numpy(g['edge_index']),
+                           edge_attr=torch.from_numpy(g['edge_feat'])))
+    cat = CategoricalInput(tuple(molecules.atom_feature_dims()), tuple(molecules.bond_feature_dims()))
+    edge_dim = 0 if name == 'gcn' else 16
+    model = build_model(name, cat, 10, hidden=16, heads=4, num_layers=2, edge_dim=edge_dim)
+    assert model(Batch.from_data_list(graphs)).shape == (4, 10)
+    assert (model.edge_encoder is None) == (name == 'gcn')
+    again = build_model(name, cat.as_dict(), 10, hidden=16, heads=4, num_layers=2, edge_dim=edge_dim)
+    assert count_parameters(again) == count_parameters(model)
+    with pytest.raises(ValueError, match="'input_norm' normalises continuous node features"):
+        build_model(name, cat, 10, input_norm=True)

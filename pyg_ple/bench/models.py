@@ -53,7 +53,8 @@ from pyg_ple.nn.block import NORMS, PLETransformer, PLETransformerBlock, variant
 from pyg_ple.nn.conv import LaplacianDiffusionConv
 from pyg_ple.nn.gps import PLEGPSLayer
 
-__all__ = ['ATTENTION_EDGE_SETS', 'MODEL_NAMES', 'GNNClassifier', 'GraphClassifier', 'GraphModelConfig',
+__all__ = ['ATTENTION_EDGE_SETS', 'MODEL_NAMES', 'CategoricalEncoder', 'CategoricalInput', 'categorical_input',
+           'GNNClassifier', 'GraphClassifier', 'GraphModelConfig',
            'PLEGPSClassifier', 'TokenClassifier', 'TransformerClassifier', 'build_model', 'check_config',
            'check_hparams', 'config_from_hparams', 'count_parameters', 'is_permutation_invariant']
 
@@ -194,6 +195,44 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+@dataclass(frozen=True)
+class CategoricalInput:
+    """Node features given as integer categories, one column each with ``node_dims[i]`` values (and edge features
+    likewise, ``edge_dims``), such as OGB's 9 atom and 3 bond features. Passed as ``in_channels`` of
+    :func:`build_model` (or as a dict with these keys, as model files store it), it makes the node encoder a
+    :class:`CategoricalEncoder` (``hidden`` wide) and, with ``edge_dim`` > 0, embeds the edge features
+    ``edge_dim`` wide for the layers that take them."""
+
+    node_dims: tuple[int, ...]
+    edge_dims: tuple[int, ...] = ()
+
+    def as_dict(self) -> dict[str, list[int]]:
+        return {'node_dims': list(self.node_dims), 'edge_dims': list(self.edge_dims)}
+
+
+def categorical_input(in_channels: Any) -> Optional[CategoricalInput]:
+    """``in_channels`` as a :class:`CategoricalInput` (from one or from its dict), or ``None`` for a feature width."""
+    if isinstance(in_channels, CategoricalInput):
+        return in_channels
+    if isinstance(in_channels, Mapping) and 'node_dims' in in_channels:
+        return CategoricalInput(tuple(in_channels['node_dims']), tuple(in_channels.get('edge_dims', ())))
+    return None
+
+
+class CategoricalEncoder(nn.Module):
+    """The sum of one embedding per categorical column (OGB's ``AtomEncoder``/``BondEncoder``, Xavier-uniform
+    initialised as theirs): ``[n, len(dims)]`` integers to ``[n, out_channels]``."""
+
+    def __init__(self, dims: Sequence[int], out_channels: int):
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(int(d), out_channels) for d in dims)
+        for emb in self.embeddings:
+            nn.init.xavier_uniform_(emb.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sum(emb(x[:, i]) for i, emb in enumerate(self.embeddings))
+
+
 class GraphClassifier(nn.Module):
     """Encoder -> layers (subclass) -> pooling -> MLP head."""
 
@@ -205,8 +244,17 @@ class GraphClassifier(nn.Module):
         self.in_channels, self.num_classes, self.hidden = in_channels, num_classes, config.hidden
         self.pool_name, self.pe_dim = config.pool, config.pe_dim
         hidden, dropout = config.hidden, config.dropout
+        self.categorical = categorical_input(in_channels)
+        if self.categorical is not None and config.input_norm:
+            raise ValueError("'input_norm' normalises continuous node features; categorical ones (CategoricalInput) "
+                             'are embedded')
         self.input_norm = nn.BatchNorm1d(in_channels) if config.input_norm else None
-        self.encoder = nn.Linear(in_channels, hidden)
+        self.encoder = (nn.Linear(in_channels, hidden) if self.categorical is None
+                        else CategoricalEncoder(self.categorical.node_dims, hidden))
+        # Categorical edge features are embedded to edge_dim wide vectors, which the layers take as edge features.
+        self.edge_encoder = (CategoricalEncoder(self.categorical.edge_dims, config.edge_dim)
+                             if self.categorical is not None and self.categorical.edge_dims and config.edge_dim
+                             else None)
         self.pe_encoder = nn.Linear(config.pe_dim, hidden) if config.pe_dim else None
         self.dropout = nn.Dropout(dropout)
         read = len(config.pool.split('+')) * (config.num_layers + 1 if config.readout_layers == 'all' else 1)
@@ -215,7 +263,7 @@ class GraphClassifier(nn.Module):
                                   nn.Linear(hidden, num_classes))
 
     def encode(self, data: Any) -> Tensor:
-        x = data.x.float()
+        x = data.x.float() if self.categorical is None else data.x.long()
         h = self.encoder(x if self.input_norm is None else self.input_norm(x))
         if self.pe_encoder is not None:
             pe = getattr(data, 'pe', None)
@@ -233,13 +281,16 @@ class GraphClassifier(nn.Module):
         return torch.cat([POOLS[pool](h, batch, size=num_graphs) for pool in self.pool_name.split('+')], dim=-1)
 
     def edge_features(self, data: Any) -> Optional[Tensor]:
-        """``data.edge_attr`` as floats when the model was built with ``edge_dim``, else ``None``."""
+        """``data.edge_attr`` as floats when the model was built with ``edge_dim`` (embedded, ``edge_dim`` wide, when
+        it is categorical: :class:`CategoricalInput`), else ``None``."""
         if not self.config.edge_dim:
             return None
         edge_attr = getattr(data, 'edge_attr', None)
         if edge_attr is None:
             raise ValueError(f'{type(self).__name__} was built with edge_dim={self.config.edge_dim} but the data has '
                              "no 'edge_attr': load it with load_dataset(..., edge_features=True)")
+        if self.edge_encoder is not None:
+            return self.edge_encoder(edge_attr.long().view(edge_attr.size(0), -1))
         return edge_attr.float().view(edge_attr.size(0), -1)
 
     def forward(self, data: Any) -> Tensor:
