@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # One prepared run on a GPU machine: the device and versions, the device tests, the speed benchmark on CUDA (graph,
 # sequence, training and compile suites) and a short graph-classification run of the CLI. Every stage has its own
-# timeout (device 20 s, device tests 120 s, broader tests 90 s, speed 210 s, CLI 60 s: at most 8 min 20 s in all).
+# timeout (device 20 s, device tests 120 s, broader tests 90 s, speed 210 s, molecules 120 s, CLI 60 s: at most
+# 10 min 20 s in all).
 #
 #   OUT=/path/to/folder bash benchmarks/gpu_check.sh            # on a machine with CUDA
 #   OUT=/tmp/gpucheck bash benchmarks/gpu_check.sh --quick      # smoke run: tiny sizes, CPU when there is no CUDA
 #   OUT=... bash benchmarks/gpu_check.sh --only=tests_devices,speed   # some of the stages (after device):
-#                                                               # tests_devices, tests_broad, speed, bench_digits
+#                                                               # tests_devices, tests_broad, speed, molecules,
+#                                                               # bench_digits
 #
 # Needs python3 (or $PYTHON) with torch and torch_geometric; pytest, scikit-learn and matplotlib are used when
 # present (a stage that needs a missing one says so and is skipped). It installs nothing, downloads nothing, runs the
@@ -18,7 +20,7 @@
 set -uo pipefail
 
 usage() { echo "usage: [OUT=DIR] [PYTHON=python3] bash benchmarks/gpu_check.sh [--quick] [--only=STAGE,...]" >&2; }
-ALL_STAGES=tests_devices,tests_broad,speed,bench_digits
+ALL_STAGES=tests_devices,tests_broad,speed,molecules,bench_digits
 QUICK=0
 ONLY=$ALL_STAGES
 for arg in "$@"; do
@@ -146,6 +148,15 @@ else
 fi
 wanted speed && stage speed 210 "$PY" benchmarks/speed.py --device "$DEVICE" --threads "$(nproc)" --name "$NAME" \
     --out "$RESULTS" "${SPEED[@]}"
+
+# 3b. the molecule suite: a training step of every graph model on Peptides-func-shaped batches (synthetic graphs)
+if [ "$QUICK" = 1 ]; then
+    MOLECULES=(--batch-size 8 --hidden 32 --steps 1 --rounds 1)
+else
+    MOLECULES=(--batch-size 128 --hidden 128 --steps 3 --rounds 1)
+fi
+wanted molecules && stage molecules 120 "$PY" benchmarks/molecule_speed.py --device "$DEVICE" --out "$RESULTS" \
+    "${MOLECULES[@]}"
 
 # 4. one short graph-classification run of the CLI (scikit-learn's digits: shipped with scikit-learn)
 if ! wanted bench_digits; then
