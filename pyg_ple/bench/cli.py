@@ -298,6 +298,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pyg_ple.bench.report import format_table, summarize, write_results
     from pyg_ple.bench.threads import default_threads
 
+    from pyg_ple.bench.tasks import dataset_spec
+    if dataset_spec(args.dataset).split == 'fixed':  # an official split and several seeds, not k-fold
+        from pyg_ple.bench.fixed_split import cmd_fixed_split
+        return cmd_fixed_split(args)
+    if args.params is not None:
+        raise CommandError('--params applies to peptides-func and hiv; on k-fold datasets set --hidden')
     cfg = validate_bench_args(args)
     try:  # before loading: the per-graph transforms are small work too
         threads = args.threads or default_threads()

@@ -11,10 +11,11 @@ DEFAULT_TU_MODELS = 'gcn,gat,gin,gps,transformer,laplacian,mixed'
 DEFAULT_DIGITS_MODELS = 'gcn,gat,gin,transformer,laplacian,mixed,laplacian-tokens'
 # The offline default: a stratified subset of the digits, sized to finish in a few minutes on 2 cores.
 DIGITS_DEFAULTS = dict(digits_n=300, epochs=10, hidden=32, layers=2, batch_size=16, lr=3e-3, patience=None,
-                       node_attr=False)
+                       node_attr=False, final_runs=1)
 # On TU datasets, the settings of the graph table (benchmarks/results/graph_classification.md), so that
 # `pyg-ple bench --dataset NAME` with no other option reproduces its row.
-TU_DEFAULTS = dict(epochs=100, hidden=32, layers=3, batch_size=32, lr=3e-3, patience=20, node_attr=False)
+TU_DEFAULTS = dict(epochs=100, hidden=32, layers=3, batch_size=32, lr=3e-3, patience=20, node_attr=False,
+                   final_runs=1)
 TU_DATASET_DEFAULTS = {
     # Width 32 on MUTAG failed its screen (benchmarks/screening_log.md#edge_values).
     'MUTAG': dict(hidden=64),
@@ -33,6 +34,10 @@ def bench_defaults(dataset: str) -> dict:
     patience, hidden, layers, node_attr (and digits_n on the digits)."""
     if dataset.lower() == 'digits':
         return dict(DIGITS_DEFAULTS)
+    from pyg_ple.bench.tasks import dataset_spec
+    if dataset_spec(dataset).split == 'fixed':  # peptides-func, hiv: the budget of benchmarks/long_range_plan.md
+        from pyg_ple.bench.fixed_split import FIXED_SPLIT_DEFAULTS
+        return dict(FIXED_SPLIT_DEFAULTS)
     return {**TU_DEFAULTS, **TU_DATASET_DEFAULTS.get(dataset.upper(), {})}
 
 
@@ -98,7 +103,9 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
                     'as graphs, offline, a few minutes on 2 CPU cores.',
         formatter_class=_HelpFormatter)
     p.add_argument('--dataset', default='digits',
-                   help="'digits' (offline, ships with scikit-learn) or a TU dataset name (MUTAG, PROTEINS, ...)")
+                   help="'digits' (offline, ships with scikit-learn), a TU dataset name (MUTAG, PROTEINS, ...), or "
+                        "'peptides-func' or 'hiv' (fixed official splits, several seeds; needs pip install "
+                        "'pyg-ple[mol]' and their files under --root)")
     p.add_argument('--models', default=None,
                    help=f'comma-separated model names (default: {DEFAULT_DIGITS_MODELS} on digits, '
                         f'{DEFAULT_TU_MODELS} on TU datasets); see pyg_ple.bench.models.MODEL_NAMES')
@@ -140,9 +147,13 @@ def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
                    help="what keeps an epoch and a --grid configuration: 'acc' the best validation accuracy, ties "
                         "broken by the lower loss (Errica et al.), 'loss' the lowest validation loss; early stopping "
                         'counts epochs without a better one')
-    p.add_argument('--final-runs', type=int, default=1,
+    p.add_argument('--final-runs', type=int, default=None,
                    help='training runs of the selected configuration per fold, their test accuracies averaged (Errica '
-                        'et al.: 3); resuming a finished run with more adds the missing ones')
+                        'et al.: 3); on peptides-func and hiv the seeds of every model; resuming a finished run with '
+                        'more adds the missing ones (default 1; 3 on peptides-func and hiv)')
+    p.add_argument('--params', type=int, default=None, metavar='N',
+                   help='peptides-func and hiv: each model\'s width (a multiple of --heads) chosen so that its '
+                        'parameter count is the closest to N, every count within 10%% of N (instead of --hidden)')
     p.add_argument('--inner-splits', type=int, default=1,
                    help='validation splits per training fold: every grid configuration is trained once on each and '
                         'selected by its mean validation score; the fold\'s test accuracy is the mean of its runs '
