@@ -30,16 +30,13 @@ folder is a :class:`~pyg_ple.bench.io.RunFolder`: a folder with files pyg-ple di
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -49,8 +46,12 @@ from pyg_ple.bench.datasets import GraphDataset
 from pyg_ple.bench.distributed import (barrier, distributed_loader, init_distributed, is_distributed, unwrap_model,
                                        wrap_model)
 from pyg_ple.bench.io import RunFileError, RunFolder, atomic_write_json, load_torch_file
-from pyg_ple.bench.models import MODEL_NAMES, GraphModelConfig, build_model, count_parameters
-from pyg_ple.bench.training import RECIPE_RULES, TrainConfig, TrainResult, fit, is_recipe_value, seed_everything
+from pyg_ple.bench.models import build_model, count_parameters
+# The settings live in their own module, shared with the fixed-split job; imported here under their old home.
+from pyg_ple.bench.settings import (RECIPE_DEFAULTS, RECIPE_KEYS, SELECTION_RULES, SETTING_RULES, TRAIN_KEYS,
+                                    BenchmarkConfig, check_grid, check_setting, differences, expand_grid,
+                                    model_hparam_names, run_seed_of, split_settings)
+from pyg_ple.bench.training import TrainConfig, TrainResult, fit, seed_everything
 
 __all__ = ['make_splits', 'inner_split', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting',
            'check_grid', 'model_hparam_names', 'BenchmarkConfig', 'selection_score', 'SELECTION_RULES', 'run_seed_of',
@@ -59,36 +60,8 @@ __all__ = ['make_splits', 'inner_split', 'save_splits', 'load_splits', 'get_spli
            'TRAIN_KEYS', 'SETTING_RULES']
 
 SPLITS_VERSION = 1
-# The training recipe (TrainConfig fields) shared by every model of a run; its defaults leave the run as before.
-RECIPE_DEFAULTS = {'optimizer': 'adam', 'schedule': None, 'warmup_epochs': 0, 'decay_every': 50, 'decay_gamma': 0.5,
-                   'grad_clip': None, 'ema_decay': None}
-RECIPE_KEYS = tuple(RECIPE_DEFAULTS)
 # Per-epoch validation figures kept in each run's record (``curve``): the whole split and its two halves.
 CURVE_KEYS = ('val_acc', 'val_loss', 'val_a_acc', 'val_a_loss', 'val_b_acc', 'val_b_loss')
-# Grid keys that configure training rather than the model.
-TRAIN_KEYS = ('lr', 'weight_decay', 'batch_size', 'patience', *RECIPE_KEYS)
-
-
-def model_hparam_names() -> tuple[str, ...]:
-    """The hyper-parameters a graph classifier accepts (grid keys other than :data:`TRAIN_KEYS`)."""
-    return tuple(f.name for f in fields(GraphModelConfig))
-
-
-def _integer(lo: int, none: bool = False) -> Callable[[Any], bool]:
-    return lambda v: (none and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= lo)
-
-
-def _number(lo: float, above: bool, none: bool = False) -> Callable[[Any], bool]:
-    def ok(v: Any) -> bool:
-        if none and v is None:
-            return True
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            return False
-        return v > lo if above else v >= lo
-    return ok
-
-
-SELECTION_RULES = ('acc', 'loss')
 
 
 def selection_score(acc: Any, loss: Any, rule: str = 'acc') -> Any:
@@ -99,49 +72,6 @@ def selection_score(acc: Any, loss: Any, rule: str = 'acc') -> Any:
     # The loss term of 'acc' is < 1e-3: below one graph of accuracy, so it only breaks ties.
     score = -loss if rule == 'loss' else np.asarray(acc, dtype=float) - 1e-4 * loss
     return float(score) if score.ndim == 0 else score
-
-
-# What each setting of the protocol and of training must be: (test, description). Model settings are checked by
-# GraphModelConfig.
-SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    'epochs': (_integer(1), 'an integer >= 1'),
-    'n_folds': (_integer(2), 'an integer >= 2'),
-    'seed': (_integer(0), 'an integer >= 0'),
-    'checkpoint_every': (_integer(1), 'an integer >= 1'),
-    'lr': (_number(0, above=True), 'a number > 0'),
-    'weight_decay': (_number(0, above=False), 'a number >= 0'),
-    'batch_size': (_integer(1), 'an integer >= 1'),
-    'patience': (_integer(1, none=True), 'an integer >= 1 (or null: no early stopping)'),
-    'select': (lambda v: v in SELECTION_RULES, f"one of {', '.join(map(repr, SELECTION_RULES))}"),
-    'final_runs': (_integer(1), 'an integer >= 1'),
-    'inner_splits': (_integer(1), 'an integer >= 1'),
-    **{key: (functools.partial(is_recipe_value, key), RECIPE_RULES[key]) for key in RECIPE_KEYS},
-}
-
-
-def check_setting(key: str, value: Any, label: str | None = None) -> None:
-    """Raise ``ValueError`` naming ``label`` (default ``key``) if ``value`` breaks the rule of ``key`` in
-    :data:`SETTING_RULES`; keys without a rule pass."""
-    test, want = SETTING_RULES.get(key, (None, ''))
-    if test is not None and not test(value):
-        raise ValueError(f'{label or key} must be {want}, got {value!r}')
-
-
-def check_grid(grid: list[dict[str, Any]]) -> None:
-    """Raise ``ValueError`` if a configuration of an expanded grid has an unknown key, a value that breaks its rule,
-    or appears twice."""
-    known = TRAIN_KEYS + model_hparam_names()
-    seen = []
-    for cfg in grid:
-        if not isinstance(cfg, dict):
-            raise ValueError(f'a grid configuration must be an object of settings, got {cfg!r}')
-        for key, value in cfg.items():
-            if key not in known:
-                raise ValueError(f'unknown grid key {key!r}; accepted keys: {", ".join(sorted(known))}')
-            check_setting(key, value, f'grid value of {key!r}')
-        if cfg in seen:
-            raise ValueError(f'the grid lists the configuration {json.dumps(cfg)} twice')
-        seen.append(cfg)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -237,106 +167,6 @@ def get_splits(path: str | os.PathLike | None, labels: Sequence[int], n_folds: i
     if path is not None:
         save_splits(path, splits, labels, n_folds, seed, val_fraction, dataset, inner_splits)
     return splits
-
-
-def expand_grid(grid: dict[str, list] | list[dict] | None) -> list[dict[str, Any]]:
-    """``{'lr': [1e-3, 1e-4], 'hidden': [32]}`` -> the list of all combinations (a single value counts as a list of
-    one); a list of dicts is kept as is. Raises ``ValueError`` for another shape or a key with no values."""
-    if not grid:
-        return [{}]
-    if isinstance(grid, list):
-        bad = [g for g in grid if not isinstance(g, dict)]
-        if bad:
-            raise ValueError(f'a grid list must hold objects of settings, got {bad[0]!r}')
-        return [dict(g) for g in grid]
-    if not isinstance(grid, dict):
-        raise ValueError(f'a grid must be an object of value lists or a list of objects, got {grid!r}')
-    keys = sorted(grid)
-    values = [v if isinstance(v, (list, tuple)) else [v] for v in (grid[k] for k in keys)]
-    empty = [k for k, v in zip(keys, values) if not v]
-    if empty:
-        raise ValueError(f'grid key {empty[0]!r} has an empty list of values')
-    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Benchmark
-# --------------------------------------------------------------------------------------------------------------------
-@dataclass
-class BenchmarkConfig:
-    """Settings of :func:`run_benchmark`: the models, the protocol (folds, validation fraction, seed), training
-    (epochs, batch size, early stopping, and the recipe every model shares: ``optimizer``, ``schedule``,
-    ``warmup_epochs``, ``decay_every``, ``decay_gamma``, ``grad_clip``, ``ema_decay`` of
-    :class:`~pyg_ple.bench.training.TrainConfig`),
-    the model hyper-parameters ``hparams`` shared by every model, the selection ``grid`` (expanded: a list of
-    configurations whose :data:`TRAIN_KEYS` set training and whose other keys set the model) and ``final_runs``, the
-    training runs of the selected configuration whose test accuracies are averaged per fold, or ``inner_splits``, the
-    validation splits per training fold that every configuration is trained on and selected by (see the module
-    docstring; the two exclude each other). Raises ``ValueError``
-    naming the bad setting, before anything is trained, if a value breaks its rule or a model cannot be built with one
-    of the configurations."""
-
-    models: list[str]
-    n_folds: int = 10
-    epochs: int = 100
-    seed: int = 0
-    device: str = 'cpu'
-    batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    patience: int | None = 20
-    select: str = 'acc'
-    grad_clip: float | None = RECIPE_DEFAULTS['grad_clip']
-    optimizer: str = RECIPE_DEFAULTS['optimizer']
-    schedule: str | None = RECIPE_DEFAULTS['schedule']
-    warmup_epochs: int = RECIPE_DEFAULTS['warmup_epochs']
-    decay_every: int = RECIPE_DEFAULTS['decay_every']
-    decay_gamma: float = RECIPE_DEFAULTS['decay_gamma']
-    ema_decay: float | None = RECIPE_DEFAULTS['ema_decay']
-    val_fraction: float = 0.1
-    final_runs: int = 1
-    inner_splits: int = 1
-    grid: list[dict[str, Any]] = field(default_factory=lambda: [{}])
-    hparams: dict[str, Any] = field(default_factory=dict)
-    checkpoint_every: int = 5
-    save_models: bool = True
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.models if m not in MODEL_NAMES]
-        if not self.models or unknown or len(set(self.models)) < len(self.models):
-            raise ValueError(f'models must name each model once, from {", ".join(MODEL_NAMES)}; got {self.models!r}')
-        for key in ('epochs', 'n_folds', 'seed', 'checkpoint_every', 'lr', 'weight_decay', 'batch_size', 'patience',
-                    'select', 'final_runs', 'inner_splits', *RECIPE_KEYS):
-            check_setting(key, getattr(self, key))
-        if self.inner_splits > 1 and self.final_runs > 1:
-            raise ValueError(f'final_runs ({self.final_runs}) and inner_splits ({self.inner_splits}) exclude each '
-                             'other: with inner_splits > 1 each fold averages one training run per inner split')
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f'val_fraction must be in (0, 1), got {self.val_fraction!r}')
-        check_grid(self.grid)
-        for grid_cfg in self.grid:
-            settings = {**self.hparams, **{k: v for k, v in grid_cfg.items() if k not in TRAIN_KEYS}}
-            for name in self.models:
-                try:
-                    with torch.device('meta'):  # shapes only: no memory, no draw from the random generators
-                        build_model(name, 1, 2, **settings)
-                except (ValueError, TypeError) as e:
-                    where = f' with the grid configuration {json.dumps(grid_cfg)}' if grid_cfg else ''
-                    raise ValueError(f'model {name!r}{where}: {e}') from None
-
-    def comparable(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the interrupted one (not ``final_runs``: resuming with more
-        adds runs to the stored folds)."""
-        d = asdict(self)
-        for k in ('models', 'device', 'progress', 'checkpoint_every', 'save_models', 'final_runs'):
-            d.pop(k)
-        # The recipe, the selection rule and the inner splits at their defaults are left out, so that runs written
-        # before they existed can still be resumed.
-        for k, default in {**RECIPE_DEFAULTS, 'select': 'acc', 'inner_splits': 1}.items():
-            if d[k] == default:
-                d.pop(k)
-        return d
 
 
 @torch.no_grad()
@@ -440,21 +270,6 @@ def heldout_choice_accuracy(curves: Sequence[dict[str, Sequence[float]]],
     return float(np.mean(figures)), chosen
 
 
-def run_seed_of(seed: int, fold: int, config_index: int = 0, repeat: int = 0) -> int:
-    """The seed of one training run from the run's ``seed``, the outer fold, the grid configuration's index and, for
-    the final runs after the first, their number ``repeat``."""
-    if repeat == 0:
-        return seed * 1_000_003 + 1000 * fold + config_index
-    # Hashed rather than spaced out, so that no repeat can land on the seed of another fold or configuration.
-    return int(np.random.SeedSequence([seed, fold, config_index, repeat]).generate_state(1)[0])
-
-
-def _split_settings(cfg: BenchmarkConfig, grid_cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    # (training settings, model hyper-parameters) of one grid configuration over the run's shared hparams
-    return ({k: grid_cfg[k] for k in TRAIN_KEYS if k in grid_cfg},
-            {**cfg.hparams, **{k: v for k, v in grid_cfg.items() if k not in TRAIN_KEYS}})
-
-
 def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, grid_cfg: dict[str, Any],
                run_seed: int, ckpt: Path | None = None, desc: str = '',
                record: dict[str, Sequence[int]] | None = None) -> tuple[TrainResult, torch.nn.Module]:
@@ -470,7 +285,7 @@ def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
     ``record`` maps further names to index lists of ``ds`` whose accuracy and loss are added as ``<name>_acc`` and
     ``<name>_loss``; they select nothing either (``benchmarks/selection_rules.py`` records the test fold)."""
     from torch_geometric.loader import DataLoader
-    train_kw, model_kw = _split_settings(cfg, grid_cfg)
+    train_kw, model_kw = split_settings(cfg, grid_cfg, name)
     seed_everything(run_seed)
     model = build_model(name, ds.num_features, ds.num_classes, **model_kw)
     bs = int(train_kw.get('batch_size', cfg.batch_size))
@@ -516,7 +331,7 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
     from torch_geometric.loader import DataLoader
     res, model = train_fold(ds, name, split, cfg, grid_cfg, run_seed, ckpt, desc)
     test = evaluate_loader(model, DataLoader(ds.subset(split['test']), batch_size=256), cfg.device)
-    train_kw, model_kw = _split_settings(cfg, grid_cfg)
+    train_kw, model_kw = split_settings(cfg, grid_cfg, name)
     curve = {key: [round(h[key], 5) for h in res.history] for key in CURVE_KEYS if key in res.history[0]}
     patience = train_kw.get('patience', cfg.patience)
     heldout = heldout_accuracy(curve, patience, cfg.select) if 'val_a_acc' in curve else None
@@ -530,18 +345,6 @@ def _train_one(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, g
     }, model
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``'key: A in the run, B now'`` for every differing entry of two dicts (``hparams`` entry by entry)."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if key == 'hparams' and isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b)
-        elif a != b:
-            out.append(f'{key}: {json.dumps(a)} in the run, {json.dumps(b)} now')
-    return out
-
-
 def check_run_folder(out: str | os.PathLike, ds: GraphDataset, cfg: BenchmarkConfig, resume: bool = False,
                      overwrite: bool = False) -> RunFolder:
     """Check, writing nothing, that :func:`run_benchmark` can use ``out``: a new or empty folder, or an earlier run
@@ -551,17 +354,17 @@ def check_run_folder(out: str | os.PathLike, ds: GraphDataset, cfg: BenchmarkCon
         raise ValueError('resume and overwrite exclude each other')
     run = RunFolder(out, 'resume' if resume else 'overwrite' if overwrite else 'new')
     run.check()
-    differences = []
+    found = []
     if resume and (run.root / 'state.json').exists():
         old = json.loads((run.root / 'state.json').read_text())
         new = json.loads(json.dumps({'dataset': ds.name, **cfg.comparable()}))
-        differences += _differences({'dataset': old.get('dataset'), **(old.get('config') or {})}, new)
-    if resume and not differences and (run.root / 'splits.json').exists():
+        found += differences({'dataset': old.get('dataset'), **(old.get('config') or {})}, new)
+    if resume and not found and (run.root / 'splits.json').exists():
         saved = load_splits(run.root / 'splits.json')
-        differences += _differences({k: saved.get(k) for k in ('num_graphs', 'labels_sha256')},
-                                    {'num_graphs': len(ds.labels), 'labels_sha256': _labels_digest(ds.labels)})
-    if differences:
-        raise RunFileError(f'{run.root} holds a run with other settings or data ({"; ".join(differences)}): resume '
+        found += differences({k: saved.get(k) for k in ('num_graphs', 'labels_sha256')},
+                             {'num_graphs': len(ds.labels), 'labels_sha256': _labels_digest(ds.labels)})
+    if found:
+        raise RunFileError(f'{run.root} holds a run with other settings or data ({"; ".join(found)}): resume '
                            'with the same options, or start afresh with --overwrite or another --out')
     return run
 

@@ -157,7 +157,7 @@ def _molecules(name: str, root: Any = None, pe: str | None = None, pe_dim: int =
 
 DATASETS: dict[str, DatasetSpec] = {
     'peptides-func': DatasetSpec('peptides-func', TASKS['multilabel'], 'fixed', _molecules,
-                                 'official LRGB split (10,873 / 2,331 / 2,331)'),
+                                 'official LRGB split'),
     'hiv': DatasetSpec('hiv', TASKS['binary'], 'fixed', _molecules, HIV_SPLIT_NOTE),
 }
 
