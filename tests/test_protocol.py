@@ -563,24 +563,63 @@ def test_cli_protocol_note_says_how_many_final_runs_each_fold_averages(tmp_path)
     assert all(len(r['final_runs']) == 2 for r in state['runs'].values())
 
 
-def test_summary_counts_the_runs_the_budget_ended(tmp_path):
+def _early_stopping(curve, budget, patience):
+    """(best epoch 1-based, epochs run) of fit's rule on a validation curve: a strictly better value resets the
+    count, training stops after ``patience`` epochs without one or at the end of the budget."""
+    best, best_t, bad = -1.0, 0, 0
+    for t, v in enumerate(curve[:budget]):
+        if v > best:
+            best, best_t, bad = v, t, 0
+        else:
+            bad += 1
+            if patience is not None and bad >= patience:
+                return best_t + 1, t + 1
+    return best_t + 1, budget
+
+
+def test_summary_counts_the_runs_the_budget_ended():
     """A run counts as ended by its budget exactly when the same run, given a longer budget, trains past it (patience
-    had not stopped it); the boundary case, stopped by patience at the last epoch of the budget, does not count."""
-    from pyg_ple.bench.datasets import digits_graphs
-    from pyg_ple.bench.protocol import BenchmarkConfig, ended_by_budget, run_benchmark
+    had not stopped it); the boundary case, stopped by patience at the last epoch of the budget, does not count.
+    The runs are constructed from validation curves, so the check does not depend on one machine's training."""
+    from pyg_ple.bench.protocol import ended_by_budget, replay_selection
     from pyg_ple.bench.report import format_table, summarize
-    ds = digits_graphs(60)
-    runs = {}
-    for epochs in (7, 30):
-        cfg = BenchmarkConfig(models=['gcn'], n_folds=4, epochs=epochs, lr=0.01, patience=2, progress=False,
-                              save_models=False, hparams=dict(hidden=8, num_layers=1))
-        runs[epochs] = run_benchmark(ds, cfg, tmp_path / str(epochs))
-    short, long = (sorted(runs[e]['runs'].values(), key=lambda r: r['fold']) for e in (7, 30))
-    ended = [r['epochs_run'] > 7 for r in long]
-    assert 0 < sum(ended) < len(ended)  # some runs the budget ended, some not
-    assert any(r['epochs_run'] == 7 and not e for r, e in zip(short, ended))  # stopped by patience at epoch 7
-    row, = summarize(runs[7])
-    assert row['ended_by_budget'] == [sum(ended), 4]
-    assert f"| {sum(ended)} / 4 |" in format_table([row], markdown=True)
-    assert summarize(runs[30])[0]['ended_by_budget'] == [0, 4]
+    budget, longer, patience = 7, 30, 2
+    curves = {
+        'still rising at the budget': [0.1 + 0.02 * t for t in range(12)] + [0.2] * (longer - 12),
+        'best one epoch before the budget': [0.1 * t for t in range(1, 7)] + [0.55, 0.65] + [0.5] * (longer - 8),
+        'stopped by patience at the last epoch of the budget': [0.1 * t for t in range(1, 6)] + [0.4] * (longer - 5),
+        'stopped by patience early': [0.5, 0.6] + [0.4] * (longer - 2),
+    }
+    short = {name: _early_stopping(c, budget, patience) for name, c in curves.items()}
+    long = {name: _early_stopping(c, longer, patience) for name, c in curves.items()}
+    assert short['stopped by patience at the last epoch of the budget'] == (5, 7)  # the boundary case is built in
+    for name, c in curves.items():  # the helper keeps the epoch the protocol's own replay keeps
+        assert replay_selection(c[:short[name][1]], patience) + 1 == short[name][0], name
+    expected = {name: long[name][1] > budget for name in curves}  # a longer budget trains past this one
+    assert expected == {'still rising at the budget': True, 'best one epoch before the budget': True,
+                        'stopped by patience at the last epoch of the budget': False,
+                        'stopped by patience early': False}
+    for name, (best_epoch, epochs_run) in short.items():
+        assert ended_by_budget(best_epoch, epochs_run, budget, patience) == expected[name], name
+
+    def state(runs, epochs):
+        records = {f'gcn_fold{i}': {'model': 'gcn', 'fold': i, 'test_acc': 0.5, 'params': 10, 'sec_per_epoch': 0.1,
+                                    'best_epoch': b, 'epochs_run': e, 'train_loss': 0.5, 'val_acc': 0.5,
+                                    'val_loss': 0.7, 'heldout_val_acc': 0.5}
+                   for i, (b, e) in enumerate(runs)}
+        return {'dataset': 'TOY', 'config': {'epochs': epochs, 'patience': patience}, 'runs': records}
+
+    row, = summarize(state(short.values(), budget))
+    assert row['ended_by_budget'] == [sum(expected.values()), len(curves)] == [2, 4]
+    assert '| 2 / 4 |' in format_table([row], markdown=True)
+    assert summarize(state(long.values(), longer))[0]['ended_by_budget'] == [0, 4]
+    # A fold's own patience (as a grid point records it) overrides the run's: with patience 3, the run whose best
+    # epoch is 5 of 7 is within the last 3 epochs, so the budget ended it.
+    folds = state([short['stopped by patience at the last epoch of the budget']], budget)
+    folds['runs']['gcn_fold0']['train'] = {'patience': 3}
+    assert summarize(folds)[0]['ended_by_budget'] == [1, 1]
+    # Several training runs per fold (--final-runs) are each counted.
+    folds = state([(7, 7)], budget)
+    folds['runs']['gcn_fold0']['final_runs'] = [{'best_epoch': 7, 'epochs_run': 7}, {'best_epoch': 2, 'epochs_run': 4}]
+    assert summarize(folds)[0]['ended_by_budget'] == [1, 2]
     assert ended_by_budget(5, 5, 5, None) and not ended_by_budget(4, 4, 5, None)  # no early stopping: the budget
