@@ -11,7 +11,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -177,12 +177,14 @@ def as_edge_attr(edge_attr: Optional[Tensor], num_edges: int, edge_dim: Optional
     return edge_attr
 
 
-def check_features(x: Tensor, channels: int, name: str = 'x', dim: Optional[int] = None,
+def check_features(x: Tensor, channels: Union[int, Tuple[int, int]], name: str = 'x', dim: Optional[int] = None,
                    dtype: Optional[torch.dtype] = None) -> None:
     """``x`` is a floating tensor (of ``dim`` dimensions and the parameters' ``dtype`` when given) with ``channels``
-    features in its last dimension."""
+    features in its last dimension (``-1``: any number, as for a lazily initialised layer; a pair ``(F_src, F_dst)``
+    of a bipartite layer: ``x`` stands on both sides and must fit both)."""
     check_tensor(x, name, dim=dim, floating=True)
-    if x.dim() < 2 or x.size(-1) != channels:
+    wanted = {c for c in (channels if isinstance(channels, tuple) else (channels,)) if c != -1}
+    if x.dim() < 2 or len(wanted) > 1 or (wanted and x.size(-1) not in wanted):
         raise ValueError(f"'{name}' must have {channels} features in its last dimension "
                          f"(got shape {tuple(x.shape)})")
     if dtype is not None and x.dtype != dtype:

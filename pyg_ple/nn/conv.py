@@ -6,8 +6,9 @@ hooks, explainers and ``torch.compile``) or the fused kernel of :mod:`pyg_ple.op
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -15,12 +16,12 @@ from torch import Tensor
 from torch.nn import Parameter
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
-from torch_geometric.typing import Adj, OptTensor
+from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import is_torch_sparse_tensor, scatter
 
 from pyg_ple.edges import as_edge_index
 from pyg_ple.graph import AttentionGraph
-from pyg_ple.nn.attention import AttentionAdjacency
+from pyg_ple.nn.attention import AttentionAdjacency, channel_pair, split_pair
 from pyg_ple.nn.kernel_cache import KernelGraphCache
 from pyg_ple.nn.scaler import check_degree_scaler, degree_scale, dense_key_count, edge_key_count
 from pyg_ple.ops.all_pairs import all_pairs_attention
@@ -29,25 +30,49 @@ from pyg_ple.validation import (check_batch, check_edge_values, check_features, 
                                 check_tensor, checking)
 
 NORMALIZATIONS = ('rw', 'sym', 'comb')
+FUSED_CHOICES = ('auto', True, False)
 
 # Below this many edges the reference ``propagate`` path ran faster than the fused kernel on CPU (kernel launch and
 # CSR set-up dominate): 4k-40k edges favoured the reference, 160k and more the kernel (benchmarks/results/speed.md).
 FUSED_MIN_EDGES = 65_536
 
-# MessagePassing hooks run inside ``propagate`` only. PyG keeps them in these dicts and has no public "has hooks"
-# test, so this is the one place that reads them.
-_PROPAGATE_HOOKS = ('_propagate_forward_pre_hooks', '_propagate_forward_hooks', '_message_forward_pre_hooks',
-                    '_message_forward_hooks', '_aggregate_forward_pre_hooks', '_aggregate_forward_hooks',
-                    '_message_and_aggregate_forward_pre_hooks', '_message_and_aggregate_forward_hooks')
+# MessagePassing's hook registrars whose hooks run inside ``propagate`` only: registered through the conv, such a
+# hook keeps it on the ``propagate`` path until the returned handle is removed (see ``takes_kernel``).
+PROPAGATE_HOOK_REGISTRARS = (
+    'register_propagate_forward_pre_hook', 'register_propagate_forward_hook', 'register_message_forward_pre_hook',
+    'register_message_forward_hook', 'register_aggregate_forward_pre_hook', 'register_aggregate_forward_hook',
+    'register_message_and_aggregate_forward_pre_hook', 'register_message_and_aggregate_forward_hook')
 
 
-def _has_reference_only_hooks(conv: 'LaplacianDiffusionConv') -> bool:
-    """Hooks the kernel path would skip: MessagePassing hooks on ``conv``, forward hooks on ``conv.attention``
-    (which the kernel does not call) and global module forward hooks (torch keeps both in private dicts too)."""
-    attention, modules = conv.attention, torch.nn.modules.module
-    return (any(getattr(conv, name) for name in _PROPAGATE_HOOKS)
-            or bool(attention._forward_hooks or attention._forward_pre_hooks)
-            or bool(modules._global_forward_hooks or modules._global_forward_pre_hooks))
+class _PropagateHookHandle:
+    """The handle of a hook registered through a ``PROPAGATE_HOOK_REGISTRARS`` method of the conv: it holds the conv
+    on the ``propagate`` path until :meth:`remove` (also as a context manager, as ``RemovableHandle``)."""
+
+    def __init__(self, conv: 'LaplacianDiffusionConv', handle: Any):
+        self.conv, self.handle, self.active = conv, handle, True
+        conv.num_propagate_hooks += 1
+
+    def remove(self) -> None:
+        if self.active:
+            self.active = False
+            self.conv.num_propagate_hooks -= 1
+        self.handle.remove()
+
+    def __enter__(self) -> '_PropagateHookHandle':
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self.remove()
+
+
+def _counting_registrar(name: str):
+    register = getattr(MessagePassing, name)
+
+    @functools.wraps(register)
+    def method(self, *args: Any, **kwargs: Any) -> _PropagateHookHandle:
+        return _PropagateHookHandle(self, register(self, *args, **kwargs))
+
+    return method
 
 
 class LaplacianDiffusionConv(MessagePassing):
@@ -95,57 +120,93 @@ class LaplacianDiffusionConv(MessagePassing):
     :math:`d_i \alpha_{ij}` (with uniform attention, ``D - W`` of the input graph), a sum over the keys that counts
     them as GIN's does (CPA's cardinality-preserving attention, Zhang & Xie 2020).
 
+    On a bipartite graph, ``x = (x_src, x_dst)`` with ``in_channels = (F_src, F_dst)`` (NeighborLoader's blocks,
+    ``to_hetero``), the queries come from the targets and the keys and values from the sources, and a Laplacian head
+    subtracts the target's own value:
+
+    .. math::
+        \mathbf{o}^{(h)}_i = \eta_h \Big( \sum_{j \in \mathcal{N}(i)} \alpha^{(h)}_{ij}\, \mathbf{x}^{src}_j
+        W_v^{(h)} - \mathbf{x}^{dst}_i W_r^{(h)} \Big), \qquad \alpha^{(h)}_{ij} = \operatorname{softmax}_j
+        \big( \langle \mathbf{x}^{dst}_i W_q^{(h)}, \mathbf{x}^{src}_j W_k^{(h)} \rangle / \sqrt{C} \big),
+
+    where :math:`W_r = W_v` (``lin_value``, bias included) when both sides have one feature size (``in_channels``
+    an int, or a pair of equal sizes): with NeighborLoader's layout, in which target ``i`` is source ``i``, the
+    output is then the rows of the targets in the layer's output on the whole sampled graph. Otherwise :math:`W_r`
+    is the target side's own projection ``lin_root`` (as ``TransformerConv``'s ``lin_skip``), and the operator is a
+    diffusion from sources to targets with a learned target term. Self-loops join source ``i`` to target ``i`` for
+    ``i < min(N_src, N_dst)`` (as in ``GATConv``); a fixed graph (``edge_weight``) takes one node set only.
+
     Args:
-        in_channels: input features ``F``.
-        out_channels: channels per head ``C``.
-        heads: number of heads ``H``.
-        concat: concatenate heads (``[N, H * C]``) or average them (``[N, C]``).
-        laplacian_heads: how many heads are Laplacian, the **last** ones; ``None`` means all, ``0`` gives standard
-            attention.
-        normalization: Laplacian of a fixed graph: ``'rw'``, ``'sym'`` or ``'comb'``.
-        step_size: initial :math:`\eta_h` (``>= 0``) of every Laplacian head.
-        learn_step_size: learn :math:`\eta_h` (one scalar per head).
-        add_self_loops: remove self-loops and add one per node before attention (learned mode only).
-        dropout: dropout on the attention weights.
-        edge_dim: edge feature size for an edge term in the attention score, or ``None`` (then ``edge_attr`` is
-            refused).
-        edge_values: also add the projected edge features to the values (see above; needs ``edge_dim``).
-        uniform_init: start the attention uniform over each node's candidate keys (``W_q = 0``, see
-            :class:`~pyg_ple.AttentionAdjacency`): a Laplacian head then starts as the random-walk Laplacian of the
-            candidate graph, :math:`-\eta_h (I - D^{-1} W) V^{(h)}` with ``W`` its adjacency (self-loops included).
-        bias: add a learned bias to the output.
-        degree_scaler: learn the degree scaler above: ``True`` (or ``'log'``) for :math:`\log(1 + d_i)`,
-            ``'linear'`` for :math:`d_i`, ``False`` for none (learned mode only: with ``edge_weight`` a layer built
-            with it raises a ``ValueError``).
-        fused: in learned mode, run the fused kernel of :mod:`pyg_ple.ops` (SDDMM, segment softmax, SpMM: no
-            ``[E, H, C]`` messages in forward or backward; on CPU, float16/bfloat16 projections such as those of
-            ``torch.autocast`` are computed in float32). The per-edge ``propagate`` path runs instead when
-            ``fused=False``, in fixed-graph mode, and whenever one of these holds: MessagePassing hooks are
-            registered on the conv; explain mode is on (``conv.explain``, set by PyG's ``Explainer``); forward
-            hooks are registered on ``conv.attention`` or globally on all modules; ``torch.compile`` is tracing
-            (the reference compiles without graph breaks); attention weights are requested in training mode with
-            ``dropout > 0`` (the reference returns the dropped weights); on CPU, the graph has fewer than
-            :attr:`fused_min_edges` (``FUSED_MIN_EDGES``) edges, where ``propagate`` is faster. The kernel has
-            first-order gradients only: a double backward through it raises; use ``fused=False`` for higher-order
-            gradients.
-        **kwargs: passed to :class:`torch_geometric.nn.conv.MessagePassing` (``flow`` must stay
-            ``'source_to_target'``: attention is normalised over each node's incoming edges).
+        in_channels (int or tuple): Size of each input sample, or ``(F_src, F_dst)`` for bipartite graphs; ``-1``
+            derives the size from the first input (lazy initialisation, as PyG's ``Linear(-1, ...)``).
+        out_channels (int): Channels per head :math:`C`.
+        heads (int, optional): Number of heads :math:`H`. (default: :obj:`1`)
+        concat (bool, optional): Concatenate the heads (``[N, H * C]``) or average them (``[N, C]``).
+            (default: :obj:`True`)
+        laplacian_heads (int, optional): How many heads are Laplacian, the **last** ones; :obj:`None` for all,
+            ``0`` for standard attention. (default: :obj:`None`)
+        normalization (str, optional): Laplacian of a fixed graph: ``'rw'``, ``'sym'`` or ``'comb'``.
+            (default: :obj:`'rw'`)
+        step_size (float, optional): Initial :math:`\eta_h` (``>= 0``) of every Laplacian head. (default: :obj:`1.`)
+        learn_step_size (bool, optional): Learn :math:`\eta_h` (one scalar per head). (default: :obj:`False`)
+        add_self_loops (bool, optional): Remove self-loops and add one per node before attention (learned mode
+            only). (default: :obj:`True`)
+        dropout (float, optional): Dropout on the attention weights. (default: :obj:`0.`)
+        edge_dim (int, optional): Edge feature size for an edge term in the attention score; with :obj:`None`
+            ``edge_attr`` is refused. (default: :obj:`None`)
+        bias (bool, optional): Add a learned bias to the output. (default: :obj:`True`)
+        fused (bool or str, optional): Which path runs the learned step: ``True`` the fused kernel of
+            :mod:`pyg_ple.ops` (SDDMM, segment softmax, SpMM: no ``[E, H, C]`` messages in forward or backward;
+            first-order gradients only), ``False`` PyG's per-edge ``propagate``, ``'auto'`` the kernel except on CPU
+            below :attr:`fused_min_edges` edges. Both give the same result; :meth:`takes_kernel` is the one rule,
+            including the cases that take ``propagate`` whatever ``fused`` says (``torch.compile`` tracing, explain
+            mode, the conv's own MessagePassing hooks, dropped weights requested). (default: :obj:`'auto'`)
+        degree_scaler (bool or str, optional): Learn the degree scaler above: ``True`` (or ``'log'``) for
+            :math:`\log(1 + d_i)`, ``'linear'`` for :math:`d_i`, ``False`` for none (learned mode only).
+            (default: :obj:`False`)
+        edge_values (bool, optional): Also add the projected edge features to the values (see above; needs
+            ``edge_dim``). (default: :obj:`False`)
+        uniform_init (bool, optional): Start the attention uniform over each node's candidate keys (``W_q = 0``,
+            see :class:`~pyg_ple.AttentionAdjacency`): a Laplacian head then starts as the random-walk Laplacian of
+            the candidate graph, :math:`-\eta_h (I - D^{-1} W) V^{(h)}`. (default: :obj:`False`)
+        fill_value (float or torch.Tensor or str, optional): The edge features of the added self-loops (with
+            ``edge_dim``): a value, or how to reduce each node's incoming edge features (``'add'``, ``'mean'``,
+            ``'min'``, ``'max'``, ``'mul'``), as in ``GATConv``. (default: :obj:`'mean'`)
+        **kwargs (optional): Additional arguments of :class:`torch_geometric.nn.conv.MessagePassing` (``flow``
+            must stay ``'source_to_target'``: attention is normalised over each node's incoming edges).
 
     Shapes:
-        - **input:** ``x [N, F]``, ``edge_index [2, E]`` (int64 or int32) or a sparse ``[N, N]`` adjacency (its
-          pattern: values are ignored), ``edge_weight [E]`` (optional, with a ``[2, E]`` ``edge_index``),
-          ``edge_attr [E, edge_dim]`` (optional, learned mode, ``[E]`` when ``edge_dim=1``)
-        - **output:** ``[N, H * C]`` or ``[N, C]``; with ``return_attention_weights=True`` also
-          ``(edge_index [2, E'], alpha [E', H])``.
+        - **input:**
+          node features :math:`(|\mathcal{V}|, F)` or :math:`((|\mathcal{V_s}|, F_{s}), (|\mathcal{V_t}|, F_{t}))`
+          if bipartite,
+          edge indices :math:`(2, |\mathcal{E}|)` (int64 or int32; a ``torch_geometric.EdgeIndex`` keeps its cached
+          sort) or a sparse :math:`(|\mathcal{V_t}|, |\mathcal{V_s}|)` adjacency (its pattern: values are ignored),
+          edge weights :math:`(|\mathcal{E}|)` *(optional, fixed graph)*,
+          edge features :math:`(|\mathcal{E}|, D)` *(optional, learned mode; a vector when* ``edge_dim=1`` *)*
+        - **output:** node features :math:`(|\mathcal{V_t}|, H * C)` or :math:`(|\mathcal{V_t}|, C)` if
+          ``concat=False``. With ``return_attention_weights=True`` also the weights of the edge set attended over
+          (self-loops handled): ``(edge_index (2, |E'|), alpha (|E'|, H))`` for a ``[2, E]`` input, and for a
+          sparse input an adjacency of its layout and shape whose values are ``alpha`` (PyG's convention).
     """
 
     #: On CPU, learned-mode graphs with fewer edges take ``propagate``; set it on an instance (``0``: the kernel at
     #: every size) or on the class to move the threshold.
     fused_min_edges: int = FUSED_MIN_EDGES
 
+    # MessagePassing's propagate-only hook registrars, counting the hooks in place (see ``takes_kernel``).
+    register_propagate_forward_pre_hook = _counting_registrar('register_propagate_forward_pre_hook')
+    register_propagate_forward_hook = _counting_registrar('register_propagate_forward_hook')
+    register_message_forward_pre_hook = _counting_registrar('register_message_forward_pre_hook')
+    register_message_forward_hook = _counting_registrar('register_message_forward_hook')
+    register_aggregate_forward_pre_hook = _counting_registrar('register_aggregate_forward_pre_hook')
+    register_aggregate_forward_hook = _counting_registrar('register_aggregate_forward_hook')
+    register_message_and_aggregate_forward_pre_hook = _counting_registrar(
+        'register_message_and_aggregate_forward_pre_hook')
+    register_message_and_aggregate_forward_hook = _counting_registrar('register_message_and_aggregate_forward_hook')
+
     def __init__(
         self,
-        in_channels: int,
+        in_channels: Union[int, Tuple[int, int]],
         out_channels: int,
         heads: int = 1,
         concat: bool = True,
@@ -157,10 +218,11 @@ class LaplacianDiffusionConv(MessagePassing):
         dropout: float = 0.0,
         edge_dim: Optional[int] = None,
         bias: bool = True,
-        fused: bool = True,
+        fused: Union[bool, str] = 'auto',
         degree_scaler: Union[bool, str] = False,
         edge_values: bool = False,
         uniform_init: bool = False,
+        fill_value: Union[float, Tensor, str] = 'mean',
         **kwargs,
     ):
         kwargs.setdefault('aggr', 'add')
@@ -168,9 +230,12 @@ class LaplacianDiffusionConv(MessagePassing):
             raise ValueError(f"'flow' must be 'source_to_target' (got {kwargs['flow']!r}): attention is normalised "
                              f"over each node's incoming edges; for the other direction pass edge_index.flip(0)")
         super().__init__(node_dim=0, **kwargs)
-        for name, value in (('in_channels', in_channels), ('out_channels', out_channels), ('heads', heads)):
+        src_channels, dst_channels = channel_pair(in_channels)
+        for name, value in (('out_channels', out_channels), ('heads', heads)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"'{name}' must be a positive int (got {value!r})")
+        if fused not in FUSED_CHOICES or not isinstance(fused, (bool, str)):
+            raise ValueError(f"'fused' must be 'auto', True or False (got {fused!r})")
         if laplacian_heads is None:
             laplacian_heads = heads
         if not isinstance(laplacian_heads, int) or not 0 <= laplacian_heads <= heads:
@@ -197,9 +262,13 @@ class LaplacianDiffusionConv(MessagePassing):
         self.degree_scaler, self.edge_values = degree_scaler, edge_values
 
         self.attention = AttentionAdjacency(in_channels, out_channels, heads, edge_dim, add_self_loops, dropout,
-                                            uniform_init)
-        self.lin_value = Linear(in_channels, heads * out_channels)
+                                            uniform_init, fill_value)
+        self.lin_value = Linear(src_channels, heads * out_channels)
         self.lin_edge_value = Linear(edge_dim, heads * out_channels, bias=False) if edge_values else None
+        # The target side's own value projection for the Laplacian term of a bipartite layer whose two sides may
+        # differ (see the class docstring); a layer with one feature size reads the targets with ``lin_value``.
+        shared = not isinstance(in_channels, tuple) or (src_channels == dst_channels != -1)
+        self.lin_root = None if shared or laplacian_heads == 0 else Linear(dst_channels, heads * out_channels)
         self.register_buffer('laplacian_mask', torch.arange(heads) >= heads - laplacian_heads, persistent=False)
         eta = torch.full((heads,), self.step_size)
         if learn_step_size:
@@ -209,6 +278,7 @@ class LaplacianDiffusionConv(MessagePassing):
         self.bias = Parameter(torch.empty(heads * out_channels if concat else out_channels)) if bias else None
         self.deg_coef = Parameter(torch.empty(2, heads * out_channels)) if degree_scaler else None
         self.kernel_cache = KernelGraphCache()
+        self.num_propagate_hooks = 0  # see ``takes_kernel``
         self.reset_parameters()
 
     # The projections live in the attention module (the graph a user inspects is the one diffused over); these
@@ -227,6 +297,8 @@ class LaplacianDiffusionConv(MessagePassing):
         self.lin_value.reset_parameters()
         if self.lin_edge_value is not None:
             self.lin_edge_value.reset_parameters()
+        if self.lin_root is not None:
+            self.lin_root.reset_parameters()
         with torch.no_grad():
             self.eta.fill_(self.step_size)
         if self.bias is not None:
@@ -238,7 +310,7 @@ class LaplacianDiffusionConv(MessagePassing):
 
     def forward(
         self,
-        x: Tensor,
+        x: Union[Tensor, PairTensor],
         edge_index: Adj,
         edge_weight: OptTensor = None,
         edge_attr: OptTensor = None,
@@ -246,29 +318,44 @@ class LaplacianDiffusionConv(MessagePassing):
     ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
         graph_key = edge_index  # the caller's tensor object keys the kernel's CSR cache
         edge_index, edge_attr = self._check_inputs(x, edge_index, edge_weight, edge_attr)
-        if edge_weight is None and self.takes_kernel(x, edge_index, return_attention_weights):
+        x_src, x_dst = split_pair(x)
+        size = x_dst.size(0) if isinstance(x, Tensor) else (x_src.size(0), x_dst.size(0))
+        if edge_weight is None and self.takes_kernel(x_dst, edge_index, return_attention_weights):
             out, edge_index, coef = self._kernel_forward(x, edge_index, edge_attr, graph_key,
                                                          bool(return_attention_weights))
         else:
-            value = self.lin_value(x).view(-1, self.heads, self.out_channels)
+            value = self.lin_value(x_src).view(-1, self.heads, self.out_channels)
             edge_value = None
             if edge_weight is None:  # learned attention
-                edge_index, edge_attr = self.attention.prepare_edges(edge_index, x.size(0), edge_attr)
+                edge_index, edge_attr = self.attention.prepare_edges(edge_index, size, edge_attr)
                 coef = self.attention(x, edge_index, edge_attr, prepared=True).weight
                 if self.lin_edge_value is not None:
                     edge_value = self.lin_edge_value(edge_attr).view(-1, self.heads, self.out_channels)
-                num_keys = edge_key_count(edge_index, x.size(0))
+                num_keys = edge_key_count(edge_index, x_dst.size(0))
                 self_weight = num_keys > 0  # nodes with an incoming edge
             else:  # fixed graph; the output keeps the features' dtype whatever the weights' dtype
                 coef, self_weight = self.fixed_coefficients(edge_index, edge_weight.to(x.dtype), x.size(0))
                 coef = coef.unsqueeze(-1).expand(-1, self.heads)
                 num_keys = None  # no degree scaler in fixed-graph mode
-            aggregated = self.propagate(edge_index, value=value, alpha=coef, edge_value=edge_value)  # [N, H, C]
+            pair_size = (x_src.size(0), x_dst.size(0))
+            aggregated = self.propagate(edge_index, value=value, alpha=coef, edge_value=edge_value,
+                                        size=pair_size)  # [N_dst, H, C]
             out = self.merge_heads(self.scale_by_degree(
-                self.combine_heads(aggregated, value, self_weight.view(-1, 1, 1)), num_keys))
+                self.combine_heads(aggregated, self.target_value(x, value), self_weight.view(-1, 1, 1)), num_keys))
         if return_attention_weights:
             return out, (edge_index, coef)
         return out
+
+    def target_value(self, x: Union[Tensor, PairTensor], value: Tensor) -> OptTensor:
+        r"""The values :math:`\mathbf{v}_i` of the targets ``[N_dst, H, C]`` that a Laplacian head subtracts:
+        ``value`` itself on one node set, ``x_dst`` through ``lin_root`` (or ``lin_value``) on a bipartite graph
+        (``None`` without Laplacian heads)."""
+        if isinstance(x, Tensor):
+            return value
+        if self.laplacian_heads == 0:
+            return None
+        lin = self.lin_value if self.lin_root is None else self.lin_root
+        return lin(x[1]).view(-1, self.heads, self.out_channels)
 
     def _check_inputs(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor,
                       edge_attr: OptTensor) -> Tuple[Tensor, OptTensor]:
@@ -276,6 +363,9 @@ class LaplacianDiffusionConv(MessagePassing):
         ``torch.compile`` (value checks once per tensor object and version)."""
         if edge_weight is None:  # learned mode: the attention module's inputs
             return self.attention.check_inputs(x, edge_index, edge_attr)
+        if not isinstance(x, Tensor):
+            raise ValueError("'edge_weight' gives a fixed graph on one node set: a bipartite 'x' (a pair) needs "
+                             "learned attention (no 'edge_weight')")
         if self.degree_scaler:
             raise ValueError("'degree_scaler' scales learned attention by the number of keys, but with "
                              "'edge_weight' the graph is fixed: build the layer with degree_scaler=False")
@@ -296,30 +386,48 @@ class LaplacianDiffusionConv(MessagePassing):
         return edge_index, None
 
     def takes_kernel(self, x: Tensor, edge_index: Tensor, return_attention_weights: Optional[bool] = None) -> bool:
-        r"""Whether a learned-mode forward on these inputs runs the fused kernel (see ``fused`` in the class
-        docstring for when the per-edge ``propagate`` path runs instead)."""
-        if not self.fused or torch.compiler.is_compiling():
-            return False
-        if x.device.type == 'cpu' and edge_index.size(1) < self.fused_min_edges:
+        r"""Whether a learned-mode forward runs the fused kernel (``True``) or the per-edge ``propagate``
+        (``False``): the one rule behind ``fused``.
+
+        ``propagate`` runs, whatever ``fused`` says, while
+
+        1. ``torch.compile`` traces (``propagate`` compiles without graph breaks; the kernel is opaque to it),
+        2. explain mode is on (``conv.explain``, set by PyG's ``Explainer``: its masks act inside ``propagate``),
+        3. a hook registered through one of the conv's own ``register_{propagate,message,aggregate,
+           message_and_aggregate}_forward[_pre]_hook`` methods is in place (:attr:`num_propagate_hooks` counts them;
+           they run inside ``propagate``, and PyG's ``AttentionExplainer`` reads the weights with one),
+        4. attention weights are requested in training mode with ``dropout > 0`` (only ``propagate`` returns the
+           weights with dropout applied).
+
+        Otherwise ``fused=True`` runs the kernel, ``fused=False`` runs ``propagate``, and ``fused='auto'`` runs the
+        kernel except on CPU below :attr:`fused_min_edges` edges (``x`` gives the device, ``edge_index`` the count).
+        Forward hooks of ``torch.nn.Module`` on ``conv.attention`` (or registered for all modules) see only the
+        ``propagate`` path, which calls that module: set ``fused=False`` when relying on them.
+        """
+        if torch.compiler.is_compiling() or self.explain or self.num_propagate_hooks:
             return False
         if return_attention_weights and self.training and self.dropout > 0:
             return False
-        return not (self.explain or _has_reference_only_hooks(self))
+        if self.fused == 'auto':
+            return x.device.type != 'cpu' or edge_index.size(1) >= self.fused_min_edges
+        return bool(self.fused)
 
     def _kernel_forward(self, x: Tensor, edge_index: Tensor, edge_attr: OptTensor, graph_key: Adj,
                         need_alpha: bool) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         """The learned step through the fused kernel: ``(out, prepared edge_index, alpha or None)``, equal to the
         ``propagate`` path (alpha is taken before dropout)."""
-        N = x.size(0)
-        cached = self.kernel_cache.get(graph_key, N)
+        x_src, x_dst = split_pair(x)
+        N = x_dst.size(0)
+        size = N if isinstance(x, Tensor) else (x_src.size(0), N)
+        cached = self.kernel_cache.get(graph_key, size)
         if cached is None or edge_attr is not None:
-            prepared, edge_attr = self.attention.prepare_edges(edge_index, N, edge_attr)
+            prepared, edge_attr = self.attention.prepare_edges(edge_index, size, edge_attr)
         if cached is None:  # indices were checked by ``_check_inputs``
-            csr = EdgeCSR(prepared, N, N, check_range=False)
-            cached = self.kernel_cache.put(graph_key, N, (prepared, csr, csr.rowptr.diff()))  # keys per node
+            csr = EdgeCSR(prepared, N, x_src.size(0), check_range=False)
+            cached = self.kernel_cache.put(graph_key, size, (prepared, csr, csr.rowptr.diff()))  # keys per node
         edge_index, csr, num_keys = cached
         query, key = self.attention.project(x)
-        value = self.lin_value(x).view(-1, self.heads, self.out_channels)
+        value = self.lin_value(x_src).view(-1, self.heads, self.out_channels)
         aggregated, alpha = edge_softmax_aggregate(query, key, value, edge_index, N,
                                                    score_bias=self.attention.edge_term(query, edge_index, edge_attr),
                                                    dropout=self.dropout, training=self.training, csr=csr,
@@ -329,7 +437,7 @@ class LaplacianDiffusionConv(MessagePassing):
             aggregated, edge_part = aggregated.split([self.out_channels, aggregated.size(-1) - self.out_channels], -1)
             weight = self.lin_edge_value.weight.view(self.heads, self.out_channels, -1)
             aggregated = aggregated + torch.einsum('nhd,hcd->nhc', edge_part, weight.to(edge_part.dtype))
-        out = self.combine_heads(aggregated, value, (num_keys > 0).view(-1, 1, 1))
+        out = self.combine_heads(aggregated, self.target_value(x, value), (num_keys > 0).view(-1, 1, 1))
         out = self.scale_by_degree(out, num_keys)
         return self.merge_heads(out), edge_index, alpha
 
