@@ -625,3 +625,155 @@ def test_fixed_mode_output_keeps_x_dtype(normalization):
     out = conv(x, ei, edge_weight=w)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, conv(x, ei, edge_weight=w.float()))
+
+
+# --------------------------------------------------------------------------
+# Bipartite inputs, lazy in_channels, fill_value.
+# --------------------------------------------------------------------------
+def dense_bipartite(conv, x_src, x_dst, edge_index, root):
+    """Dense float64 math of the bipartite learned step: ``A [H, N_dst, N_src]`` from the edges (unique, no
+    self-loops added), ``eta (A V - s R)`` on Laplacian heads with ``R = x_dst W_r`` the given root projection."""
+    H, C = conv.heads, conv.out_channels
+    n_dst, n_src = x_dst.size(0), x_src.size(0)
+    q = ref.linear(conv.lin_query, x_dst).view(n_dst, H, C).transpose(0, 1)
+    k = ref.linear(conv.lin_key, x_src).view(n_src, H, C).transpose(0, 1)
+    v = ref.linear(conv.lin_value, x_src).view(n_src, H, C).transpose(0, 1)
+    r = ref.linear(root, x_dst).view(n_dst, H, C).transpose(0, 1) if root is not None else 0.0
+    mask = torch.zeros(n_dst, n_src, dtype=torch.bool)
+    mask[edge_index[1], edge_index[0]] = True
+    a = ref.masked_softmax(q @ k.transpose(1, 2) / C ** 0.5, mask)  # [H, N_dst, N_src]
+    has_key = mask.any(1).to(x_dst.dtype).view(1, -1, 1)
+    lap = conv.laplacian_mask.view(-1, 1, 1)
+    out = torch.where(lap, conv.eta.view(-1, 1, 1) * (a @ v - has_key * r), a @ v)
+    return out.transpose(0, 1).reshape(n_dst, H * C) + conv.bias
+
+
+def bipartite_graph(n_src, n_dst, e, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ei = torch.stack([torch.randint(0, n_src, (e,), generator=g), torch.randint(0, n_dst, (e,), generator=g)])
+    ei = torch.unique(ei, dim=1)
+    return ei[:, ei[1] != n_dst - 1]  # the last target has no incoming edge
+
+
+@pytest.mark.parametrize('in_channels', [(5, 3), (4, 4), 4])
+@pytest.mark.parametrize('fused', [True, False])
+@pytest.mark.parametrize('lap', [None, 1, 0])
+def test_bipartite_matches_dense_reference(in_channels, fused, lap):
+    f_src, f_dst = in_channels if isinstance(in_channels, tuple) else (in_channels, in_channels)
+    conv = LaplacianDiffusionConv(in_channels, 3, heads=2, laplacian_heads=lap, add_self_loops=False,
+                                  fused=fused, learn_step_size=True).double()
+    with torch.no_grad():
+        conv.eta.copy_(torch.tensor([0.6, 1.4]))
+        conv.bias.uniform_(-1, 1)
+    # A separate target projection only where the two sides may differ and a head is Laplacian.
+    assert (conv.lin_root is not None) == (in_channels == (5, 3) and lap != 0)
+    x_src = torch.randn(7, f_src, dtype=torch.float64, requires_grad=True)
+    x_dst = torch.randn(4, f_dst, dtype=torch.float64, requires_grad=True)
+    ei = bipartite_graph(7, 4, 12)
+    out = conv((x_src, x_dst), ei)
+    assert out.shape == (4, 6)
+    root = None if lap == 0 else conv.lin_value if conv.lin_root is None else conv.lin_root
+    x_src2, x_dst2 = x_src.detach().clone().requires_grad_(True), x_dst.detach().clone().requires_grad_(True)
+    expected = dense_bipartite(conv, x_src2, x_dst2, ei, root)
+    torch.testing.assert_close(out, expected)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(x_src.grad, x_src2.grad)
+    torch.testing.assert_close(x_dst.grad, x_dst2.grad)
+
+
+@pytest.mark.parametrize('fused', [True, False])
+@pytest.mark.parametrize('add_self_loops', [True, False])
+def test_bipartite_block_gives_the_target_rows_of_the_full_output(fused, add_self_loops):
+    """NeighborLoader's layout: the targets are the first sources; with one feature size the bipartite output is
+    the targets' rows of the output on the whole graph (self-loops included)."""
+    n, n_dst = 9, 4
+    conv = LaplacianDiffusionConv(5, 3, heads=3, laplacian_heads=2, add_self_loops=add_self_loops,
+                                  fused=fused, edge_dim=2).double()
+    x = torch.randn(n, 5, dtype=torch.float64)
+    ei = ref.random_graph(n, 30, seed=4, allow_self_loops=True)
+    ei = ei[:, ei[1] < n_dst]  # the edges into the targets
+    edge_attr = torch.randn(ei.size(1), 2, dtype=torch.float64)
+    full = conv(x, ei, edge_attr=edge_attr)[:n_dst]
+    out, (edges, alpha) = conv((x, x[:n_dst]), ei, edge_attr=edge_attr, return_attention_weights=True)
+    torch.testing.assert_close(out, full)
+    assert int(edges[1].max()) < n_dst and alpha.shape == (edges.size(1), 3)
+    if add_self_loops:  # one self-loop per target, none for the other sources
+        loops = edges[:, edges[0] == edges[1]]
+        assert sorted(loops[0].tolist()) == list(range(n_dst))
+
+
+def test_lazy_in_channels_match_the_explicit_layer():
+    torch.manual_seed(0)
+    x, ei = torch.randn(6, 5), ref.random_graph(6, 14, seed=2)
+    lazy = LaplacianDiffusionConv(-1, 4, heads=2, edge_dim=1)
+    with torch.no_grad():
+        lazy(x, ei, edge_attr=torch.randn(ei.size(1)))  # PyG's recipe: one forward gives the shapes
+    explicit = LaplacianDiffusionConv(5, 4, heads=2, edge_dim=1)
+    explicit.load_state_dict(lazy.state_dict())
+    edge_attr = torch.randn(ei.size(1))
+    torch.testing.assert_close(lazy(x, ei, edge_attr=edge_attr), explicit(x, ei, edge_attr=edge_attr))
+    assert lazy.lin_value.weight.shape == (8, 5) and lazy.lin_query.weight.shape == (8, 5)
+    pair = LaplacianDiffusionConv((-1, -1), 4, heads=2)
+    with torch.no_grad():
+        out = pair((torch.randn(6, 5), torch.randn(3, 2)), ei[:, ei[1] < 3])
+    assert out.shape == (3, 8) and pair.lin_key.weight.shape == (8, 5) and pair.lin_root.weight.shape == (8, 2)
+    assert pair.lin_query.weight.shape == (8, 2)
+    # uniform_init zeroes W_q once the lazy projection has its shape
+    uniform = LaplacianDiffusionConv(-1, 4, heads=2, uniform_init=True)
+    uniform(x, ei)
+    assert not uniform.lin_query.weight.any() and not uniform.lin_query.bias.any()
+
+
+@pytest.mark.parametrize('fill_value', ['mean', 'add', 'max', 0.5, torch.tensor([1.0, -2.0])])
+@pytest.mark.parametrize('fused', [True, False])
+def test_fill_value_gives_the_self_loop_features(fill_value, fused):
+    """Against explicit self-loops whose features are the reduction of each node's incoming edge features."""
+    n = 6
+    ei = ref.random_graph(n, 15, seed=5)
+    ei = ei[:, ei[0] != ei[1]]
+    edge_attr = torch.randn(ei.size(1), 2, dtype=torch.float64)
+    conv = LaplacianDiffusionConv(4, 3, heads=2, edge_dim=2, fill_value=fill_value, fused=fused).double()
+    x = torch.randn(n, 4, dtype=torch.float64)
+    if isinstance(fill_value, str):
+        loop_attr = torch.zeros(n, 2, dtype=torch.float64)
+        for i in range(n):
+            incoming = edge_attr[ei[1] == i]
+            if incoming.numel():
+                loop_attr[i] = {'mean': incoming.mean(0), 'add': incoming.sum(0),
+                                'max': incoming.max(0).values}[fill_value]
+    else:
+        loop_attr = torch.as_tensor(fill_value, dtype=torch.float64).expand(n, 2)
+    explicit = LaplacianDiffusionConv(4, 3, heads=2, edge_dim=2, add_self_loops=False, fused=fused).double()
+    explicit.load_state_dict(conv.state_dict())
+    loops = torch.arange(n).repeat(2, 1)
+    expected = explicit(x, torch.cat([ei, loops], 1), edge_attr=torch.cat([edge_attr, loop_attr]))
+    torch.testing.assert_close(conv(x, ei, edge_attr=edge_attr), expected)
+
+
+@pytest.mark.parametrize('kwargs,error,word', [
+    (dict(in_channels=0), ValueError, 'in_channels'), (dict(in_channels=(4,)), ValueError, 'in_channels'),
+    (dict(in_channels=(4, -2)), ValueError, 'in_channels'), (dict(in_channels=2.0), ValueError, 'in_channels'),
+    (dict(fill_value='median'), ValueError, 'fill_value'), (dict(fill_value=None), TypeError, 'fill_value'),
+    (dict(fused='yes'), ValueError, 'fused'), (dict(fused=1), ValueError, 'fused')])
+def test_new_arguments_are_checked(kwargs, error, word):
+    args = dict(in_channels=4, out_channels=2)
+    with pytest.raises(error, match=word):
+        LaplacianDiffusionConv(**{**args, **kwargs})
+
+
+def test_bipartite_inputs_are_checked():
+    conv = LaplacianDiffusionConv((5, 3), 2, heads=2)
+    x_src, x_dst = torch.randn(6, 5), torch.randn(4, 3)
+    with pytest.raises(ValueError, match="'x_dst'"):
+        conv((x_src, torch.randn(4, 5)), torch.tensor([[0], [1]]))
+    with pytest.raises(ValueError, match="'edge_index'"):
+        conv((x_src, x_dst), torch.tensor([[5], [4]]))  # target 4 of 4
+    with pytest.raises(ValueError, match="'edge_index'"):
+        conv((x_src, x_dst), torch.tensor([[6], [0]]))  # source 6 of 6
+    with pytest.raises(TypeError, match="'x'"):
+        conv((x_src, x_dst, x_dst), torch.tensor([[0], [1]]))
+    with pytest.raises(ValueError, match="'edge_weight'"):
+        LaplacianDiffusionConv(4, 2)((torch.randn(3, 4), torch.randn(2, 4)), torch.tensor([[0], [1]]),
+                                     edge_weight=torch.ones(1))

@@ -268,3 +268,104 @@ def test_attention_explainer_reads_layer_alpha():
     expected = torch.maximum(a1[:ei.size(1)].max(-1).values,
                              a2[:ei.size(1)].max(-1).values)
     torch.testing.assert_close(expl.edge_mask, expected)
+
+
+# --------------------------------------------------------------------------
+# Against PyG's TransformerConv on the same weights.
+# --------------------------------------------------------------------------
+def _copy_linear(dst, src, sign=1.0):
+    with torch.no_grad():
+        dst.weight.copy_(sign * src.weight)
+        if dst.bias is not None:
+            dst.bias.copy_(sign * src.bias)
+
+
+def _every_target_has_an_edge(n_src, n_dst, e, seed):
+    g = torch.Generator().manual_seed(seed)
+    ei = torch.stack([torch.randint(0, n_src, (e,), generator=g),
+                      torch.randint(0, n_dst, (e,), generator=g)])
+    extra = torch.stack([torch.randint(0, n_src, (n_dst,), generator=g),
+                         torch.arange(n_dst)])  # (duplicates kept: each its own softmax term in both layers)
+    return torch.cat([ei, extra], 1)
+
+
+@pytest.mark.parametrize('in_channels', [5, (5, 3)])
+@pytest.mark.parametrize('concat', [True, False])
+@pytest.mark.parametrize('edge_dim', [None, 2])
+@pytest.mark.parametrize('fused', [True, False])
+def test_plain_heads_match_transformer_conv(in_channels, concat, edge_dim,
+                                            fused):
+    """Plain heads without self-loops are TransformerConv without its root
+    weight; with edge_values and the same edge projection for scores and
+    values, TransformerConv's edge_dim too. Values, weights and gradients,
+    bipartite included."""
+    from torch_geometric.nn import TransformerConv
+    bipartite = isinstance(in_channels, tuple)
+    ours = LaplacianDiffusionConv(in_channels, 4, heads=3, concat=concat,
+                                  laplacian_heads=0, add_self_loops=False,
+                                  bias=False, edge_dim=edge_dim,
+                                  edge_values=edge_dim is not None,
+                                  fused=fused).double()
+    theirs = TransformerConv(in_channels, 4, heads=3, concat=concat,
+                             root_weight=False, edge_dim=edge_dim).double()
+    for name in ('lin_query', 'lin_key', 'lin_value'):
+        _copy_linear(getattr(theirs, name), getattr(ours, name))
+    if edge_dim is not None:
+        _copy_linear(theirs.lin_edge, ours.attention.lin_edge)
+        _copy_linear(ours.lin_edge_value, ours.attention.lin_edge)
+    n_src, n_dst = 8, (5 if bipartite else 8)
+    ei = _every_target_has_an_edge(n_src, n_dst, 20, seed=1)
+    edge_attr = (torch.randn(ei.size(1), 2, dtype=torch.float64)
+                 if edge_dim is not None else None)
+    x_src = torch.randn(n_src, 5, dtype=torch.float64)
+    x_dst = torch.randn(n_dst, 3, dtype=torch.float64) if bipartite else None
+    inputs = []
+    for _ in range(2):
+        xs = x_src.clone().requires_grad_(True)
+        xd = x_dst.clone().requires_grad_(True) if bipartite else None
+        inputs.append((xs, xd))
+    (xs1, xd1), (xs2, xd2) = inputs
+    out, (edges, alpha) = ours((xs1, xd1) if bipartite else xs1, ei,
+                               edge_attr=edge_attr,
+                               return_attention_weights=True)
+    ref_out, (ref_edges, ref_alpha) = theirs(
+        (xs2, xd2) if bipartite else xs2, ei, edge_attr=edge_attr,
+        return_attention_weights=True)
+    torch.testing.assert_close(out, ref_out)
+    assert torch.equal(edges, ref_edges)
+    torch.testing.assert_close(alpha, ref_alpha)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    (ref_out * weights).sum().backward()
+    torch.testing.assert_close(xs1.grad, xs2.grad)
+    if bipartite:
+        torch.testing.assert_close(xd1.grad, xd2.grad)
+    for name in ('lin_query', 'lin_key', 'lin_value'):
+        torch.testing.assert_close(getattr(ours, name).weight.grad,
+                                   getattr(theirs, name).weight.grad)
+
+
+@pytest.mark.parametrize('in_channels', [5, (5, 5), (5, 3)])
+@pytest.mark.parametrize('fused', [True, False])
+def test_laplacian_heads_match_transformer_conv_with_negated_root(
+        in_channels, fused):
+    """A Laplacian head at step 1, ``A V - x_dst W_r``, is TransformerConv
+    with root weight ``-W_r`` (lin_value, or lin_root across feature sizes)
+    when every target has an incoming edge."""
+    from torch_geometric.nn import TransformerConv
+    ours = LaplacianDiffusionConv(in_channels, 4, heads=2,
+                                  add_self_loops=False, bias=False,
+                                  fused=fused).double()
+    theirs = TransformerConv(in_channels, 4, heads=2).double()
+    for name in ('lin_query', 'lin_key', 'lin_value'):
+        _copy_linear(getattr(theirs, name), getattr(ours, name))
+    root = ours.lin_root if ours.lin_root is not None else ours.lin_value
+    assert (ours.lin_root is not None) == (in_channels == (5, 3))
+    _copy_linear(theirs.lin_skip, root, sign=-1.0)
+    f_dst = in_channels[1] if isinstance(in_channels, tuple) else 5
+    x_src = torch.randn(8, 5, dtype=torch.float64)
+    x = x_src if isinstance(in_channels, int) else (
+        x_src, torch.randn(6, f_dst, dtype=torch.float64))
+    n_dst = 8 if isinstance(in_channels, int) else 6
+    ei = _every_target_has_an_edge(8, n_dst, 16, seed=2)
+    torch.testing.assert_close(ours(x, ei), theirs(x, ei))

@@ -130,10 +130,11 @@ class LaplacianDiffusionConv(MessagePassing):
         \big( \langle \mathbf{x}^{dst}_i W_q^{(h)}, \mathbf{x}^{src}_j W_k^{(h)} \rangle / \sqrt{C} \big),
 
     where :math:`W_r = W_v` (``lin_value``, bias included) when both sides have one feature size (``in_channels``
-    an int, or a pair of equal sizes): with NeighborLoader's layout, in which target ``i`` is source ``i``, the
-    output is then the rows of the targets in the layer's output on the whole sampled graph. Otherwise :math:`W_r`
-    is the target side's own projection ``lin_root`` (as ``TransformerConv``'s ``lin_skip``), and the operator is a
-    diffusion from sources to targets with a learned target term. Self-loops join source ``i`` to target ``i`` for
+    an int, or a pair of equal known sizes): with NeighborLoader's layout, in which target ``i`` is source ``i``,
+    the output is then the rows of the targets in the layer's output on the whole sampled graph. Otherwise (a pair
+    of different or lazy sizes) :math:`W_r` is the target side's own projection ``lin_root`` (as
+    ``TransformerConv``'s ``lin_skip``), also when a single ``x`` is given, and the operator is a diffusion from
+    sources to targets with a learned target term. Self-loops join source ``i`` to target ``i`` for
     ``i < min(N_src, N_dst)`` (as in ``GATConv``); a fixed graph (``edge_weight``) takes one node set only.
 
     Args:
@@ -348,14 +349,15 @@ class LaplacianDiffusionConv(MessagePassing):
 
     def target_value(self, x: Union[Tensor, PairTensor], value: Tensor) -> OptTensor:
         r"""The values :math:`\mathbf{v}_i` of the targets ``[N_dst, H, C]`` that a Laplacian head subtracts:
-        ``value`` itself on one node set, ``x_dst`` through ``lin_root`` (or ``lin_value``) on a bipartite graph
-        (``None`` without Laplacian heads)."""
-        if isinstance(x, Tensor):
-            return value
+        ``x_dst`` through ``lin_root`` when the layer has one (a pair of feature sizes, also for a single ``x``),
+        else ``value`` itself on one node set or ``x_dst`` through ``lin_value`` (``None`` without Laplacian
+        heads)."""
         if self.laplacian_heads == 0:
             return None
+        if self.lin_root is None and isinstance(x, Tensor):
+            return value
         lin = self.lin_value if self.lin_root is None else self.lin_root
-        return lin(x[1]).view(-1, self.heads, self.out_channels)
+        return lin(split_pair(x)[1]).view(-1, self.heads, self.out_channels)
 
     def _check_inputs(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor,
                       edge_attr: OptTensor) -> Tuple[Tensor, OptTensor]:
