@@ -12,7 +12,6 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.inits import reset
 from torch_geometric.nn.resolver import activation_resolver, normalization_resolver
 from torch_geometric.typing import Adj, OptTensor
-from torch_geometric.utils import to_dense_batch
 
 from pyg_ple.nn.conv import LaplacianDiffusionConv
 
@@ -140,8 +139,7 @@ class PLEGPSLayer(torch.nn.Module):
 
     def global_update(self, x: Tensor, batch: OptTensor = None) -> Tensor:
         r"""The Laplacian attention update over all node pairs of each graph, ``[N, channels]``."""
-        dense, valid = to_dense_batch(x, batch)
-        return self.attn.forward_dense(dense, mask=valid)[valid]
+        return self.attn.forward_all_pairs(x, batch)
 
     def _norm(self, norm: Optional[torch.nn.Module], x: Tensor, batch: OptTensor) -> Tensor:
         if norm is None:
