@@ -371,6 +371,53 @@ def cmd_graph(args: argparse.Namespace) -> int:
     from pyg_ple.bench.protocol import load_model_file
     from pyg_ple.bench.report import draw_attention_graph
 
+    if args.hf is not None or args.text is not None:  # a local Hugging Face model folder instead of a checkpoint
+        if args.hf is None or args.text is None:
+            raise CommandError('--hf PATH and --text "..." go together: the model of --hf reads --text')
+        if args.checkpoint is not None:
+            raise CommandError(f'pass either a checkpoint or --hf, not both (got {args.checkpoint} and --hf {args.hf})')
+        if args.index is not None or args.root is not None:
+            raise CommandError("--index and --root choose a graph of a checkpoint's dataset; with --hf the input is "
+                               '--text')
+        if not args.out:
+            raise CommandError('--hf needs --out, the folder to write the GraphML, PNG and summary files into')
+        run = RunFolder(args.out, 'add')
+        try:
+            run.check()
+        except RunFileError as e:
+            raise CommandError(f'--out {e}') from None
+        try:
+            from pyg_ple import hf
+            model, tokenizer = hf.load_pretrained(args.hf)
+            if tokenizer is None:
+                raise ValueError(f'{args.hf} has no tokenizer, which --text needs')
+            graphs = hf.attention_graphs(model, tokenizer, text=args.text)
+        except (ImportError, ValueError) as e:
+            raise CommandError(f'--hf: {e}') from None
+        nlayers, heads = len(graphs), graphs[0].heads
+        if args.layer is not None and not -nlayers <= args.layer < nlayers:
+            raise CommandError(f'--layer {args.layer} is out of range: the model has {nlayers} layers (0 to '
+                               f'{nlayers - 1}, or -{nlayers} to -1)')
+        if args.head is not None and not 0 <= args.head < heads:
+            raise CommandError(f'--head {args.head} is out of range: the model has {heads} heads (0 to {heads - 1})')
+        name = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in Path(args.hf).resolve().name) or 'model'
+        files = hf.export_files(graphs, name, head=args.head,
+                                layers=None if args.layer is None else [args.layer % nlayers],
+                                min_weight=args.min_weight,
+                                graph_attrs={'model': name, 'model_type': str(model.config.model_type),
+                                             'text': args.text})
+        run.prepare()
+        tokens = graphs[0].num_nodes
+        print(f'{name} ({model.config.model_type}) on {tokens} tokens: {nlayers} layers of {heads} heads')
+        print(files[f'{name}_summary.md'].decode(), end='')
+        for rel, data in files.items():
+            print(f'wrote {run.write_bytes(rel, data)}')
+        return 0
+
+    if args.checkpoint is None:
+        raise CommandError('pass a model file written by pyg-ple bench, or a Hugging Face model folder with --hf')
+    if args.layer is None:
+        args.layer = 0
     path = Path(args.checkpoint)
     try:
         record = load_model_file(path)

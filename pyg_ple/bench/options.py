@@ -243,15 +243,22 @@ def add_graph(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespac
         'graph', help='export the attention graph of a trained model (GraphML + PNG)',
         description='Load a model saved by `pyg-ple bench` (<out>/models/<model>_fold<k>.pt), run it on one graph of '
                     'its dataset and export the attention graph of one layer and head: GraphML (networkx) and a PNG '
-                    'drawing with edge widths by attention weight.',
+                    'drawing with edge widths by attention weight. With --hf PATH --text "...": run a local Hugging '
+                    'Face model folder (nothing downloaded, no code from the folder run; needs pip install '
+                    '"pyg-ple[hf]") on the text and export every layer (GraphML + PNG) and a summary table of '
+                    'attention entropy, distance and spectral gap per layer and head.',
         formatter_class=_HelpFormatter)
-    p.add_argument('checkpoint', help='model file written by pyg-ple bench')
+    p.add_argument('checkpoint', nargs='?', default=None, help='model file written by pyg-ple bench (or use --hf)')
+    p.add_argument('--hf', default=None, metavar='PATH',
+                   help='a local Hugging Face model folder (config.json, weights, tokenizer) instead of a checkpoint')
+    p.add_argument('--text', default=None, help='with --hf: the text the model reads')
     p.add_argument('--index', type=int, default=None, help='graph index in the dataset (default: first test graph)')
-    p.add_argument('--layer', type=int, default=0, help='block whose attention is exported (negative: from the end)')
+    p.add_argument('--layer', type=int, default=None,
+                   help='block whose attention is exported (negative: from the end; default: 0, with --hf every block)')
     p.add_argument('--head', type=int, default=None, help='head (default: mean over heads)')
     p.add_argument('--root', default=None, help='data folder (as for bench)')
     p.add_argument('--out', default=None,
                    help='output folder, new, empty or written by pyg-ple (default: <run>/attention next to the '
-                        'models/ folder of the checkpoint)')
+                        'models/ folder of the checkpoint; required with --hf)')
     p.add_argument('--min-weight', type=float, default=0.0, help='drop edges below this weight in the drawing')
     p.set_defaults(func=func, parser=p)
