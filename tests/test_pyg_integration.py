@@ -5,6 +5,8 @@ import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch_geometric import EdgeIndex
 from torch_geometric.explain import Explainer
 from torch_geometric.explain.algorithm import AttentionExplainer
 from torch_geometric.nn import GPSConv, MessagePassing, global_mean_pool
@@ -369,3 +371,83 @@ def test_laplacian_heads_match_transformer_conv_with_negated_root(
     n_dst = 8 if isinstance(in_channels, int) else 6
     ei = _every_target_has_an_edge(8, n_dst, 16, seed=2)
     torch.testing.assert_close(ours(x, ei), theirs(x, ei))
+
+
+# --------------------------------------------------------------------------
+# torch_geometric.EdgeIndex input.
+# --------------------------------------------------------------------------
+class CountSorts(TorchDispatchMode):
+    """Counts the sorts run below it (``aten.sort``/``argsort``, whoever
+    calls them: EdgeIndex, EdgeCSR, index_sort)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.sort, torch.ops.aten.argsort):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _edge_index(ei, size, order):
+    out = EdgeIndex(ei, sparse_size=size)
+    perm = None
+    if order is not None:
+        out, perm = out.sort_by(order)
+    return out, perm
+
+
+@pytest.mark.parametrize('order', ['col', 'row', None])
+@pytest.mark.parametrize('fused', [True, False])
+@pytest.mark.parametrize('bipartite', [False, True])
+def test_edge_index_input_values_and_gradients(order, fused, bipartite):
+    n_src, n_dst = 9, (5 if bipartite else 9)
+    conv = LaplacianDiffusionConv((5, 5) if bipartite else 5, 3, heads=2,
+                                  laplacian_heads=1, edge_dim=2,
+                                  fill_value='max', fused=fused).double()
+    ei = ref.random_graph(n_src, 30, seed=6, allow_self_loops=True)
+    ei = ei[:, ei[1] < n_dst]
+    edge_attr = torch.randn(ei.size(1), 2, dtype=torch.float64)
+    x = torch.randn(n_src, 5, dtype=torch.float64)
+
+    def run(edge_index, attr):
+        xx = x.clone().requires_grad_(True)
+        inp = (xx, xx[:n_dst]) if bipartite else xx
+        out = conv(inp, edge_index, edge_attr=attr)
+        conv.zero_grad()
+        out.square().sum().backward()
+        return out, xx.grad, conv.lin_query.weight.grad.clone()
+
+    expected = run(ei, edge_attr)
+    edge_index, perm = _edge_index(ei, (n_src, n_dst), order)
+    got = run(edge_index, edge_attr if perm is None else edge_attr[perm])
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize('fused', [True, False])
+def test_edge_index_uses_its_cached_sort(fused):
+    """A target-sorted EdgeIndex is never sorted; a source-sorted one once
+    (its cached transpose); a plain tensor the kernel sorts on every new
+    graph (its CSR), which an EdgeIndex spares."""
+    n = 12
+    conv = LaplacianDiffusionConv(4, 2, heads=2, fused=fused)
+    x = torch.randn(n, 4)
+    ei = ref.random_graph(n, 40, seed=7)
+    col, _ = _edge_index(ei, (n, n), 'col')
+    row, _ = _edge_index(ei, (n, n), 'row')
+    counts = {}
+    for name, edge_index in (('col', col), ('row', row), ('plain', ei)):
+        for call in range(2):
+            conv.kernel_cache.clear()  # as for a new graph every step
+            with CountSorts() as sorts:
+                conv(x, edge_index)
+            counts[name, call] = sorts.count
+    assert counts['col', 0] == counts['col', 1] == 0
+    assert counts['row', 0] == 1 and counts['row', 1] == 0
+    assert counts['plain', 0] == counts['plain', 1] == int(fused)
+    # The count sees a sort where there is one.
+    with CountSorts() as sorts:
+        EdgeIndex(ei, sparse_size=(n, n)).sort_by('col')
+    assert sorts.count == 1

@@ -11,9 +11,11 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch_geometric import EdgeIndex
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import Adj, PairTensor, SparseTensor
 from torch_geometric.utils import add_self_loops, is_torch_sparse_tensor, remove_self_loops, softmax, to_edge_index
+from torch_geometric.utils.loop import compute_loop_attr
 
 from pyg_ple.edges import as_edge_index
 from pyg_ple.graph import AttentionGraph
@@ -132,7 +134,13 @@ class AttentionAdjacency(torch.nn.Module):
     def prepare_edges(self, edge_index: Tensor, num_nodes: NodeSize,
                       edge_attr: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
         r"""The edge set attention runs over: self-loops removed and re-added when ``add_self_loops``
-        (``num_nodes``: ``N``, or ``(N_src, N_dst)`` on a bipartite graph)."""
+        (``num_nodes``: ``N``, or ``(N_src, N_dst)`` on a bipartite graph). A ``torch_geometric.EdgeIndex`` comes
+        back as a tensor sorted by target through its own (cached) sort when it is sorted (see
+        :func:`target_sorted_edges`), as a plain tensor otherwise."""
+        if isinstance(edge_index, EdgeIndex):
+            if edge_index.is_sorted:
+                return target_sorted_edges(edge_index, num_nodes, edge_attr, self.add_self_loops, self.fill_value)
+            edge_index = edge_index.as_tensor()  # unsorted: nothing cached to use
         if self.add_self_loops:
             edge_index, edge_attr = remove_self_loops(edge_index, edge_attr)
             edge_index, edge_attr = add_self_loops(edge_index, edge_attr, fill_value=self.fill_value,
@@ -206,6 +214,42 @@ class AttentionAdjacency(torch.nn.Module):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, '
                 f'add_self_loops={self.add_self_loops}' + (', uniform_init=True' if self.uniform_init else '') + ')')
+
+
+def target_sorted_edges(edge_index: EdgeIndex, num_nodes: NodeSize, edge_attr: Optional[Tensor] = None,
+                        self_loops: bool = True,
+                        fill_value: Union[float, Tensor, str] = 'mean') -> Tuple[Tensor, Optional[Tensor]]:
+    r"""The edges of ``edge_index`` sorted by target, as a plain ``[2, E']`` tensor, with (``self_loops``) the
+    self-loops replaced by one per node ``i < min(N_src, N_dst)`` placed after each node's other incoming edges, and
+    the features ``edge_attr`` permuted alike (``fill_value`` for the new loops, as ``add_self_loops`` gives them).
+
+    Sorting uses the ``EdgeIndex``'s own: none when it is sorted by target, its cached transpose when sorted by
+    source (computed once per object), a sort otherwise; the loops are inserted by their positions in ``O(E)``."""
+    num_src, num_dst = (num_nodes, num_nodes) if isinstance(num_nodes, int) else num_nodes
+    edge_index, perm = edge_index.sort_by('col')
+    index = edge_index.as_tensor()
+    if perm is not None and edge_attr is not None:
+        edge_attr = edge_attr.index_select(0, perm)
+    if not self_loops:
+        return index, edge_attr
+    keep = index[0] != index[1]
+    index = index[:, keep]
+    edge_attr = edge_attr[keep] if edge_attr is not None else None
+    num_loops, num_edges, dst = min(num_src, num_dst), index.size(1), index[1]
+    loops = torch.arange(num_loops, device=index.device)
+    # Edge k (target d) moves past the loops of the nodes before d; loop i follows the edges into nodes <= i.
+    edge_pos = torch.arange(num_edges, device=index.device) + dst.clamp(max=num_loops)
+    loop_pos = torch.bincount(dst, minlength=num_dst)[:num_loops].cumsum(0) + loops
+    out = index.new_empty(2, num_edges + num_loops)
+    out[:, edge_pos] = index
+    out[:, loop_pos] = loops
+    if edge_attr is not None:
+        loop_attr = compute_loop_attr(index, edge_attr, num_loops, False, fill_value)
+        attr = edge_attr.new_empty((num_edges + num_loops,) + tuple(edge_attr.shape[1:]))
+        attr[edge_pos] = edge_attr
+        attr[loop_pos] = loop_attr.to(edge_attr.dtype)
+        edge_attr = attr
+    return out, edge_attr
 
 
 def bipartite_edge_index(edge_index: Adj, num_src: int, num_dst: int) -> Tensor:
