@@ -42,7 +42,7 @@ __all__ = ['FIXED_SPLIT_DEFAULTS', 'takes_edge_features', 'model_settings', 'pre
            'check_fixed_run_folder', 'run_fixed_split', 'summarize_fixed', 'results_table', 'cmd_fixed_split']
 
 # `pyg-ple bench --dataset peptides-func|hiv` without other options: the budget of benchmarks/long_range_plan.md.
-FIXED_SPLIT_DEFAULTS = dict(epochs=60, hidden=64, layers=4, batch_size=64, lr=1e-3, patience=None, node_attr=False,
+FIXED_SPLIT_DEFAULTS = dict(epochs=20, hidden=64, layers=4, batch_size=64, lr=1e-3, patience=None, node_attr=False,
                             final_runs=3)
 RESULT_COLUMNS = ('model', 'params', 'epochs', 'seeds', 'val_mean', 'val_std', 'test_mean', 'test_std')
 
