@@ -327,6 +327,7 @@ def test_cli_graph_hf_bad_input_exits_2_with_one_line(case, argv, message, tmp_p
     assert not (tmp_path / 'o').exists()
 
 
+@pytest.mark.slow
 def test_cli_graph_hf_one_line_in_a_fresh_process(tmp_path, bert_folder):
     """With transformers' own logging as it is by default: a folder transformers cannot read is one line, no
     traceback."""
