@@ -102,3 +102,24 @@ def test_node_classification_example_trains_the_default_model_offline(tmp_path):
     assert 'ple node model, epoch' in proc.stdout and 'of 3 selected' in proc.stdout
     assert all(0.0 <= a <= 1.0 for a in _accuracies(proc.stdout).values())
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_hf_attention_graph_example_runs_offline(tmp_path):
+    pytest.importorskip('transformers')
+    out = tmp_path / 'out'
+    proc = run_example('hf_attention_graph.py', '--out', str(out))
+    assert 'tokens of the first text: [CLS] the cat sat on the mat , and the dog watched the cat . [SEP]' in proc.stdout
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(['pyg-ple-manifest.json', 'tiny-bert_rollout.graphml', 'tiny-bert_summary.csv',
+                            'tiny-bert_summary.md', 'tiny-bert_l0_hmean.graphml', 'tiny-bert_l0_hmean.png',
+                            'tiny-bert_l1_hmean.graphml', 'tiny-bert_l1_hmean.png'])
+    assert list(tmp_path.iterdir()) == [out]  # the model folder was temporary
+    for name in ('tiny-bert_l1_hmean.graphml', 'tiny-bert_rollout.graphml'):
+        G = nx.read_graphml(out / name)
+        assert G.is_directed() and G.number_of_nodes() == 16  # the first text's tokens, [CLS] to [SEP]
+        assert G.nodes['3']['token'] == 'sat' and G.graph['text'].startswith('The cat sat')
+        for node in G.nodes:  # every token's attention (and rollout) sums to one
+            assert G.in_degree(node, weight='weight') == pytest.approx(1.0, rel=1e-5)
+    assert (out / 'tiny-bert_l0_hmean.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert (out / 'tiny-bert_summary.csv').read_text().splitlines()[0] == 'layer,head,entropy,distance,spectral_gap'
