@@ -117,9 +117,27 @@ def test_library_layers_leave_torch_threads_alone():
 
 
 def test_only_the_command_line_sets_torch_threads():
-    """No module of the package but the CLI names torch's thread setters (a call that the run above would not reach,
-    or one made at import through another name, shows up here)."""
+    """No module of the library (the package outside pyg_ple.bench, the command line's) names torch's thread setters:
+    a call that the run above would not reach shows up here."""
     root = Path(pyg_ple.__file__).parent
     setter = re.compile(r'set_num_(interop_)?threads')
     found = sorted(str(p.relative_to(root)) for p in root.rglob('*.py') if setter.search(p.read_text()))
-    assert found == ['bench/cli.py']
+    assert 'bench/cli.py' in found
+    assert [f for f in found if not f.startswith('bench/')] == []
+
+
+def test_the_default_applies_to_fixed_split_datasets_too(tmp_path, monkeypatch, threads_restored):
+    """cmd_bench sets the threads before it hands a fixed-split dataset (peptides-func, hiv) to cmd_fixed_split."""
+    import pyg_ple.bench.fixed_split as fixed_split
+    seen = []
+    monkeypatch.setattr(fixed_split, 'cmd_fixed_split', lambda args: seen.append(torch.get_num_threads()) or 0)
+    assert main(['bench', '--dataset', 'peptides-func', '--out', str(tmp_path / 'run')]) == 0
+    assert main(['bench', '--dataset', 'hiv', '--threads', '2', '--out', str(tmp_path / 'run')]) == 0
+    assert seen == [1, 2]
+
+
+def test_threads_below_one_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(TINY + ['--threads', '0', '--out', str(tmp_path / 'run')])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == 'pyg-ple bench: error: --threads must be an integer >= 1, got 0'

@@ -299,17 +299,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pyg_ple.bench.threads import default_threads
 
     from pyg_ple.bench.tasks import dataset_spec
+    # Before loading, and for every kind of dataset: the per-graph transforms are small work too.
+    if args.threads is not None and args.threads < 1:
+        raise CommandError(f'--threads must be an integer >= 1, got {args.threads}')
+    try:
+        threads = args.threads or default_threads()
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    torch.set_num_threads(threads)
     if dataset_spec(args.dataset).split == 'fixed':  # an official split and several seeds, not k-fold
         from pyg_ple.bench.fixed_split import cmd_fixed_split
         return cmd_fixed_split(args)
     if args.params is not None:
         raise CommandError('--params applies to peptides-func and hiv; on k-fold datasets set --hidden')
     cfg = validate_bench_args(args)
-    try:  # before loading: the per-graph transforms are small work too
-        threads = args.threads or default_threads()
-    except ValueError as e:
-        raise CommandError(str(e)) from None
-    torch.set_num_threads(threads)
     ds, dataset_args = load_bench_dataset(args, cfg)
     validate_bench_data(args, ds, cfg)
     out = _bench_out(args)
