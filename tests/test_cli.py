@@ -19,6 +19,7 @@ TINY = ['bench', '--digits-n', '40', '--folds', '2', '--epochs', '1', '--hidden'
         '--heads', '2', '--no-progress', '--checkpoint-every', '1']
 
 
+@pytest.mark.slow
 def test_version_and_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(['--version'])
@@ -138,6 +139,7 @@ def test_interrupted_bench_leaves_no_half_written_file_and_resumes(tmp_path, mon
     assert json.loads((out / 'results.json').read_text())['results'][0]['folds'] == 2
 
 
+@pytest.mark.slow
 def test_graph_command_exports_graphml_and_png(tmp_path, capsys):
     import networkx as nx
     import torch
@@ -167,6 +169,7 @@ def test_graph_command_exports_graphml_and_png(tmp_path, capsys):
                                                         'has 1 layers (0 to 0, or -1 to -1)')
 
 
+@pytest.mark.slow
 def test_unavailable_dataset_is_a_usage_error(tmp_path, capsys, monkeypatch):
     import torch_geometric.datasets
 
@@ -205,6 +208,7 @@ def test_zero_and_empty_settings_are_refused_not_replaced_by_defaults(tmp_path):
             validate_bench_args(parser.parse_args(bench + argv))
 
 
+@pytest.mark.slow
 def test_help_texts_render_cleanly(capsys):
     for command in ('bench', 'graph'):
         with pytest.raises(SystemExit) as e:
@@ -221,6 +225,7 @@ def test_help_texts_render_cleanly(capsys):
     assert '--folds FOLDS outer cross-validation folds (2 to the size of the smallest class) (default: 10)' in bench
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, '-m', 'pyg_ple', '--version'], capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parents[1], timeout=60)
@@ -251,6 +256,7 @@ def _mutag_root():
 
 
 @pytest.mark.skipif(_mutag_root() is None, reason='TU data not found (set PYG_PLE_DATA to a folder with TUDataset/)')
+@pytest.mark.slow
 def test_edge_features_of_mutag_through_the_command(tmp_path, monkeypatch, capsys):
     from pyg_ple.bench.datasets import load_dataset
     monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
@@ -283,6 +289,7 @@ def test_edge_features_of_mutag_through_the_command(tmp_path, monkeypatch, capsy
 
 
 @pytest.mark.skipif(_mutag_root() is None, reason='TU data not found (set PYG_PLE_DATA to a folder with TUDataset/)')
+@pytest.mark.slow
 def test_edge_values_through_the_command(tmp_path, monkeypatch, capsys):
     """--edge-values builds the transformers with edge features in their values (GIN's GINEConv is unchanged), and a
     dataset without edge labels is a usage error, not a run without them."""
@@ -355,6 +362,7 @@ def test_bench_select_loss_keeps_the_epoch_of_lowest_validation_loss_and_is_part
     assert e.value.code == 2
 
 
+@pytest.mark.slow
 def test_degree_scaler_form_reaches_the_config_and_a_bad_form_is_a_usage_error(tmp_path, capsys):
     from pyg_ple.bench.cli import build_parser, validate_bench_args
     for argv, expected in ((['--degree-scaler'], True), (['--degree-scaler', 'log'], True),
@@ -428,6 +436,7 @@ def test_bench_defaults_on_a_tu_dataset_are_the_settings_of_the_graph_table(data
     assert _settings(['--dataset', dataset], tmp_path) == _settings(table, tmp_path)
 
 
+@pytest.mark.slow
 def test_bench_defaults_can_be_turned_off_and_the_library_config_shares_them(tmp_path, capsys):
     from dataclasses import fields
 

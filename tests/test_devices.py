@@ -537,6 +537,7 @@ def test_speed_headline_ratios_come_from_the_same_run():
     assert '| dense-forward_dense time / sdpa-layer time | T=1024, 4x16, bfloat16 | 1.040 |' in lines
 
 
+@pytest.mark.slow
 def test_speed_budget_lists_what_it_did_not_run(tmp_path):
     speed_module().main(['--quick', '--device', 'cpu', '--max-seconds', '0', '--out', str(tmp_path)])
     md = (tmp_path / 'speed.md').read_text()
@@ -545,6 +546,7 @@ def test_speed_budget_lists_what_it_did_not_run(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal on a machine without CUDA')
+@pytest.mark.slow
 def test_gpu_check_refuses_a_machine_without_cuda(tmp_path):
     script = os.path.join(ROOT, 'benchmarks', 'gpu_check.sh')
     env = dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON=sys.executable, PYTHONDONTWRITEBYTECODE='1')

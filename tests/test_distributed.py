@@ -62,6 +62,7 @@ def test_only_rank0_writes(ddp_run):
         assert torch.equal(ckpt['model']['module.' + k], v)
 
 
+@pytest.mark.slow
 def test_single_process_fallback(monkeypatch):
     from pyg_ple.bench import distributed as D
     for var in D.TORCHRUN_VARS:
@@ -77,6 +78,7 @@ def test_single_process_fallback(monkeypatch):
         D.init_distributed()
 
 
+@pytest.mark.slow
 def test_torchrun_bench_end_to_end(tmp_path):
     """`torchrun --nproc_per_node=2 -m pyg_ple bench` trains with DDP, writes one set of results from rank 0, and
     saves models that load without DDP's 'module.' prefix."""
@@ -112,6 +114,7 @@ def test_cleanup_meets_at_a_barrier_before_leaving_unless_told_not_to(monkeypatc
     assert seen == calls
 
 
+@pytest.mark.slow
 def test_bench_leaves_the_group_without_waiting_when_a_run_fails(monkeypatch, tmp_path):
     import pyg_ple.bench.cli as cli
     import pyg_ple.bench.distributed as distributed

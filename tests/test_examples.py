@@ -45,6 +45,7 @@ def test_examples_import_only_installed_packages(path):
             assert name.split('.')[0] not in local | {'benchmarks', 'examples', 'tests'}, name
 
 
+@pytest.mark.slow
 def test_attention_graph_example(tmp_path):
     from pyg_ple.bench.datasets import digits_graphs
     out = tmp_path / 'out'
@@ -62,6 +63,7 @@ def test_attention_graph_example(tmp_path):
     run_example('attention_graph.py', *args)  # rerunning replaces its own files
 
 
+@pytest.mark.slow
 def test_attention_graph_example_never_replaces_foreign_files(tmp_path):
     (tmp_path / 'attention_graph.graphml').write_text('not mine')
     proc = run_example('attention_graph.py', '--epochs', '0', '--graphs', '20', '--out', str(tmp_path), check=False)
@@ -71,6 +73,7 @@ def test_attention_graph_example_never_replaces_foreign_files(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_MNIST, reason='MNIST test files not available (set PYG_PLE_DATA)')
+@pytest.mark.slow
 def test_mnist_clustering_example(tmp_path):
     out, png = tmp_path / 'c.json', tmp_path / 'c.png'
     run_example('mnist_clustering.py', '--root', str(DATA), '--n', '60', '--seeds', '0', '--channels', '8', '--heads',
@@ -87,6 +90,7 @@ def _accuracies(stdout: str) -> dict[str, float]:
     return {k: float(v) for k, v in found.items()}
 
 
+@pytest.mark.slow
 def test_graph_classification_example_trains_the_default_model_offline(tmp_path):
     proc = run_example('graph_classification.py', '--root', str(tmp_path), '--epochs', '2', '--graphs', '100',
                        '--hidden', '16')
@@ -96,6 +100,7 @@ def test_graph_classification_example_trains_the_default_model_offline(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_node_classification_example_trains_the_default_model_offline(tmp_path):
     proc = run_example('node_classification.py', '--root', str(tmp_path), '--epochs', '3', '--nodes', '120')
     assert proc.stdout.startswith('stochastic block model: 120 nodes, ')

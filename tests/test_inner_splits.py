@@ -63,6 +63,7 @@ def test_settings_are_checked():
     assert BenchmarkConfig(models=['gcn'], inner_splits=2).comparable()['inner_splits'] == 2
 
 
+@pytest.mark.slow
 def test_the_configuration_with_the_best_mean_over_the_splits_is_selected(tmp_path, monkeypatch):
     """Scripted training runs: configuration 0 is best on the first validation split and worse on average; the mean
     selects configuration 1, and the fold's figures are the means of its runs."""
@@ -98,6 +99,7 @@ def test_the_configuration_with_the_best_mean_over_the_splits_is_selected(tmp_pa
             (i, run_seed_of(0, rec['fold'], 1, i), pytest.approx(0.25 * (1 + i) + 0.1)) for i in (0, 1)]
 
 
+@pytest.mark.slow
 def test_a_run_with_inner_splits_trains_each_split_and_reproduces_the_first(tmp_path):
     """The runs of a fold are the selected configuration trained on each inner split (checked against train_fold by
     hand); the first is the run of the same command without inner splits, bit for bit."""
@@ -134,6 +136,7 @@ def test_a_run_with_inner_splits_trains_each_split_and_reproduces_the_first(tmp_
         run_benchmark(ds, BenchmarkConfig(**settings), tmp_path / 'two', resume=True)
 
 
+@pytest.mark.slow
 def test_cli_protocol_note_names_the_inner_splits(tmp_path):
     from pyg_ple.bench.cli import main
     out = tmp_path / 'run'

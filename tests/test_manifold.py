@@ -184,6 +184,7 @@ def test_step_that_loses_rank_warns():
 
 @pytest.mark.parametrize('est', [PLEEmbedding(n_neighbors=5),
                                  PLEEmbedding(graph='attention', init='random', random_state=0)])
+@pytest.mark.slow
 def test_sklearn_check_estimator(est):
     # every check applies and passes, except check_array_api_input, which scikit-learn skips unless
     # SCIPY_ARRAY_API=1 is set (the estimator does not claim array-API support). Some checks fit 10 samples, which

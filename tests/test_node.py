@@ -42,6 +42,7 @@ def test_models_shapes_and_gradients(name):
 
 
 @pytest.mark.parametrize('mode', ['full', 'neighbor'])
+@pytest.mark.slow
 def test_train_tiny_graph(mode):
     data = tiny_graph()
     torch.manual_seed(0)
@@ -56,6 +57,7 @@ def test_train_tiny_graph(mode):
 
 
 @pytest.mark.parametrize('num_layers', [1, 4])
+@pytest.mark.slow
 def test_neighbor_mode_samples_as_many_hops_as_the_model_has_layers(monkeypatch, num_layers):
     # A sampled subgraph shallower than the model trains its deeper blocks on a receptive field that full-graph
     # inference never has: by default the fan-out has one entry per message-passing layer.
@@ -134,6 +136,7 @@ def _planetoid_root():
 
 
 @pytest.mark.skipif(_planetoid_root() is None, reason='Planetoid Cora raw files not found (set PYG_PLE_DATA)')
+@pytest.mark.slow
 def test_cora_short_run(tmp_path, monkeypatch):
     monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))  # processed/ goes here, never into the data folder
     root = _planetoid_root()

@@ -37,6 +37,7 @@ def bench_runs(tmp_path: Path, epochs: int, **runs: list[str]) -> dict[str, Path
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_mnist_clustering_example(tmp_path):
     mod = load_script('examples/mnist_clustering.py')
     out, png = tmp_path / 'c.json', tmp_path / 'c.png'
@@ -53,6 +54,7 @@ def test_mnist_clustering_example(tmp_path):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_linearity_script(tmp_path):
     mod = load_script('benchmarks/linearity.py')
     out = tmp_path / 'lin.json'
@@ -71,6 +73,7 @@ def test_r2_affine_exact_for_affine_maps():
     assert mod.r2_affine(X, np.tanh(3 * X) ** 2) < 0.5
 
 
+@pytest.mark.slow
 def test_manifold_compare_digits(tmp_path):
     mod = load_script('benchmarks/manifold_compare.py')
     out, png = tmp_path / 'm.json', tmp_path / 'm.png'
@@ -82,6 +85,7 @@ def test_manifold_compare_digits(tmp_path):
 
 
 @needs_text
+@pytest.mark.slow
 def test_lm_script(tmp_path):
     mod = load_script('benchmarks/lm_shakespeare.py')
     runs, png, models = tmp_path / 'runs', tmp_path / 'curves.png', tmp_path / 'models'
@@ -108,6 +112,7 @@ def test_lm_script(tmp_path):
         assert set(json.loads(out.read_text())['lm']) == {'transformer', 'mixed_learned_eta'}
 
 
+@pytest.mark.slow
 def test_vit_script_digits(tmp_path):
     mod = load_script('benchmarks/vit_patches.py')
     runs = tmp_path / 'vit'
@@ -121,6 +126,7 @@ def test_vit_script_digits(tmp_path):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_vit_script_mnist(tmp_path):
     mod = load_script('benchmarks/vit_patches.py')
     runs = tmp_path / 'vit'
@@ -172,6 +178,7 @@ def test_lm_model_is_causal():
         variant_kwargs('nope', 2)
 
 
+@pytest.mark.slow
 def test_graph_classification_report_takes_every_number_from_the_runs(tmp_path):
     """benchmarks/graph_classification.py: main table, grid selections, earlier runs and ablations, all from state.json
     of finished `pyg-ple bench` runs (digits, 2 folds, 1 epoch)."""
@@ -220,6 +227,7 @@ def test_graph_classification_report_takes_every_number_from_the_runs(tmp_path):
     assert (out / 'graph_classification.png').read_bytes()[:4] == b'\x89PNG'
 
 
+@pytest.mark.slow
 def test_graph_classification_report_pools_other_split_seeds(tmp_path):
     """--replicate: the same models with --seed 1 and --seed 2, each seed as its own table, and all three seeds pooled
     fold by fold (means, counts and paired differences over the folds of every seed, pairs only within a seed)."""
@@ -261,6 +269,7 @@ def test_graph_classification_report_pools_other_split_seeds(tmp_path):
     assert f'--replicate {seed2} {seed1}' in md and '--seed 1' in md and '--seed 2' in md
 
 
+@pytest.mark.slow
 def test_graph_classification_report_sets_one_change_beside_the_same_folds(tmp_path):
     """--change LABEL RUN...: each changed row beside the default row of the same model on the same folds (the main
     runs or the second seed), with validation accuracy and loss and test accuracy before and after."""
@@ -309,6 +318,7 @@ def test_graph_classification_report_sets_one_change_beside_the_same_folds(tmp_p
     assert exc.value.code == 2
 
 
+@pytest.mark.slow
 def test_graph_report_takes_heldout_figures_of_runs_that_predate_them_from_their_reruns(tmp_path, capsys):
     """--heldout-from RUN...: a default run written before the held-out figure was recorded gets it from a rerun of
     the same command (the same fold accuracies); a run that is no such rerun is refused."""
@@ -340,6 +350,7 @@ def test_graph_report_takes_heldout_figures_of_runs_that_predate_them_from_their
     assert exc.value.code == 2 and 'not a rerun' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_graph_report_budget_paragraph_names_inner_splits(tmp_path):
     """A main table run with --inner-splits says that each fold had that many validation splits, not that it
     trained the selected configuration that many times as Errica et al. do."""
@@ -351,6 +362,7 @@ def test_graph_report_budget_paragraph_names_inner_splits(tmp_path):
     assert 'as Errica et al. do' not in md and 'once per fold' not in md
 
 
+@pytest.mark.slow
 def test_graph_report_sets_the_mean_of_several_final_runs_beside_the_first(tmp_path, capsys):
     """--final-runs-from RUN...: runs extended with --final-runs show the first run's and the mean test accuracy of
     every fold's runs, and the model comparisons on the means; a run whose first runs are not a main-table run is
@@ -420,6 +432,7 @@ def test_graph_report_sets_the_mean_of_several_final_runs_beside_the_first(tmp_p
         assert row.startswith(want[0]) and row.endswith(want[1])
 
 
+@pytest.mark.slow
 def test_graph_report_chooses_between_default_and_change_per_fold_on_validation(tmp_path):
     """select_per_fold: in each fold the run with the higher validation accuracy (ties: lower validation loss) gives
     the test accuracy, as a two-point --grid would choose; written under the change's table."""
@@ -462,6 +475,7 @@ def test_graph_report_chooses_between_default_and_change_per_fold_on_validation(
     assert 'Chosen per outer fold' in section and 'laplacian ≥' not in section  # no counts against absent models
 
 
+@pytest.mark.slow
 def test_graph_report_choose_makes_a_grid_of_the_default_and_each_grid_value_with_its_heldout_figure(tmp_path):
     """--choose LABEL RUN...: the runs' one-point grids and the default are the points of one grid, chosen per fold
     on validation (first point on ties); the held-out figure of the choice is heldout_choice_accuracy over the
@@ -530,6 +544,7 @@ def test_graph_report_choice_replays_each_point_with_its_own_patience(tmp_path):
     assert not np.isnan(row['fold_diffs'][:, 0]).any()
 
 
+@pytest.mark.slow
 def test_graph_report_choice_compares_the_models_each_with_its_own_choice(tmp_path):
     """--choose with several models and seeds: each model's chosen point per fold, per seed and pooled, and the
     Laplacian transformer minus each other model paired fold by fold on those choices."""
@@ -571,6 +586,7 @@ def test_graph_report_choice_compares_the_models_each_with_its_own_choice(tmp_pa
                 f'held-out {held.mean():+.2f}') in line
 
 
+@pytest.mark.slow
 def test_graph_report_leave_out_table_pairs_each_change_with_the_default_folds(tmp_path):
     """--leave-out LABEL RUN...: one table, a row per setting taken away, a column per dataset; each cell the test
     change paired fold by fold (mean ± standard error, numpy) and the validation change; unfinished runs give '–'."""
@@ -623,6 +639,7 @@ def test_graph_report_leave_out_table_pairs_each_change_with_the_default_folds(t
     assert exc.value.code == 2
 
 
+@pytest.mark.slow
 def test_laplacian_signal_matches_the_layer_itself(tmp_path):
     """benchmarks/laplacian_signal.py: ||A V - V|| / ||A V|| equals ||Laplacian conv output|| / ||standard conv output||
     for the same weights (the layer's own two modes), and the report reads saved fold models of a bench run."""
@@ -703,6 +720,7 @@ def test_mnist_clustering_summaries_read_the_published_results():
     assert sweep.count('| 16.0 | 0.5 | ple/') == 3 and '| 16.0 | 0.5 | ple/standard |' in sweep  # three head types
 
 
+@pytest.mark.slow
 def test_mechanism_ablation_reports_every_arm_from_its_run(tmp_path):
     """Each arm's row holds the numbers of its own run folder; an arm that cannot run is reported, not dropped."""
     mod = load_script('benchmarks/mechanism_ablation.py')
@@ -724,6 +742,7 @@ def test_mechanism_ablation_reports_every_arm_from_its_run(tmp_path):
     assert (out / 'mechanism_ablation.md').read_text() == summary
 
 
+@pytest.mark.slow
 def test_node_recipe_arms_are_the_earlier_recipe_plus_their_change_and_resume(tmp_path, monkeypatch):
     """Each (arm, seed) row is the run of BASE + the arm's change (checked against a model built by hand), a rerun
     trains nothing already in the CSV, and the table is sorted by validation accuracy."""
@@ -820,6 +839,7 @@ def test_earlier_node_rows_pin_every_setting_they_ran_with():
     assert {**common.EARLIER_NODE_OPTIMIZER, **train_kwargs} == OPTIMIZER_DEFAULTS['ple']
 
 
+@pytest.mark.slow
 def test_node_benchmark_samples_each_model_as_deep_as_it_is_and_resumes_by_fan_out(tmp_path, monkeypatch):
     """In neighbor mode each model gets 10 neighbours per message-passing layer unless --num-neighbors says
     otherwise; the fan-out is part of a row's key, so rows of another fan-out are kept and never taken as done."""
@@ -916,6 +936,7 @@ def test_selection_rules_score_held_out_halves_and_test_by_hand():
                        [1, 1 / 2, 1 / 3, 1 / 4, 2 / 5, 2 / 5])
 
 
+@pytest.mark.slow
 def test_selection_rules_script_writes_curves_resumes_and_refuses_bench_out(tmp_path, capsys):
     import csv
     mod = load_script('benchmarks/selection_rules.py')
@@ -1006,6 +1027,7 @@ def test_budget_replay_equals_the_shorter_run():
     assert seen == {True, False}  # some budgets cut the run short, some not
 
 
+@pytest.mark.slow
 def test_budget_script_writes_curves_resumes_and_refuses(tmp_path, capsys):
     import csv
     mod = load_script('benchmarks/budget.py')

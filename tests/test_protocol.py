@@ -110,6 +110,7 @@ def test_benchmark_config_refuses_bad_settings_before_training():
             BenchmarkConfig(**{'models': ['gcn', 'laplacian'], **kwargs})
 
 
+@pytest.mark.slow
 def test_progress_bar_shows_validation_accuracy_and_loss(tmp_path, capsys):
     from pyg_ple.bench.cli import main
     assert main(['bench', '--digits-n', '40', '--folds', '2', '--epochs', '1', '--models', 'gcn', '--threads', '1',
@@ -146,6 +147,7 @@ def test_tu_loading_mutag_and_degree_features(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(_tu_root() is None or not (_tu_root() / 'TUDataset' / 'ENZYMES' / 'raw').is_dir(),
                     reason='ENZYMES raw files not found (set PYG_PLE_DATA to a folder with TUDataset/)')
+@pytest.mark.slow
 def test_cli_node_attr_loads_continuous_attributes_and_normalises_them(tmp_path, monkeypatch):
     """ENZYMES has 3 node labels and 18 continuous attributes (Errica et al. use all 21); --node-attr uses them and
     adds the input BatchNorm, and the saved model records both so that `pyg-ple graph` can rebuild it."""
@@ -185,6 +187,7 @@ def test_degree_features_are_appended_to_node_labels(tmp_path, monkeypatch):
         assert torch.equal(b.x[:, plain.num_features:].argmax(1), degree(a.edge_index[1], a.num_nodes).long())
 
 
+@pytest.mark.slow
 def test_tu_only_feature_options_are_rejected_on_digits(tmp_path, capsys):
     from pyg_ple.bench.cli import main
     from pyg_ple.bench.datasets import load_dataset
@@ -237,6 +240,7 @@ def test_results_plot_shows_every_model_name_whole(datasets):
     plt.close(fig)
 
 
+@pytest.mark.slow
 def test_tu_processing_holds_an_inter_process_lock(tmp_path, monkeypatch):
     """PyG writes processed/ in place; two runs starting together must not read each other's half-written files, so
     the dataset is built while a lock that other processes see is held."""
@@ -399,6 +403,7 @@ def test_train_fold_records_validation_halves_without_changing_training(monkeypa
     assert [h['val_a_acc'] for h in other.history] != [h['val_a_acc'] for h in res.history]
 
 
+@pytest.mark.slow
 def test_run_records_heldout_validation_accuracy_and_its_curves(tmp_path):
     from pyg_ple.bench.datasets import digits_graphs
     from pyg_ple.bench.protocol import CURVE_KEYS, BenchmarkConfig, heldout_accuracy, run_benchmark
@@ -422,6 +427,7 @@ def test_run_records_heldout_validation_accuracy_and_its_curves(tmp_path):
     assert np.isnan(summarize(state)[0]['heldout_val_mean'])
 
 
+@pytest.mark.slow
 def test_grid_records_the_heldout_figure_of_its_choice(tmp_path, monkeypatch):
     """Each fold of a two-point grid (the first with its own patience) records the held-out figure of choosing
     between its configurations, computed from both training runs retrained by hand, each with its own patience; one
@@ -479,6 +485,7 @@ def test_per_graph_evaluation_gives_the_same_figures_and_draws_nothing_more():
         plain['loss'])
 
 
+@pytest.mark.slow
 def test_a_validation_split_of_one_graph_has_no_heldout_figure(tmp_path):
     from pyg_ple.bench.datasets import digits_graphs
     from pyg_ple.bench.protocol import BenchmarkConfig, run_benchmark, validation_halves
@@ -492,6 +499,7 @@ def test_a_validation_split_of_one_graph_has_no_heldout_figure(tmp_path):
     assert np.isnan(summarize(state)[0]['heldout_val_mean'])
 
 
+@pytest.mark.slow
 def test_final_runs_average_retrainings_of_the_selected_configuration_and_extend_on_resume(tmp_path):
     """Each extra final run is the selected configuration trained again with its own seed (checked against
     train_fold by hand); the fold's test accuracy is their mean; resuming with more runs extends a finished run to

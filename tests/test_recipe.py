@@ -205,6 +205,7 @@ def test_recipe_reaches_every_run_of_the_benchmark_and_stays_out_of_default_sett
     BenchmarkConfig(models=['gcn'], grid=[{'schedule': 'cosine', 'warmup_epochs': 5}, {'schedule': None}])
 
 
+@pytest.mark.slow
 def test_every_training_run_of_the_benchmark_gets_the_recipe(tmp_path, monkeypatch):
     import pyg_ple.bench.protocol as protocol
     from pyg_ple.bench.datasets import digits_graphs

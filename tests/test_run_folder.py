@@ -17,6 +17,7 @@ def _files(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_bench_into_a_folder_of_someone_elses_files_touches_none_of_them(tmp_path, monkeypatch, capsys):
     # mkdir -p proj/models proj/checkpoints; echo code > proj/models/my_model.py; touch proj/checkpoints/x.ckpt
     # pyg-ple bench --epochs 1 --folds 2 --models gcn --no-save-models --out proj
@@ -38,6 +39,7 @@ def test_bench_into_a_folder_of_someone_elses_files_touches_none_of_them(tmp_pat
         assert _files(tmp_path / 'proj') == {'models/my_model.py': b'code\n', 'checkpoints/x.ckpt': b''}
 
 
+@pytest.mark.slow
 def test_rerun_is_refused_and_overwrite_removes_only_the_earlier_runs_files(tmp_path, capsys):
     out = tmp_path / 'run'
     assert main(TINY + ['--models', 'gcn,laplacian', '--out', str(out)]) == 0

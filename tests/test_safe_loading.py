@@ -44,6 +44,7 @@ def test_the_crafted_file_does_run_code_when_fully_unpickled(tmp_path):
     assert marker.exists()  # so its absence below means the loader refused it
 
 
+@pytest.mark.slow
 def test_graph_refuses_a_file_that_would_run_code(tmp_path):
     marker = tmp_path / 'ran'
     evil = _crafted(tmp_path / 'laplacian_fold0.pt', marker)

@@ -61,6 +61,7 @@ def test_rows_and_means(tmp_path, screens):
     assert lap['heldout_sign_agrees'] == 0 and lap['heldout_moved'] == 1
 
 
+@pytest.mark.slow
 def test_writes_tables(tmp_path, screens):
     report = tmp_path / 'graph_classification.md'
     report.write_text(REPORT, encoding='utf-8')
@@ -72,6 +73,7 @@ def test_writes_tables(tmp_path, screens):
         assert len(list(csv.DictReader(f))) == 3  # (change, model): wider/gcn, wider/laplacian, dropout/laplacian
 
 
+@pytest.mark.slow
 def test_bad_arguments(tmp_path, screens, capsys):
     with pytest.raises(SystemExit) as e:
         screens.main([str(tmp_path / 'missing.md'), '--out', str(tmp_path / 'o')])

@@ -64,6 +64,7 @@ def _run(tmp_path, ckpt, out, sleep):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_reproduces_loss_curve_exactly(tmp_path):
     # Uninterrupted reference run (no checkpoints).
     ref = _run(tmp_path, '', tmp_path / 'ref.json', 0.0)

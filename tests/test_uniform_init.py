@@ -112,6 +112,7 @@ def test_reset_parameters_restarts_uniform_and_the_option_is_checked():
         PLETransformerBlock(8, 2, uniform_init=True, ple_init=True)
 
 
+@pytest.mark.slow
 def test_the_graph_models_and_the_command_pass_it_on(tmp_path, capsys):
     from pyg_ple.bench.cli import build_parser, main, validate_bench_args
     from pyg_ple.bench.models import build_model
