@@ -46,11 +46,13 @@ SDDMM_CHUNK = 16384
 class EdgeCSR:
     """Edges sorted by target (CSR over ``[num_dst, num_src]``) plus, lazily, the transposed CSR.
 
-    Attributes (all on the edge_index's device):
+    Attributes (all on the edge_index's device)::
+
       ``perm``     [E] long: sorted position -> original edge id (``None`` if edges were already sorted by target),
       ``rowptr``   [num_dst + 1], ``col`` [E] (source ids in sorted order), ``row`` [E] long (target ids, sorted),
       ``tperm``    [E] long: transposed position -> sorted position, ``colptr`` [num_src + 1], ``trow`` [E]
                    (target ids in source-sorted order) -- built on first use by :meth:`transpose`.
+
     Index tensors used as CSR indices are int32 when everything fits, else int64.
 
     Build once per graph and pass as ``csr=`` to :func:`edge_softmax_aggregate` to skip the sort.
