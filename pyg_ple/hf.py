@@ -172,7 +172,7 @@ def load_pretrained(path: Union[str, Path], tokenizer: bool = True) -> Tuple[tor
             model = transformers.AutoModel.from_pretrained(
                 path, config=config, local_files_only=True, trust_remote_code=False,
                 use_safetensors=True if safetensors else None, attn_implementation='eager')
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        except Exception as e:  # noqa: BLE001 -- whatever the folder's files make transformers raise, it is bad input
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(f'{path} cannot be loaded as a Hugging Face model: {reason}') from None
         tok = None
@@ -247,14 +247,18 @@ def export_files(graphs: Sequence[AttentionGraph], stem: str, head: Optional[int
     from pyg_ple.analysis import attention_summary
 
     graphs = [g.graph(0) if g.batch is not None else g for g in graphs]
+    layers = list(range(len(graphs))) if layers is None else list(layers)
+    bad = [layer for layer in layers if not isinstance(layer, int) or not 0 <= layer < len(graphs)]
+    if bad:
+        raise ValueError(f"'layers' must be layer indices in [0, {len(graphs)}) (got {bad})")
     files: Dict[str, bytes] = {}
     head_name = 'mean' if head is None else str(head)
-    for layer in range(len(graphs)) if layers is None else layers:
+    for layer in layers:
         G = graphs[layer].to_networkx(head=head)
         for n in G.nodes:
             G.nodes[n]['position'] = n
         G.graph.update(graph_attrs or {})
-        G.graph.update(layer=layer, head=head_name)
+        G.graph.update(layer=layer, head='mean' if head is None else head)
         name = f'{stem}_l{layer}_h{head_name}'
         buf = io.BytesIO()
         nx.write_graphml(G, buf)

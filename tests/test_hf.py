@@ -20,7 +20,7 @@ transformers = pytest.importorskip('transformers')
 
 from pyg_ple.analysis import attention_summary  # noqa: E402
 from pyg_ple.bench.cli import main  # noqa: E402
-from pyg_ple.hf import attention_graphs, load_pretrained  # noqa: E402
+from pyg_ple.hf import attention_graphs, export_files, load_pretrained  # noqa: E402
 
 VOCAB = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'the', 'cat', 'sat', 'on', 'mat', 'a', 'dog', 'ran']
 TEXTS = ['the cat sat on the mat', 'a dog ran']
@@ -253,6 +253,10 @@ def test_load_pretrained_rejects_what_is_not_a_model_folder(tmp_path, bert_folde
     (bad / 'model.safetensors').write_bytes((bert_folder / 'model.safetensors').read_bytes())
     with pytest.raises(ValueError, match='cannot be loaded as a Hugging Face model'):
         load_pretrained(bad)
+    (bad / 'config.json').write_text((bert_folder / 'config.json').read_text())
+    (bad / 'model.safetensors').write_bytes(b'not safetensors')
+    with pytest.raises(ValueError, match='cannot be loaded as a Hugging Face model'):
+        load_pretrained(bad)
     remote = tmp_path / 'remote'
     remote.mkdir()
     config = json.loads((bert_folder / 'config.json').read_text())
@@ -287,6 +291,8 @@ def test_cli_graph_hf_writes_graphml_png_and_summary(bert_folder, tmp_path, caps
         A1 = nx.to_numpy_array(G, nodelist=[str(n) for n in range(8)], weight='head1').T
         np.testing.assert_allclose(A1, dense[1], rtol=1e-6)
         assert (out / f'tiny-bert_l{layer}_hmean.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    with pytest.raises(ValueError, match=r"'layers' must be layer indices in \[0, 2\) \(got \[2\]\)"):
+        export_files(graphs, 'x', layers=[2])
     with open(out / 'tiny-bert_summary.csv') as f:
         rows = list(csv.DictReader(f))
     expected = attention_summary(graphs)
@@ -298,7 +304,7 @@ def test_cli_graph_hf_writes_graphml_png_and_summary(bert_folder, tmp_path, caps
     assert main(['graph', '--hf', str(bert_folder), '--text', 'a dog', '--out', str(out), '--layer', '-1',
                  '--head', '0']) == 0
     G = nx.read_graphml(out / 'tiny-bert_l1_h0.graphml')
-    assert G.number_of_nodes() == 4 and G.graph['head'] == '0'
+    assert G.number_of_nodes() == 4 and G.graph['head'] == 0 and G.graph['layer'] == 1
 
 
 @pytest.mark.parametrize('case, argv, message', [
