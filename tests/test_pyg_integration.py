@@ -451,3 +451,40 @@ def test_edge_index_uses_its_cached_sort(fused):
     with CountSorts() as sorts:
         EdgeIndex(ei, sparse_size=(n, n)).sort_by('col')
     assert sorts.count == 1
+
+
+@pytest.mark.parametrize('layout', ['csr', 'coo', 'csc'])
+@pytest.mark.parametrize('bipartite', [False, True])
+def test_attention_weights_come_in_the_input_layout(layout, bipartite):
+    """As PyG's GATConv: a torch.sparse input gives ``(adj, alpha)`` with
+    ``adj`` of its layout and shape holding the weights, ``alpha`` its
+    values; the same weights as for the ``[2, E]`` input."""
+    from torch_geometric.nn import GATConv
+    n_src, n_dst = 7, (4 if bipartite else 7)
+    conv = LaplacianDiffusionConv((3, 3) if bipartite else 3, 2, heads=3,
+                                  add_self_loops=False).double()
+    x = torch.randn(n_src, 3, dtype=torch.float64)
+    inp = (x, x[:n_dst]) if bipartite else x
+    ei = ref.random_graph(n_src, 16, seed=8)
+    ei = torch.unique(ei[:, ei[1] < n_dst], dim=1)
+    out, (edges, alpha) = conv(inp, ei, return_attention_weights=True)
+    make = {'csr': to_torch_csr_tensor, 'coo': to_torch_coo_tensor,
+            'csc': to_torch_csc_tensor}[layout]
+    adj_t = make(ei.flip(0), size=(n_dst, n_src))  # [N_dst, N_src]
+    if layout == 'coo':
+        adj_t = adj_t.coalesce()
+    out2, (weights, values) = conv(inp, adj_t, return_attention_weights=True)
+    torch.testing.assert_close(out2, out)
+    assert weights.layout == adj_t.layout
+    assert weights.shape == (n_dst, n_src, 3)
+    assert torch.equal(values, weights.values())
+    dense = weights.to_dense()
+    torch.testing.assert_close(dense[edges[1], edges[0]], alpha)
+    assert int((dense.abs().sum(-1) > 0).sum()) == ei.size(1)
+    if layout == 'csr' and not bipartite:  # the convention is GATConv's
+        gat = GATConv(3, 2, heads=3, add_self_loops=False).double()
+        _, (gat_weights, gat_alpha) = gat(x, adj_t,
+                                          return_attention_weights=True)
+        assert gat_weights.layout == adj_t.layout
+        assert gat_weights.shape == weights.shape
+        assert torch.equal(gat_alpha, gat_weights.values())

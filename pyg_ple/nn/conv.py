@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union, overload
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +16,8 @@ from torch import Tensor
 from torch.nn import Parameter
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
-from torch_geometric.typing import Adj, OptTensor, PairTensor
-from torch_geometric.utils import is_torch_sparse_tensor, scatter
+from torch_geometric.typing import Adj, NoneType, OptTensor, PairTensor, SparseTensor
+from torch_geometric.utils import is_torch_sparse_tensor, scatter, to_torch_sparse_tensor
 
 from pyg_ple.edges import as_edge_index
 from pyg_ple.graph import AttentionGraph
@@ -309,14 +309,63 @@ class LaplacianDiffusionConv(MessagePassing):
                 self.deg_coef[0].fill_(1.0)
                 self.deg_coef[1].zero_()
 
+    @overload
     def forward(
         self,
         x: Union[Tensor, PairTensor],
         edge_index: Adj,
         edge_weight: OptTensor = None,
         edge_attr: OptTensor = None,
+        return_attention_weights: NoneType = None,
+    ) -> Tensor:
+        pass
+
+    @overload
+    def forward(  # noqa: F811
+        self,
+        x: Union[Tensor, PairTensor],
+        edge_index: Tensor,
+        edge_weight: OptTensor = None,
+        edge_attr: OptTensor = None,
+        return_attention_weights: bool = None,
+    ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        pass
+
+    @overload
+    def forward(  # noqa: F811
+        self,
+        x: Union[Tensor, PairTensor],
+        edge_index: SparseTensor,
+        edge_weight: OptTensor = None,
+        edge_attr: OptTensor = None,
+        return_attention_weights: bool = None,
+    ) -> Tuple[Tensor, SparseTensor]:
+        pass
+
+    def forward(  # noqa: F811
+        self,
+        x: Union[Tensor, PairTensor],
+        edge_index: Adj,
+        edge_weight: OptTensor = None,
+        edge_attr: OptTensor = None,
         return_attention_weights: Optional[bool] = None,
-    ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+    ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]], Tuple[Tensor, SparseTensor]]:
+        r"""Runs the forward pass of the module.
+
+        Args:
+            x (torch.Tensor or (torch.Tensor, torch.Tensor)): The node features, or ``(x_src, x_dst)``.
+            edge_index (torch.Tensor or SparseTensor): The edges ``[2, E]`` (a ``torch_geometric.EdgeIndex`` keeps
+                its sort), or a sparse ``[N_dst, N_src]`` adjacency (``torch.sparse`` or ``SparseTensor``).
+            edge_weight (torch.Tensor, optional): Weights ``[E]`` of a fixed graph (no attention).
+                (default: :obj:`None`)
+            edge_attr (torch.Tensor, optional): Edge features ``[E, edge_dim]`` for the attention scores.
+                (default: :obj:`None`)
+            return_attention_weights (bool, optional): Also return the weights of the edge set attended over
+                (self-loops handled): ``(edge_index, alpha [E', H])`` for a ``[2, E]`` input; for a ``torch.sparse``
+                input ``(adj, alpha)`` with ``adj`` of its layout and shape holding ``alpha`` as values and
+                ``alpha`` in ``adj``'s value order; for a ``SparseTensor`` that ``SparseTensor`` (as PyG's
+                ``GATConv``). (default: :obj:`None`)
+        """
         graph_key = edge_index  # the caller's tensor object keys the kernel's CSR cache
         edge_index, edge_attr = self._check_inputs(x, edge_index, edge_weight, edge_attr)
         x_src, x_dst = split_pair(x)
@@ -344,7 +393,7 @@ class LaplacianDiffusionConv(MessagePassing):
             out = self.merge_heads(self.scale_by_degree(
                 self.combine_heads(aggregated, self.target_value(x, value), self_weight.view(-1, 1, 1)), num_keys))
         if return_attention_weights:
-            return out, (edge_index, coef)
+            return out, weights_like(graph_key, edge_index, coef, x_src.size(0), x_dst.size(0))
         return out
 
     def target_value(self, x: Union[Tensor, PairTensor], value: Tensor) -> OptTensor:
@@ -585,6 +634,18 @@ class LaplacianDiffusionConv(MessagePassing):
                 f'{f", degree_scaler={self.degree_scaler!r}" if self.degree_scaler else ""}'
                 f'{", edge_values=True" if self.edge_values else ""}'
                 f'{", uniform_init=True" if self.attention.uniform_init else ""})')
+
+
+def weights_like(adj: Adj, edge_index: Tensor, alpha: Tensor, num_src: int,
+                 num_dst: int) -> Union[Tuple[Tensor, Tensor], SparseTensor]:
+    r"""The attention weights ``alpha [E, H]`` of the edges ``edge_index [2, E]`` in the layout of the layer's input
+    ``adj`` (see ``return_attention_weights`` of :meth:`LaplacianDiffusionConv.forward`)."""
+    if isinstance(adj, SparseTensor):
+        return SparseTensor(row=edge_index[1], col=edge_index[0], value=alpha, sparse_sizes=(num_dst, num_src))
+    if isinstance(adj, Tensor) and is_torch_sparse_tensor(adj):
+        weights = to_torch_sparse_tensor(edge_index.flip(0), alpha, size=(num_dst, num_src), layout=adj.layout)
+        return weights, weights.values()
+    return edge_index, alpha
 
 
 def dense_attention_mask(mask: OptTensor, causal: bool, batch_size: int, num_tokens: int,
