@@ -169,6 +169,7 @@ def _check_one_line(stderr: str, command: str, expected: str) -> None:
     assert expected in lines[0], lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case_id, argv, expected', CASES, ids=[c[0] for c in CASES])
 def test_real_command_reports_usage_error_in_one_line_with_status_2(outcomes, case_id, argv, expected):
     proc, new = outcomes[case_id]
@@ -191,6 +192,7 @@ def test_usage_error_is_one_line_with_status_2(folders, capsys, case_id, argv, e
     assert not new.exists()
 
 
+@pytest.mark.slow
 def test_refused_commands_left_every_file_as_it_was(folders, outcomes):
     base, run, snapshot = folders
     for case_id, argv, _ in MORE_CASES:

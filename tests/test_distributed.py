@@ -29,6 +29,7 @@ def reference():
     return dc.reference_run()
 
 
+@pytest.mark.slow
 def test_parameters_match_single_process(ddp_run, reference):
     ref_model, _, _ = reference
     ref = ref_model.state_dict()
@@ -40,6 +41,7 @@ def test_parameters_match_single_process(ddp_run, reference):
             assert diff <= 1e-6, f'rank {rank}: {k} differs by {diff:.3g}'
 
 
+@pytest.mark.slow
 def test_metrics_match_single_process(ddp_run, reference):
     _, losses, metrics = reference
     history = json.loads((ddp_run / 'history.json').read_text())
@@ -51,6 +53,7 @@ def test_metrics_match_single_process(ddp_run, reference):
         assert abs(final[key] - value) <= 1e-6, (key, final[key], value)
 
 
+@pytest.mark.slow
 def test_only_rank0_writes(ddp_run):
     assert (ddp_run / 'ckpt.pt').exists() and (ddp_run / 'history.json').exists()
     ckpt = torch.load(ddp_run / 'ckpt.pt', weights_only=True)

@@ -27,6 +27,7 @@ def _top_level_modules(statement: str) -> set:
     return set(proc.stdout.split())
 
 
+@pytest.mark.slow
 def test_import_pyg_ple_loads_no_optional_dependency():
     # PyG itself needs tqdm (and torch.hub imports it when installed), and torch_geometric imports transformers when
     # it is installed: what they load is theirs. pyg_ple must add none of the optional modules to it.

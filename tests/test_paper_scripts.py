@@ -516,6 +516,7 @@ def test_graph_report_choose_makes_a_grid_of_the_default_and_each_grid_value_wit
     assert exit_info.value.code == 2
 
 
+@pytest.mark.slow
 def test_graph_report_choice_replays_each_point_with_its_own_patience(tmp_path):
     """A --choose point whose one-point grid sets the patience is replayed with that patience, the default with its
     run's, in the held-out figure of the choice (before, both with the run's patience: a wrong figure)."""
@@ -878,6 +879,7 @@ def test_node_benchmark_samples_each_model_as_deep_as_it_is_and_resumes_by_fan_o
     assert len(nodes.read_csv(tmp_path / 'acc.csv')) == 6
 
 
+@pytest.mark.slow
 def test_selection_replay_is_what_early_stopping_selects():
     """A run trained for the full budget, replayed with the protocol's rule and patience, selects the epoch that the
     same run stopped early by ``fit`` selects; the early-stopped run's curve is a prefix of the full one (training
@@ -995,6 +997,7 @@ def test_budget_replay_by_hand():
     assert mod.at_budget(h, 3, None)['heldout'] == (0.0 + 1.0) / 2
 
 
+@pytest.mark.slow
 def test_budget_replay_equals_the_shorter_run():
     """Replayed on the curves of a run trained to 20 epochs (early stopping ends it at 15), each shorter budget
     selects the epoch, and scores the test accuracy, of the same run trained with that budget: training does not

@@ -42,6 +42,7 @@ def _loaded_after(statement: str) -> set:
     return set(proc.stdout.split())
 
 
+@pytest.mark.slow
 def test_import_loads_no_third_party_module_beyond_torch_geometric():
     geometric = {m.split('.')[0] for m in _loaded_after('import torch_geometric')}
     loaded = _loaded_after('import pyg_ple')
