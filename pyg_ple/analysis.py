@@ -148,17 +148,24 @@ def laplacian_spectrum(graph: AttentionGraph) -> List[Tensor]:
     _check_graph(graph)
     N, H = graph.num_nodes, graph.heads
     edge_index, weight = coalesce(graph.edge_index, graph.weight, num_nodes=N, reduce='sum')
-    is_query = torch.zeros(N, dtype=torch.bool, device=edge_index.device).index_fill_(0, edge_index[1], True)
+    device = edge_index.device
+    is_query = torch.zeros(N, dtype=torch.bool, device=device).index_fill_(0, edge_index[1], True)
+    num_graphs = len(_graph_slices(graph))
+    graph_of = graph.batch if graph.batch is not None else torch.zeros(N, dtype=torch.long, device=device)
+    # Every query's index among the queries of its graph; edges from a non-query or across graphs are left out.
+    q = is_query.long()
+    sizes = torch.zeros(num_graphs, dtype=torch.long, device=device).index_add_(0, graph_of, q)
+    local = torch.cumsum(q, 0) - q - (torch.cumsum(sizes, 0) - sizes)[graph_of]
+    src, dst = edge_index
+    keep = is_query[src] & (graph_of[src] == graph_of[dst])
+    src, dst, weight = src[keep], dst[keep], weight[keep].detach().to(torch.float64)
+    order = torch.argsort(graph_of[dst], stable=True)  # the edges graph by graph
+    counts = torch.bincount(graph_of[dst], minlength=num_graphs).tolist()
     out = []
-    for start, count in _graph_slices(graph):
-        nodes = torch.arange(start, start + count, device=edge_index.device)
-        nodes = nodes[is_query[nodes]]
-        n = nodes.numel()
-        local = torch.full((N,), -1, dtype=torch.long, device=edge_index.device)
-        local[nodes] = torch.arange(n, device=edge_index.device)
-        keep = (local[edge_index[0]] >= 0) & (local[edge_index[1]] >= 0)
-        A = torch.zeros(H, n, n, dtype=torch.float64, device=edge_index.device)
-        A[:, local[edge_index[1, keep]], local[edge_index[0, keep]]] = weight[keep].detach().to(torch.float64).t()
+    for n, s, d, w in zip(sizes.tolist(), src[order].split(counts), dst[order].split(counts),
+                          weight[order].split(counts)):
+        A = torch.zeros(H, n, n, dtype=torch.float64, device=device)
+        A[:, local[d], local[s]] = w.t()
         mu = torch.linalg.eigvals(torch.eye(n, dtype=torch.float64, device=A.device) - A)
         # Sort by real part, ties (conjugate pairs) by imaginary part: two stable sorts.
         mu = mu.gather(-1, torch.argsort(mu.imag, dim=-1, stable=True))
