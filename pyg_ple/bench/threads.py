@@ -5,7 +5,7 @@ each operation is microseconds of work: split over several threads, every parall
 thread, and when any other process holds a core (a second run, a browser, a CI neighbour, the other ``torchrun``
 processes) that thread is descheduled for a whole time slice. ``benchmarks/results/threads.md`` measured epochs many
 times slower with every core than with one thread, with one busy core and on the shared machine without it, and no
-case up to batches of 10,000 nodes in which more than one thread per process was faster. So the bench uses one thread
+case, up to batches of 20,000 nodes, in which more than one thread per process was faster. So the bench uses one thread
 per process; :data:`MAX_DEFAULT_THREADS` is the place to raise it where a measurement shows a gain, and the rule still
 never gives a process more than its share of the cores under ``torchrun``.
 
