@@ -107,6 +107,7 @@ print(calls, torch.get_num_threads())
 """
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_library_layers_leave_torch_threads_alone():
     """Importing every module of pyg_ple.nn and pyg_ple.ops and training steps of the layer and the bench's models
     neither call torch's thread setters nor change the thread count (in a fresh process: imports run once)."""
