@@ -115,6 +115,7 @@ print(sorted({m for m in importers if m and m.startswith('pyg_ple')}))
 """
 
 
+@pytest.mark.slow
 def test_import_pyg_ple_does_not_import_transformers():
     """No module of pyg_ple imports transformers when imported (PyG itself may, optionally: torch_geometric.llm);
     pyg_ple.hf imports it when called, and says how to install it when it is missing."""

@@ -27,6 +27,7 @@ def test_molecule_speed_writes_a_row_per_model_with_ratios(tmp_path):
     assert '--models ' + models in text and 'synthetic' in text
 
 
+@pytest.mark.slow
 def test_molecule_speed_refuses_an_unknown_model():
     done = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'molecule_speed.py'), '--models', 'nope'],
                           capture_output=True, text=True, timeout=60)

@@ -173,6 +173,7 @@ def test_compile_fullgraph_no_breaks(mode):
     torch.testing.assert_close(compiled(x, ei, **extra), conv(x, ei, **extra))
 
 
+@pytest.mark.slow
 def test_compile_inductor_matches_eager():
     torch._dynamo.reset()
     conv = LaplacianDiffusionConv(8, 4, heads=2, laplacian_heads=1,
