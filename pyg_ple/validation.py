@@ -7,11 +7,12 @@ data and, on a GPU, a host-device sync; the result of each is remembered per ten
 """
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -47,56 +48,91 @@ def check_finite(value: Optional[Tensor], name: str) -> None:
         raise ValueError(f"'{name}' contains NaN or inf values")
 
 
-class _PassedChecks:
-    """Value checks that passed, keyed by check name, tensor identities and versions, and sizes.
+class TensorCache:
+    """Values derived from tensors, kept while those tensor objects live unmodified: the checks that passed
+    (:func:`check_once`) and the fused kernel's prepared graph (a conv's ``kernel_cache``).
 
-    Bounded (least recently used entries go first) and holding weak references only: no tensor is kept alive, and a
-    key whose ``id`` was recycled by another tensor never matches. An in-place change bumps a tensor's version, so a
-    modified tensor is checked again. Inference tensors have no version counter and are checked every time.
+    An entry is keyed by the identities and versions of its tensors plus a hashable ``extra`` (a check name and
+    sizes, a node count). It holds its tensors by weak reference only: no tensor is kept alive, an entry goes with its
+    tensors, and a recycled ``id`` never matches. An in-place change bumps a tensor's version, so a modified tensor
+    misses. Inference tensors have no version counter and are never cached. At most ``capacity`` entries, the least
+    recently used going first. Transient state: pickling and ``copy.deepcopy`` give an empty cache.
     """
 
     def __init__(self, capacity: int = 128):
         self.capacity = capacity
         self._entries: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # (a freed tensor's callback may run while this thread holds it)
+
+    def __reduce__(self):
+        return type(self), (self.capacity,)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     @staticmethod
-    def key(name: str, tensors: Tuple[Tensor, ...], sizes: tuple) -> Optional[tuple]:
-        if any(t.is_inference() for t in tensors):
+    def _key(tensors: Tuple[Tensor, ...], extra: Any) -> Optional[tuple]:
+        try:
+            return tuple([(id(t), t._version) for t in tensors]), extra
+        except RuntimeError:  # an inference tensor: no version counter
             return None
-        return name, tuple((id(t), t._version) for t in tensors), sizes
 
-    def passed(self, key: tuple, tensors: Tuple[Tensor, ...]) -> bool:
-        with self._lock:
-            refs = self._entries.get(key)
-            if refs is None or any(ref() is not t for ref, t in zip(refs, tensors)):
-                return False
-            self._entries.move_to_end(key)
-            return True
+    def get(self, tensors: Union[Tensor, Tuple[Tensor, ...]], extra: Any = None) -> Any:
+        """The value stored for these tensor objects, unmodified, and ``extra``; ``None`` if there is none."""
+        tensors = (tensors,) if isinstance(tensors, Tensor) else tensors
+        key = self._key(tensors, extra)
+        entry = self._entries.get(key) if key is not None else None  # (a read needs no lock)
+        if entry is None:
+            return None
+        for ref, tensor in zip(entry[0], tensors):
+            if ref() is not tensor:
+                return None
+        if self.capacity > 1:
+            with self._lock:
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+        return entry[1]
 
-    def add(self, key: tuple, tensors: Tuple[Tensor, ...]) -> None:
-        with self._lock:
-            self._entries[key] = tuple(weakref.ref(t) for t in tensors)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+    def put(self, tensors: Union[Tensor, Tuple[Tensor, ...]], extra: Any, value: Any) -> Any:
+        """Store ``value`` for these tensors and ``extra`` (nothing for inference tensors); returns ``value``."""
+        tensors = (tensors,) if isinstance(tensors, Tensor) else tensors
+        key = self._key(tensors, extra)
+        if key is not None:
+            drop = functools.partial(_drop_entry, weakref.ref(self), key)
+            with self._lock:
+                self._entries[key] = (tuple(weakref.ref(t, drop) for t in tensors), value)
+                while len(self._entries) > self.capacity:
+                    self._entries.popitem(last=False)
+        return value
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
 
+    def _drop(self, key: tuple) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and any(ref() is None for ref in entry[0]):
+                del self._entries[key]
 
-_PASSED = _PassedChecks()
+
+def _drop_entry(cache: weakref.ref, key: tuple, _ref: weakref.ref) -> None:
+    """Weak-reference callback: drop entry ``key`` of a cache (held weakly too) when one of its tensors goes."""
+    cache = cache()
+    if cache is not None:
+        cache._drop(key)
+
+
+_PASSED = TensorCache(capacity=128)
 
 
 def check_once(name: str, tensors: Tuple[Tensor, ...], sizes: tuple, check: Callable[[], None]) -> None:
     """Run ``check()`` (which raises on bad input) unless it already passed for these tensor objects, unmodified,
     and these ``sizes``."""
-    key = _PASSED.key(name, tensors, sizes)
-    if key is not None and _PASSED.passed(key, tensors):
+    if _PASSED.get(tensors, (name, sizes)):
         return
     check()
-    if key is not None:
-        _PASSED.add(key, tensors)
+    _PASSED.put(tensors, (name, sizes), True)
 
 
 def check_tensor(value, name: str, dim: Optional[int] = None, floating: bool = False) -> None:

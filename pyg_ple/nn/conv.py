@@ -22,12 +22,11 @@ from torch_geometric.utils import is_torch_sparse_tensor, scatter, to_torch_spar
 from pyg_ple.edges import as_edge_index
 from pyg_ple.graph import AttentionGraph
 from pyg_ple.nn.attention import AttentionAdjacency, channel_pair, split_pair
-from pyg_ple.nn.kernel_cache import KernelGraphCache
 from pyg_ple.nn.scaler import check_degree_scaler, degree_scale, dense_key_count, edge_key_count
 from pyg_ple.ops.all_pairs import all_pairs_attention
 from pyg_ple.ops.edge_softmax import EdgeCSR, edge_softmax_aggregate
-from pyg_ple.validation import (check_batch, check_edge_values, check_features, check_finite, check_same_graph,
-                                check_tensor, checking)
+from pyg_ple.validation import (TensorCache, check_batch, check_edge_values, check_features, check_finite,
+                                check_same_graph, check_tensor, checking)
 
 NORMALIZATIONS = ('rw', 'sym', 'comb')
 FUSED_CHOICES = ('auto', True, False)
@@ -278,7 +277,8 @@ class LaplacianDiffusionConv(MessagePassing):
             self.register_buffer('eta', eta)
         self.bias = Parameter(torch.empty(heads * out_channels if concat else out_channels)) if bias else None
         self.deg_coef = Parameter(torch.empty(2, heads * out_channels)) if degree_scaler else None
-        self.kernel_cache = KernelGraphCache()
+        # The fused kernel's prepared graph (edge set, EdgeCSR, keys per node) for the last edge_index seen.
+        self.kernel_cache = TensorCache(capacity=1)
         self.num_propagate_hooks = 0  # see ``takes_kernel``
         self.reset_parameters()
 
