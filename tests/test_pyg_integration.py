@@ -489,3 +489,23 @@ def test_attention_weights_come_in_the_input_layout(layout, bipartite):
         assert gat_weights.layout == adj_t.layout
         assert gat_weights.shape == weights.shape
         assert torch.equal(gat_alpha, gat_weights.values())
+
+
+@pytest.mark.parametrize('fused', ['auto', True])
+def test_message_hooks_see_every_call_while_registered(fused):
+    """A hook registered through the conv's MessagePassing registrars runs
+    on every call (the rule keeps propagate while it is in place), sees the
+    attention weights, and once removed the kernel runs again."""
+    conv = LaplacianDiffusionConv(4, 2, heads=2, fused=fused)
+    x, ei = torch.randn(8, 4), ref.random_graph(8, 20, seed=9)
+    seen = []
+    handle = conv.register_message_forward_hook(
+        lambda module, inputs, output: seen.append(inputs[0]['alpha']))
+    out = conv(x, ei)
+    assert len(seen) == 1 and seen[0].shape == (20 - int((ei[0] == ei[1]).sum()) + 8, 2)
+    assert len(conv.kernel_cache) == 0  # propagate ran
+    handle.remove()
+    handle.remove()  # (twice is harmless, as for RemovableHandle)
+    assert conv.num_propagate_hooks == 0
+    torch.testing.assert_close(conv(x, ei), out)
+    assert len(seen) == 1 and len(conv.kernel_cache) == 1  # the kernel ran

@@ -182,7 +182,7 @@ class LaplacianDiffusionConv(MessagePassing):
           edge indices :math:`(2, |\mathcal{E}|)` (int64 or int32; a ``torch_geometric.EdgeIndex`` keeps its cached
           sort) or a sparse :math:`(|\mathcal{V_t}|, |\mathcal{V_s}|)` adjacency (its pattern: values are ignored),
           edge weights :math:`(|\mathcal{E}|)` *(optional, fixed graph)*,
-          edge features :math:`(|\mathcal{E}|, D)` *(optional, learned mode; a vector when* ``edge_dim=1`` *)*
+          edge features :math:`(|\mathcal{E}|, D)` (optional, learned mode; ``[E]`` when ``edge_dim=1``)
         - **output:** node features :math:`(|\mathcal{V_t}|, H * C)` or :math:`(|\mathcal{V_t}|, C)` if
           ``concat=False``. With ``return_attention_weights=True`` also the weights of the edge set attended over
           (self-loops handled): ``(edge_index (2, |E'|), alpha (|E'|, H))`` for a ``[2, E]`` input, and for a
