@@ -225,3 +225,22 @@ def test_layer_options_reset_repr_and_errors():
         PLEGPSLayer(8, None, global_conv=nn.Linear(8, 8))
     with pytest.raises(ValueError, match="'dropout'"):
         PLEGPSLayer(8, None, dropout=1.5)
+
+
+@pytest.mark.parametrize('local', ['gat', 'laplacian'])
+def test_any_message_passing_layer_as_the_local_part(local):
+    """As in GPSConv the local part is any layer of ``channels`` in and out, e.g. GATConv or the Laplacian conv
+    itself over the native edges; its keyword arguments pass through."""
+    from torch_geometric.nn import GATConv
+    torch.manual_seed(0)
+    conv = (GATConv(8, 4, heads=2, edge_dim=3) if local == 'gat'
+            else LaplacianDiffusionConv(8, 4, heads=2, edge_dim=3))
+    layer = PLEGPSLayer(8, conv, heads=2).eval()
+    data = _batch(edge_dim=3)
+    x = torch.randn(data.num_nodes, 8)
+    out = layer(x, data.edge_index, batch=data.batch, edge_attr=data.edge_attr)
+    with torch.no_grad():
+        h_local = layer.norm1(x + conv(x, data.edge_index, edge_attr=data.edge_attr))
+        h_global = layer.norm2(x + layer.attn.forward_all_pairs(x, data.batch))
+        mixed = h_local + h_global
+        torch.testing.assert_close(out, layer.norm3(mixed + layer.mlp(mixed)))

@@ -509,3 +509,17 @@ def test_message_hooks_see_every_call_while_registered(fused):
     assert conv.num_propagate_hooks == 0
     torch.testing.assert_close(conv(x, ei), out)
     assert len(seen) == 1 and len(conv.kernel_cache) == 1  # the kernel ran
+
+
+@pytest.mark.parametrize('in_channels', [8, (8, 5)])
+def test_compile_fullgraph_bipartite(in_channels):
+    """The bipartite forward (self-loops on the first targets, a separate
+    target projection) traces without graph breaks too."""
+    torch._dynamo.reset()
+    conv = LaplacianDiffusionConv(in_channels, 4, heads=2, laplacian_heads=1)
+    f_dst = in_channels[1] if isinstance(in_channels, tuple) else 8
+    x = (torch.randn(10, 8), torch.randn(6, f_dst))
+    ei = ref.random_graph(10, 30, seed=0)
+    ei = ei[:, ei[1] < 6]
+    compiled = torch.compile(conv, fullgraph=True, backend='eager')
+    torch.testing.assert_close(compiled(x, ei), conv(x, ei))
