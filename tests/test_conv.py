@@ -777,3 +777,17 @@ def test_bipartite_inputs_are_checked():
     with pytest.raises(ValueError, match="'edge_weight'"):
         LaplacianDiffusionConv(4, 2)((torch.randn(3, 4), torch.randn(2, 4)), torch.tensor([[0], [1]]),
                                      edge_weight=torch.ones(1))
+
+
+def test_bipartite_attention_graph_covers_both_sides():
+    conv = LaplacianDiffusionConv(4, 2, heads=2)
+    x = torch.randn(7, 4)
+    ei = ref.random_graph(7, 20, seed=3)
+    ei = ei[:, ei[1] < 3]
+    graph = conv.attention_graph((x, x[:3]), ei)
+    assert graph.num_nodes == 7
+    dense = graph.to_dense()[0]  # [H, N, N]: rows of the targets only
+    assert dense[:, 3:].abs().sum() == 0
+    torch.testing.assert_close(dense[:, :3].sum(-1), torch.ones(2, 3))
+    full = conv.attention_graph(x, ei).to_dense()[0]
+    torch.testing.assert_close(dense[:, :3], full[:, :3])

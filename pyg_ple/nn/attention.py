@@ -209,7 +209,9 @@ class AttentionAdjacency(torch.nn.Module):
             edge_index, edge_attr = self.prepare_edges(edge_index, size, edge_attr)
         query, key = self.project(x)
         alpha = self.normalize(self.scores(query, key, edge_index, edge_attr), edge_index, num_nodes)
-        return AttentionGraph(edge_index, alpha, num_nodes, batch)
+        # A bipartite graph's node ids run over both sides (NeighborLoader's layout: the targets are the first
+        # sources), so the graph has max(N_src, N_dst) nodes, the targets the only ones with incoming edges.
+        return AttentionGraph(edge_index, alpha, max(num_nodes, x_src.size(0)), batch)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, '
