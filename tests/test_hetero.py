@@ -79,9 +79,11 @@ def test_to_hetero_self_loops_within_a_node_type():
     metadata = (['paper'], [('paper', 'cites', 'paper')])
     model = to_hetero(One(), metadata)
     with torch.no_grad():
-        out = model({'paper': data['paper'].x}, {('paper', 'cites', 'paper'): data['paper', 'cites', 'paper'].edge_index})
+        cites = data['paper', 'cites', 'paper'].edge_index
+        out = model({'paper': data['paper'].x}, {('paper', 'cites', 'paper'): cites})
         conv = model.conv['paper__cites__paper']
-        torch.testing.assert_close(out['paper'], conv(data['paper'].x, data['paper', 'cites', 'paper'].edge_index))
+        torch.testing.assert_close(out['paper'], conv(data['paper'].x, cites))
+    assert conv.add_self_loops and conv.lin_root is None  # one node set: the targets' values through lin_value
 
 
 def neighbor_block(data: Data, seeds: torch.Tensor):
