@@ -18,7 +18,7 @@ from pyg_ple.bench.models import CategoricalInput
 pytest.importorskip('rdkit')
 pytest.importorskip('ogb')
 
-from test_molecules import _write_peptides  # noqa: E402
+from test_molecules import _write_peptides  # noqa: E402 (after the skips)
 
 # Scaffold groups of 10 (benzene), 6 (acyclic), 2 (pyridine) and 2 (cyclohexane): the scaffold split puts the first
 # two in train, pyridine in valid and cyclohexane in test; every group has both labels.

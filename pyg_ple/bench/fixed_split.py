@@ -267,7 +267,8 @@ def _fmt(value: float, task: Task) -> str:
 def results_table(rows: Sequence[dict[str, Any]], task: Task) -> str:
     """The rows as a Markdown table (metric as the field writes it)."""
     name = {'ap': 'AP', 'rocauc': 'ROC-AUC (%)', 'mae': 'MAE', 'acc': 'accuracy (%)'}[task.metric]
-    lines = [f'| model | params | width | epochs | seeds | val {name} | test {name} | s/epoch | selected epoch (median) |',
+    lines = [f'| model | params | width | epochs | seeds | val {name} | test {name} | s/epoch | '
+             'selected epoch (median) |',
              '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
     for r in rows:
         lines.append(f"| {r['model']} | {r['params']:,} | {r['hidden']} | {r['epochs']} | {r['seeds']} | "

@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from torch_geometric.data import InMemoryDataset
 
 from pyg_ple.bench.io import cache_root, data_root, dataset_lock, link_raw_files, load_torch_file
 from pyg_ple.bench.tasks import HIV_SPLIT_NOTE
@@ -249,84 +250,71 @@ class _MoleculeDataset:
         self.info = json.loads(Path(self.processed_paths[2]).read_text())
 
 
-def _make_classes() -> tuple[type, type]:
-    from torch_geometric.data import InMemoryDataset
+class PeptidesFunctional(_MoleculeDataset, InMemoryDataset):
+    """LRGB Peptides-func as a PyG ``InMemoryDataset`` under ``root`` (``root/raw`` holds the csv.gz and the split
+    pickle). ``self.split`` maps ``train``/``val``/``test`` to index tensors (the official split)."""
 
-    class PeptidesFunctional(_MoleculeDataset, InMemoryDataset):
-        """LRGB Peptides-func as a PyG ``InMemoryDataset`` under ``root`` (``root/raw`` holds the csv.gz and the split
-        pickle). ``self.split`` maps ``train``/``val``/``test`` to index tensors (the official split)."""
+    raw_files = ('peptide_multi_class_dataset.csv.gz', 'splits_random_stratified_peptide.pickle')
+    num_tasks = 10
 
-        raw_files = ('peptide_multi_class_dataset.csv.gz', 'splits_random_stratified_peptide.pickle')
-        num_tasks = 10
+    def __init__(self, root: str, transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
+                 force_reload: bool = False):
+        self._init_digest(root)
+        super().__init__(root, transform, pre_transform, force_reload=force_reload)
+        self.load(self.processed_paths[0])
+        self._load_split()
 
-        def __init__(self, root: str, transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
-                     force_reload: bool = False):
-            self._init_digest(root)
-            super().__init__(root, transform, pre_transform, force_reload=force_reload)
-            self.load(self.processed_paths[0])
-            self._load_split()
+    def process(self) -> None:
+        _require_mol()
+        _quiet_rdkit()
+        with gzip.open(self.raw_paths[0], 'rt', newline='') as f:
+            rows = list(csv.DictReader(f))
+        split = load_index_pickle(self.raw_paths[1], self.split_keys, size=len(rows))
+        graphs = []
+        for row in _progress(rows, 'Peptides-func: SMILES to graphs'):
+            labels = json.loads(row['labels'])  # a list of 10 integers, as written by LRGB
+            g, _ = _graph(row['smiles'], torch.tensor(labels, dtype=torch.float))
+            graphs.append(g if self.pre_transform is None else self.pre_transform(g))
+        self._save(graphs, split, {'molecules': len(graphs), 'split': 'official LRGB split',
+                                   'split_sizes': {k: len(v) for k, v in split.items()}})
 
-        def process(self) -> None:
-            _require_mol()
-            _quiet_rdkit()
-            with gzip.open(self.raw_paths[0], 'rt', newline='') as f:
-                rows = list(csv.DictReader(f))
-            split = load_index_pickle(self.raw_paths[1], self.split_keys, size=len(rows))
-            graphs = []
-            for row in _progress(rows, 'Peptides-func: SMILES to graphs'):
-                labels = json.loads(row['labels'])  # a list of 10 integers, as written by LRGB
-                g, _ = _graph(row['smiles'], torch.tensor(labels, dtype=torch.float))
-                graphs.append(g if self.pre_transform is None else self.pre_transform(g))
-            self._save(graphs, split, {'molecules': len(graphs), 'split': 'official LRGB split',
-                                       'split_sizes': {k: len(v) for k, v in split.items()}})
 
-    class MoleculeNetHIV(_MoleculeDataset, InMemoryDataset):
-        """MoleculeNet HIV (ogbg-molhiv's molecules and labels) as a PyG ``InMemoryDataset`` under ``root``
-        (``root/raw/HIV.csv``). ``self.split`` maps ``train``/``val``/``test`` to the rebuilt scaffold split
-        (:func:`scaffold_split`; see :data:`HIV_SPLIT_NOTE`)."""
+class MoleculeNetHIV(_MoleculeDataset, InMemoryDataset):
+    """MoleculeNet HIV (ogbg-molhiv's molecules and labels) as a PyG ``InMemoryDataset`` under ``root``
+    (``root/raw/HIV.csv``). ``self.split`` maps ``train``/``val``/``test`` to the rebuilt scaffold split
+    (:func:`scaffold_split`; see :data:`HIV_SPLIT_NOTE`)."""
 
-        raw_files = ('HIV.csv',)
-        num_tasks = 1
+    raw_files = ('HIV.csv',)
+    num_tasks = 1
 
-        def __init__(self, root: str, transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
-                     force_reload: bool = False):
-            self._init_digest(root)
-            super().__init__(root, transform, pre_transform, force_reload=force_reload)
-            self.load(self.processed_paths[0])
-            self._load_split()
+    def __init__(self, root: str, transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
+                 force_reload: bool = False):
+        self._init_digest(root)
+        super().__init__(root, transform, pre_transform, force_reload=force_reload)
+        self.load(self.processed_paths[0])
+        self._load_split()
 
-        def process(self) -> None:
-            _require_mol()
-            _quiet_rdkit()
-            with open(self.raw_paths[0], newline='') as f:
-                rows = list(csv.DictReader(f))
-            graphs, unsanitized = [], []
-            for i, row in enumerate(_progress(rows, 'HIV: SMILES to graphs')):
-                g, raw = _graph(row['smiles'], torch.tensor([float(row['HIV_active'])]))
-                graphs.append(g if self.pre_transform is None else self.pre_transform(g))
-                if raw:
-                    unsanitized.append(i)
-            parts = scaffold_split([row['smiles'] for row in rows])
-            split = {'train': parts['train'], 'val': parts['valid'], 'test': parts['test']}
-            self._save(graphs, split, {'molecules': len(graphs), 'split': HIV_SPLIT_NOTE,
-                                       'split_sizes': {k: len(v) for k, v in split.items()},
-                                       'read_unsanitized': unsanitized})
-
-    return PeptidesFunctional, MoleculeNetHIV
+    def process(self) -> None:
+        _require_mol()
+        _quiet_rdkit()
+        with open(self.raw_paths[0], newline='') as f:
+            rows = list(csv.DictReader(f))
+        graphs, unsanitized = [], []
+        for i, row in enumerate(_progress(rows, 'HIV: SMILES to graphs')):
+            g, raw = _graph(row['smiles'], torch.tensor([float(row['HIV_active'])]))
+            graphs.append(g if self.pre_transform is None else self.pre_transform(g))
+            if raw:
+                unsanitized.append(i)
+        parts = scaffold_split([row['smiles'] for row in rows])
+        split = {'train': parts['train'], 'val': parts['valid'], 'test': parts['test']}
+        self._save(graphs, split, {'molecules': len(graphs), 'split': HIV_SPLIT_NOTE,
+                                   'split_sizes': {k: len(v) for k, v in split.items()},
+                                   'read_unsanitized': unsanitized})
 
 
 def _progress(items: Sequence, desc: str) -> Any:
     from tqdm.auto import tqdm
     return tqdm(items, desc=desc, unit='mol', leave=False, mininterval=2.0, disable=len(items) < 1000)
-
-
-def __getattr__(name: str) -> Any:
-    # The dataset classes subclass PyG's InMemoryDataset, built on first use so that importing this module stays light.
-    if name in ('PeptidesFunctional', 'MoleculeNetHIV'):
-        classes = dict(zip(('PeptidesFunctional', 'MoleculeNetHIV'), _make_classes()))
-        globals().update(classes)
-        return classes[name]
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -373,8 +361,7 @@ class MoleculeData:
 
 
 def _locate(source: _Source, root: Path) -> Optional[Path]:
-    import importlib
-    cls = getattr(importlib.import_module(__name__), source.cls)
+    cls = globals()[source.cls]
     for folder in source.folders:
         raw = root / folder / 'raw'
         if all((raw / f).exists() for f in cls.raw_files):
@@ -392,8 +379,6 @@ def load_molecules(name: str, root: str | os.PathLike | None = None, pe: Optiona
 
     Raises ``ValueError`` for an unknown name, ``FileNotFoundError`` naming the folders searched when the raw files
     are missing and :class:`MolExtraMissingError` without RDKit/OGB."""
-    import importlib
-
     from pyg_ple.bench.datasets import add_positional_encoding
     if name not in MOLECULE_DATASETS:
         raise ValueError(f"name must be one of {', '.join(map(repr, MOLECULE_DATASETS))}, got {name!r}")
@@ -402,7 +387,7 @@ def load_molecules(name: str, root: str | os.PathLike | None = None, pe: Optiona
     source = MOLECULE_DATASETS[name]
     base = data_root(root)
     raw = _locate(source, base)
-    cls = getattr(importlib.import_module(__name__), source.cls)
+    cls = globals()[source.cls]
     if raw is None:
         where = ' or '.join(str(base / f / 'raw') for f in source.folders)
         raise FileNotFoundError(f'{name}: {", ".join(cls.raw_files)} not found in {where}; pass --root (or set '

@@ -48,7 +48,8 @@ from pyg_ple.bench.distributed import (barrier, distributed_loader, init_distrib
 from pyg_ple.bench.io import RunFileError, RunFolder, atomic_write_json, load_torch_file
 from pyg_ple.bench.models import build_model, count_parameters
 # The settings live in their own module, shared with the fixed-split job; imported here under their old home.
-from pyg_ple.bench.settings import (RECIPE_DEFAULTS, RECIPE_KEYS, SELECTION_RULES, SETTING_RULES, TRAIN_KEYS,
+from pyg_ple.bench.settings import (RECIPE_DEFAULTS, RECIPE_KEYS, SELECTION_RULES, SETTING_RULES,  # noqa: F401
+                                    TRAIN_KEYS,
                                     BenchmarkConfig, check_grid, check_setting, differences, expand_grid,
                                     model_hparam_names, run_seed_of, split_settings)
 from pyg_ple.bench.training import TrainConfig, TrainResult, fit, seed_everything

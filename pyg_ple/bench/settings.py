@@ -124,8 +124,8 @@ def expand_grid(grid: dict[str, list] | list[dict] | None) -> list[dict[str, Any
 @dataclass
 class BenchmarkConfig:
     """Settings of a benchmark run (:func:`~pyg_ple.bench.protocol.run_benchmark`,
-    :func:`~pyg_ple.bench.fixed_split.run_fixed_split`): the models, the protocol (folds, validation fraction, seed), training
-    (epochs, batch size, early stopping, and the recipe every model shares: ``optimizer``, ``schedule``,
+    :func:`~pyg_ple.bench.fixed_split.run_fixed_split`): the models, the protocol (folds, validation fraction, seed),
+    training (epochs, batch size, early stopping, and the recipe every model shares: ``optimizer``, ``schedule``,
     ``warmup_epochs``, ``decay_every``, ``decay_gamma``, ``grad_clip``, ``ema_decay`` of
     :class:`~pyg_ple.bench.training.TrainConfig`),
     the model hyper-parameters ``hparams`` shared by every model, the selection ``grid`` (expanded: a list of
