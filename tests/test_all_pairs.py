@@ -176,3 +176,16 @@ def test_block_all_pairs_on_an_empty_batch():
     out = block(torch.randn(0, 8), torch.empty(2, 0, dtype=torch.long), batch=torch.empty(0, dtype=torch.long),
                 edge_attr=torch.empty(0, 3), all_pairs=True)
     assert out.shape == (0, 8)
+
+
+def test_all_pairs_and_dense_paths_subtract_the_root_values_of_a_layer_with_lin_root():
+    torch.manual_seed(3)
+    sizes = [4, 6]
+    batch, N = _batch(sizes), sum(sizes)
+    conv = LaplacianDiffusionConv((-1, -1), 4, heads=2, laplacian_heads=1).eval()
+    x = torch.randn(N, 8)
+    conv(x, full_edge_index(batch))  # initialises the lazy projections, lin_root among them
+    assert conv.lin_root is not None
+    want = _listed_copy(conv)(x, full_edge_index(batch))
+    torch.testing.assert_close(conv.forward_all_pairs(x, batch), want)
+    torch.testing.assert_close(conv.forward_dense(x[:4].unsqueeze(0)).squeeze(0), want[:4])

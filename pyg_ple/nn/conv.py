@@ -575,7 +575,8 @@ class LaplacianDiffusionConv(MessagePassing):
                                                         dropout_p=dropout)
             self_weight = row_valid.unsqueeze(1).to(x.dtype)  # [B, 1, T, 1]
             aggregated = aggregated * self_weight
-        out = self.combine_heads(aggregated, value, self_weight, (1, H, 1, 1)).transpose(1, 2)  # [B, T, H, C]
+        root = value if self.lin_root is None else self.lin_root(x).view(B, T, H, C).transpose(1, 2)
+        out = self.combine_heads(aggregated, root, self_weight, (1, H, 1, 1)).transpose(1, 2)  # [B, T, H, C]
         return self.merge_heads(self.scale_by_degree(out, num_keys))
 
     def forward_all_pairs(self, x: Tensor, batch: OptTensor = None, edge_index: OptTensor = None,
@@ -626,7 +627,8 @@ class LaplacianDiffusionConv(MessagePassing):
         if self.deg_coef is not None:
             num_keys = (torch.bincount(batch)[batch] if batch is not None and N
                         else torch.full((N,), N, device=x.device))
-        return self.merge_heads(self.scale_by_degree(self.combine_heads(aggregated, value, None), num_keys))
+        out = self.combine_heads(aggregated, self.target_value(x, value), None)
+        return self.merge_heads(self.scale_by_degree(out, num_keys))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, '
