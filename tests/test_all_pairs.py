@@ -189,3 +189,21 @@ def test_all_pairs_and_dense_paths_subtract_the_root_values_of_a_layer_with_lin_
     want = _listed_copy(conv)(x, full_edge_index(batch))
     torch.testing.assert_close(conv.forward_all_pairs(x, batch), want)
     torch.testing.assert_close(conv.forward_dense(x[:4].unsqueeze(0)).squeeze(0), want[:4])
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_bias_gradient_at_the_pairs_equals_sdpa_through_the_whole_mask(dtype):
+    torch.manual_seed(4)
+    sizes = SIZES[2]
+    N, H, C = sum(sizes), 2, 4
+    batch, edge_index = _batch(sizes), _native_edges(sizes, per_node=3)
+    inputs = [torch.randn(N, H, C, dtype=dtype, requires_grad=True) for _ in range(3)]
+    inputs.append(torch.randn(edge_index.size(1), H, dtype=dtype, requires_grad=True))
+    results = []
+    for fused in (True, False):
+        out = all_pairs_attention(*inputs[:3], batch, edge_index, inputs[3], fused=fused)
+        results.append((out, torch.autograd.grad(out.sin().sum(), inputs)))
+    (out, grads), (ref, ref_grads) = results
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)

@@ -15,13 +15,20 @@ MLPs stay on the ``N`` real rows; padding costs only attention pairs, ``sum_buck
 where padding to the largest graph gives 5.0x; mean over 50 batches drawn from the data's sizes).
 
 Native-edge features enter the same softmax as an additive float mask of the bucket (``[m, H, T, T]``: the
-key-padding ``-inf`` plus ``b_ij`` scattered at the native pairs), so no ``[sum_g n_g^2, F]`` tensor is formed; SDPA
-differentiates through the mask, and the gradient of ``b`` is read back at the native pairs. The reference is the
-per-edge path over :func:`pyg_ple.full_edge_index` (tests compare both, values and gradients).
+key-padding ``-inf`` plus ``b_ij`` scattered at the native pairs), so no ``[sum_g n_g^2, F]`` tensor is formed. The
+gradient of ``b`` is needed at the native pairs only: on CPU (``fused=True``, no attention dropout) the block runs
+through the flash kernel, which returns the log-sum-exp ``L_i`` of each row, and the backward takes the kernel's
+``dQ, dK, dV`` plus, per native pair,
+
+    db_ij = alpha_ij (<dO_i, v_j> - <dO_i, O_i>),   alpha_ij = exp(s_ij - L_i),
+
+a correction at the cost of the bonds. Elsewhere (CUDA, attention dropout, ``fused=False``) SDPA differentiates
+through the whole mask. The reference is the per-edge path over :func:`pyg_ple.full_edge_index` (tests compare both,
+values and gradients, and the two routes against each other).
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -89,10 +96,46 @@ def graph_buckets(batch: Optional[Tensor], num_nodes: int, call_pairs: int = BUC
     return buckets
 
 
+class _FlashWithPairBias(torch.autograd.Function):
+    """CPU flash attention of one bucket ``[m, H, T, C]`` under an additive mask whose gradient is wanted only at
+    the listed pairs ``(row, i, j)`` that carry ``bias [P, H]`` (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, pair: Tuple[Tensor, Tensor, Tensor],
+                key_valid: Tensor) -> Tensor:
+        m, H, T, _ = q.shape
+        # One pass to lay out the padding, then the bias added in place at its pairs (no gradient flows here).
+        padding = q.new_zeros(m, 1, 1, T).masked_fill(~key_valid.view(m, 1, 1, T), float('-inf'))
+        mask = padding.expand(m, H, T, T).contiguous()
+        mask.permute(0, 2, 3, 1).index_put_(pair, bias.detach(), accumulate=True)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=mask)
+        ctx.save_for_backward(q, k, v, out, lse, mask, *pair)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
+        q, k, v, out, lse, mask, row, i, j = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_out, q, k, v, out, lse, 0.0, False, attn_mask=mask)
+        score = (q[row, :, i] * k[row, :, j]).sum(-1) / q.size(-1) ** 0.5 + mask[row, :, i, j]  # [P, H]
+        alpha = torch.exp(score - lse[row, :, i])
+        d_bias = alpha * ((grad_out[row, :, i] * (v[row, :, j] - out[row, :, i])).sum(-1))
+        return dq, dk, dv, d_bias, None, None
+
+
+def _bias_mask(bias: Tensor, pair: Tuple[Tensor, Tensor, Tensor], key_valid: Tensor, shape: torch.Size) -> Tensor:
+    """The additive mask ``[m, H, T, T]``: ``bias`` summed onto its pairs, ``-inf`` at padded keys."""
+    m, H, T, _ = shape
+    mask = bias.new_zeros(m, T, T, H).index_put(pair, bias, accumulate=True).permute(0, 3, 1, 2)
+    return mask.masked_fill(~key_valid.view(m, 1, 1, T), float('-inf')).contiguous()
+
+
 def all_pairs_attention(query: Tensor, key: Tensor, value: Tensor, batch: Optional[Tensor] = None,
                         edge_index: Optional[Tensor] = None, score_bias: Optional[Tensor] = None,
                         dropout: float = 0.0, training: bool = False,
-                        buckets: Optional[List[Bucket]] = None) -> Tensor:
+                        buckets: Optional[List[Bucket]] = None, fused: bool = True) -> Tensor:
     r"""Softmax attention over all pairs within each graph (see the module docstring).
 
     Args:
@@ -102,6 +145,8 @@ def all_pairs_attention(query: Tensor, key: Tensor, value: Tensor, batch: Option
             score of their pair; repeated edges add up.
         dropout, training: attention dropout (in training only).
         buckets: the blocks of :func:`graph_buckets`, to reuse them across layers.
+        fused: with a score bias on CPU and no dropout, differentiate the bias at its pairs only (the flash
+            kernel's log-sum-exp, first-order gradients); ``False``: SDPA through the whole mask.
 
     Returns:
         ``[N, H, C]``.
@@ -125,20 +170,24 @@ def all_pairs_attention(query: Tensor, key: Tensor, value: Tensor, batch: Option
         src, dst = edge_index[0], edge_index[1]
         edge_block = block[dst]
     dropout = dropout if training else 0.0
+    flash = fused and dropout == 0.0 and query.device.type == 'cpu' and score_bias is not None
     outputs, rows = [], []
     for b, bucket in enumerate(buckets):
         m, T = bucket.index.shape
         q, k, v = (t[bucket.index].transpose(1, 2) for t in (query, key, value))  # [m, H, T, C]
         key_valid = bucket.valid.view(m, 1, 1, T)
         if score_bias is None:
-            mask = key_valid
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_valid, dropout_p=dropout)
         else:
             mine = (edge_block == b).nonzero().view(-1)
             d, s = dst[mine], src[mine]
-            bias = query.new_zeros(m, T, T, H).index_put((row[d], position[d], position[s]),
-                                                         score_bias[mine].to(query.dtype), accumulate=True)
-            mask = bias.permute(0, 3, 1, 2).masked_fill(~key_valid, float('-inf'))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            pair, bias = (row[d], position[d], position[s]), score_bias[mine].to(query.dtype)
+            if flash:
+                out = _FlashWithPairBias.apply(q.contiguous(), k.contiguous(), v.contiguous(), bias, pair,
+                                               bucket.valid)
+            else:
+                mask = _bias_mask(bias, pair, bucket.valid, q.shape)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         outputs.append(out.transpose(1, 2)[bucket.valid])  # [n_b, H, C], the bucket's real rows
         rows.append(bucket.index[bucket.valid])
     return value.new_zeros(N, H, C).index_copy(0, torch.cat(rows), torch.cat(outputs))
