@@ -279,7 +279,8 @@ def test_edge_features_of_mutag_through_the_command(tmp_path, monkeypatch, capsy
                  '--pe', 'rw', '--out', str(out)]) == 0
     record = torch.load(out / 'models' / 'laplacian_fold0.pt', weights_only=True)
     assert record['hparams']['edge_dim'] == 4 and record['dataset_args']['edge_features'] is True
-    assert record['state_dict']['transformer.blocks.0.conv.attention.lin_edge.weight'].shape[1] == 2 + 4
+    # native+full: a bond flag, then the 4 bond labels, on the native edges
+    assert record['state_dict']['transformer.blocks.0.conv.attention.lin_edge.weight'].shape[1] == 1 + 4
     state = json.loads((out / 'state.json').read_text())
     assert state['config']['optimizer'] == 'adamw' and state['config']['schedule'] == 'cosine'
     capsys.readouterr()
