@@ -1,0 +1,116 @@
+"""The long-range and molecule tables (Peptides-func, HIV) from ``pyg-ple bench`` run folders, finished or not.
+
+Finished seeds come from each folder's ``state.json`` (:func:`pyg_ple.bench.fixed_split.summarize_fixed`: the
+epoch of best validation metric per run, test scored once with it). A seed still training is reported by its
+status only (epochs done, validation metric so far, read from its checkpoint): its test metric does not exist yet.
+Writes ``<dataset>.csv`` (``model,params,epochs,seeds,val_mean,val_std,test_mean,test_std,status``) and
+``<dataset>.md`` (the runs' commands, the table, the validation curves of unfinished seeds, the field's figures).
+
+    python benchmarks/long_range.py runs/peptides-func/* --name peptides_func
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import _common as C
+
+from pyg_ple.bench.fixed_split import summarize_fixed
+from pyg_ple.bench.io import load_torch_file
+
+COLUMNS = ['model', 'attention', 'params', 'epochs', 'seeds', 'val_mean', 'val_std', 'test_mean', 'test_std', 'status']
+TRANSFORMERS = ('transformer', 'laplacian', 'mixed')
+PUBLISHED = {
+    'peptides-func': ('test average precision (fraction), at the field\'s budgets (~500k parameters)', [
+        ('GCN', '0.5930', 'Dwivedi et al. 2022'), ('GINE', '0.5498', 'Dwivedi et al. 2022'),
+        ('GatedGCN', '0.5864', 'Dwivedi et al. 2022'), ('GPS', '0.6535', 'Rampášek et al. 2022'),
+        ('GCN, tuned', '0.6860', 'Tönshoff et al. 2023'), ('GRIT', '0.6988', 'Ma et al. 2023')]),
+    'hiv': ('test ROC-AUC (percent) on OGB\'s scaffold split', [
+        ('GCN', '76.06', 'Hu et al. 2020'), ('GIN', '75.58', 'Hu et al. 2020'),
+        ('GIN + virtual node', '77.07', 'Hu et al. 2020'), ('GPS', '78.80', 'Rampášek et al. 2022'),
+        ('PNA', '79.05', 'Corso et al. 2020')]),
+}
+
+
+def folder_rows(folder: Path, total: int) -> tuple[list[dict], list[str], str, dict]:
+    """Table rows, status lines and the command of one run folder whose models run ``total`` seeds."""
+    state = json.loads((folder / 'state.json').read_text())
+    config = state.get('config') or {}
+    rows = summarize_fixed(state)
+    lines, curves = [], {}
+    for ckpt in sorted((folder / 'checkpoints').glob('*/*.pt')):
+        record = load_torch_file(ckpt, 'a training checkpoint')
+        history = record.get('history') or []
+        metric = next((k for k in (history[0] if history else {}) if k.startswith('val_') and k != 'val_loss'
+                       and k != 'val_score'), None)
+        if metric is None:
+            continue
+        name = ckpt.parent.name
+        curves[f'{name} {ckpt.stem}'] = [round(h[metric], 4) for h in history]
+        lines.append(f'{name}, {ckpt.stem}: epoch {len(history)} of {config.get("epochs", "?")}, best '
+                     f'{metric} so far {max(h[metric] for h in history):.4f} (epoch '
+                     f'{1 + max(range(len(history)), key=lambda e: history[e][metric])}); unfinished, no test '
+                     'metric yet')
+    for row in rows:
+        done = row['seeds']
+        row['status'] = 'finished' if done >= total else f'{done} of {total} seeds finished'
+    models = {r['model'] for r in rows}
+    for name in sorted({k.split()[0] for k in curves} - models):
+        rows.append({'model': name, 'status': 'no seed finished', **{k: '' for k in COLUMNS[1:-1]}})
+    attention = (config.get('hparams') or {}).get('attention', 'native')
+    for row in rows:  # the transformers' candidate edge set, which --models does not name
+        row['attention'] = attention if row['model'] in TRANSFORMERS else ''
+    return rows, lines, state.get('command', ''), curves
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('folders', nargs='+', type=Path, help='run folders of pyg-ple bench on one dataset')
+    p.add_argument('--name', required=True, help='file stem of the results, e.g. peptides_func')
+    p.add_argument('--seeds', type=int, default=3, help="the runs' --final-runs")
+    p.add_argument('--out', type=Path, default=C.RESULTS)
+    args = p.parse_args(argv)
+    rows, status, commands, curves, dataset = [], [], [], {}, None
+    for folder in args.folders:
+        if not (folder / 'state.json').exists():
+            p.error(f'{folder}: no state.json (not a run folder of pyg-ple bench)')
+        state = json.loads((folder / 'state.json').read_text())
+        if dataset not in (None, state['dataset']):
+            p.error(f"{folder}: dataset {state['dataset']!r}, the others {dataset!r}")
+        dataset = state['dataset']
+        r, s, cmd, c = folder_rows(folder, args.seeds)
+        rows += r
+        status += s
+        curves.update(c)
+        commands.append(re.sub(r'--root \S+', '--root DATA', cmd))
+    fmt = (lambda v: f'{v:.4f}') if dataset == 'peptides-func' else (lambda v: f'{v:.2f}')
+    args.out.mkdir(parents=True, exist_ok=True)
+    C.write_csv(args.out / f'{args.name}.csv', COLUMNS, [{k: row.get(k, '') for k in COLUMNS} for row in rows])
+    what, published = PUBLISHED.get(dataset, ('', []))
+    md = [f'# {dataset}: pyg-ple bench on the official split', '',
+          'Built by `python benchmarks/long_range.py ' + ' '.join(str(f) for f in args.folders)
+          + f' --name {args.name}` from the run folders of these commands (one thread each, two at a time):', '']
+    md += [f'    {c}' for c in commands]
+    md += ['', 'Validation metric: the epoch of best validation metric in each run; test scored once, with it. Mean and '
+           'population std over the finished seeds.', '',
+           C.md_table(['model', 'attention', 'params', 'epochs', 'seeds', 'validation', 'test', 'status'],
+                      [[r['model'], r['attention'], r.get('params', ''), r.get('epochs', ''), r.get('seeds', ''),
+                        f"{fmt(r['val_mean'])} ± {fmt(r['val_std'])}" if r.get('seeds') else '',
+                        f"{fmt(r['test_mean'])} ± {fmt(r['test_std'])}" if r.get('seeds') else '', r['status']]
+                       for r in rows])]
+    if status:
+        md += ['', '## Unfinished seeds', ''] + [f'- {line}' for line in status]
+        md += ['', 'Validation curves (one value per epoch):', '']
+        md += [f'- {name}: {", ".join(map(str, curve))}' for name, curve in curves.items()]
+    if published:
+        md += ['', f'## Published figures: {what}', '', C.md_table(['model', 'figure', 'source'], published)]
+    (args.out / f'{args.name}.md').write_text('\n'.join(md) + '\n')
+    print(f'wrote {args.out / args.name}.csv and .md')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""benchmarks/long_range.py: the table of finished seeds and the status of unfinished ones from run folders."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _record(model, seed, val, test):
+    return {'model': model, 'config_index': 0, 'seed_index': seed, 'val_metric': val, 'test_metric': test,
+            'params': 1000, 'epochs_run': 2, 'sec_per_epoch': 1.0, 'best_epoch': 2, 'hparams': {'hidden': 8}}
+
+
+def test_report_of_a_finished_and_an_unfinished_model(tmp_path):
+    done, going = tmp_path / 'gcn', tmp_path / 'laplacian'
+    base = {'dataset': 'peptides-func', 'task': {'kind': 'multilabel', 'metric': 'ap', 'higher_is_better': True}}
+    (done / 'checkpoints').mkdir(parents=True)
+    (done / 'state.json').write_text(json.dumps({
+        **base, 'config': {'epochs': 2, 'hparams': {'attention': 'native'}}, 'selected': {'gcn': 0},
+        'runs': {f'gcn/cfg0/seed{r}': _record('gcn', r, v, t) for r, (v, t) in enumerate([(0.5, 0.4), (0.7, 0.6)])},
+        'command': 'pyg-ple bench --dataset peptides-func --root /some/machine/path --models gcn'}))
+    (going / 'checkpoints' / 'laplacian').mkdir(parents=True)
+    (going / 'state.json').write_text(json.dumps({
+        **base, 'config': {'epochs': 2, 'hparams': {'attention': 'native+full'}}, 'selected': {}, 'runs': {},
+        'command': 'pyg-ple bench --models laplacian'}))
+    torch.save({'history': [{'epoch': 1, 'val_loss': 0.3, 'val_ap': 0.25}, {'epoch': 2, 'val_loss': 0.2,
+                                                                           'val_ap': 0.2}]},
+               going / 'checkpoints' / 'laplacian' / 'cfg0_seed0.pt')
+    out = tmp_path / 'out'
+    proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'long_range.py'), str(done), str(going),
+                           '--name', 'peptides_func', '--seeds', '3', '--out', str(out)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r['model']: r for r in csv.DictReader(open(out / 'peptides_func.csv'))}
+    assert rows['gcn']['seeds'] == '2' and abs(float(rows['gcn']['val_mean']) - 0.6) < 1e-9
+    assert abs(float(rows['gcn']['test_mean']) - 0.5) < 1e-9 and abs(float(rows['gcn']['test_std']) - 0.1) < 1e-9
+    assert rows['gcn']['status'] == '2 of 3 seeds finished' and rows['gcn']['attention'] == ''
+    assert rows['laplacian']['status'] == 'no seed finished' and rows['laplacian']['attention'] == 'native+full'
+    assert rows['laplacian']['test_mean'] == ''
+    text = (out / 'peptides_func.md').read_text()
+    assert 'epoch 2 of 2, best val_ap so far 0.2500 (epoch 1)' in text and '--root DATA' in text
+    assert '/some/machine/path' not in text and '0.6535' in text
