@@ -58,7 +58,7 @@ def neighbour_contrast(batch: Batch) -> float:
 def block_signals(model: TransformerClassifier, batch: Batch) -> list[dict[str, float]]:
     """Per block: ``||A V - V|| / ||A V||`` and ``||attention update|| / ||residual input||`` on ``batch``."""
     model.eval()
-    edge_index, edge_attr = model.attention_edges(batch, batch.batch)
+    edge_index, edge_attr = model.attention_edges(batch)
     h = model.encode(batch)
     out = []
     for block in model.transformer.blocks:
