@@ -37,7 +37,7 @@ MODELS = {
     'laplacian-native+full': ('laplacian', {'attention': 'native+full'}),
     'ple-gps': ('ple-gps', {}),
 }
-FIELDS = ['model', 'name', 'params', 's_per_step', 'peak_gb', 'vs_gps', 'vs_native', 'nodes_per_batch',
+FIELDS = ['model', 'name', 'params', 's_per_step', 'peak_gb', 'vs_gps', 'vs_native', 'vs_full', 'nodes_per_batch',
           'pairs_per_batch']
 
 
@@ -164,9 +164,11 @@ def main(argv=None):
                               'peak_gb': max(result['peak_gb'], (row or {}).get('peak_gb', 0.0) or 0.0)}
     gps = rows.get('gps', {}).get('s_per_step')
     native = rows.get('laplacian-native', {}).get('s_per_step')
+    full = rows.get('laplacian-full', {}).get('s_per_step')
     for row in rows.values():
         row['vs_gps'] = row['s_per_step'] / gps if gps else float('nan')
         row['vs_native'] = row['s_per_step'] / native if native else float('nan')
+        row['vs_full'] = row['s_per_step'] / full if full else float('nan')
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = 'molecule_speed' + ('_real' if args.root else '') + ('' if args.device == 'cpu' else f'_{args.device}')
@@ -190,9 +192,11 @@ def main(argv=None):
         f'rounds in which the models take turns (peak memory: {"the CUDA allocator" if args.device != "cpu" else "RSS"}'
         ', the largest over the rounds).', '',
         'Machine and versions: ' + ', '.join(f'{k} {v}' for k, v in env.items()), '',
-        C.md_table(['model', 'params', 's / step', 'peak memory (GB)', 'x GPS', 'x same model, bonds only'],
+        C.md_table(['model', 'params', 's / step', 'peak memory (GB)', 'x GPS', 'x same model, bonds only',
+                    'x same model, all pairs without bond features'],
                    [[row['name'], row.get('params', ''), f"{row['s_per_step']:.3f}", f"{row['peak_gb']:.2f}",
-                     f"{row['vs_gps']:.2f}", f"{row['vs_native']:.2f}" if row['model'] == 'laplacian' else '']
+                     f"{row['vs_gps']:.2f}"] + ([f"{row['vs_native']:.2f}", f"{row['vs_full']:.2f}"]
+                                                if row['model'] == 'laplacian' else ['', ''])
                     for row in rows.values()]),
     ]
     if rows:
