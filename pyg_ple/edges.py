@@ -115,17 +115,9 @@ def native_plus_full_edge_index(
     bool), which a layer can read as an edge feature (``edge_attr=is_native.float()`` with ``edge_dim=1``) to tell
     local from global pairs.
     """
-    if num_nodes is None:
-        num_nodes = batch.numel() if batch is not None else None
-    if num_nodes is None:
-        raise ValueError("pass 'batch' or 'num_nodes' to define the graphs")
-    check_edge_index(edge_index, num_nodes)
-    if batch is not None:
-        check_batch(batch, num_nodes)
-        check_same_graph(edge_index, batch)
-    full = full_edge_index(batch, num_nodes)
+    full, pos = _native_pairs(edge_index, batch, num_nodes)
     is_native = torch.zeros(full.size(1), dtype=torch.bool, device=full.device)
-    is_native[full_pair_position(full, edge_index, num_nodes)] = True
+    is_native[pos] = True
     return full, is_native
 
 
@@ -139,6 +131,13 @@ def all_pairs_edge_attr(
     edges ``edge_index`` added onto their pair and zeros on every other pair: the listed form of what
     :meth:`~pyg_ple.LaplacianDiffusionConv.forward_all_pairs` attends over (``[2, P]``, ``[P, D]``, with
     ``P = sum_g n_g^2``: for inspection and tests, not for training on large graphs)."""
+    full, pos = _native_pairs(edge_index, batch, num_nodes)
+    edge_attr = edge_attr.view(edge_index.size(1), -1)
+    return full, edge_attr.new_zeros(full.size(1), edge_attr.size(1)).index_add_(0, pos, edge_attr)
+
+
+def _native_pairs(edge_index: Tensor, batch: Optional[Tensor], num_nodes: Optional[int]) -> Tuple[Tensor, Tensor]:
+    """All pairs within each graph and the position of every native edge among them, the inputs checked."""
     if num_nodes is None:
         num_nodes = batch.numel() if batch is not None else None
     if num_nodes is None:
@@ -147,10 +146,8 @@ def all_pairs_edge_attr(
     if batch is not None:
         check_batch(batch, num_nodes)
         check_same_graph(edge_index, batch)
-    edge_attr = edge_attr.view(edge_index.size(1), -1)
     full = full_edge_index(batch, num_nodes)
-    pos = full_pair_position(full, edge_index, num_nodes)
-    return full, edge_attr.new_zeros(full.size(1), edge_attr.size(1)).index_add_(0, pos, edge_attr)
+    return full, full_pair_position(full, edge_index, num_nodes)
 
 
 def full_pair_position(full: Tensor, edge_index: Tensor, num_nodes: int) -> Tensor:

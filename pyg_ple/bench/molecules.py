@@ -224,6 +224,13 @@ class _MoleculeDataset:
     raw_files: tuple[str, ...] = ()
     split_keys = ('train', 'val', 'test')
 
+    def __init__(self, root: str, transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
+                 force_reload: bool = False):
+        self._init_digest(root)
+        super().__init__(root, transform, pre_transform, force_reload=force_reload)  # InMemoryDataset, next in MRO
+        self.load(self.processed_paths[0])
+        self._load_split()
+
     def _init_digest(self, root: str) -> None:
         raw = [Path(root) / 'raw' / f for f in self.raw_files]
         self.digest = _digest(raw) if all(p.exists() for p in raw) else 'missing'
@@ -257,13 +264,6 @@ class PeptidesFunctional(_MoleculeDataset, InMemoryDataset):
     raw_files = ('peptide_multi_class_dataset.csv.gz', 'splits_random_stratified_peptide.pickle')
     num_tasks = 10
 
-    def __init__(self, root: str, transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
-                 force_reload: bool = False):
-        self._init_digest(root)
-        super().__init__(root, transform, pre_transform, force_reload=force_reload)
-        self.load(self.processed_paths[0])
-        self._load_split()
-
     def process(self) -> None:
         _require_mol()
         _quiet_rdkit()
@@ -286,13 +286,6 @@ class MoleculeNetHIV(_MoleculeDataset, InMemoryDataset):
 
     raw_files = ('HIV.csv',)
     num_tasks = 1
-
-    def __init__(self, root: str, transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None,
-                 force_reload: bool = False):
-        self._init_digest(root)
-        super().__init__(root, transform, pre_transform, force_reload=force_reload)
-        self.load(self.processed_paths[0])
-        self._load_split()
 
     def process(self) -> None:
         _require_mol()
