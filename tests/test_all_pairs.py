@@ -207,3 +207,9 @@ def test_bias_gradient_at_the_pairs_equals_sdpa_through_the_whole_mask(dtype):
     torch.testing.assert_close(out, ref)
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b)
+
+
+def test_block_refuses_all_pairs_on_a_token_sequence():
+    block = PLETransformerBlock(8, 2)
+    with pytest.raises(ValueError, match="a \\[B, T, F\\] sequence takes 'mask' and 'causal'"):
+        block(torch.randn(2, 3, 8), all_pairs=True)

@@ -224,8 +224,9 @@ class PLETransformerBlock(nn.Module):
         self._needs_edges(edge_index)
         h = self._conv_input(x, mask)
         if x.dim() == 3:
-            if edge_index is not None or batch is not None:
-                raise ValueError("a [B, T, F] sequence takes 'mask' and 'causal', not 'edge_index' or 'batch'")
+            if edge_index is not None or batch is not None or all_pairs:
+                raise ValueError("a [B, T, F] sequence takes 'mask' and 'causal', not 'edge_index', 'batch' or "
+                                 "'all_pairs'")
             update = self.conv.forward_dense(h, mask=mask, causal=causal)
         elif mask is not None or causal:
             raise ValueError("'mask' and 'causal' apply to [B, T, F] sequences; on a graph pass 'edge_index'")

@@ -79,11 +79,13 @@ def size_buckets(sizes: Tensor, call_pairs: int = BUCKET_CALL_PAIRS) -> List[Ten
     return [g.to(sizes.device) for g in reversed(groups)]
 
 
-def graph_buckets(batch: Optional[Tensor], num_nodes: int, call_pairs: int = BUCKET_CALL_PAIRS) -> List[Bucket]:
+def graph_buckets(batch: Optional[Tensor], num_nodes: int, call_pairs: int = BUCKET_CALL_PAIRS,
+                  device: Optional[torch.device] = None) -> List[Bucket]:
     r"""The :class:`Bucket` blocks of the graphs of ``batch [N]`` (sorted, as in a PyG ``Batch``; ``None``: one
-    graph of ``num_nodes`` nodes)."""
+    graph of ``num_nodes`` nodes on ``device``). The cuts are chosen on the host: on CUDA this reads the graph sizes
+    back once per call."""
     if batch is None:
-        batch = torch.zeros(num_nodes, dtype=torch.long)
+        batch = torch.zeros(num_nodes, dtype=torch.long, device=device)
     sizes = torch.bincount(batch, minlength=1) if num_nodes else batch.new_zeros(0)
     starts = torch.cumsum(sizes, 0) - sizes
     buckets = []
@@ -155,7 +157,7 @@ def all_pairs_attention(query: Tensor, key: Tensor, value: Tensor, batch: Option
     if N == 0:
         return value.new_zeros(N, H, C)
     if buckets is None:
-        buckets = graph_buckets(batch, N)
+        buckets = graph_buckets(batch, N, device=query.device)
     if score_bias is not None:
         if edge_index is None:
             raise ValueError("'score_bias' needs the 'edge_index' of the pairs it belongs to")
