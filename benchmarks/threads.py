@@ -342,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                    help='seconds after which a busy process stops by itself if this script did not stop it')
     p.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
     p.add_argument('--name', default='threads')
+    p.add_argument('--others', default="other users' jobs shared the machine throughout",
+                   help='what else ran on the machine, for the report')
     args = p.parse_args(argv)
     for flag, value in (('--repeats', args.repeats), ('--torchrun-repeats', args.torchrun_repeats),
                         ('--e2e-repeats', args.e2e_repeats), ('--digits-n', args.digits_n),
@@ -377,8 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.perf_counter() - t_start
         loads = [float(r[k]) for r in rows for k in ('loadavg_start', 'loadavg_end')]
         write_report(args, rows, header + [
-            f'- wall time so far: {elapsed:.0f} s; what else ran: other users\' jobs shared the machine throughout '
-            '("idle" means without this script\'s busy process, not an idle machine); 1-minute load average during '
+            f'- wall time so far: {elapsed:.0f} s; what else ran: {args.others} ("idle" means without this '
+            'script\'s busy process); 1-minute load average during '
             f'the measurements {min(loads):.2f} to {max(loads):.2f} on {os.cpu_count()} CPUs'], out)
 
     with tempfile.TemporaryDirectory(prefix='pyg_ple_threads_') as tmp:
