@@ -172,7 +172,8 @@ def all_pairs_attention(query: Tensor, key: Tensor, value: Tensor, batch: Option
         src, dst = edge_index[0], edge_index[1]
         edge_block = block[dst]
     dropout = dropout if training else 0.0
-    flash = fused and dropout == 0.0 and query.device.type == 'cpu' and score_bias is not None
+    flash = (fused and dropout == 0.0 and query.device.type == 'cpu' and score_bias is not None
+             and hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu'))  # a private op of torch
     outputs, rows = [], []
     for b, bucket in enumerate(buckets):
         m, T = bucket.index.shape
