@@ -39,6 +39,9 @@ def folder_rows(folder: Path, total: int) -> tuple[list[dict], list[str], str, d
     """Table rows, status lines and the command of one run folder whose models run ``total`` seeds."""
     state = json.loads((folder / 'state.json').read_text())
     config = state.get('config') or {}
+    if len(config.get('grid') or [{}]) == 1:  # one configuration: its first seed counts before the run records it
+        for record in state.get('runs', {}).values():
+            state.setdefault('selected', {}).setdefault(record['model'], 0)
     rows = summarize_fixed(state)
     lines, curves = [], {}
     for ckpt in sorted((folder / 'checkpoints').glob('*/*.pt')):
