@@ -18,7 +18,7 @@ from pyg_ple.bench.models import CategoricalInput
 pytest.importorskip('rdkit')
 pytest.importorskip('ogb')
 
-from test_molecules import _write_peptides  # noqa: E402 (after the skips)
+from test_molecules import _write_ogb_molhiv, _write_peptides  # noqa: E402 (after the skips)
 
 # Scaffold groups of 10 (benzene), 6 (acyclic), 2 (pyridine) and 2 (cyclohexane): the scaffold split puts the first
 # two in train, pyridine in valid and cyclohexane in test; every group has both labels.
@@ -107,6 +107,18 @@ def test_hiv_run_reports_roc_auc_in_percent_on_the_rebuilt_split(data_root, tmp_
     rec = json.loads((out / 'state.json').read_text())['runs']['gin/cfg0/seed0']
     assert result['results'][0]['test_mean'] == pytest.approx(100 * rec['test_metric'])
     assert json.loads((out / 'state.json').read_text())['info']['split_sizes'] == {'train': 16, 'val': 2, 'test': 2}
+
+
+def test_hiv_run_on_a_real_ogb_folder_says_it_used_ogbs_split(data_root, tmp_path):
+    _write_ogb_molhiv(data_root / 'ogbg_molhiv', HIV, [i % 2 for i in range(len(HIV))],
+                      {'train': list(range(14)), 'valid': [14, 15, 16], 'test': [17, 18, 19]})
+    out = tmp_path / 'hiv'
+    assert main(['bench', '--dataset', 'hiv', '--root', str(data_root), '--out', str(out), '--models', 'gcn',
+                 '--epochs', '1', '--final-runs', '1', '--no-progress', '--pe', 'none', '--hidden', '16']) == 0
+    result = json.loads((out / 'results.json').read_text())
+    assert result['split'] == "OGB's scaffold split (the split files of the ogbg_molhiv folder)"
+    assert 'rebuilt' not in (out / 'results.md').read_text()
+    assert json.loads((out / 'state.json').read_text())['info']['split_sizes'] == {'train': 14, 'val': 3, 'test': 3}
 
 
 def test_an_interrupted_run_resumes_where_it_stopped_and_refuses_other_settings(data_root, tmp_path, monkeypatch,

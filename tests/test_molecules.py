@@ -237,6 +237,70 @@ def test_missing_files_unknown_names_and_the_missing_extra_are_clear(tmp_path, c
         load_molecules('hiv', tmp_path)
 
 
+def _write_ogb_molhiv(folder: Path, smiles: list[str], labels: list[int], split: dict[str, list[int]]) -> None:
+    """An ``ogbg_molhiv`` folder as OGB's download unpacks it: each bond once (OGB's loader adds the reverse), ids
+    local to their graph, headerless csv.gz files."""
+    from ogb.utils import smiles2graph
+    (folder / 'raw').mkdir(parents=True)
+    (folder / 'split' / 'scaffold').mkdir(parents=True)
+    graphs = [smiles2graph(s) for s in smiles]
+    one_way = [g['edge_index'][:, ::2] for g in graphs]  # smiles2graph lists each bond as (i, j), (j, i)
+    columns = {
+        'raw/edge.csv.gz': [row for e in one_way for row in e.T.tolist()],
+        'raw/num-node-list.csv.gz': [[g['num_nodes']] for g in graphs],
+        'raw/num-edge-list.csv.gz': [[e.shape[1]] for e in one_way],
+        'raw/node-feat.csv.gz': [row for g in graphs for row in g['node_feat'].tolist()],
+        'raw/edge-feat.csv.gz': [row for g in graphs for row in g['edge_feat'][::2].tolist()],
+        'raw/graph-label.csv.gz': [[y] for y in labels],
+        **{f'split/scaffold/{k}.csv.gz': [[i] for i in v] for k, v in split.items()},
+    }
+    for rel, rows in columns.items():
+        with gzip.open(folder / rel, 'wt', newline='') as f:
+            csv.writer(f).writerows(rows)
+
+
+OGB_SPLIT = {'train': [4, 0, 1, 2, 3, 5], 'valid': [6, 7], 'test': [8, 9]}
+
+
+def test_a_real_ogb_folder_is_read_with_ogbs_reader_and_split_in_place_of_hiv_csv(tmp_path, cache):
+    data = tmp_path / 'data'
+    labels = [int(i % 4 == 1) for i in range(len(SMILES))]
+    _write_ogb_molhiv(data / 'ogbg_molhiv', SMILES, labels, OGB_SPLIT)
+    _write_hiv(data / 'MoleculeNet' / 'HIV' / 'raw')  # present too: the OGB folder wins
+    before = _files(data)
+    mol = load_molecules('hiv', data)
+    assert _files(data) == before
+    assert Path(mol.info['processed_dir']).is_relative_to(cache)
+    assert mol.info['split'] == molecules.OGB_SPLIT_NOTE and 'OGBMolHIV' in mol.info['source']
+    assert len(mol) == len(SMILES) and mol.num_tasks == 1
+    assert {k: v.tolist() for k, v in mol.split.items()} == {'train': OGB_SPLIT['train'], 'val': OGB_SPLIT['valid'],
+                                                             'test': OGB_SPLIT['test']}
+    for i, s in enumerate(SMILES):  # the same graph as from the SMILES, bonds in both directions
+        ref, _ = molecules.mol_to_graph(s)
+        g = mol.dataset[i]
+        assert torch.equal(g.x, torch.from_numpy(ref['node_feat']))
+        ours = {(a, b, *f) for (a, b), f in zip(g.edge_index.t().tolist(), g.edge_attr.tolist())}
+        theirs = {(a, b, *f) for (a, b), f in zip(ref['edge_index'].T.tolist(), ref['edge_feat'].tolist())}
+        assert ours == theirs and g.edge_index.shape[1] == ref['edge_index'].shape[1]
+        assert g.y.shape == (1, 1) and g.y.item() == labels[i]
+
+
+def test_an_incomplete_ogb_folder_is_an_error_naming_what_it_lacks(tmp_path, cache):
+    data = tmp_path / 'data'
+    _write_ogb_molhiv(data / 'ogbg_molhiv', SMILES, [0] * len(SMILES), OGB_SPLIT)
+    (data / 'ogbg_molhiv' / 'split' / 'scaffold' / 'test.csv.gz').unlink()
+    _write_hiv(data / 'MoleculeNet' / 'HIV' / 'raw')
+    with pytest.raises(FileNotFoundError, match=r'ogbg_molhiv lacks split/scaffold/test.csv.gz'):
+        load_molecules('hiv', data)
+
+
+def test_an_ogb_split_index_outside_the_graphs_is_refused(tmp_path, cache):
+    data = tmp_path / 'data'
+    _write_ogb_molhiv(data / 'ogbg_molhiv', SMILES, [0] * len(SMILES), {**OGB_SPLIT, 'test': [8, 10]})
+    with pytest.raises(ValueError, match=r'test.csv.gz: indices outside 0..9'):
+        load_molecules('hiv', data)
+
+
 def _real_root() -> Path | None:
     root = os.environ.get('PYG_PLE_DATA')
     return Path(root) if root and (Path(root) / 'MoleculeNet' / 'HIV' / 'raw' / 'HIV.csv').exists() else None

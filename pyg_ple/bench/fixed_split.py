@@ -20,6 +20,7 @@ training run (``resume=True`` skips finished runs, and a run killed half-way con
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -90,6 +91,13 @@ def evaluate_split(model: torch.nn.Module, loader: Any, task: Task, device: str 
 # --------------------------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------------------------
+def split_spec(spec: DatasetSpec, data: Any) -> DatasetSpec:
+    """``spec`` saying the split ``data`` was loaded with: which one depends on the files (HIV: OGB's split files
+    where the root has them, else the rebuilt split), so what results say comes from the loaded data."""
+    note = (getattr(data, 'info', None) or {}).get('split')
+    return dataclasses.replace(spec, note=note) if note else spec
+
+
 def _split_digest(split: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for key in ('train', 'val', 'test'):
@@ -167,7 +175,7 @@ def run_fixed_split(data: Any, cfg: BenchmarkConfig, out: str | os.PathLike, res
     under ``out`` (new, empty, or an earlier run to ``resume`` or ``overwrite``, see
     :func:`check_fixed_run_folder`). Returns the state dict: ``runs`` maps ``"<model>/cfg<j>/seed<r>"`` to the
     record of one training run, ``selected`` each model to the index of its grid configuration."""
-    spec = spec or dataset_spec(data.name)
+    spec = split_spec(spec or dataset_spec(data.name), data)
     if cfg.inner_splits > 1:
         raise ValueError(f'inner_splits ({cfg.inner_splits}) applies to k-fold cross-validation; {data.name} has a '
                          'fixed split (final_runs sets the seeds)')
@@ -326,8 +334,6 @@ def _versions() -> str:
 def cmd_fixed_split(args: argparse.Namespace) -> int:
     """``pyg-ple bench`` on a fixed-split dataset (called by :func:`pyg_ple.bench.cli.cmd_bench`); usage errors raise
     :class:`pyg_ple.bench.cli.CommandError`."""
-    import dataclasses
-
     from pyg_ple.bench.budget import widths_for_budget
     from pyg_ple.bench.cli import CommandError, validate_bench_args
     from pyg_ple.bench.molecules import MolExtraMissingError, atom_feature_dims, bond_feature_dims
@@ -367,6 +373,7 @@ def cmd_fixed_split(args: argparse.Namespace) -> int:
         data = spec.loader(spec.name, args.root, pe=pe, pe_dim=args.pe_dim)
     except (FileNotFoundError, ValueError, MolExtraMissingError) as e:
         raise CommandError(str(e)) from None
+    spec = split_spec(spec, data)
     from pyg_ple.bench.cli import _bench_out
     out = _bench_out(args)
     try:

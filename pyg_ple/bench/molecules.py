@@ -6,6 +6,12 @@
 * :class:`MoleculeNetHIV`: ``HIV.csv`` (41,127 molecules, one binary label ``HIV_active``) with OGB's scaffold split
   rebuilt from the SMILES (:func:`scaffold_split`; OGB's sizes 32,901 / 4,113 / 4,113). The split is *rebuilt*, not
   OGB's files: results on it say so (:data:`HIV_SPLIT_NOTE`).
+* :class:`OGBMolHIV`: ogbg-molhiv from a real OGB folder (``ogbg_molhiv/raw/*.csv.gz`` and
+  ``ogbg_molhiv/split/scaffold/*.csv.gz``, as OGB's download unpacks), read with OGB's own raw-file reader
+  (``ogb.io.read_graph_pyg``) and its split files. Where that folder is under the root, ``hiv`` uses it instead of
+  ``HIV.csv``. OGB's ``PygGraphPropPredDataset`` itself is not used: it would write into the data folder, ask on
+  stdin whether to delete it when its release file is missing, download, and ``torch.load`` pickles without
+  ``weights_only``.
 
 Both are PyG ``InMemoryDataset`` s: SMILES become graphs once (OGB's ``smiles2graph``: 9 categorical atom features in
 ``x``, 3 categorical bond features in ``edge_attr``, both ``long``; labels ``y`` of shape ``[1, num_tasks]``, float),
@@ -40,10 +46,11 @@ from pyg_ple.bench.io import cache_root, data_root, dataset_lock, link_raw_files
 from pyg_ple.bench.tasks import HIV_SPLIT_NOTE
 
 __all__ = ['MOL_EXTRA', 'HIV_SPLIT_NOTE', 'MolExtraMissingError', 'MoleculeData', 'PeptidesFunctional',
-           'MoleculeNetHIV', 'atom_feature_dims', 'bond_feature_dims', 'load_index_pickle', 'load_molecules',
+           'MoleculeNetHIV', 'OGBMolHIV', 'OGB_SPLIT_NOTE', 'atom_feature_dims', 'bond_feature_dims', 'load_index_pickle', 'load_molecules',
            'mol_to_graph', 'scaffold_split', 'MOLECULE_DATASETS']
 
 MOL_EXTRA = "pip install 'pyg-ple[mol]'"
+OGB_SPLIT_NOTE = "OGB's scaffold split (the split files of the ogbg_molhiv folder)"
 
 
 class MolExtraMissingError(ImportError):
@@ -305,6 +312,43 @@ class MoleculeNetHIV(_MoleculeDataset, InMemoryDataset):
                                    'read_unsanitized': unsanitized})
 
 
+class OGBMolHIV(_MoleculeDataset, InMemoryDataset):
+    """ogbg-molhiv from OGB's own files under ``root/raw`` (the graphs' csv.gz files and the scaffold split's
+    ``train``/``valid``/``test.csv.gz``, linked there by :func:`load_molecules`). The graphs are what
+    ``ogb.io.read_graph_pyg`` reads, with each bond in both directions as OGB's loader adds them; ``self.split`` is
+    OGB's split."""
+
+    raw_files = ('edge.csv.gz', 'num-node-list.csv.gz', 'num-edge-list.csv.gz', 'node-feat.csv.gz',
+                 'edge-feat.csv.gz', 'graph-label.csv.gz', 'train.csv.gz', 'valid.csv.gz', 'test.csv.gz')
+    num_tasks = 1
+
+    def process(self) -> None:
+        _require_mol()
+        from ogb.io.read_graph_pyg import read_graph_pyg
+        raw = Path(self.raw_dir)
+        graphs = read_graph_pyg(str(raw), add_inverse_edge=True)
+        labels = _read_csv_column(raw / 'graph-label.csv.gz', float)
+        if len(labels) != len(graphs):
+            raise ValueError(f'{raw / "graph-label.csv.gz"}: {len(labels)} labels for {len(graphs)} graphs')
+        for g, y in zip(graphs, labels):
+            g.y = torch.tensor([[y]], dtype=torch.float)
+        graphs = [g if self.pre_transform is None else self.pre_transform(g) for g in graphs]
+        split = {}
+        for key, name in (('train', 'train'), ('val', 'valid'), ('test', 'test')):
+            path = raw / f'{name}.csv.gz'
+            split[key] = np.asarray(_read_csv_column(path, int), dtype=np.int64)
+            if split[key].size and (split[key].min() < 0 or split[key].max() >= len(graphs)):
+                raise ValueError(f'{path}: indices outside 0..{len(graphs) - 1}')
+        self._save(graphs, split, {'molecules': len(graphs), 'split': OGB_SPLIT_NOTE,
+                                   'split_sizes': {k: len(v) for k, v in split.items()}})
+
+
+def _read_csv_column(path: Path, kind: type) -> list:
+    """The first column of one of OGB's headerless csv.gz files."""
+    with gzip.open(path, 'rt', newline='') as f:
+        return [kind(float(row[0])) if kind is int else kind(row[0]) for row in csv.reader(f) if row]
+
+
 def _progress(items: Sequence, desc: str) -> Any:
     from tqdm.auto import tqdm
     return tqdm(items, desc=desc, unit='mol', leave=False, mininterval=2.0, disable=len(items) < 1000)
@@ -316,14 +360,23 @@ def _progress(items: Sequence, desc: str) -> Any:
 @dataclass(frozen=True)
 class _Source:
     cls: str
-    folders: tuple[str, ...]  # where the raw/ folder may be, relative to the data root
+    folders: tuple[str, ...]  # where the dataset's folder may be, relative to the data root
     cache: str  # where it is processed, relative to cache_root()
+    layout: tuple[str, ...] = ()  # the raw files' paths in that folder, in cls.raw_files' order (default raw/<name>)
+
+    def paths(self, folder: Path) -> list[Path]:
+        names = globals()[self.cls].raw_files
+        return [folder / rel for rel in (self.layout or [f'raw/{n}' for n in names])]
 
 
+_OGB_HIV = _Source('OGBMolHIV', ('ogbg_molhiv',), 'ogbg_molhiv', tuple(
+    [f'raw/{n}' for n in OGBMolHIV.raw_files[:6]] + [f'split/scaffold/{n}' for n in OGBMolHIV.raw_files[6:]]))
+
+# Each name's sources, the preferred first: a real OGB folder is used where the root has one.
 MOLECULE_DATASETS = {
-    'peptides-func': _Source('PeptidesFunctional', ('LRGB/peptides-functional', 'peptides-functional'),
-                             'LRGB/peptides-functional'),
-    'hiv': _Source('MoleculeNetHIV', ('MoleculeNet/HIV', 'HIV'), 'MoleculeNet/HIV'),
+    'peptides-func': (_Source('PeptidesFunctional', ('LRGB/peptides-functional', 'peptides-functional'),
+                              'LRGB/peptides-functional'),),
+    'hiv': (_OGB_HIV, _Source('MoleculeNetHIV', ('MoleculeNet/HIV', 'HIV'), 'MoleculeNet/HIV')),
 }
 
 
@@ -353,12 +406,19 @@ class MoleculeData:
         return self.dataset
 
 
-def _locate(source: _Source, root: Path) -> Optional[Path]:
-    cls = globals()[source.cls]
-    for folder in source.folders:
-        raw = root / folder / 'raw'
-        if all((raw / f).exists() for f in cls.raw_files):
-            return raw
+def _locate(sources: Sequence[_Source], root: Path) -> Optional[tuple[_Source, list[Path]]]:
+    """The first source with a folder under ``root`` and that folder's raw files. A folder that exists without all
+    its files is an error naming the missing ones, not a reason to read another source."""
+    for source in sources:
+        for folder in source.folders:
+            if not (root / folder).is_dir():
+                continue
+            paths = source.paths(root / folder)
+            missing = [str(p.relative_to(root / folder)) for p in paths if not p.exists()]
+            if not missing:
+                return source, paths
+            if source.layout:  # a dataset's own folder (OGB's): incomplete is a broken download
+                raise FileNotFoundError(f'{root / folder} lacks {", ".join(missing)}')
     return None
 
 
@@ -366,50 +426,52 @@ def load_molecules(name: str, root: str | os.PathLike | None = None, pe: Optiona
                    pe_dim: int = 8) -> MoleculeData:
     """The molecule dataset ``name`` (``'peptides-func'`` or ``'hiv'``) from the data root (``root``, else
     ``$PYG_PLE_DATA``, else ``~/.cache/pyg_ple``), where its raw files are in ``LRGB/peptides-functional/raw`` or
-    ``MoleculeNet/HIV/raw`` (or ``<name>/raw``). The raw files are linked into the writable cache and processed
+    ``MoleculeNet/HIV/raw`` (or ``<name>/raw``); for ``'hiv'``, a real OGB folder ``ogbg_molhiv`` under the root is
+    read instead (:class:`OGBMolHIV`, OGB's own split). The raw files are linked into the writable cache and processed
     there once (a minute or two); later calls read the cache. ``pe`` (``'rw'`` or ``'lap'``, ``pe_dim`` wide) adds a
     positional encoding ``data.pe`` as a pre-transform, cached separately.
 
     Raises ``ValueError`` for an unknown name, ``FileNotFoundError`` naming the folders searched when the raw files
-    are missing and :class:`MolExtraMissingError` without RDKit/OGB."""
+    are missing (or the files an ``ogbg_molhiv`` folder lacks) and :class:`MolExtraMissingError` without RDKit/OGB."""
     from pyg_ple.bench.datasets import add_positional_encoding
     if name not in MOLECULE_DATASETS:
         raise ValueError(f"name must be one of {', '.join(map(repr, MOLECULE_DATASETS))}, got {name!r}")
     if pe not in (None, 'none', 'rw', 'lap'):
         raise ValueError(f"pe must be None, 'rw' or 'lap', got {pe!r}")
-    source = MOLECULE_DATASETS[name]
     base = data_root(root)
-    raw = _locate(source, base)
+    found = _locate(MOLECULE_DATASETS[name], base)
+    if found is None:
+        fallback = MOLECULE_DATASETS[name][-1]
+        where = ' or '.join(str(base / f / 'raw') for f in fallback.folders)
+        raise FileNotFoundError(f'{name}: {", ".join(globals()[fallback.cls].raw_files)} not found in {where}; pass '
+                                '--root (or set PYG_PLE_DATA) to the data folder that has them')
+    source, paths = found
     cls = globals()[source.cls]
-    if raw is None:
-        where = ' or '.join(str(base / f / 'raw') for f in source.folders)
-        raise FileNotFoundError(f'{name}: {", ".join(cls.raw_files)} not found in {where}; pass --root (or set '
-                                'PYG_PLE_DATA) to the data folder that has them')
     _require_mol()
     pe = None if pe in (None, 'none') else pe
     # Each positional encoding is a pre-transform: its own processed copy, in its own folder.
     folder = cache_root() / source.cache / (f'pe-{pe}{pe_dim}' if pe else 'plain')
     pre = _PositionalEncoding(pe, pe_dim, add_positional_encoding) if pe else None
     with dataset_lock('molecules', f'{name}-{folder.name}'):
-        _link_raw(raw, folder / 'raw', cls.raw_files)
+        _link_raw(paths, folder / 'raw')
         ds = cls(str(folder), pre_transform=pre)
-    info = {'source': f'{source.cls} from {raw}', 'processed_dir': ds.processed_dir, **ds.info}
+    info = {'source': f'{source.cls} from {paths[0].parent}', 'processed_dir': ds.processed_dir, **ds.info}
     if pe:
         info['pe'] = f'{pe}{pe_dim}'
     return MoleculeData(name, ds, ds.split, tuple(atom_feature_dims()), tuple(bond_feature_dims()), cls.num_tasks,
                         info)
 
 
-def _link_raw(source: Path, raw: Path, names: Sequence[str]) -> None:
-    """Link the raw files of ``source`` into the cache's ``raw``, replacing links (or copies) the cache holds of other
-    files: the processed names carry the raw files' digest, so the cache then serves what ``source`` holds."""
-    for name in names:
-        link, target = raw / name, source / name
+def _link_raw(paths: Sequence[Path], raw: Path) -> None:
+    """Link the raw files ``paths`` into the cache's ``raw``, replacing links (or copies) the cache holds of other
+    files: the processed names carry the raw files' digest, so the cache then serves what ``paths`` hold."""
+    for target in paths:
+        link = raw / target.name
         if link.is_symlink() and Path(os.readlink(link)) != target.resolve():
             link.unlink()
         elif link.is_file() and not link.is_symlink() and link.read_bytes() != target.read_bytes():
             link.unlink()  # a copy link_raw_files made where links are not allowed
-    link_raw_files([source / name for name in names], raw)
+    link_raw_files(paths, raw)
 
 
 class _PositionalEncoding:
