@@ -46,8 +46,8 @@ from pyg_ple.bench.io import cache_root, data_root, dataset_lock, link_raw_files
 from pyg_ple.bench.tasks import HIV_SPLIT_NOTE
 
 __all__ = ['MOL_EXTRA', 'HIV_SPLIT_NOTE', 'MolExtraMissingError', 'MoleculeData', 'PeptidesFunctional',
-           'MoleculeNetHIV', 'OGBMolHIV', 'OGB_SPLIT_NOTE', 'atom_feature_dims', 'bond_feature_dims', 'load_index_pickle', 'load_molecules',
-           'mol_to_graph', 'scaffold_split', 'MOLECULE_DATASETS']
+           'MoleculeNetHIV', 'OGBMolHIV', 'OGB_SPLIT_NOTE', 'atom_feature_dims', 'bond_feature_dims',
+           'load_index_pickle', 'load_molecules', 'mol_to_graph', 'scaffold_split', 'MOLECULE_DATASETS']
 
 MOL_EXTRA = "pip install 'pyg-ple[mol]'"
 OGB_SPLIT_NOTE = "OGB's scaffold split (the split files of the ogbg_molhiv folder)"
