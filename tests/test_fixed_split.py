@@ -180,7 +180,7 @@ def test_missing_extra_is_named_by_the_cli(data_root, tmp_path, capsys, monkeypa
 # --------------------------------------------------------------------------------------------------------------------
 # The parameter budget
 # --------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('name', ['gcn', 'gin', 'gps', 'ple-gps', 'laplacian'])
+@pytest.mark.parametrize('name', ['gcn', 'gin', 'gatedgcn', 'gps', 'ple-gps', 'laplacian'])
 def test_width_for_budget_is_the_closest_multiple_of_heads(name):
     hp = {'num_layers': 3, 'heads': 4, 'pe_dim': 8}
     width, count = width_for_budget(name, 50_000, ATOMS, 10, hp, fixed_split.model_settings)

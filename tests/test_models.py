@@ -300,7 +300,7 @@ def _labelled(graphs, num_labels=3, seed=0):
 
 
 EDGE_CASES = [('laplacian', 'native'), ('laplacian', 'native+full'), ('transformer', 'native'), ('gat', 'native'),
-              ('gin', 'native'), ('gps', 'native'), ('ple-gps', 'native')]
+              ('gin', 'native'), ('gatedgcn', 'native'), ('gps', 'native'), ('ple-gps', 'native')]
 
 
 @pytest.mark.parametrize('name,attention', EDGE_CASES)
@@ -321,6 +321,25 @@ def test_edge_labels_change_the_output_and_models_stay_permutation_invariant(nam
         torch.testing.assert_close(model(Batch.from_data_list(perm)), out, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="no 'edge_attr'"):
         model(Batch.from_data_list(_graphs()))
+
+
+def test_gatedgcn_layer_is_the_residual_gated_update_with_edge_features_in_dense_math():
+    # x_i' = W_s x_i + b + sum_{j -> i} sigmoid(W_k [x_i, e_ji] + W_q [x_j, e_ji]) * W_v [x_j, e_ji] (Bresson & Laurent
+    # 2017, PyG's ResGatedGraphConv), then the stack's h + ReLU(BN(.)), checked against a loop over the edges.
+    torch.manual_seed(0)
+    model = build_model('gatedgcn', IN, C, **SMALL, edge_dim=3).eval()
+    batch = Batch.from_data_list(_labelled(_graphs(1)))
+    h = torch.randn(batch.num_nodes, SMALL['hidden'])
+    conv, norm = model.convs[0], model.norms[0]
+    edge = model.edge_features(batch)
+    expected = torch.zeros_like(h)
+    for (j, i), e in zip(batch.edge_index.t().tolist(), edge):
+        gate = torch.sigmoid(conv.lin_key(torch.cat([h[i], e])) + conv.lin_query(torch.cat([h[j], e])))
+        expected[i] += gate * conv.lin_value(torch.cat([h[j], e]))
+    expected = expected + conv.lin_skip(h) + conv.bias
+    expected = h + torch.relu(norm(expected))
+    with torch.no_grad():  # the stack's first layer
+        torch.testing.assert_close(model.layer_states(h, batch, batch.batch)[1], expected)
 
 
 def test_edge_labels_reach_the_blocks_as_a_hand_built_edge_attr():

@@ -332,7 +332,7 @@ def test_categorical_encoder_is_ogbs_atom_and_bond_encoder():
         assert torch.allclose(ours(x), theirs(x))
 
 
-@pytest.mark.parametrize('name', ['gcn', 'gin', 'gps', 'ple-gps', 'laplacian'])
+@pytest.mark.parametrize('name', ['gcn', 'gin', 'gatedgcn', 'gps', 'ple-gps', 'laplacian'])
 def test_models_embed_categorical_atoms_and_bonds(name):
     from torch_geometric.data import Batch, Data
 

@@ -16,6 +16,8 @@ name                    layers
 ``gcn``                 ``GCNConv`` + BatchNorm + ReLU, residual
 ``gat``                 ``GATConv`` (``heads`` heads, concatenated) + BatchNorm + ELU, residual
 ``gin``                 ``GINConv`` with a 2-layer MLP, learned epsilon, + BatchNorm + ReLU, residual
+``gatedgcn``            ``ResGatedGraphConv`` (edge features in its gates and values) + BatchNorm + ReLU, residual;
+                        PyG's layer keeps the edge features fixed, unlike LRGB's GatedGCN, which updates them
 ``gps``                 ``GPSConv`` (GINConv local + multi-head global attention)
 ``ple-gps``             the GPS layer with Laplacian attention over all pairs as its global part
                         (:class:`PLEGPSClassifier`); not among the defaults of ``pyg-ple bench``
@@ -44,7 +46,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv, GCNConv, GINConv, GINEConv, GPSConv
+from torch_geometric.nn import GATConv, GCNConv, GINConv, GINEConv, GPSConv, ResGatedGraphConv
 from torch_geometric.nn.pool import global_add_pool, global_max_pool, global_mean_pool
 from torch_geometric.utils import to_dense_batch
 
@@ -63,7 +65,7 @@ POOLS: dict[str, Callable] = {'mean': global_mean_pool, 'add': global_add_pool, 
 # Readouts concatenating several pools ('mean+sum': the mean keeps the scale of a node, the sum the graph size).
 POOL_CHOICES = (*POOLS, 'mean+sum')
 READOUT_LAYERS = ('last', 'all')
-GNN_KINDS = ('gcn', 'gat', 'gin', 'gps')
+GNN_KINDS = ('gcn', 'gat', 'gin', 'gatedgcn', 'gps')
 TRANSFORMER_VARIANTS = ('transformer', 'laplacian', 'mixed')
 ATTENTION_EDGE_SETS = ('native', 'full', 'native+full')
 # The block's own defaults, so that the configs repeat none of them.
@@ -125,7 +127,8 @@ class GraphModelConfig:
     transformers add it to the attention score (with ``'native+full'`` after the bond flag, on the native
     pairs only; not with ``'full'``), and with ``edge_values`` (needs ``edge_dim``) to the values as well
     (``edge_values`` of :class:`~pyg_ple.LaplacianDiffusionConv`), GAT to its score (``edge_dim`` of ``GATConv``),
-    GIN, GPS and ple-gps add it to their messages (``GINEConv``); GCN and the token models have no edge features.
+    GIN, GPS and ple-gps add it to their messages (``GINEConv``), GatedGCN feeds it to its gates and values
+    (``ResGatedGraphConv``); GCN and the token models have no edge features.
     Transformer models only: ``attention`` (the candidate edge set, see the module docstring; not the token models,
     whose tokens all attend to all), ``mlp_ratio``, ``step_size``, ``learn_step_size`` (also learned by the
     ``*_learned_eta`` variants), ``attention_dropout``, ``ple_init``, ``uniform_init``, ``norm``, ``prenorm``,
@@ -322,7 +325,7 @@ def _gin(mlp: nn.Module, edge_dim: Optional[int], **kwargs: Any) -> nn.Module:
 
 
 class GNNClassifier(GraphClassifier):
-    """Baseline message-passing stack from PyG's own layers (``kind`` in gcn, gat, gin, gps)."""
+    """Baseline message-passing stack from PyG's own layers (``kind`` in gcn, gat, gin, gatedgcn, gps)."""
 
     def __init__(self, kind: str, in_channels: int, num_classes: int, config: Optional[GraphModelConfig] = None,
                  **hparams: Any):
@@ -342,6 +345,8 @@ class GNNClassifier(GraphClassifier):
                 conv = GCNConv(hidden, hidden)
             elif kind == 'gat':
                 conv = GATConv(hidden, hidden // heads, heads=heads, dropout=dropout, edge_dim=edge_dim)
+            elif kind == 'gatedgcn':
+                conv = ResGatedGraphConv(hidden, hidden, edge_dim=edge_dim)
             elif kind == 'gin':
                 conv = _gin(nn.Sequential(nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
                                           nn.Linear(hidden, hidden)), edge_dim, train_eps=True)
