@@ -69,6 +69,17 @@ def folder_rows(folder: Path, total: int) -> tuple[list[dict], list[str], str, d
     return rows, lines, state.get('command', ''), curves
 
 
+def _versions(folder: Path, state: dict) -> str:
+    """The versions a run recorded: in its state (runs since 0.2.0), else in its results (finished runs), else its
+    torch."""
+    if state.get('versions'):
+        return state['versions']
+    results = folder / 'results.json'
+    if results.exists():
+        return json.loads(results.read_text()).get('versions') or f"torch {state.get('torch', '?')}"
+    return f"torch {state.get('torch', '?')}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('folders', nargs='+', type=Path, help='run folders of pyg-ple bench on one dataset')
@@ -77,6 +88,7 @@ def main(argv=None) -> int:
     p.add_argument('--out', type=Path, default=C.RESULTS)
     args = p.parse_args(argv)
     rows, status, commands, curves, dataset = [], [], [], {}, None
+    splits, versions, machines = {}, {}, {}  # in order of the folders, each once; machines: their folders
     for folder in args.folders:
         if not (folder / 'state.json').exists():
             p.error(f'{folder}: no state.json (not a run folder of pyg-ple bench)')
@@ -84,6 +96,10 @@ def main(argv=None) -> int:
         if dataset not in (None, state['dataset']):
             p.error(f"{folder}: dataset {state['dataset']!r}, the others {dataset!r}")
         dataset = state['dataset']
+        if state.get('split'):
+            splits[state['split']] = None
+        versions[_versions(folder, state)] = None
+        machines.setdefault(state.get('machine'), []).append(folder.name)
         r, s, cmd, c = folder_rows(folder, args.seeds)
         rows += r
         status += s
@@ -93,10 +109,13 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     C.write_csv(args.out / f'{args.name}.csv', COLUMNS, [{k: row.get(k, '') for k in COLUMNS} for row in rows])
     what, published = PUBLISHED.get(dataset, ('', []))
-    md = [f'# {dataset}: pyg-ple bench on the official split', '',
+    md = [f'# {dataset}: pyg-ple bench on a fixed split', '',
           'Built by `python benchmarks/long_range.py ' + ' '.join(str(f) for f in args.folders)
           + f' --name {args.name}` from the run folders of these commands (one thread each, two at a time):', '']
     md += [f'    {c}' for c in commands]
+    md += ['', f'Split: {"; ".join(splits) or "not recorded"}.', '', f'Versions: {"; ".join(versions)}.', '',
+           'Machine: ' + '; '.join(m if m else f'not recorded in the run folder(s) {", ".join(f)}'
+                                   for m, f in machines.items()) + '.']
     md += ['', 'Validation metric: the epoch of best validation metric in each run; test scored once, with it. Mean and '
            'population std over the finished seeds.', '',
            C.md_table(['model', 'attention', 'params', 'epochs', 'seeds', 'validation', 'test', 'status'],

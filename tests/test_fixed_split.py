@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 
 import numpy as np
@@ -56,6 +57,8 @@ def test_peptides_run_writes_one_row_per_model_over_its_seeds(data_root, tmp_pat
     state = json.loads((out / 'state.json').read_text())
     assert sorted(state['runs']) == ['gcn/cfg0/seed0', 'gcn/cfg0/seed1', 'gin/cfg0/seed0', 'gin/cfg0/seed1']
     assert state['task'] == {'kind': 'multilabel', 'metric': 'ap', 'higher_is_better': True}
+    assert state['machine'].startswith(f'{os.cpu_count()} cores, ') and 'torch ' in state['versions']
+    assert str(tmp_path) not in state['machine']
     with open(out / 'results.csv') as f:
         rows = list(csv.DictReader(f))
     assert [r['model'] for r in rows] == ['gcn', 'gin']

@@ -22,7 +22,8 @@ def test_report_of_a_finished_and_an_unfinished_model(tmp_path):
     (done / 'state.json').write_text(json.dumps({
         **base, 'config': {'epochs': 2, 'hparams': {'attention': 'native'}}, 'selected': {'gcn': 0},
         'runs': {f'gcn/cfg0/seed{r}': _record('gcn', r, v, t) for r, (v, t) in enumerate([(0.5, 0.4), (0.7, 0.6)])},
-        'command': 'pyg-ple bench --dataset peptides-func --root /some/machine/path --models gcn'}))
+        'command': 'pyg-ple bench --dataset peptides-func --root /some/machine/path --models gcn',
+        'split': 'official LRGB split', 'versions': 'python 3.11, torch 2.13', 'machine': '2 cores, x86_64, Linux'}))
     (going / 'checkpoints' / 'laplacian').mkdir(parents=True)
     (going / 'state.json').write_text(json.dumps({
         **base, 'config': {'epochs': 2, 'hparams': {'attention': 'native+full'}, 'grid': [{}]}, 'selected': {},
@@ -46,3 +47,5 @@ def test_report_of_a_finished_and_an_unfinished_model(tmp_path):
     text = (out / 'peptides_func.md').read_text()
     assert 'epoch 2 of 2, best val_ap so far 0.2500 (epoch 1)' in text and '--root DATA' in text
     assert '/some/machine/path' not in text and '0.6535' in text
+    assert 'Split: official LRGB split.' in text and 'Versions: python 3.11, torch 2.13; torch ?.' in text
+    assert 'Machine: 2 cores, x86_64, Linux; not recorded in the run folder(s) laplacian.' in text

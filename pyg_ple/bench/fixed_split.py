@@ -184,7 +184,8 @@ def run_fixed_split(data: Any, cfg: BenchmarkConfig, out: str | os.PathLike, res
                              'task': {'kind': spec.task.kind, 'metric': spec.task.metric,
                                       'higher_is_better': spec.task.higher_is_better},
                              'info': data.info, 'config': cfg.comparable(), 'runs': {}, 'selected': {},
-                             'command': command, 'torch': torch.__version__}
+                             'command': command, 'torch': torch.__version__, 'versions': _versions(),
+                             'machine': _machine()}
     if resume and (run.root / 'state.json').exists():
         old = json.loads((run.root / 'state.json').read_text())
         state['runs'], state['selected'] = old.get('runs', {}), old.get('selected', {})
@@ -316,6 +317,11 @@ def write_fixed_results(run: RunFolder, rows: Sequence[dict[str, Any]], meta: di
     return {'json': run.write_json('results.json', {**meta, 'results': list(rows)}),
             'csv': run.write_text('results.csv', results_csv(rows, task)),
             'md': run.write_text('results.md', '\n'.join(md))}
+
+
+def _machine() -> str:
+    """What the timings ran on: cores and architecture (never a host name or a path)."""
+    return f'{os.cpu_count()} cores, {platform.machine()}, {platform.system()}'
 
 
 def _versions() -> str:
