@@ -20,6 +20,7 @@ import _common as C
 
 from pyg_ple.bench.fixed_split import summarize_fixed
 from pyg_ple.bench.io import load_torch_file
+from pyg_ple.bench.tasks import TASKS
 
 COLUMNS = ['model', 'attention', 'params', 'epochs', 'seeds', 'val_mean', 'val_std', 'test_mean', 'test_std', 'status']
 TRANSFORMERS = ('transformer', 'laplacian', 'mixed')
@@ -39,6 +40,9 @@ def folder_rows(folder: Path, total: int) -> tuple[list[dict], list[str], str, d
     """Table rows, status lines and the command of one run folder whose models run ``total`` seeds."""
     state = json.loads((folder / 'state.json').read_text())
     config = state.get('config') or {}
+    scale = TASKS[state['task']['kind']].scale if state.get('task') else 1.0  # as the table writes it: AP, ROC-AUC %
+    digits = 4 if scale == 1.0 else 2
+    higher = (state.get('task') or {}).get('higher_is_better', True)
     if len(config.get('grid') or [{}]) == 1:  # one configuration: its first seed counts before the run records it
         for record in state.get('runs', {}).values():
             state.setdefault('selected', {}).setdefault(record['model'], 0)
@@ -52,11 +56,11 @@ def folder_rows(folder: Path, total: int) -> tuple[list[dict], list[str], str, d
         if metric is None:
             continue
         name = ckpt.parent.name
-        curves[f'{name} {ckpt.stem}'] = [round(h[metric], 4) for h in history]
+        curves[f'{name} {ckpt.stem}'] = [round(scale * h[metric], digits) for h in history]
+        best = (max if higher else min)(range(len(history)), key=lambda e: history[e][metric])
         lines.append(f'{name}, {ckpt.stem}: epoch {len(history)} of {config.get("epochs", "?")}, best '
-                     f'{metric} so far {max(h[metric] for h in history):.4f} (epoch '
-                     f'{1 + max(range(len(history)), key=lambda e: history[e][metric])}); unfinished, no test '
-                     'metric yet')
+                     f'{metric} so far {scale * history[best][metric]:.{digits}f} (epoch {best + 1}); unfinished, '
+                     'no test metric yet')
     for row in rows:
         done = row['seeds']
         row['status'] = 'finished' if done >= total else f'{done} of {total} seeds finished'

@@ -49,3 +49,23 @@ def test_report_of_a_finished_and_an_unfinished_model(tmp_path):
     assert '/some/machine/path' not in text and '0.6535' in text
     assert 'Split: official LRGB split.' in text and 'Versions: python 3.11, torch 2.13; torch ?.' in text
     assert 'Machine: 2 cores, x86_64, Linux; not recorded in the run folder(s) laplacian.' in text
+
+
+def test_unfinished_hiv_seeds_are_reported_in_percent_as_the_table(tmp_path):
+    going = tmp_path / 'gin'
+    (going / 'checkpoints' / 'gin').mkdir(parents=True)
+    (going / 'state.json').write_text(json.dumps({
+        'dataset': 'hiv', 'task': {'kind': 'binary', 'metric': 'rocauc', 'higher_is_better': True},
+        'config': {'epochs': 20, 'grid': [{}]}, 'selected': {}, 'runs': {'gin/cfg0/seed0': _record('gin', 0, 0.8, 0.75)},
+        'command': 'pyg-ple bench --dataset hiv', 'split': 'rebuilt scaffold split (...)'}))
+    torch.save({'history': [{'epoch': 1, 'val_loss': 0.1, 'val_rocauc': 0.7123}, {'epoch': 2, 'val_loss': 0.09,
+                                                                                 'val_rocauc': 0.69}]},
+               going / 'checkpoints' / 'gin' / 'cfg0_seed1.pt')
+    out = tmp_path / 'out'
+    proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'long_range.py'), str(going), '--name', 'molhiv',
+                           '--out', str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = (out / 'molhiv.md').read_text()
+    assert '| gin |  |' in text and '80.00 ± 0.00 | 75.00 ± 0.00' in text
+    assert 'epoch 2 of 20, best val_rocauc so far 71.23 (epoch 1)' in text and 'gin cfg0_seed1: 71.23, 69.0' in text
+    assert 'Split: rebuilt scaffold split (...).' in text and '78.80' in text
