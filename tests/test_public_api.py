@@ -49,3 +49,5 @@ def test_import_loads_no_third_party_module_beyond_torch_geometric():
     extra = {m.split('.')[0] for m in loaded} - geometric - set(sys.stdlib_module_names) - {'pyg_ple'}
     assert not extra, f'import pyg_ple loads {sorted(extra)}'
     assert not {m for m in loaded if m.startswith(('pyg_ple.bench', 'pyg_ple.experiments'))}  # the core only
+    # PyG itself imports tqdm and, when installed, transformers; the harness's heavy extras must never load.
+    assert not {m.split('.')[0] for m in loaded} & {'sklearn', 'scipy', 'matplotlib', 'rdkit', 'ogb'}
