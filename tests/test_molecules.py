@@ -297,7 +297,7 @@ def test_an_incomplete_ogb_folder_is_an_error_naming_what_it_lacks(tmp_path, cac
 def test_an_ogb_split_index_outside_the_graphs_is_refused(tmp_path, cache):
     data = tmp_path / 'data'
     _write_ogb_molhiv(data / 'ogbg_molhiv', SMILES, [0] * len(SMILES), {**OGB_SPLIT, 'test': [8, 10]})
-    with pytest.raises(ValueError, match=r'test.csv.gz: indices outside 0..9'):
+    with pytest.raises(ValueError, match=r'test.csv.gz: indices must be integers in 0..9'):
         load_molecules('hiv', data)
 
 

@@ -327,26 +327,27 @@ class OGBMolHIV(_MoleculeDataset, InMemoryDataset):
         from ogb.io.read_graph_pyg import read_graph_pyg
         raw = Path(self.raw_dir)
         graphs = read_graph_pyg(str(raw), add_inverse_edge=True)
-        labels = _read_csv_column(raw / 'graph-label.csv.gz', float)
+        labels = _read_csv_column(raw / 'graph-label.csv.gz')
         if len(labels) != len(graphs):
             raise ValueError(f'{raw / "graph-label.csv.gz"}: {len(labels)} labels for {len(graphs)} graphs')
         for g, y in zip(graphs, labels):
-            g.y = torch.tensor([[y]], dtype=torch.float)
+            g.y = torch.tensor([[float(y)]], dtype=torch.float)
         graphs = [g if self.pre_transform is None else self.pre_transform(g) for g in graphs]
         split = {}
         for key, name in (('train', 'train'), ('val', 'valid'), ('test', 'test')):
             path = raw / f'{name}.csv.gz'
-            split[key] = np.asarray(_read_csv_column(path, int), dtype=np.int64)
-            if split[key].size and (split[key].min() < 0 or split[key].max() >= len(graphs)):
-                raise ValueError(f'{path}: indices outside 0..{len(graphs) - 1}')
+            index = _read_csv_column(path)
+            if index.size and (index.min() < 0 or index.max() >= len(graphs) or (index != index.round()).any()):
+                raise ValueError(f'{path}: indices must be integers in 0..{len(graphs) - 1}')
+            split[key] = index.astype(np.int64)
         self._save(graphs, split, {'molecules': len(graphs), 'split': OGB_SPLIT_NOTE,
                                    'split_sizes': {k: len(v) for k, v in split.items()}})
 
 
-def _read_csv_column(path: Path, kind: type) -> list:
-    """The first column of one of OGB's headerless csv.gz files."""
+def _read_csv_column(path: Path) -> np.ndarray:
+    """The first column of one of OGB's headerless csv.gz files, as floats."""
     with gzip.open(path, 'rt', newline='') as f:
-        return [kind(float(row[0])) if kind is int else kind(row[0]) for row in csv.reader(f) if row]
+        return np.array([float(row[0]) for row in csv.reader(f) if row], dtype=np.float64)
 
 
 def _progress(items: Sequence, desc: str) -> Any:
