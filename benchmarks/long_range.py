@@ -36,12 +36,11 @@ PUBLISHED = {
 }
 
 
-def folder_rows(folder: Path, total: int) -> tuple[list[dict], list[str], str, dict]:
-    """Table rows, status lines and the command of one run folder whose models run ``total`` seeds."""
-    state = json.loads((folder / 'state.json').read_text())
+def folder_rows(folder: Path, state: dict, total: int) -> tuple[list[dict], list[str], str, dict]:
+    """Table rows, status lines and the command of one run folder (its ``state.json`` read as ``state``) whose
+    models run ``total`` seeds."""
     config = state.get('config') or {}
-    scale = TASKS[state['task']['kind']].scale if state.get('task') else 1.0  # as the table writes it: AP, ROC-AUC %
-    digits = 4 if scale == 1.0 else 2
+    scale, digits = _scale(state)
     higher = (state.get('task') or {}).get('higher_is_better', True)
     if len(config.get('grid') or [{}]) == 1:  # one configuration: its first seed counts before the run records it
         for record in state.get('runs', {}).values():
@@ -71,6 +70,12 @@ def folder_rows(folder: Path, total: int) -> tuple[list[dict], list[str], str, d
     for row in rows:  # the transformers' candidate edge set, which --models does not name
         row['attention'] = attention if row['model'] in TRANSFORMERS else ''
     return rows, lines, state.get('command', ''), curves
+
+
+def _scale(state: dict) -> tuple[float, int]:
+    """How the field writes the run's metric: its scale (AP as a fraction, ROC-AUC in percent) and decimals."""
+    scale = TASKS[state['task']['kind']].scale if state.get('task') else 1.0
+    return scale, 4 if scale == 1.0 else 2
 
 
 def _versions(folder: Path, state: dict) -> str:
@@ -104,12 +109,13 @@ def main(argv=None) -> int:
             splits[state['split']] = None
         versions[_versions(folder, state)] = None
         machines.setdefault(state.get('machine'), []).append(folder.name)
-        r, s, cmd, c = folder_rows(folder, args.seeds)
+        r, s, cmd, c = folder_rows(folder, state, args.seeds)
         rows += r
         status += s
         curves.update(c)
         commands.append(re.sub(r'--root \S+', '--root DATA', cmd))
-    fmt = (lambda v: f'{v:.4f}') if dataset == 'peptides-func' else (lambda v: f'{v:.2f}')
+    digits = _scale(state)[1]  # the rows are on the task's scale already (summarize_fixed)
+    fmt = lambda v: f'{v:.{digits}f}'  # noqa: E731
     args.out.mkdir(parents=True, exist_ok=True)
     C.write_csv(args.out / f'{args.name}.csv', COLUMNS, [{k: row.get(k, '') for k in COLUMNS} for row in rows])
     what, published = PUBLISHED.get(dataset, ('', []))

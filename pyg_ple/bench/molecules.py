@@ -360,24 +360,23 @@ def _progress(items: Sequence, desc: str) -> Any:
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Source:
-    cls: str
+    cls: type  # the dataset class
     folders: tuple[str, ...]  # where the dataset's folder may be, relative to the data root
     cache: str  # where it is processed, relative to cache_root()
     layout: tuple[str, ...] = ()  # the raw files' paths in that folder, in cls.raw_files' order (default raw/<name>)
 
     def paths(self, folder: Path) -> list[Path]:
-        names = globals()[self.cls].raw_files
-        return [folder / rel for rel in (self.layout or [f'raw/{n}' for n in names])]
+        return [folder / rel for rel in (self.layout or [f'raw/{n}' for n in self.cls.raw_files])]
 
 
-_OGB_HIV = _Source('OGBMolHIV', ('ogbg_molhiv',), 'ogbg_molhiv', tuple(
+_OGB_HIV = _Source(OGBMolHIV, ('ogbg_molhiv',), 'ogbg_molhiv', tuple(
     [f'raw/{n}' for n in OGBMolHIV.raw_files[:6]] + [f'split/scaffold/{n}' for n in OGBMolHIV.raw_files[6:]]))
 
 # Each name's sources, the preferred first: a real OGB folder is used where the root has one.
 MOLECULE_DATASETS = {
-    'peptides-func': (_Source('PeptidesFunctional', ('LRGB/peptides-functional', 'peptides-functional'),
+    'peptides-func': (_Source(PeptidesFunctional, ('LRGB/peptides-functional', 'peptides-functional'),
                               'LRGB/peptides-functional'),),
-    'hiv': (_OGB_HIV, _Source('MoleculeNetHIV', ('MoleculeNet/HIV', 'HIV'), 'MoleculeNet/HIV')),
+    'hiv': (_OGB_HIV, _Source(MoleculeNetHIV, ('MoleculeNet/HIV', 'HIV'), 'MoleculeNet/HIV')),
 }
 
 
@@ -444,10 +443,10 @@ def load_molecules(name: str, root: str | os.PathLike | None = None, pe: Optiona
     if found is None:
         fallback = MOLECULE_DATASETS[name][-1]
         where = ' or '.join(str(base / f / 'raw') for f in fallback.folders)
-        raise FileNotFoundError(f'{name}: {", ".join(globals()[fallback.cls].raw_files)} not found in {where}; pass '
+        raise FileNotFoundError(f'{name}: {", ".join(fallback.cls.raw_files)} not found in {where}; pass '
                                 '--root (or set PYG_PLE_DATA) to the data folder that has them')
     source, paths = found
-    cls = globals()[source.cls]
+    cls = source.cls
     _require_mol()
     pe = None if pe in (None, 'none') else pe
     # Each positional encoding is a pre-transform: its own processed copy, in its own folder.
@@ -456,7 +455,7 @@ def load_molecules(name: str, root: str | os.PathLike | None = None, pe: Optiona
     with dataset_lock('molecules', f'{name}-{folder.name}'):
         _link_raw(paths, folder / 'raw')
         ds = cls(str(folder), pre_transform=pre)
-    info = {'source': f'{source.cls} from {paths[0].parent}', 'processed_dir': ds.processed_dir, **ds.info}
+    info = {'source': f'{cls.__name__} from {paths[0].parent}', 'processed_dir': ds.processed_dir, **ds.info}
     if pe:
         info['pe'] = f'{pe}{pe_dim}'
     return MoleculeData(name, ds, ds.split, tuple(atom_feature_dims()), tuple(bond_feature_dims()), cls.num_tasks,
