@@ -1,0 +1,167 @@
+"""Every run behind the long-range tables (Peptides-func, HIV): one ``pyg-ple bench`` run per arm, resumable, a few
+at a time.
+
+    python benchmarks/long_range_runs.py --dataset peptides-func --root DATA --jobs 2
+    python benchmarks/long_range_runs.py --dataset hiv --root DATA --arms gps,ple-gps
+    python benchmarks/long_range_runs.py --dataset peptides-func --root DATA --budget field --device cuda --jobs 1
+    python benchmarks/long_range_runs.py --dataset hiv --root DATA --dry-run      # the commands, one per line
+
+Each arm runs into ``OUT/<dataset>/<arm>`` with ``--resume --checkpoint-every 1`` and appends its output to
+``OUT/<dataset>/<arm>.log``. Stopped (Ctrl-C, a closed session) and started again with the same arguments, every arm
+continues from its last finished epoch, and a finished arm is skipped. ``benchmarks/long_range.py OUT/<dataset>/*``
+then writes the tables. The budgets are those of ``benchmarks/long_range_plan.md``: ``cpu`` is the one every
+model got on 2 CPU cores; ``field`` is the field's scale (500k parameters, 200 epochs, 4 seeds), for a GPU.
+The exit status is 0 when every arm finished, 1 when one failed (its log says why), 2 for bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (folder, model, options), in the order they start: the cheap message-passing baselines first, GPS last.
+ARMS = [
+    ('gcn', 'gcn', []),
+    ('gin', 'gin', []),
+    ('gatedgcn', 'gatedgcn', []),
+    ('laplacian-native+full', 'laplacian', ['--attention', 'native+full']),
+    ('laplacian-native', 'laplacian', ['--attention', 'native']),
+    ('transformer-native+full', 'transformer', ['--attention', 'native+full']),
+    ('ple-gps', 'ple-gps', []),
+    ('gps', 'gps', []),
+]
+ARM_NAMES = [name for name, _, _ in ARMS]
+
+# The budget's options, in the order the results files' commands spell them; the dataset's readout goes in between.
+BUDGETS = {
+    'cpu': dict(params=100000, epochs=20, final_runs=3),
+    'field': dict(params=500000, epochs=200, final_runs=4),
+}
+# LRGB and GraphGPS read Peptides-func out with mean pooling; HIV keeps the harness's mean + sum readout.
+DATASET_OPTIONS = {'peptides-func': ['--pool', 'mean'], 'hiv': []}
+TABLE_NAMES = {'peptides-func': 'peptides_func', 'hiv': 'molhiv'}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line on stderr, exit status 2
+        self.exit(2, f'{self.prog}: error: {" ".join(message.splitlines())}\n')
+
+
+def _arm_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(',') if n.strip()]
+    unknown = [n for n in names if n not in ARM_NAMES]
+    if not names or unknown or len(set(names)) < len(names):
+        problem = 'names no arm' if not names else (f'has unknown arm(s) {", ".join(map(repr, unknown))}' if unknown
+                                                    else 'names an arm twice')
+        raise argparse.ArgumentTypeError(f'{text!r} {problem}; choose from {", ".join(ARM_NAMES)}')
+    return [n for n in ARM_NAMES if n in names]  # always in the planned order
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a positive integer')
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog='long_range_runs.py', description=__doc__.split('\n\n')[0])
+    p.add_argument('--dataset', required=True, choices=sorted(DATASET_OPTIONS))
+    p.add_argument('--root', help='the data folder (default: $PYG_PLE_DATA)')
+    p.add_argument('--budget', choices=sorted(BUDGETS), default='cpu')
+    p.add_argument('--arms', type=_arm_list, default=ARM_NAMES, help=f'comma-separated (default: all: '
+                   f'{",".join(ARM_NAMES)})')
+    p.add_argument('--jobs', type=_positive, default=2, help='arms running at once (default: 2)')
+    p.add_argument('--threads', type=_positive, default=1, help='torch threads per arm (default: 1)')
+    p.add_argument('--device', help='passed to pyg-ple bench (its default: cpu)')
+    p.add_argument('--out', type=Path, default=Path('runs'), help='parent of the run folders (default: runs)')
+    p.add_argument('--dry-run', action='store_true', help='print the commands and run nothing')
+    return p
+
+
+def arm_command(args: argparse.Namespace, arm: str) -> list[str]:
+    """The ``pyg-ple bench`` arguments of one arm (without the program name)."""
+    _, model, options = next(a for a in ARMS if a[0] == arm)
+    budget = BUDGETS[args.budget]
+    root = ['--root', args.root] if args.root else []
+    device = ['--device', args.device] if args.device else []
+    return ['bench', '--dataset', args.dataset, *root, '--models', model, *options,
+            '--params', str(budget['params']), '--layers', '4', '--heads', '4', '--epochs', str(budget['epochs']),
+            '--final-runs', str(budget['final_runs']), '--batch-size', '64', '--lr', '0.001', '--schedule', 'cosine',
+            '--warmup-epochs', '5', *DATASET_OPTIONS[args.dataset], '--pe', 'rw', '--pe-dim', '8', *device,
+            '--threads', str(args.threads), '--checkpoint-every', '1', '--resume',
+            '--out', str(args.out / args.dataset / arm)]
+
+
+def run_all(jobs: Sequence[tuple[str, list[str], Path]], parallel: int, poll: float = 1.0) -> dict[str, int]:
+    """Run ``(name, argv, log)`` jobs, at most ``parallel`` at once, in the order given; each appends its stdout and
+    stderr to its log. Returns every job's exit status. On Ctrl-C the running jobs are stopped (they resume later)
+    and ``KeyboardInterrupt`` is raised again."""
+    waiting, running, status = list(jobs), {}, {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < parallel:
+                name, argv, log = waiting.pop(0)
+                log.parent.mkdir(parents=True, exist_ok=True)
+                with open(log, 'a') as f:
+                    f.write(f'\n# {time.strftime("%Y-%m-%d %H:%M:%S")}: {shlex.join(argv)}\n')
+                    f.flush()
+                    running[name] = (subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
+                                                      stdin=subprocess.DEVNULL), time.time())
+                print(f'started {name} (log {log})', flush=True)
+            for name, (proc, start) in list(running.items()):
+                if proc.poll() is not None:
+                    status[name] = proc.returncode
+                    del running[name]
+                    outcome = 'finished' if proc.returncode == 0 else f'failed with exit status {proc.returncode}'
+                    print(f'{name} {outcome} after {(time.time() - start) / 60:.1f} min', flush=True)
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        for proc, _ in running.values():
+            proc.send_signal(signal.SIGINT)
+        for proc, _ in running.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    program = [sys.executable, '-m', 'pyg_ple']
+    jobs = [(arm, program + arm_command(args, arm), args.out / args.dataset / f'{arm}.log') for arm in args.arms]
+    if args.dry_run:
+        for _, command, _ in jobs:
+            print(shlex.join(['pyg-ple', *command[len(program):]]))
+        return 0
+    # The package of this tree, installed or not.
+    os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')]))
+    try:
+        status = run_all(jobs, args.jobs)
+    except KeyboardInterrupt:
+        print('interrupted: the stopped arms continue where they were when this command runs again', file=sys.stderr)
+        return 130
+    failed = [name for name, code in status.items() if code != 0]
+    if failed:
+        print(f'failed: {", ".join(failed)} (see their logs)', file=sys.stderr)
+        return 1
+    print(f'every arm finished; tables: python benchmarks/long_range.py {args.out / args.dataset}/* '
+          f'--name {TABLE_NAMES[args.dataset]}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
