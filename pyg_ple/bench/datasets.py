@@ -6,7 +6,8 @@
 * :func:`load_tu`: a TU dataset by name through PyG's ``TUDataset``. The root is ``root`` if given, else
   ``$PYG_PLE_DATA``, else ``~/.cache/pyg_ple``; ``<root>/<NAME>/raw`` and ``<root>/TUDataset/<NAME>/raw`` are both
   accepted. PyG writes ``processed/`` next to ``raw/``; when the root is read-only (e.g. a shared data folder), the raw
-  files are symlinked into a writable cache (:func:`pyg_ple.bench.io.cache_root`) and processed there.
+  files are symlinked into a writable cache (:func:`pyg_ple.bench.io.cache_root`) and processed there, in a folder
+  named by the files' digest (``<cache>/TUDataset/<digest>/<NAME>``), so other files of one name are never mixed up.
   Missing data is downloaded by PyG as usual; when that fails (unknown name, no network) the error says what to do.
 * Datasets without node features get one-hot degree features (``OneHotDegree`` with the maximum degree of the dataset).
 * :func:`load_dataset` returns a :class:`GraphDataset` (graphs, labels, feature size, classes) for either source.
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyg_ple.bench.io import cache_root, data_root, dataset_lock, link_raw_files
+from pyg_ple.bench.io import cache_root, data_root, dataset_lock, file_digest, link_raw_files
 
 __all__ = [
     'GraphDataset', 'DatasetUnavailableError', 'load_dataset', 'load_tu', 'digits_graphs',
@@ -226,9 +227,12 @@ def load_tu(name: str, root: str | os.PathLike | None = None, use_node_attr: boo
     found = _locate_tu(name, base)
     cache = cache_root() / 'TUDataset'
     if found is not None and found.resolve() != cache.resolve():
-        # PyG writes processed/ next to raw/: the data folder (maybe shared or read-only) is never written to.
-        link_raw_files((found / name / 'raw').iterdir(), cache / name / 'raw')
-        found = cache
+        # PyG writes processed/ next to raw/: the data folder (maybe shared or read-only) is never written to. PyG
+        # keys processed/ by the name alone; the folder named by the files' digest keeps other files of that name
+        # (another data folder, an edited file) from reading this copy.
+        files = sorted(p for p in (found / name / 'raw').iterdir() if p.is_file())
+        found = cache / file_digest(files)
+        link_raw_files(files, found / name / 'raw')
     if found is None:
         if not download:
             raise _tu_error(name, base, None)

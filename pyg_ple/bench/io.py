@@ -3,7 +3,8 @@
 * :func:`data_root`: the data folder, ``root`` if given, else ``$PYG_PLE_DATA``, else ``~/.cache/pyg_ple``.
 * :func:`cache_root`: the writable folder where PyG's ``processed/`` files go (``$PYG_PLE_CACHE``, else
   ``~/.cache/pyg_ple/cache``); :func:`link_raw_files` symlinks a dataset's ``raw/`` files there, so a shared or
-  read-only data folder is never written to.
+  read-only data folder is never written to, and :func:`file_digest` names what was processed from them, so that two
+  data folders with different files of one name never share a processed copy.
 * :func:`atomic_write_bytes` and the text, JSON and ``torch.save`` variants: a temporary file in the same folder,
   fsync, then ``os.replace``; only rank 0 of a ``torchrun`` job writes.
 * :func:`load_torch_file`: ``torch.load(weights_only=True)``: tensors and plain data only, so a file from elsewhere
@@ -14,6 +15,8 @@
 from __future__ import annotations
 
 import contextlib
+import filecmp
+import hashlib
 import io
 import json
 import os
@@ -30,8 +33,8 @@ from torch import Tensor
 
 from pyg_ple.bench.distributed import is_main_process
 
-__all__ = ['data_root', 'cache_root', 'dataset_lock', 'link_raw_files', 'atomic_write_bytes', 'atomic_write_text',
-           'atomic_write_json', 'atomic_torch_save', 'load_torch_file', 'RunFileError', 'RunFolder', 'MANIFEST_NAME']
+__all__ = ['data_root', 'cache_root', 'dataset_lock', 'file_digest', 'link_raw_files', 'atomic_write_bytes',
+           'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'load_torch_file', 'RunFileError', 'RunFolder', 'MANIFEST_NAME']
 
 PathLike = Union[str, os.PathLike]
 
@@ -63,21 +66,38 @@ def dataset_lock(kind: str, name: str) -> FileLock:
     return FileLock(str(folder / f'{kind}-{name}.lock'))
 
 
+def file_digest(files: Iterable[Path]) -> str:
+    """The first 12 hex digits of the SHA-256 of the files' contents, read in the order given: the name under which
+    the cache keeps what was processed from them, so that other files never share it."""
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, 'rb') as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b''):
+                h.update(chunk)
+    return h.hexdigest()[:12]
+
+
 def link_raw_files(files: Iterable[Path], raw: Path) -> Path:
     """Symlink ``files`` into the folder ``raw`` (copies where links are not allowed); returns ``raw``.
 
     PyG writes ``processed/`` next to ``raw/``; linking the raw files into the cache keeps the data folder unwritten
-    (``os.access`` says yes to root even without write bits, so writability is not tested)."""
+    (``os.access`` says yes to root even without write bits, so writability is not tested). A link there to another
+    file (or a dangling one), or a copy with other contents, is replaced: ``raw`` then holds what ``files`` hold."""
     raw.mkdir(parents=True, exist_ok=True)
-    for f in files:
+    for f in map(Path, files):
         link = raw / f.name
-        if link.is_symlink() and not link.exists():  # dangling link from an earlier root
+        if link.is_symlink():
+            if Path(os.readlink(link)) == f.resolve():
+                continue
             link.unlink()
-        if not link.exists():
-            try:
-                link.symlink_to(f.resolve())
-            except OSError:
-                shutil.copy2(f, link)
+        elif link.is_file():
+            if filecmp.cmp(link, f, shallow=False):
+                continue
+            link.unlink()  # a copy made here where links are not allowed
+        try:
+            link.symlink_to(f.resolve())
+        except OSError:
+            shutil.copy2(f, link)
     return raw
 
 

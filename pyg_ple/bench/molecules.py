@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import json
 import os
 import pickle
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 from torch_geometric.data import InMemoryDataset
 
-from pyg_ple.bench.io import cache_root, data_root, dataset_lock, link_raw_files, load_torch_file
+from pyg_ple.bench.io import cache_root, data_root, dataset_lock, file_digest, link_raw_files, load_torch_file
 from pyg_ple.bench.tasks import HIV_SPLIT_NOTE
 
 __all__ = ['MOL_EXTRA', 'HIV_SPLIT_NOTE', 'MolExtraMissingError', 'MoleculeData', 'PeptidesFunctional',
@@ -210,13 +209,6 @@ def scaffold_split(smiles: Sequence[str], frac_train: float = 0.8, frac_valid: f
 # --------------------------------------------------------------------------------------------------------------------
 # PyG datasets
 # --------------------------------------------------------------------------------------------------------------------
-def _digest(paths: Sequence[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(Path(p).read_bytes())
-    return h.hexdigest()[:12]
-
-
 def _graph(smiles: str, y: torch.Tensor) -> tuple[Any, bool]:
     from torch_geometric.data import Data
     g, unsanitized = mol_to_graph(smiles)
@@ -240,7 +232,7 @@ class _MoleculeDataset:
 
     def _init_digest(self, root: str) -> None:
         raw = [Path(root) / 'raw' / f for f in self.raw_files]
-        self.digest = _digest(raw) if all(p.exists() for p in raw) else 'missing'
+        self.digest = file_digest(raw) if all(p.exists() for p in raw) else 'missing'
 
     @property
     def raw_file_names(self) -> list[str]:
@@ -453,25 +445,13 @@ def load_molecules(name: str, root: str | os.PathLike | None = None, pe: Optiona
     folder = cache_root() / source.cache / (f'pe-{pe}{pe_dim}' if pe else 'plain')
     pre = _PositionalEncoding(pe, pe_dim, add_positional_encoding) if pe else None
     with dataset_lock('molecules', f'{name}-{folder.name}'):
-        _link_raw(paths, folder / 'raw')
+        link_raw_files(paths, folder / 'raw')
         ds = cls(str(folder), pre_transform=pre)
     info = {'source': f'{cls.__name__} from {paths[0].parent}', 'processed_dir': ds.processed_dir, **ds.info}
     if pe:
         info['pe'] = f'{pe}{pe_dim}'
     return MoleculeData(name, ds, ds.split, tuple(atom_feature_dims()), tuple(bond_feature_dims()), cls.num_tasks,
                         info)
-
-
-def _link_raw(paths: Sequence[Path], raw: Path) -> None:
-    """Link the raw files ``paths`` into the cache's ``raw``, replacing links (or copies) the cache holds of other
-    files: the processed names carry the raw files' digest, so the cache then serves what ``paths`` hold."""
-    for target in paths:
-        link = raw / target.name
-        if link.is_symlink() and Path(os.readlink(link)) != target.resolve():
-            link.unlink()
-        elif link.is_file() and not link.is_symlink() and link.read_bytes() != target.read_bytes():
-            link.unlink()  # a copy link_raw_files made where links are not allowed
-    link_raw_files(paths, raw)
 
 
 class _PositionalEncoding:

@@ -3,8 +3,9 @@ r"""Node classification on native graphs: Planetoid loading, models, neighbour s
 * :func:`load_planetoid`: Planetoid ``Cora`` / ``CiteSeer`` / ``PubMed`` (standard public split) from ``root`` (else
   ``$PYG_PLE_DATA``, else ``~/.cache/pyg_ple``); ``<root>/Planetoid/<Name>/raw`` and ``<root>/<Name>/raw`` are both
   accepted. PyG writes ``processed/`` next to ``raw/``, so the raw files are symlinked into a writable cache
-  (:func:`pyg_ple.bench.io.cache_root`) and processed there: the data folder (which
-  may be shared and read-only) is never written to.
+  (:func:`pyg_ple.bench.io.cache_root`) and processed there, in a folder named by their digest
+  (``<cache>/Planetoid/<digest>/<Name>``): the data folder (which may be shared and read-only) is never written to,
+  and other files of one name are never mixed up.
 * :class:`NodeTransformer`: a :class:`~pyg_ple.nn.PLETransformer` over the native edges, its hyper-parameters the
   fields of :class:`NodeModelConfig`; :class:`GCN` and :class:`GAT` are the baselines of Kipf & Welling (2017) and
   Velickovic et al. (2018) with their published settings.
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pyg_ple.bench.io import cache_root, data_root, dataset_lock, link_raw_files
+from pyg_ple.bench.io import cache_root, data_root, dataset_lock, file_digest, link_raw_files
 from pyg_ple.bench.models import BLOCK_DEFAULTS, check_config, check_hparams, config_from_hparams
 from pyg_ple.bench.training import TrainConfig, TrainResult, fit
 from pyg_ple.nn.block import PLETransformer
@@ -75,9 +76,11 @@ def load_planetoid(name: str, root: Optional[str | os.PathLike] = None, normaliz
         raise FileNotFoundError(
             f'Planetoid {name} raw files ({", ".join(_raw_files(name))}) not found under {base}/Planetoid/{name}/raw '
             f'or {base}/{name}/raw; pass --root (or set PYG_PLE_DATA) to the folder that holds Planetoid/')
-    cache = cache_root() / 'Planetoid'
+    # In a folder named by the files' digest: PyG keys processed/ by the name alone.
+    files = [raw / f for f in _raw_files(name)]
+    cache = cache_root() / 'Planetoid' / file_digest(files)
     if raw.resolve() != (cache / name / 'raw').resolve():
-        link_raw_files([raw / f for f in _raw_files(name)], cache / name / 'raw')
+        link_raw_files(files, cache / name / 'raw')
     transform = NormalizeFeatures() if normalize_features else None
     with dataset_lock('Planetoid', name):
         return Planetoid(str(cache), name, split='public', transform=transform)[0]
