@@ -269,7 +269,7 @@ def write_report(args, rows, header_lines, out: Path) -> None:
         w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator='\n')
         w.writeheader()
         w.writerows(rows)
-    L = [f'# `pyg-ple bench`: torch intra-op threads, idle and with one busy core', '', *header_lines, '']
+    L = ['# `pyg-ple bench`: torch intra-op threads, idle and with one busy core', '', *header_lines, '']
     inproc = [r for r in rows if r['part'] == 'inprocess']
     if inproc:
         settings = sorted({int(r['threads']) for r in inproc})

@@ -6,7 +6,6 @@ import torch
 import reference as ref
 from pyg_ple import LaplacianDiffusionConv, PLETransformerBlock
 from pyg_ple.edges import full_edge_index, sequence_edge_index
-from torch_geometric.utils import to_dense_batch
 
 LAPS = [0, 'all', 'mixed']
 
