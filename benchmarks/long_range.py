@@ -3,8 +3,9 @@
 Finished seeds come from each folder's ``state.json`` (:func:`pyg_ple.bench.fixed_split.summarize_fixed`: the
 epoch of best validation metric per run, test scored once with it). A seed still training is reported by its
 status only (epochs done, validation metric so far, read from its checkpoint): its test metric does not exist yet.
-Writes ``<dataset>.csv`` (``model,params,epochs,seeds,val_mean,val_std,test_mean,test_std,status``) and
-``<dataset>.md`` (the runs' commands, the table, the validation curves of unfinished seeds, the field's figures).
+Writes ``<dataset>.csv`` (``model,attention,params,epochs,seeds,val_mean,val_std,test_mean,test_std,status,
+sec_per_epoch,best_epoch``) and ``<dataset>.md`` (the runs' commands, the table, the validation curves of unfinished
+seeds, the field's figures).
 
     python benchmarks/long_range.py runs/peptides-func/* --name peptides_func
 """
@@ -22,7 +23,8 @@ from pyg_ple.bench.fixed_split import summarize_fixed
 from pyg_ple.bench.io import load_torch_file
 from pyg_ple.bench.tasks import TASKS
 
-COLUMNS = ['model', 'attention', 'params', 'epochs', 'seeds', 'val_mean', 'val_std', 'test_mean', 'test_std', 'status']
+COLUMNS = ['model', 'attention', 'params', 'epochs', 'seeds', 'val_mean', 'val_std', 'test_mean', 'test_std', 'status',
+           'sec_per_epoch', 'best_epoch']
 TRANSFORMERS = ('transformer', 'laplacian', 'mixed')
 PUBLISHED = {
     'peptides-func': ('test average precision (fraction), at the field\'s budgets (~500k parameters)', [
@@ -65,7 +67,7 @@ def folder_rows(folder: Path, state: dict, total: int) -> tuple[list[dict], list
         row['status'] = 'finished' if done >= total else f'{done} of {total} seeds finished'
     models = {r['model'] for r in rows}
     for name in sorted({k.split()[0] for k in curves} - models):
-        rows.append({'model': name, 'status': 'no seed finished', **{k: '' for k in COLUMNS[1:-1]}})
+        rows.append({**{k: '' for k in COLUMNS}, 'model': name, 'status': 'no seed finished'})
     attention = (config.get('hparams') or {}).get('attention', 'native')
     for row in rows:  # the transformers' candidate edge set, which --models does not name
         row['attention'] = attention if row['model'] in TRANSFORMERS else ''
@@ -127,11 +129,15 @@ def main(argv=None) -> int:
            'Machine: ' + '; '.join(m if m else f'not recorded in the run folder(s) {", ".join(f)}'
                                    for m, f in machines.items()) + '.']
     md += ['', 'Validation metric: the epoch of best validation metric in each run; test scored once, with it. Mean and '
-           'population std over the finished seeds.', '',
-           C.md_table(['model', 'attention', 'params', 'epochs', 'seeds', 'validation', 'test', 'status'],
+           'population std over the finished seeds. s/epoch: wall-clock seconds per epoch (training and validation), '
+           'the mean over the finished seeds, each run on one thread beside one other run, so a rough figure; '
+           'selected epoch: the median over the seeds of the epoch validation chose.', '',
+           C.md_table(['model', 'attention', 'params', 'epochs', 'seeds', 'validation', 'test', 's/epoch',
+                       'selected epoch', 'status'],
                       [[r['model'], r['attention'], r.get('params', ''), r.get('epochs', ''), r.get('seeds', ''),
                         f"{fmt(r['val_mean'])} ± {fmt(r['val_std'])}" if r.get('seeds') else '',
-                        f"{fmt(r['test_mean'])} ± {fmt(r['test_std'])}" if r.get('seeds') else '', r['status']]
+                        f"{fmt(r['test_mean'])} ± {fmt(r['test_std'])}" if r.get('seeds') else '',
+                        f"{r['sec_per_epoch']:.0f}" if r.get('seeds') else '', r.get('best_epoch', ''), r['status']]
                        for r in rows])]
     if status:
         md += ['', '## Unfinished seeds', ''] + [f'- {line}' for line in status]

@@ -66,6 +66,6 @@ def test_unfinished_hiv_seeds_are_reported_in_percent_as_the_table(tmp_path):
                            '--out', str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     text = (out / 'molhiv.md').read_text()
-    assert '| gin |  |' in text and '80.00 ± 0.00 | 75.00 ± 0.00' in text
+    assert '| gin |  |' in text and '80.00 ± 0.00 | 75.00 ± 0.00 | 1 | 2 |' in text  # s/epoch, selected epoch
     assert 'epoch 2 of 20, best val_rocauc so far 71.23 (epoch 1)' in text and 'gin cfg0_seed1: 71.23, 69.0' in text
     assert 'Split: rebuilt scaffold split (...).' in text and '78.80' in text
