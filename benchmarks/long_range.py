@@ -7,7 +7,7 @@ Writes ``<dataset>.csv`` (``model,attention,params,epochs,seeds,val_mean,val_std
 sec_per_epoch,best_epoch``) and ``<dataset>.md`` (the runs' commands, the table, the validation curves of unfinished
 seeds, the field's figures).
 
-    python benchmarks/long_range.py runs/peptides-func/* --name peptides_func
+    python benchmarks/long_range.py runs/peptides-func/*/ --name peptides_func
 """
 from __future__ import annotations
 
