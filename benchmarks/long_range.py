@@ -128,9 +128,9 @@ def main(argv=None) -> int:
     md += ['', f'Split: {"; ".join(splits) or "not recorded"}.', '', f'Versions: {"; ".join(versions)}.', '',
            'Machine: ' + '; '.join(m if m else f'not recorded in the run folder(s) {", ".join(f)}'
                                    for m, f in machines.items()) + '.']
-    md += ['', 'Validation metric: the epoch of best validation metric in each run; test scored once, with it. Mean and '
-           'population std over the finished seeds. s/epoch: wall-clock seconds per epoch (training and validation), '
-           'the mean over the finished seeds, each run on one thread beside one other run, so a rough figure; '
+    md += ['', 'Validation metric: the epoch of best validation metric in each run; test scored once, with it. Mean '
+           'and population std over the finished seeds. s/epoch: wall-clock seconds per epoch (training and '
+           'validation), the mean over the finished seeds, each run on one thread beside one other run, so a rough figure; '
            'selected epoch: the median over the seeds of the epoch validation chose.', '',
            C.md_table(['model', 'attention', 'params', 'epochs', 'seeds', 'validation', 'test', 's/epoch',
                        'selected epoch', 'status'],

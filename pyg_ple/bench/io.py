@@ -34,7 +34,8 @@ from torch import Tensor
 from pyg_ple.bench.distributed import is_main_process
 
 __all__ = ['data_root', 'cache_root', 'dataset_lock', 'file_digest', 'link_raw_files', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'load_torch_file', 'RunFileError', 'RunFolder', 'MANIFEST_NAME']
+           'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'load_torch_file', 'RunFileError',
+           'RunFolder', 'MANIFEST_NAME']
 
 PathLike = Union[str, os.PathLike]
 
