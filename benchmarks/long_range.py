@@ -130,8 +130,8 @@ def main(argv=None) -> int:
                                    for m, f in machines.items()) + '.']
     md += ['', 'Validation metric: the epoch of best validation metric in each run; test scored once, with it. Mean '
            'and population std over the finished seeds. s/epoch: wall-clock seconds per epoch (training and '
-           'validation), the mean over the finished seeds, each run on one thread beside one other run, so a rough figure; '
-           'selected epoch: the median over the seeds of the epoch validation chose.', '',
+           'validation), the mean over the finished seeds, each run on one thread beside one other run, so a rough '
+           'figure; selected epoch: the median over the seeds of the epoch validation chose.', '',
            C.md_table(['model', 'attention', 'params', 'epochs', 'seeds', 'validation', 'test', 's/epoch',
                        'selected epoch', 'status'],
                       [[r['model'], r['attention'], r.get('params', ''), r.get('epochs', ''), r.get('seeds', ''),
