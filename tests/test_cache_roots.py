@@ -1,14 +1,13 @@
 """A processed copy in the cache belongs to the raw files it was made from: two data folders with different files of
 the same name must not share it (TU datasets and Planetoid; the molecule datasets carry a digest in their names)."""
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from pyg_ple.bench.io import link_raw_files
+from test_node import _planetoid_root
 
-REPO = Path(__file__).resolve().parents[1]
+from pyg_ple.bench.io import link_raw_files
 
 
 def _toy_tu(folder: Path, labels: list[int]) -> Path:
@@ -33,13 +32,6 @@ def test_tu_datasets_of_one_name_from_two_folders_are_each_their_own(tmp_path, m
     assert not (a / 'TOY' / 'processed').exists() and not (b / 'TOY' / 'processed').exists()
     (b / 'TOY' / 'raw' / 'TOY_graph_labels.txt').write_text('0\n0\n0\n0\n')  # edited in place
     assert load_tu('TOY', root=b, download=False)._data.y.tolist() == [0, 0, 0, 0]
-
-
-def _planetoid_root():
-    for root in (os.environ.get('PYG_PLE_DATA'), REPO.parent / 'shared' / 'data'):
-        if root and (Path(root) / 'Planetoid' / 'Cora' / 'raw' / 'ind.cora.graph').exists():
-            return Path(root)
-    return None
 
 
 @pytest.mark.skipif(_planetoid_root() is None, reason='Planetoid Cora raw files not found (set PYG_PLE_DATA)')
