@@ -11,7 +11,8 @@ Each arm runs into ``OUT/<dataset>/<arm>`` with ``--resume --checkpoint-every 1`
 continues from its last finished epoch; a finished arm loads its data, finds every seed done and stops (about 20 s).
 ``benchmarks/long_range.py OUT/<dataset>/*/`` then writes the tables. The budgets are those of
 ``benchmarks/long_range_plan.md``: ``cpu`` is the one every model got on 2 CPU cores; ``field`` is the field's scale
-(500k parameters, 200 epochs, 4 seeds), for a GPU.
+(500k parameters, 200 epochs, 4 seeds), for a GPU. Started a second time while the first is running, its arms stop
+at once: one process at a time writes a run folder.
 The exit status is 0 when every arm finished, 1 when one failed (its log says why), 2 for bad arguments.
 """
 from __future__ import annotations

@@ -109,3 +109,37 @@ def test_overwrite_never_follows_an_edited_manifest_or_a_link_out_of_the_folder(
     manifest.write_text('{"files": "everything"}')
     with pytest.raises(RunFileError, match='not a pyg-ple manifest'):
         RunFolder(root, 'resume').check()
+
+
+def _holds_lock(folder, cache) -> int:
+    """Exit status of another process that tries to take the lock of ``folder``: 0 it got it, 3 it is held."""
+    import subprocess
+    import sys
+    probe = ('import sys\nfrom pyg_ple.bench.io import RunFileError, run_folder_lock\n'
+             'try:\n    with run_folder_lock(sys.argv[1]):\n        pass\nexcept RunFileError:\n    sys.exit(3)\n')
+    return subprocess.run([sys.executable, '-c', probe, str(folder)], env={**os.environ, 'PYG_PLE_CACHE': str(cache)},
+                          timeout=120).returncode
+
+
+def test_one_process_at_a_time_holds_a_run_folder(tmp_path, monkeypatch):
+    from pyg_ple.bench.io import run_folder_lock
+    monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
+    with run_folder_lock(tmp_path / 'run'):
+        assert _holds_lock(tmp_path / 'run', tmp_path / 'cache') == 3
+        assert _holds_lock(tmp_path / 'x' / '..' / 'run', tmp_path / 'cache') == 3  # the same folder, spelled otherwise
+        assert _holds_lock(tmp_path / 'other', tmp_path / 'cache') == 0
+    assert _holds_lock(tmp_path / 'run', tmp_path / 'cache') == 0  # released at the end of the block
+    assert not (tmp_path / 'run').exists()  # the lock file is not in the run folder
+
+
+def test_bench_into_a_folder_another_run_is_writing_is_refused(tmp_path, monkeypatch, capsys):
+    from pyg_ple.bench.io import run_folder_lock
+    monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'x').mkdir()
+    with run_folder_lock(tmp_path / 'run'), pytest.raises(SystemExit) as e:  # as a second process would find it
+        main([*TINY, '--out', 'x/../run', '--resume'])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'in use by another pyg-ple run' in err and 'x/../run' in err
+    assert not (tmp_path / 'run').exists()

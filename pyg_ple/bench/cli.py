@@ -11,7 +11,9 @@ line ``pyg-ple <command>: error: ...`` on stderr with exit status 2, as argparse
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
 import sys
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pyg_ple import __version__
-from pyg_ple.bench.io import RunFileError
+from pyg_ple.bench.io import RunFileError, run_folder_lock
 from pyg_ple.bench.options import (
     DIGITS_DEFAULTS,
     NO_PATIENCE,
@@ -293,12 +295,8 @@ def _in_effect(cfg: BenchmarkConfig, key: str, value: Any, name: str | None = No
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from pyg_ple.bench.distributed import cleanup, init_distributed
-    from pyg_ple.bench.protocol import run_benchmark
-    from pyg_ple.bench.report import format_table, summarize, write_results
-    from pyg_ple.bench.threads import default_threads
-
     from pyg_ple.bench.tasks import dataset_spec
+    from pyg_ple.bench.threads import default_threads
     # Before loading, and for every kind of dataset: the per-graph transforms are small work too.
     if args.threads is not None and args.threads < 1:
         raise CommandError(f'--threads must be an integer >= 1, got {args.threads}')
@@ -307,9 +305,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CommandError(str(e)) from None
     torch.set_num_threads(threads)
-    if dataset_spec(args.dataset).split == 'fixed':  # an official split and several seeds, not k-fold
-        from pyg_ple.bench.fixed_split import cmd_fixed_split
-        return cmd_fixed_split(args)
+    # One process at a time writes a run folder (torchrun: rank 0, the one that writes, holds the lock).
+    holder = os.environ.get('RANK', '0') == '0'
+    with run_folder_lock(_bench_out(args)) if holder else contextlib.nullcontext():
+        if dataset_spec(args.dataset).split == 'fixed':  # an official split and several seeds, not k-fold
+            from pyg_ple.bench.fixed_split import cmd_fixed_split
+            return cmd_fixed_split(args)
+        return _bench_k_fold(args, threads)
+
+
+def _bench_k_fold(args: argparse.Namespace, threads: int) -> int:
+    """``pyg-ple bench`` on a k-fold dataset (TU datasets, digits)."""
+    from pyg_ple.bench.distributed import cleanup, init_distributed
+    from pyg_ple.bench.protocol import run_benchmark
+    from pyg_ple.bench.report import format_table, summarize, write_results
     if args.params is not None:
         raise CommandError('--params applies to peptides-func and hiv; on k-fold datasets set --hidden')
     cfg = validate_bench_args(args)

@@ -27,15 +27,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Optional, Union
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 import torch
 from torch import Tensor
 
 from pyg_ple.bench.distributed import is_main_process
 
-__all__ = ['data_root', 'cache_root', 'dataset_lock', 'file_digest', 'link_raw_files', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'load_torch_file', 'RunFileError',
-           'RunFolder', 'MANIFEST_NAME']
+__all__ = ['data_root', 'cache_root', 'dataset_lock', 'run_folder_lock', 'file_digest', 'link_raw_files',
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'load_torch_file',
+           'RunFileError', 'RunFolder', 'MANIFEST_NAME']
 
 PathLike = Union[str, os.PathLike]
 
@@ -65,6 +65,28 @@ def dataset_lock(kind: str, name: str) -> FileLock:
     folder = cache_root() / 'locks'
     folder.mkdir(parents=True, exist_ok=True)
     return FileLock(str(folder / f'{kind}-{name}.lock'))
+
+
+@contextlib.contextmanager
+def run_folder_lock(folder: PathLike):
+    """Hold, inside the ``with`` block, the lock of the output folder ``folder``: one ``pyg-ple bench`` process at a
+    time writes a run folder. A second one (the same command started twice) would train the same seeds and overwrite
+    the first one's checkpoints and state. The lock file lives in ``cache_root()/locks``, named by the folder's
+    resolved path, not in the folder; the OS releases it when the process ends, however it ends. Raises
+    :class:`RunFileError` at once when another process holds it."""
+    resolved = str(Path(folder).resolve())
+    locks = cache_root() / 'locks'
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(locks / f'run-{hashlib.sha256(resolved.encode()).hexdigest()[:16]}.lock'))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunFileError(f'{folder} is in use by another pyg-ple run writing there; wait for it to end or choose '
+                           'another --out') from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def file_digest(files: Iterable[Path]) -> str:
