@@ -130,13 +130,16 @@ def run_all(jobs: Sequence[tuple[str, list[str], Path]], parallel: int, poll: fl
                     print(f'{name} {outcome} after {(time.time() - start) / 60:.1f} min', flush=True)
             time.sleep(poll)
     except KeyboardInterrupt:
+        # Ctrl-C in a terminal reaches the jobs too (one process group); a SIGINT sent to this process alone does not.
         for proc, _ in running.values():
-            proc.send_signal(signal.SIGINT)
-        for proc, _ in running.values():
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for signum, grace in ((None, 5), (signal.SIGINT, 60), (signal.SIGKILL, None)):
+                if signum is not None:
+                    proc.send_signal(signum)
+                try:
+                    proc.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         raise
     return status
 

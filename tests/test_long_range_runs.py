@@ -1,5 +1,6 @@
 """benchmarks/long_range_runs.py: the commands of every long-range arm, and running them a few at a time."""
 import importlib.util
+import os
 import re
 import shlex
 import subprocess
@@ -108,3 +109,32 @@ def test_a_failed_arm_makes_the_exit_status_1(tmp_path):
     assert 'failed: gcn' in proc.stderr
     log = (tmp_path / 'runs' / 'hiv' / 'gcn.log').read_text()
     assert 'error' in log.lower() and '--root' in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('to_group', [True, False], ids=['ctrl-c', 'kill-int'])
+def test_an_interrupt_stops_every_job_once(tmp_path, to_group):
+    """Ctrl-C reaches the runner and its jobs (one process group): the jobs are not interrupted a second time while
+    they save their state. ``kill -INT`` of the runner alone: it passes the interrupt on. Either way the jobs end,
+    each interrupted once, and the runner exits with status 130."""
+    import signal
+    import time
+    job = (f'import pathlib, signal, sys, time\nlog = pathlib.Path({str(tmp_path / "sigint")!r})\n'
+           'def seen(*_):\n    log.write_text(log.read_text() + "x")\n'
+           'signal.signal(signal.SIGINT, seen)\nlog.write_text("")\n'
+           'while not log.read_text():\n    time.sleep(0.05)\n'
+           'time.sleep(1.0)\n')  # a second interrupt in this second would be counted
+    runner = (f'import sys; sys.path.insert(0, {str(REPO / "benchmarks")!r}); import long_range_runs as r\n'
+              f'try:\n    r.run_all([("job", [sys.executable, "-c", {job!r}], r.Path({str(tmp_path / "job.log")!r}))],'
+              ' 1, poll=0.05)\nexcept KeyboardInterrupt:\n    sys.exit(130)\n')
+    proc = subprocess.Popen([sys.executable, '-c', runner], start_new_session=True)
+    deadline = time.time() + 60
+    while not (tmp_path / 'sigint').exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    if to_group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    assert (tmp_path / 'sigint').read_text() == 'x'
