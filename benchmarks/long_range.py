@@ -4,8 +4,8 @@ Finished seeds come from each folder's ``state.json`` (:func:`pyg_ple.bench.fixe
 epoch of best validation metric per run, test scored once with it). A seed still training is reported by its
 status only (epochs done, validation metric so far, read from its checkpoint): its test metric does not exist yet.
 Writes ``<dataset>.csv`` (``model,attention,params,epochs,seeds,val_mean,val_std,test_mean,test_std,status,
-sec_per_epoch,best_epoch``) and ``<dataset>.md`` (the runs' commands, the table, the validation curves of unfinished
-seeds, the field's figures).
+sec_per_epoch,best_epoch``), ``<dataset>.md`` (the runs' commands, the table, the validation curves of unfinished
+seeds, the field's figures) and ``<dataset>.png`` (validation against test metric, one point per model).
 
     python benchmarks/long_range.py runs/peptides-func/*/ --name peptides_func
 """
@@ -91,6 +91,30 @@ def _versions(folder: Path, state: dict) -> str:
     return f"torch {state.get('torch', '?')}"
 
 
+def plot_val_test(rows: list[dict], path: Path, metric: str) -> bool:
+    """Validation against test metric, one point per model with finished seeds (error bars: std over seeds): whether
+    validation orders the models as test does. Returns False when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    done = [r for r in rows if r.get('seeds')]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for r in done:
+        label = r['model'] + (f" ({r['attention']})" if r['attention'] else '')
+        ax.errorbar(r['val_mean'], r['test_mean'], xerr=r['val_std'], yerr=r['test_std'], fmt='o', capsize=3)
+        ax.annotate(label, (r['val_mean'], r['test_mean']), textcoords='offset points', xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(f'validation {metric} (mean over seeds)')
+    ax.set_ylabel(f'test {metric} (mean over seeds)')
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('folders', nargs='+', type=Path, help='run folders of pyg-ple bench on one dataset')
@@ -143,10 +167,13 @@ def main(argv=None) -> int:
         md += ['', '## Unfinished seeds', ''] + [f'- {line}' for line in status]
         md += ['', 'Validation curves (one value per epoch):', '']
         md += [f'- {name}: {", ".join(map(str, curve))}' for name, curve in curves.items()]
+    metric = {'ap': 'AP', 'rocauc': 'ROC-AUC (%)'}.get((state.get('task') or {}).get('metric'), 'metric')
+    if plot_val_test(rows, args.out / f'{args.name}.png', metric):
+        md += ['', f'![validation against test, one point per model]({args.name}.png)']
     if published:
         md += ['', f'## Published figures: {what}', '', C.md_table(['model', 'figure', 'source'], published)]
     (args.out / f'{args.name}.md').write_text('\n'.join(md) + '\n')
-    print(f'wrote {args.out / args.name}.csv and .md')
+    print(f'wrote {args.out / args.name}.csv, .md and .png')
     return 0
 
 

@@ -69,3 +69,4 @@ def test_unfinished_hiv_seeds_are_reported_in_percent_as_the_table(tmp_path):
     assert '| gin |  |' in text and '80.00 ± 0.00 | 75.00 ± 0.00 | 1 | 2 |' in text  # s/epoch, selected epoch
     assert 'epoch 2 of 20, best val_rocauc so far 71.23 (epoch 1)' in text and 'gin cfg0_seed1: 71.23, 69.0' in text
     assert 'Split: rebuilt scaffold split (...).' in text and '78.80' in text
+    assert (out / 'molhiv.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and '](molhiv.png)' in text
