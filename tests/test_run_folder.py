@@ -143,3 +143,13 @@ def test_bench_into_a_folder_another_run_is_writing_is_refused(tmp_path, monkeyp
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'in use by another pyg-ple run' in err and 'x/../run' in err
     assert not (tmp_path / 'run').exists()
+
+
+def test_a_cache_where_no_lock_can_be_made_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    (tmp_path / 'cache').write_text('a file, not a folder')
+    monkeypatch.setenv('PYG_PLE_CACHE', str(tmp_path / 'cache'))
+    with pytest.raises(SystemExit) as e:
+        main([*TINY, '--out', str(tmp_path / 'run')])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'PYG_PLE_CACHE' in err and 'lock' in err

@@ -76,13 +76,16 @@ def run_folder_lock(folder: PathLike):
     :class:`RunFileError` at once when another process holds it."""
     resolved = str(Path(folder).resolve())
     locks = cache_root() / 'locks'
-    locks.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(locks / f'run-{hashlib.sha256(resolved.encode()).hexdigest()[:16]}.lock'))
     try:
+        locks.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=0)
     except Timeout:
         raise RunFileError(f'{folder} is in use by another pyg-ple run writing there; wait for it to end or choose '
                            'another --out') from None
+    except OSError as e:
+        raise RunFileError(f'the lock of {folder} cannot be made in {locks} ({e.strerror or e}); set PYG_PLE_CACHE '
+                           'to a writable folder') from None
     try:
         yield
     finally:
