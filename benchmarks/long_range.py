@@ -163,6 +163,10 @@ def main(argv=None) -> int:
                         f"{fmt(r['test_mean'])} ± {fmt(r['test_std'])}" if r.get('seeds') else '',
                         f"{r['sec_per_epoch']:.0f}" if r.get('seeds') else '', r.get('best_epoch', ''), r['status']]
                        for r in rows])]
+    counts = [int(r['params']) for r in rows if r.get('params') not in (None, '')]
+    if counts:  # the issue's criterion: every model at one budget, counts within 10 % of each other
+        md += ['', f'Parameters: {min(counts):,} to {max(counts):,}, the largest {max(counts) / min(counts) - 1:.1%} '
+               'above the smallest.']
     if status:
         md += ['', '## Unfinished seeds', ''] + [f'- {line}' for line in status]
         md += ['', 'Validation curves (one value per epoch):', '']

@@ -10,9 +10,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _record(model, seed, val, test):
+def _record(model, seed, val, test, params=1000):
     return {'model': model, 'config_index': 0, 'seed_index': seed, 'val_metric': val, 'test_metric': test,
-            'params': 1000, 'epochs_run': 2, 'sec_per_epoch': 1.0, 'best_epoch': 2, 'hparams': {'hidden': 8}}
+            'params': params, 'epochs_run': 2, 'sec_per_epoch': 1.0, 'best_epoch': 2, 'hparams': {'hidden': 8}}
 
 
 def test_report_of_a_finished_and_an_unfinished_model(tmp_path):
@@ -27,7 +27,7 @@ def test_report_of_a_finished_and_an_unfinished_model(tmp_path):
     (going / 'checkpoints' / 'laplacian').mkdir(parents=True)
     (going / 'state.json').write_text(json.dumps({
         **base, 'config': {'epochs': 2, 'hparams': {'attention': 'native+full'}, 'grid': [{}]}, 'selected': {},
-        'runs': {'laplacian/cfg0/seed0': _record('laplacian', 0, 0.3, 0.2)},
+        'runs': {'laplacian/cfg0/seed0': _record('laplacian', 0, 0.3, 0.2, params=1090)},
         'command': 'pyg-ple bench --models laplacian'}))
     torch.save({'history': [{'epoch': 1, 'val_loss': 0.3, 'val_ap': 0.25}, {'epoch': 2, 'val_loss': 0.2,
                                                                            'val_ap': 0.2}]},
@@ -49,6 +49,7 @@ def test_report_of_a_finished_and_an_unfinished_model(tmp_path):
     assert '/some/machine/path' not in text and '0.6535' in text
     assert 'Split: official LRGB split.' in text and 'Versions: python 3.11, torch 2.13; torch ?.' in text
     assert 'Machine: 2 cores, x86_64, Linux; not recorded in the run folder(s) laplacian.' in text
+    assert 'Parameters: 1,000 to 1,090, the largest 9.0% above the smallest.' in text
 
 
 def test_unfinished_hiv_seeds_are_reported_in_percent_as_the_table(tmp_path):
@@ -69,4 +70,5 @@ def test_unfinished_hiv_seeds_are_reported_in_percent_as_the_table(tmp_path):
     assert '| gin |  |' in text and '80.00 ± 0.00 | 75.00 ± 0.00 | 1 | 2 |' in text  # s/epoch, selected epoch
     assert 'epoch 2 of 20, best val_rocauc so far 71.23 (epoch 1)' in text and 'gin cfg0_seed1: 71.23, 69.0' in text
     assert 'Split: rebuilt scaffold split (...).' in text and '78.80' in text
+    assert 'Parameters: 1,000 to 1,000, the largest 0.0% above the smallest.' in text
     assert (out / 'molhiv.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and '](molhiv.png)' in text
