@@ -164,9 +164,14 @@ def main(argv=None) -> int:
                         f"{r['sec_per_epoch']:.0f}" if r.get('seeds') else '', r.get('best_epoch', ''), r['status']]
                        for r in rows])]
     counts = [int(r['params']) for r in rows if r.get('params') not in (None, '')]
-    if counts:  # the issue's criterion: every model at one budget, counts within 10 % of each other
-        md += ['', f'Parameters: {min(counts):,} to {max(counts):,}, the largest {max(counts) / min(counts) - 1:.1%} '
-               'above the smallest.']
+    targets = {int(t) for c in commands for t in re.findall(r'--params (\d+)', c)}
+    if counts:  # every model at one budget: how far the counts are from its target and from each other
+        lo, hi = min(counts), max(counts)
+        budget = ''
+        if len(targets) == 1:
+            t = targets.pop()
+            budget = f' ({lo / t - 1:+.1%} to {hi / t - 1:+.1%} of the --params target {t:,})'
+        md += ['', f'Parameters: {lo:,} to {hi:,}{budget}; the largest {hi / lo - 1:.1%} above the smallest.']
     if status:
         md += ['', '## Unfinished seeds', ''] + [f'- {line}' for line in status]
         md += ['', 'Validation curves (one value per epoch):', '']

@@ -22,13 +22,13 @@ def test_report_of_a_finished_and_an_unfinished_model(tmp_path):
     (done / 'state.json').write_text(json.dumps({
         **base, 'config': {'epochs': 2, 'hparams': {'attention': 'native'}}, 'selected': {'gcn': 0},
         'runs': {f'gcn/cfg0/seed{r}': _record('gcn', r, v, t) for r, (v, t) in enumerate([(0.5, 0.4), (0.7, 0.6)])},
-        'command': 'pyg-ple bench --dataset peptides-func --root /some/machine/path --models gcn',
+        'command': 'pyg-ple bench --dataset peptides-func --root /some/machine/path --models gcn --params 1050',
         'split': 'official LRGB split', 'versions': 'python 3.11, torch 2.13', 'machine': '2 cores, x86_64, Linux'}))
     (going / 'checkpoints' / 'laplacian').mkdir(parents=True)
     (going / 'state.json').write_text(json.dumps({
         **base, 'config': {'epochs': 2, 'hparams': {'attention': 'native+full'}, 'grid': [{}]}, 'selected': {},
         'runs': {'laplacian/cfg0/seed0': _record('laplacian', 0, 0.3, 0.2, params=1090)},
-        'command': 'pyg-ple bench --models laplacian'}))
+        'command': 'pyg-ple bench --models laplacian --params 1050'}))
     torch.save({'history': [{'epoch': 1, 'val_loss': 0.3, 'val_ap': 0.25}, {'epoch': 2, 'val_loss': 0.2,
                                                                            'val_ap': 0.2}]},
                going / 'checkpoints' / 'laplacian' / 'cfg0_seed1.pt')
@@ -49,7 +49,8 @@ def test_report_of_a_finished_and_an_unfinished_model(tmp_path):
     assert '/some/machine/path' not in text and '0.6535' in text
     assert 'Split: official LRGB split.' in text and 'Versions: python 3.11, torch 2.13; torch ?.' in text
     assert 'Machine: 2 cores, x86_64, Linux; not recorded in the run folder(s) laplacian.' in text
-    assert 'Parameters: 1,000 to 1,090, the largest 9.0% above the smallest.' in text
+    assert 'Parameters: 1,000 to 1,090 (-4.8% to +3.8% of the --params target 1,050); the largest 9.0% above the ' \
+        'smallest.' in text
 
 
 def test_unfinished_hiv_seeds_are_reported_in_percent_as_the_table(tmp_path):
@@ -70,5 +71,5 @@ def test_unfinished_hiv_seeds_are_reported_in_percent_as_the_table(tmp_path):
     assert '| gin |  |' in text and '80.00 ± 0.00 | 75.00 ± 0.00 | 1 | 2 |' in text  # s/epoch, selected epoch
     assert 'epoch 2 of 20, best val_rocauc so far 71.23 (epoch 1)' in text and 'gin cfg0_seed1: 71.23, 69.0' in text
     assert 'Split: rebuilt scaffold split (...).' in text and '78.80' in text
-    assert 'Parameters: 1,000 to 1,000, the largest 0.0% above the smallest.' in text
+    assert 'Parameters: 1,000 to 1,000; the largest 0.0% above the smallest.' in text  # no --params: no target
     assert (out / 'molhiv.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and '](molhiv.png)' in text
