@@ -25,8 +25,9 @@ def _load_script():
 runs = _load_script()
 
 
-def _script(*args, timeout=120):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+def _script(*args, timeout=120, env=None):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
 
 
 def _config(command: str):
@@ -104,7 +105,8 @@ def test_run_all_runs_every_job_at_most_parallel_at_once_and_keeps_the_logs(tmp_
 def test_a_failed_arm_makes_the_exit_status_1(tmp_path):
     """A real ``pyg-ple bench`` run that cannot start (no data under --root) is reported as failed."""
     proc = _script('--dataset', 'hiv', '--root', str(tmp_path / 'no-data'), '--arms', 'gcn', '--jobs', '1',
-                   '--out', str(tmp_path / 'runs'), timeout=300)
+                   '--out', str(tmp_path / 'runs'), timeout=300,
+                   env={**os.environ, 'PYG_PLE_CACHE': str(tmp_path / 'cache')})
     assert proc.returncode == 1, proc.stderr
     assert 'failed: gcn' in proc.stderr
     log = (tmp_path / 'runs' / 'hiv' / 'gcn.log').read_text()
