@@ -19,7 +19,7 @@ from pathlib import Path
 
 import _common as C
 
-from pyg_ple.bench.fixed_split import summarize_fixed
+from pyg_ple.bench.fixed_split import METRIC_LABELS, summarize_fixed
 from pyg_ple.bench.io import load_torch_file
 from pyg_ple.bench.tasks import TASKS
 
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
         md += ['', '## Unfinished seeds', ''] + [f'- {line}' for line in status]
         md += ['', 'Validation curves (one value per epoch):', '']
         md += [f'- {name}: {", ".join(map(str, curve))}' for name, curve in curves.items()]
-    metric = {'ap': 'AP', 'rocauc': 'ROC-AUC (%)'}.get((state.get('task') or {}).get('metric'), 'metric')
+    metric = METRIC_LABELS.get((state.get('task') or {}).get('metric'), 'metric')
     if plot_val_test(rows, args.out / f'{args.name}.png', metric):
         md += ['', f'![validation against test, one point per model]({args.name}.png)']
     if published:

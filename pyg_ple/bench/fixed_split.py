@@ -39,8 +39,9 @@ from pyg_ple.bench.settings import RECIPE_KEYS, BenchmarkConfig, differences, ru
 from pyg_ple.bench.tasks import DatasetSpec, Task, dataset_spec
 from pyg_ple.bench.training import TrainConfig, fit, seed_everything
 
-__all__ = ['FIXED_SPLIT_DEFAULTS', 'takes_edge_features', 'model_settings', 'predict', 'evaluate_split',
-           'check_fixed_run_folder', 'run_fixed_split', 'summarize_fixed', 'results_table', 'cmd_fixed_split']
+__all__ = ['FIXED_SPLIT_DEFAULTS', 'METRIC_LABELS', 'takes_edge_features', 'model_settings', 'predict',
+           'evaluate_split', 'check_fixed_run_folder', 'run_fixed_split', 'summarize_fixed', 'results_table',
+           'cmd_fixed_split']
 
 # `pyg-ple bench --dataset peptides-func|hiv` without other options: the budget of benchmarks/long_range_plan.md.
 FIXED_SPLIT_DEFAULTS = dict(epochs=20, hidden=64, layers=4, batch_size=64, lr=1e-3, patience=None, node_attr=False,
@@ -269,13 +270,17 @@ def summarize_fixed(state: dict[str, Any], models: Sequence[str] | None = None,
     return rows
 
 
+# How the tables name each metric (as the field writes it).
+METRIC_LABELS = {'ap': 'AP', 'rocauc': 'ROC-AUC (%)', 'mae': 'MAE', 'acc': 'accuracy (%)'}
+
+
 def _fmt(value: float, task: Task) -> str:
     return f'{value:.2f}' if task.scale != 1 else f'{value:.4f}'
 
 
 def results_table(rows: Sequence[dict[str, Any]], task: Task) -> str:
     """The rows as a Markdown table (metric as the field writes it)."""
-    name = {'ap': 'AP', 'rocauc': 'ROC-AUC (%)', 'mae': 'MAE', 'acc': 'accuracy (%)'}[task.metric]
+    name = METRIC_LABELS[task.metric]
     lines = [f'| model | params | width | epochs | seeds | val {name} | test {name} | s/epoch | '
              'selected epoch (median) |',
              '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
