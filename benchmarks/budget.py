@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from pyg_ple.bench.io import atomic_write_text  # noqa: E402
-from pyg_ple.bench.protocol import ended_by_budget, heldout_accuracy, replay_selection  # noqa: E402
+from pyg_ple.bench.selection import ended_by_budget, heldout_accuracy, replay_selection  # noqa: E402
 
 FIELDS = ['dataset', 'seed', 'model', 'fold', 'epoch', 'train_loss', 'val_score', 'val_acc', 'val_loss', 'val_a_acc',
           'val_a_loss', 'val_b_acc', 'val_b_loss', 'test_acc', 'test_loss']
@@ -48,7 +48,7 @@ REFUSED = ('--out', '--resume', '--overwrite', '--grid', '--final-runs', '--inne
 def at_budget(c: dict[str, np.ndarray], budget: int, patience: int | None) -> dict[str, float]:
     """What a run with at most ``budget`` epochs would have given, from the curves of the same run trained longer:
     the selected epoch (1-based), its validation and test accuracy, the held-out validation accuracy, and whether the
-    budget ended the run (:func:`~pyg_ple.bench.protocol.ended_by_budget`)."""
+    budget ended the run (:func:`~pyg_ple.bench.selection.ended_by_budget`)."""
     cut = {k: v[:budget] for k, v in c.items()}
     t = replay_selection(cut['val_score'], patience)
     return {'epoch': t + 1, 'val': float(cut['val_acc'][t]), 'test': float(cut['test_acc'][t]),
@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(own)
     bench, cfg, ds = C.bench_run(p, bench_argv, REFUSED, 'this script writes its own files and trains one '
                                  'configuration once per fold')
-    from pyg_ple.bench.protocol import get_splits, run_seed_of, train_fold
+    from pyg_ple.bench.protocol import train_fold
+    from pyg_ple.bench.settings import run_seed_of
+    from pyg_ple.bench.splits import get_splits
     if cfg.schedule == 'cosine':
         p.error('--schedule cosine decays over --epochs, so a shorter budget cannot be replayed from a longer run')
     if args.budgets[-1] > cfg.epochs:

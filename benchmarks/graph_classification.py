@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from pyg_ple.bench.io import atomic_write_bytes, atomic_write_text
-from pyg_ple.bench.protocol import heldout_choice_accuracy
 from pyg_ple.bench.report import format_table, mean_over_runs, plot_results, results_csv, summarize
+from pyg_ple.bench.selection import heldout_choice_accuracy
 
 DEFAULT_OUT = Path(__file__).resolve().parent / 'results'
 ORDER = ['MUTAG', 'PROTEINS', 'ENZYMES', 'IMDB-BINARY', 'IMDB-MULTI', 'NCI1', 'digits']
@@ -370,7 +370,7 @@ def _fold_runs(runs: list[dict]) -> dict[tuple, dict[int, dict]]:
 
 
 def _choice_heldout(records: list[dict]) -> float:
-    """Held-out validation accuracy (%) of choosing among one fold's ``records`` (protocol.heldout_choice_accuracy),
+    """Held-out validation accuracy (%) of choosing among one fold's ``records`` (selection.heldout_choice_accuracy),
     each replayed with its own patience (a grid point's, else its run's); NaN where a record has no half curves or
     the records differ in selection rule."""
     rules = {r['_run']['select'] for r in records}

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from pyg_ple.bench.io import atomic_write_text  # noqa: E402
-from pyg_ple.bench.protocol import replay_selection, selection_score, validation_halves  # noqa: E402
+from pyg_ple.bench.selection import replay_selection, selection_score, validation_halves  # noqa: E402
 
 FIELDS = ['dataset', 'seed', 'model', 'fold', 'epoch', 'train_loss', 'n_val_a', 'n_val_b', 'val_a_acc', 'val_a_loss',
           'val_b_acc', 'val_b_loss', 'test_acc', 'test_loss']
@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(own)
     bench, cfg, ds = C.bench_run(p, bench_argv, ('--out', '--resume', '--overwrite', '--grid', '--select'),
                                  'this script writes its own files, runs one configuration and replays every rule')
-    from pyg_ple.bench.protocol import get_splits, run_seed_of, train_fold
+    from pyg_ple.bench.protocol import train_fold
+    from pyg_ple.bench.settings import run_seed_of
+    from pyg_ple.bench.splits import get_splits
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f'curves_{ds.name}_seed{cfg.seed}.csv'

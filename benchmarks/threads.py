@@ -112,7 +112,7 @@ class BenchCase:
 
     def __init__(self, name: str, argv: list[str], tmp: Path):
         from pyg_ple.bench.cli import build_parser, load_bench_dataset, validate_bench_args
-        from pyg_ple.bench.protocol import make_splits
+        from pyg_ple.bench.splits import make_splits
         self.name, self.argv = name, argv
         args = build_parser().parse_args(['bench', *argv, '--out', str(tmp / name), '--no-progress',
                                           '--no-save-models'])
@@ -125,7 +125,8 @@ class BenchCase:
         self.batch_nodes = nodes * self.cfg.batch_size
 
     def epoch_times(self, model: str, epochs: int) -> list[float]:
-        from pyg_ple.bench.protocol import run_seed_of, train_fold
+        from pyg_ple.bench.protocol import train_fold
+        from pyg_ple.bench.settings import run_seed_of
         self.cfg.epochs = epochs
         res, _ = train_fold(self.ds, model, self.split, self.cfg, self.cfg.grid[0], run_seed_of(self.cfg.seed, 0))
         return [h['time'] for h in res.history]

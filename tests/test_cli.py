@@ -442,7 +442,7 @@ def test_bench_defaults_can_be_turned_off_and_the_library_config_shares_them(tmp
     from dataclasses import fields
 
     from pyg_ple.bench.options import TU_DEFAULTS
-    from pyg_ple.bench.protocol import BenchmarkConfig
+    from pyg_ple.bench.settings import BenchmarkConfig
     off = _settings(['--dataset', 'ENZYMES', '--no-node-attr', '--patience', 'none', '--epochs', '100'], tmp_path)
     assert (off['node_attr'], off['hparams']['input_norm'], off['patience'], off['epochs']) == (False, False, None, 100)
     assert _settings(['--dataset', 'PROTEINS', '--hidden', '64', '--lr', '0.001'], tmp_path)['hparams']['hidden'] == 64

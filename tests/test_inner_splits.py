@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from pyg_ple.bench import protocol
-from pyg_ple.bench.protocol import (BenchmarkConfig, get_splits, inner_split, make_splits, run_benchmark,
-                                    run_seed_of)
+from pyg_ple.bench.protocol import run_benchmark
+from pyg_ple.bench.settings import BenchmarkConfig, run_seed_of
+from pyg_ple.bench.splits import get_splits, inner_split, make_splits
 
 LABELS = np.array([0] * 60 + [1] * 30 + [2] * 15)
 

@@ -454,7 +454,7 @@ def test_graph_report_chooses_between_default_and_change_per_fold_on_validation(
     state['gcn/1']['val_acc'], base['gcn/1']['val_acc'] = 0.5, 0.9
     state['gcn/2']['val_acc'] = base['gcn/2']['val_acc'] = 0.7
     state['gcn/2']['val_loss'], base['gcn/2']['val_loss'] = 0.1, 0.2
-    from pyg_ple.bench.protocol import selection_score
+    from pyg_ple.bench.selection import selection_score
     for rec in [state[f'gcn/{k}'] for k in range(3)] + [base[f'gcn/{k}'] for k in range(3)]:
         rec['val_score'] = selection_score(rec['val_acc'], rec['val_loss'])  # as bench records it
     rows = {r['model']: r for r in mod.select_per_fold(base_runs, change_runs)}
@@ -483,7 +483,7 @@ def test_graph_report_choose_makes_a_grid_of_the_default_and_each_grid_value_wit
     import numpy as np
 
     from pyg_ple.bench.cli import main as cli
-    from pyg_ple.bench.protocol import heldout_choice_accuracy
+    from pyg_ple.bench.selection import heldout_choice_accuracy
     tiny = ['bench', '--digits-n', '60', '--folds', '3', '--epochs', '3', '--no-progress', '--threads', '1',
             '--no-save-models', '--models', 'laplacian']
     default, one, eight = tmp_path / 'default', tmp_path / 'h1', tmp_path / 'h8'
@@ -523,7 +523,7 @@ def test_graph_report_choice_replays_each_point_with_its_own_patience(tmp_path):
     import numpy as np
 
     from pyg_ple.bench.cli import main as cli
-    from pyg_ple.bench.protocol import heldout_choice_accuracy
+    from pyg_ple.bench.selection import heldout_choice_accuracy
     tiny = ['bench', '--digits-n', '60', '--folds', '3', '--epochs', '5', '--no-progress', '--threads', '1',
             '--no-save-models', '--models', 'gcn']
     default, stops = tmp_path / 'default', tmp_path / 'patience1'
@@ -889,7 +889,10 @@ def test_selection_replay_is_what_early_stopping_selects():
     import numpy as np
 
     from pyg_ple.bench.datasets import load_dataset
-    from pyg_ple.bench.protocol import BenchmarkConfig, make_splits, replay_selection, train_fold
+    from pyg_ple.bench.protocol import train_fold
+    from pyg_ple.bench.selection import replay_selection
+    from pyg_ple.bench.settings import BenchmarkConfig
+    from pyg_ple.bench.splits import make_splits
     mod = load_script('benchmarks/selection_rules.py')
     ds = load_dataset('digits', digits_n=300)
     split = make_splits(ds.labels, n_folds=2, seed=0)[0]
@@ -1005,7 +1008,9 @@ def test_budget_replay_equals_the_shorter_run():
     from dataclasses import replace
 
     from pyg_ple.bench.datasets import load_dataset
-    from pyg_ple.bench.protocol import BenchmarkConfig, make_splits, train_fold
+    from pyg_ple.bench.protocol import train_fold
+    from pyg_ple.bench.settings import BenchmarkConfig
+    from pyg_ple.bench.splits import make_splits
     mod = load_script('benchmarks/budget.py')
     ds = load_dataset('digits', digits_n=300)
     split = make_splits(ds.labels, n_folds=2, seed=0)[0]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyg_ple.bench.protocol import expand_grid, get_splits, make_splits
+from pyg_ple.bench.settings import expand_grid
+from pyg_ple.bench.splits import get_splits, make_splits
 
 LABELS = np.array([0] * 60 + [1] * 30 + [2] * 15)
 
@@ -82,7 +83,7 @@ def test_expand_grid():
 
 
 def test_benchmark_config_refuses_bad_settings_before_training():
-    from pyg_ple.bench.protocol import TRAIN_KEYS, BenchmarkConfig, model_hparam_names
+    from pyg_ple.bench.settings import TRAIN_KEYS, BenchmarkConfig, model_hparam_names
     ok = BenchmarkConfig(models=['gcn', 'laplacian'], grid=[{'lr': 1e-3, 'hidden': 16}, {'dropout': 0.5}])
     assert ok.grid[0]['hidden'] == 16
     assert {'hidden', 'num_layers', 'heads', 'dropout', 'pool', 'attention'} <= set(model_hparam_names())
@@ -288,7 +289,7 @@ def test_failed_download_removes_only_the_folder_it_created(tmp_path, monkeypatc
 
 
 def test_heldout_accuracy_selects_on_one_half_and_scores_the_other_by_hand():
-    from pyg_ple.bench.protocol import heldout_accuracy, replay_selection
+    from pyg_ple.bench.selection import heldout_accuracy, replay_selection
     # epochs 1..4; half a: acc .5, 1, .5, .75 (loss falling); half b: acc .2, .4, .8, .4 (loss falling)
     curve = {'val_a_acc': [0.5, 1.0, 0.5, 0.75], 'val_a_loss': [0.6, 0.5, 0.4, 0.3],
              'val_b_acc': [0.2, 0.4, 0.8, 0.4], 'val_b_loss': [0.9, 0.8, 0.7, 0.6]}
@@ -307,7 +308,7 @@ def test_heldout_accuracy_selects_on_one_half_and_scores_the_other_by_hand():
 
 
 def test_heldout_choice_accuracy_chooses_the_configuration_on_one_half_and_scores_it_on_the_other_by_hand():
-    from pyg_ple.bench.protocol import heldout_accuracy, heldout_choice_accuracy
+    from pyg_ple.bench.selection import heldout_accuracy, heldout_choice_accuracy
     # run 0 as above (a keeps epoch 2 at 1.0, b keeps epoch 3 at .8); run 1: a keeps epoch 1 at .75, b keeps epoch 2
     # at .9. On a run 0 wins (1.0 > .75) and b scores its epoch 2: .4; on b run 1 wins (.9 > .8), a scores its
     # epoch 2: .25 (run 0 alone would give (.4 + .5) / 2).
@@ -328,7 +329,7 @@ def test_heldout_choice_accuracy_chooses_the_configuration_on_one_half_and_score
 def test_heldout_choice_accuracy_matches_a_loop_over_epochs_and_runs():
     """Against an independent reference: plain loops, early stopping and ties written out, on random curves with
     many ties (accuracies on a coarse grid)."""
-    from pyg_ple.bench.protocol import heldout_choice_accuracy
+    from pyg_ple.bench.selection import heldout_choice_accuracy
     rng = np.random.default_rng(0)
 
     def kept_epoch(acc, loss, patience):
@@ -369,7 +370,7 @@ def test_heldout_choice_accuracy_matches_a_loop_over_epochs_and_runs():
 
 
 def test_validation_halves_partition_the_split_stratified_and_seeded():
-    from pyg_ple.bench.protocol import validation_halves
+    from pyg_ple.bench.selection import validation_halves
     labels = np.array([0, 1] * 20)
     val = list(range(0, 40, 2)) + list(range(1, 21, 2))  # 20 of class 0, 10 of class 1
     a, b = validation_halves(val, labels, seed=3)
@@ -386,12 +387,14 @@ def test_train_fold_records_validation_halves_without_changing_training(monkeypa
     changes nothing in training or selection."""
     from pyg_ple.bench import protocol
     from pyg_ple.bench.datasets import digits_graphs
+    from pyg_ple.bench.selection import validation_halves
+    from pyg_ple.bench.settings import BenchmarkConfig
     ds = digits_graphs(120)
     split = make_splits(ds.labels, n_folds=2, seed=0, val_fraction=0.2)[0]
-    cfg = protocol.BenchmarkConfig(models=['laplacian'], epochs=4, lr=0.01, progress=False,
-                                   hparams=dict(hidden=8, num_layers=1, heads=2, dropout=0.5))
+    cfg = BenchmarkConfig(models=['laplacian'], epochs=4, lr=0.01, progress=False,
+                          hparams=dict(hidden=8, num_layers=1, heads=2, dropout=0.5))
     res, _ = protocol.train_fold(ds, 'laplacian', split, cfg, {}, run_seed=5)
-    a, b = protocol.validation_halves(split['val'], ds.labels, cfg.seed + split['fold'])
+    a, b = validation_halves(split['val'], ds.labels, cfg.seed + split['fold'])
     for h in res.history:
         assert round(h['val_a_acc'] * len(a) + h['val_b_acc'] * len(b)) == round(h['val_acc'] * len(split['val']))
         loss = (h['val_a_loss'] * len(a) + h['val_b_loss'] * len(b)) / len(split['val'])
@@ -406,8 +409,10 @@ def test_train_fold_records_validation_halves_without_changing_training(monkeypa
 @pytest.mark.slow
 def test_run_records_heldout_validation_accuracy_and_its_curves(tmp_path):
     from pyg_ple.bench.datasets import digits_graphs
-    from pyg_ple.bench.protocol import CURVE_KEYS, BenchmarkConfig, heldout_accuracy, run_benchmark
+    from pyg_ple.bench.protocol import CURVE_KEYS, run_benchmark
     from pyg_ple.bench.report import summarize
+    from pyg_ple.bench.selection import heldout_accuracy
+    from pyg_ple.bench.settings import BenchmarkConfig
     cfg = BenchmarkConfig(models=['gcn'], n_folds=2, epochs=5, lr=0.01, patience=2, progress=False,
                           hparams=dict(hidden=8, num_layers=1), grid=[{}, {'lr': 0.001}], save_models=False)
     state = run_benchmark(digits_graphs(60), cfg, tmp_path / 'run')
@@ -434,9 +439,11 @@ def test_grid_records_the_heldout_figure_of_its_choice(tmp_path, monkeypatch):
     configuration records none, and its summary keeps the run's own held-out figure."""
     from pyg_ple.bench import protocol
     from pyg_ple.bench.datasets import digits_graphs
-    from pyg_ple.bench.protocol import (BenchmarkConfig, get_splits, heldout_choice_accuracy, run_benchmark,
-                                        run_seed_of, train_fold)
+    from pyg_ple.bench.protocol import run_benchmark, train_fold
     from pyg_ple.bench.report import summarize
+    from pyg_ple.bench.selection import heldout_choice_accuracy
+    from pyg_ple.bench.settings import BenchmarkConfig, run_seed_of
+    from pyg_ple.bench.splits import get_splits
     ds = digits_graphs(80)
     grid = [{'patience': 1}, {'lr': 0.01}]
     cfg = BenchmarkConfig(models=['gcn'], n_folds=2, epochs=8, lr=0.03, patience=4, progress=False,
@@ -488,8 +495,10 @@ def test_per_graph_evaluation_gives_the_same_figures_and_draws_nothing_more():
 @pytest.mark.slow
 def test_a_validation_split_of_one_graph_has_no_heldout_figure(tmp_path):
     from pyg_ple.bench.datasets import digits_graphs
-    from pyg_ple.bench.protocol import BenchmarkConfig, run_benchmark, validation_halves
+    from pyg_ple.bench.protocol import run_benchmark
     from pyg_ple.bench.report import summarize
+    from pyg_ple.bench.selection import validation_halves
+    from pyg_ple.bench.settings import BenchmarkConfig
     assert validation_halves([7], np.array([0] * 8), seed=0) == ([7], [])
     cfg = BenchmarkConfig(models=['gcn'], n_folds=2, epochs=2, progress=False, save_models=False,
                           hparams=dict(hidden=8, num_layers=1))
@@ -507,8 +516,9 @@ def test_final_runs_average_retrainings_of_the_selected_configuration_and_extend
     from torch_geometric.loader import DataLoader
 
     from pyg_ple.bench.datasets import digits_graphs
-    from pyg_ple.bench.protocol import (BenchmarkConfig, evaluate_loader, get_splits, run_benchmark, run_seed_of,
-                                        train_fold)
+    from pyg_ple.bench.protocol import evaluate_loader, run_benchmark, train_fold
+    from pyg_ple.bench.settings import BenchmarkConfig, run_seed_of
+    from pyg_ple.bench.splits import get_splits
     ds = digits_graphs(60)
     settings = dict(models=['gcn'], n_folds=2, epochs=3, lr=0.01, progress=False, save_models=False,
                     hparams=dict(hidden=8, num_layers=1), grid=[{}, {'lr': 0.001}])
@@ -589,8 +599,8 @@ def test_summary_counts_the_runs_the_budget_ended():
     """A run counts as ended by its budget exactly when the same run, given a longer budget, trains past it (patience
     had not stopped it); the boundary case, stopped by patience at the last epoch of the budget, does not count.
     The runs are constructed from validation curves, so the check does not depend on one machine's training."""
-    from pyg_ple.bench.protocol import ended_by_budget, replay_selection
     from pyg_ple.bench.report import format_table, summarize
+    from pyg_ple.bench.selection import ended_by_budget, replay_selection
     budget, longer, patience = 7, 30, 2
     curves = {
         'still rising at the budget': [0.1 + 0.02 * t for t in range(12)] + [0.2] * (longer - 12),

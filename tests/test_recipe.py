@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyg_ple.bench.io import load_torch_file
-from pyg_ple.bench.protocol import BenchmarkConfig, check_setting
+from pyg_ple.bench.settings import BenchmarkConfig, check_setting
 from pyg_ple.bench.training import TrainConfig, build_optimizer, fit
 
 LR = 0.1

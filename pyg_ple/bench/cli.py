@@ -33,7 +33,7 @@ from pyg_ple.bench.options import (
 
 if TYPE_CHECKING:
     from pyg_ple.bench.datasets import GraphDataset
-    from pyg_ple.bench.protocol import BenchmarkConfig
+    from pyg_ple.bench.settings import BenchmarkConfig
 
 class CommandError(Exception):
     """A usage error found after parsing: reported like argparse's own (one line, exit status 2)."""
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 # bench
 # --------------------------------------------------------------------------------------------------------------------
 def _parse_grid(text: str | None) -> list[dict[str, Any]]:
-    from pyg_ple.bench.protocol import expand_grid
+    from pyg_ple.bench.settings import expand_grid
     if text is None:
         return [{}]
     source = '--grid'
@@ -116,10 +116,10 @@ def fill_bench_defaults(args: argparse.Namespace) -> None:
 
 def validate_bench_args(args: argparse.Namespace) -> BenchmarkConfig:
     """Check every ``pyg-ple bench`` argument that can be checked without the data and return the run's
-    :class:`~pyg_ple.bench.protocol.BenchmarkConfig`; raises :class:`CommandError` naming the option.
+    :class:`~pyg_ple.bench.settings.BenchmarkConfig`; raises :class:`CommandError` naming the option.
     :func:`validate_bench_data` checks the rest once the dataset is loaded."""
     from pyg_ple.bench.io import RunFolder
-    from pyg_ple.bench.protocol import BenchmarkConfig, check_setting
+    from pyg_ple.bench.settings import BenchmarkConfig, check_setting
     digits = args.dataset.lower() == 'digits'
     fill_bench_defaults(args)
     try:

@@ -348,7 +348,7 @@ def cmd_fixed_split(args: argparse.Namespace) -> int:
     from pyg_ple.bench.budget import widths_for_budget
     from pyg_ple.bench.cli import CommandError, validate_bench_args
     from pyg_ple.bench.molecules import MolExtraMissingError, atom_feature_dims, bond_feature_dims
-    from pyg_ple.bench.protocol import check_setting
+    from pyg_ple.bench.settings import check_setting
     spec = dataset_spec(args.dataset)
     args.dataset = spec.name  # validate_bench_args fills the options not given from FIXED_SPLIT_DEFAULTS
     if args.inner_splits > 1:

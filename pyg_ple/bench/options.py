@@ -92,7 +92,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def add_bench(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespace], int]) -> None:
     """The ``bench`` sub-command and its options; ``func`` runs it."""
     from pyg_ple.bench.models import ATTENTION_EDGE_SETS, POOL_CHOICES, READOUT_LAYERS
-    from pyg_ple.bench.protocol import SELECTION_RULES
+    from pyg_ple.bench.settings import SELECTION_RULES
     from pyg_ple.bench.training import OPTIMIZERS
     from pyg_ple.nn.block import NORMS
     p = sub.add_parser(

@@ -6,7 +6,8 @@ Classification", shared by every model of the benchmark.
 * Model selection: every configuration of a (small) grid is trained on the training part; the one with the best
   validation accuracy (ties: lower validation loss) is selected; its test accuracy on the held-out fold is recorded.
   Within a training run the epoch with the best validation accuracy (ties: lower loss) is kept. ``select='loss'``
-  keeps the epoch and the configuration of lowest validation loss instead (:func:`selection_score`).
+  keeps the epoch and the configuration of lowest validation loss instead
+  (:func:`~pyg_ple.bench.selection.selection_score`).
 * Final runs: the selected configuration is trained ``final_runs`` times in all (other initialisations and batch
   orders, the same splits) and the fold's test accuracy is their mean, "to mitigate unlucky random initializations"
   as Errica et al. do with 3. The run that selected the configuration is the first of them.
@@ -17,20 +18,20 @@ Classification", shared by every model of the benchmark.
   many validation graphs; the fold's test accuracy averages models stopped on different validation splits.
 * Report the mean and standard deviation of the test accuracies over the folds.
 * Beside the selection, each training run records its validation curves and a held-out validation accuracy
-  (:func:`heldout_accuracy`): settings can be compared on it without the optimism of a maximum over noisy epochs.
-  With several grid configurations (and one inner split) the fold also records the held-out figure of choosing the
-  configuration as well as the epoch (:func:`heldout_choice_accuracy`, ``grid_choice_heldout_val_acc``).
+  (:func:`~pyg_ple.bench.selection.heldout_accuracy`): settings can be compared on it without the optimism of a
+  maximum over noisy epochs. With several grid configurations (and one inner split) the fold also records the
+  held-out figure of choosing the configuration as well as the epoch
+  (:func:`~pyg_ple.bench.selection.heldout_choice_accuracy`, ``grid_choice_heldout_val_acc``).
 
-The splits are written to a JSON file (``splits.json`` under the output folder) and reloaded when it exists, so that
-every model and every repeated run sees the same splits. Seeds are derived from one ``seed`` and recorded. Finished
-(model, fold) results are written atomically to ``state.json`` after each one; ``resume=True`` skips them, and a
-training run killed half-way continues from its last checkpoint (see :func:`pyg_ple.bench.training.fit`). The output
-folder is a :class:`~pyg_ple.bench.io.RunFolder`: a folder with files pyg-ple did not write is never used, and
-``overwrite=True`` deletes only the files of the earlier run.
+The splits (:mod:`pyg_ple.bench.splits`) are written to a JSON file (``splits.json`` under the output folder) and
+reloaded when it exists, so that every model and every repeated run sees the same splits. Seeds are derived from
+one ``seed`` and recorded. Finished (model, fold) results are written atomically to ``state.json`` after each one;
+``resume=True`` skips them, and a training run killed half-way continues from its last checkpoint (see
+:func:`pyg_ple.bench.training.fit`). The output folder is a :class:`~pyg_ple.bench.io.RunFolder`: a folder with
+files pyg-ple did not write is never used, and ``overwrite=True`` deletes only the files of the earlier run.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -45,129 +46,17 @@ import torch.nn.functional as F
 from pyg_ple.bench.datasets import GraphDataset
 from pyg_ple.bench.distributed import (barrier, distributed_loader, init_distributed, is_distributed, unwrap_model,
                                        wrap_model)
-from pyg_ple.bench.io import RunFileError, RunFolder, atomic_write_json, load_torch_file
+from pyg_ple.bench.io import RunFileError, RunFolder, load_torch_file
 from pyg_ple.bench.models import build_model, count_parameters
-# The settings live in their own module, shared with the fixed-split job; imported here under their old home.
-from pyg_ple.bench.settings import (RECIPE_DEFAULTS, RECIPE_KEYS, SELECTION_RULES, SETTING_RULES,  # noqa: F401
-                                    TRAIN_KEYS,
-                                    BenchmarkConfig, check_grid, check_setting, differences, expand_grid,
-                                    model_hparam_names, run_seed_of, split_settings)
+from pyg_ple.bench.selection import heldout_accuracy, heldout_choice_accuracy, selection_score, validation_halves
+from pyg_ple.bench.settings import RECIPE_KEYS, BenchmarkConfig, differences, run_seed_of, split_settings
+from pyg_ple.bench.splits import get_splits, inner_split, labels_digest, load_splits
 from pyg_ple.bench.training import TrainConfig, TrainResult, fit, seed_everything
 
-__all__ = ['make_splits', 'inner_split', 'save_splits', 'load_splits', 'get_splits', 'expand_grid', 'check_setting',
-           'check_grid', 'model_hparam_names', 'BenchmarkConfig', 'selection_score', 'SELECTION_RULES', 'run_seed_of',
-           'train_fold', 'evaluate_loader', 'validation_halves', 'replay_selection', 'ended_by_budget',
-           'heldout_accuracy', 'heldout_choice_accuracy', 'check_run_folder', 'run_benchmark', 'load_model_file',
-           'TRAIN_KEYS', 'SETTING_RULES']
+__all__ = ['train_fold', 'evaluate_loader', 'check_run_folder', 'run_benchmark', 'load_model_file']
 
-SPLITS_VERSION = 1
 # Per-epoch validation figures kept in each run's record (``curve``): the whole split and its two halves.
 CURVE_KEYS = ('val_acc', 'val_loss', 'val_a_acc', 'val_a_loss', 'val_b_acc', 'val_b_loss')
-
-
-def selection_score(acc: Any, loss: Any, rule: str = 'acc') -> Any:
-    """The validation score the protocol maximises to keep an epoch and a grid configuration: ``'acc'`` the accuracy,
-    ties broken by the lower loss (Errica et al.); ``'loss'`` the lower loss. A non-finite loss counts as 10.
-    Elementwise on arrays, so that recorded curves can be replayed (``benchmarks/selection_rules.py``)."""
-    loss = np.minimum(np.nan_to_num(np.asarray(loss, dtype=float), nan=10.0, posinf=10.0), 10.0)
-    # The loss term of 'acc' is < 1e-3: below one graph of accuracy, so it only breaks ties.
-    score = -loss if rule == 'loss' else np.asarray(acc, dtype=float) - 1e-4 * loss
-    return float(score) if score.ndim == 0 else score
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Splits
-# --------------------------------------------------------------------------------------------------------------------
-def _labels_digest(labels: np.ndarray) -> str:
-    return hashlib.sha256(np.asarray(labels, dtype=np.int64).tobytes()).hexdigest()[:16]
-
-
-def _stratified_holdout(indices: np.ndarray, labels: np.ndarray, size: int, random_state: int) -> tuple[Any, Any]:
-    from sklearn.model_selection import train_test_split
-    try:
-        return train_test_split(indices, test_size=size, stratify=labels[indices], random_state=random_state)
-    except ValueError:  # a class too small to stratify (tiny subsets): plain random split
-        return train_test_split(indices, test_size=size, random_state=random_state)
-
-
-def make_splits(labels: Sequence[int], n_folds: int = 10, seed: int = 0, val_fraction: float = 0.1,
-                inner_splits: int = 1) -> list[dict[str, list[int]]]:
-    """Stratified ``n_folds``-fold outer splits, each with a stratified ``val_fraction`` validation split taken out
-    of its training part. Returns one dict per fold with sorted index lists ``train``, ``val``, ``test``; with
-    ``inner_splits`` > 1 also ``inner_val``, the validation splits of the further inner splits (``inner_splits - 1``
-    lists of the size of ``val``, each drawn afresh from the training part; see :func:`inner_split`). The folds and
-    their first validation split do not depend on ``inner_splits``."""
-    from sklearn.model_selection import StratifiedKFold
-    labels = np.asarray(labels)
-    if n_folds < 2:
-        raise ValueError(f'n_folds must be >= 2, got {n_folds}')
-    check_setting('inner_splits', inner_splits)
-    counts = np.bincount(labels)
-    if counts[counts > 0].min() < n_folds:
-        raise ValueError(f'the smallest class has {counts[counts > 0].min()} graphs, fewer than n_folds={n_folds}')
-    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    folds = []
-    for k, (train_idx, test_idx) in enumerate(skf.split(np.zeros(len(labels)), labels)):
-        n_val = max(1, int(round(val_fraction * len(train_idx))))
-        tr, va = _stratified_holdout(train_idx, labels, n_val, seed + 1 + k)
-        fold = {'fold': k, 'train': sorted(int(i) for i in tr), 'val': sorted(int(i) for i in va),
-                'test': sorted(int(i) for i in test_idx)}
-        if inner_splits > 1:
-            # Seeds hashed from (seed, fold): unrelated to the first split's seed + 1 + k.
-            states = np.random.SeedSequence([seed, k, 1]).generate_state(inner_splits - 1)
-            fold['inner_val'] = [sorted(int(i) for i in _stratified_holdout(train_idx, labels, n_val, int(s))[1])
-                                 for s in states]
-        folds.append(fold)
-    return folds
-
-
-def inner_split(split: dict[str, Any], i: int) -> dict[str, Any]:
-    """Inner split ``i`` of an outer fold of :func:`make_splits`: ``0`` is the fold itself; ``i`` >= 1 validates on
-    ``split['inner_val'][i - 1]`` and trains on the rest of the fold's training part (``train`` + ``val``)."""
-    if i == 0:
-        return split
-    inner = split.get('inner_val') or []
-    if not 1 <= i <= len(inner):
-        raise ValueError(f'fold {split.get("fold")} has {len(inner) + 1} inner split(s), no split {i}')
-    val = inner[i - 1]
-    train = sorted((set(split['train']) | set(split['val'])) - set(val))
-    return {'fold': split['fold'], 'train': train, 'val': list(val), 'test': split['test']}
-
-
-def save_splits(path: str | os.PathLike, splits: list[dict], labels: Sequence[int], n_folds: int, seed: int,
-                val_fraction: float, dataset: str = '', inner_splits: int = 1) -> Path:
-    # inner_splits only when > 1: the files of runs with one inner split stay as they were
-    extra = {'inner_splits': inner_splits} if inner_splits > 1 else {}
-    return atomic_write_json(path, {
-        'version': SPLITS_VERSION, 'dataset': dataset, 'num_graphs': len(labels), 'n_folds': n_folds, 'seed': seed,
-        'val_fraction': val_fraction, **extra, 'labels_sha256': _labels_digest(np.asarray(labels)), 'folds': splits})
-
-
-def load_splits(path: str | os.PathLike) -> dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)
-
-
-def get_splits(path: str | os.PathLike | None, labels: Sequence[int], n_folds: int = 10, seed: int = 0,
-               val_fraction: float = 0.1, dataset: str = '', inner_splits: int = 1) -> list[dict[str, list[int]]]:
-    """Load the splits from ``path`` if it exists (checking that they belong to these labels and settings), else make
-    them and save them there."""
-    labels = np.asarray(labels)
-    if path is not None and Path(path).exists():
-        saved = load_splits(path)
-        want = {'num_graphs': len(labels), 'n_folds': n_folds, 'seed': seed, 'val_fraction': val_fraction,
-                'labels_sha256': _labels_digest(labels)}
-        if inner_splits > 1:  # one inner split uses the first validation split, which every file has
-            want['inner_splits'] = inner_splits
-        diff = {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
-        if diff:
-            raise ValueError(f'splits file {path} does not match this run ' + ', '.join(
-                f'({k}: {a} in the file, {b} now)' for k, (a, b) in diff.items()))
-        return saved['folds']
-    splits = make_splits(labels, n_folds, seed, val_fraction, inner_splits)
-    if path is not None:
-        save_splits(path, splits, labels, n_folds, seed, val_fraction, dataset, inner_splits)
-    return splits
 
 
 @torch.no_grad()
@@ -198,91 +87,18 @@ def evaluate_loader(model: torch.nn.Module, loader: Iterable, device: str = 'cpu
     return result
 
 
-def validation_halves(val: Sequence[int], labels: np.ndarray, seed: int) -> tuple[list[int], list[int]]:
-    """Two halves of a validation split (stratified by ``labels`` where every class has two graphs in it; seeded),
-    each sorted: the two halves of :func:`heldout_accuracy`. A split of one graph gives it and an empty half."""
-    from sklearn.model_selection import train_test_split
-    val = [int(i) for i in val]
-    if len(val) < 2:
-        return sorted(val), []
-    try:
-        a, b = train_test_split(val, test_size=0.5, stratify=np.asarray(labels)[val], random_state=seed)
-    except ValueError:  # a class with one validation graph: unstratified
-        a, b = train_test_split(val, test_size=0.5, random_state=seed)
-    return sorted(int(i) for i in a), sorted(int(i) for i in b)
-
-
-def replay_selection(score: Sequence[float], patience: int | None) -> int:
-    """The epoch index (0-based) that :func:`pyg_ple.bench.training.fit` keeps when it maximises ``score`` epoch by
-    epoch (a strictly better value resets the count) and stops after ``patience`` epochs without a better one."""
-    best, best_t, bad = -np.inf, 0, 0
-    for t, v in enumerate(score):
-        if v > best:
-            best, best_t, bad = v, t, 0
-        else:
-            bad += 1
-            if patience is not None and bad >= patience:
-                break
-    return best_t
-
-
-def ended_by_budget(best_epoch: int, epochs_run: int, epochs: int, patience: int | None) -> bool:
-    """Whether a training run was ended by its budget of ``epochs`` rather than by early stopping: it ran every epoch
-    and its selected epoch (1-based ``best_epoch``) is within the last ``patience`` of them, so a longer budget could
-    have selected a later one. Without early stopping (``patience`` None) only the budget ends a run."""
-    return epochs_run >= epochs and (patience is None or epochs - best_epoch < patience)
-
-
-def heldout_accuracy(curve: dict[str, Sequence[float]], patience: int | None, rule: str = 'acc') -> float:
-    """Held-out validation accuracy of one training run from its per-epoch curves on the two halves of its validation
-    split (``val_a_acc``, ``val_a_loss``, ``val_b_acc``, ``val_b_loss``): the epoch the selection ``rule`` keeps on
-    one half (early stopping with ``patience`` replayed), scored on the other half, the mean of both ways round.
-
-    The best-epoch validation accuracy is the maximum of a noisy curve, so it rewards a noisy curve; the held-out
-    figure does not, and uses no test graph: it is what settings may be compared on."""
-    return heldout_choice_accuracy([curve], patience, rule)[0]
-
-
-def heldout_choice_accuracy(curves: Sequence[dict[str, Sequence[float]]],
-                            patience: int | None | Sequence[int | None], rule: str = 'acc') -> tuple[float, list[int]]:
-    """Held-out validation accuracy of choosing among the training runs of a grid's configurations on one fold (each
-    run's curves as in :func:`heldout_accuracy`, all on the same validation split), and the index of the run chosen
-    on half a and on half b.
-
-    On one half every run's epoch is kept by the selection ``rule`` (early stopping with ``patience``, one value or
-    one per run, replayed), the
-    run whose kept epoch scores best there is chosen (ties: the first, as ``pyg-ple bench --grid`` keeps the first),
-    and its kept epoch is scored on the other half; the mean of both ways round. With one run this is
-    :func:`heldout_accuracy`. The choice of configuration is judged on graphs it did not see, as the epoch is."""
-    if not curves:
-        raise ValueError('curves: expected at least one training run')
-    patiences = list(patience) if isinstance(patience, Sequence) else [patience] * len(curves)
-    if len(patiences) != len(curves):
-        raise ValueError(f'patience: expected one value or one per run ({len(curves)}), got {len(patiences)}')
-    c = [{k: np.asarray(cv[k], dtype=float) for k in ('val_a_acc', 'val_a_loss', 'val_b_acc', 'val_b_loss')}
-         for cv in curves]
-    figures, chosen = [], []
-    for on, other in (('a', 'b'), ('b', 'a')):
-        scores = [selection_score(r[f'val_{on}_acc'], r[f'val_{on}_loss'], rule) for r in c]
-        kept = [replay_selection(s, p) for s, p in zip(scores, patiences)]
-        best = max(range(len(c)), key=lambda j: scores[j][kept[j]])  # max keeps the first of equal ones
-        figures.append(c[best][f'val_{other}_acc'][kept[best]])
-        chosen.append(best)
-    return float(np.mean(figures)), chosen
-
-
 def train_fold(ds: GraphDataset, name: str, split: dict, cfg: BenchmarkConfig, grid_cfg: dict[str, Any],
                run_seed: int, ckpt: Path | None = None, desc: str = '',
                record: dict[str, Sequence[int]] | None = None) -> tuple[TrainResult, torch.nn.Module]:
     """Train model ``name`` with ``grid_cfg`` on ``split['train']``, keeping the epoch of best validation score on
-    ``split['val']`` (:func:`selection_score` with ``cfg.select``; early stopping after ``patience`` epochs without a
-    better one). Returns the :class:`~pyg_ple.bench.training.TrainResult` and the model with the selected weights
-    loaded.
+    ``split['val']`` (:func:`~pyg_ple.bench.selection.selection_score` with ``cfg.select``; early stopping after
+    ``patience`` epochs without a better one). Returns the :class:`~pyg_ple.bench.training.TrainResult` and the
+    model with the selected weights loaded.
 
     Every epoch of the history also holds the accuracy and loss on the two halves of the validation split
-    (:func:`validation_halves`, seeded by ``cfg.seed`` and the fold), ``val_a_acc``, ``val_a_loss``, ``val_b_acc``,
-    ``val_b_loss``, from the same forward pass (none for a split of one graph): they select nothing;
-    :func:`heldout_accuracy` is computed from them.
+    (:func:`~pyg_ple.bench.selection.validation_halves`, seeded by ``cfg.seed`` and the fold), ``val_a_acc``,
+    ``val_a_loss``, ``val_b_acc``, ``val_b_loss``, from the same forward pass (none for a split of one graph): they
+    select nothing; :func:`~pyg_ple.bench.selection.heldout_accuracy` is computed from them.
     ``record`` maps further names to index lists of ``ds`` whose accuracy and loss are added as ``<name>_acc`` and
     ``<name>_loss``; they select nothing either (``benchmarks/selection_rules.py`` records the test fold)."""
     from torch_geometric.loader import DataLoader
@@ -363,7 +179,7 @@ def check_run_folder(out: str | os.PathLike, ds: GraphDataset, cfg: BenchmarkCon
     if resume and not found and (run.root / 'splits.json').exists():
         saved = load_splits(run.root / 'splits.json')
         found += differences({k: saved.get(k) for k in ('num_graphs', 'labels_sha256')},
-                             {'num_graphs': len(ds.labels), 'labels_sha256': _labels_digest(ds.labels)})
+                             {'num_graphs': len(ds.labels), 'labels_sha256': labels_digest(ds.labels)})
     if found:
         raise RunFileError(f'{run.root} holds a run with other settings or data ({"; ".join(found)}): resume '
                            'with the same options, or start afresh with --overwrite or another --out')

@@ -23,7 +23,7 @@ def mean_over_runs(record: dict[str, Any], key: str) -> float:
 
 def _ended_by_budget(record: dict[str, Any], config: dict[str, Any]) -> tuple[int, int]:
     # (training runs of a fold ended by the budget, training runs), from the epochs and patience they ran with
-    from pyg_ple.bench.protocol import ended_by_budget
+    from pyg_ple.bench.selection import ended_by_budget
     if 'epochs' not in config:
         return 0, 0
     runs = [r for r in record.get('final_runs') or [record] if r.get('epochs_run') is not None]
@@ -44,7 +44,7 @@ def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> lis
     """One row per model: accuracy mean and std (population std over folds, as in Errica et al.), folds done,
     parameters, seconds per epoch, selected configurations, mean validation accuracy (best epoch, and held out: with
     a grid, the run that chose counts with the held-out figure of its choice of configuration and epoch), and
-    how many training runs the budget ended (:func:`~pyg_ple.bench.protocol.ended_by_budget`) out of how many.
+    how many training runs the budget ended (:func:`~pyg_ple.bench.selection.ended_by_budget`) out of how many.
     Where a fold has several training runs (``--final-runs``), its validation accuracies (selected epoch and held
     out) are their means, as its test accuracy is; its validation loss is the first run's (the runs record none)."""
     runs = list(state['runs'].values())
@@ -70,8 +70,8 @@ def summarize(state: dict[str, Any], models: Sequence[str] | None = None) -> lis
             'train_loss': float(np.mean([r['train_loss'] if r.get('train_loss') is not None else np.nan for r in rs])),
             'val_acc_mean': float(np.mean([mean_over_runs(r, 'val_acc') for r in rs]) * 100),
             'val_loss_mean': float(np.mean([r['val_loss'] if r.get('val_loss') is not None else np.nan for r in rs])),
-            # Held-out validation accuracy (protocol.heldout_accuracy); NaN for runs written before it was recorded.
-            # With a grid, that of the choice of configuration (protocol.heldout_choice_accuracy) for the run that
+            # Held-out validation accuracy (selection.heldout_accuracy); NaN for runs written before it was recorded.
+            # With a grid, that of the choice of configuration (selection.heldout_choice_accuracy) for the run that
             # chose: the selected configuration's own figure saw the graphs that chose it.
             'heldout_val_mean': float(np.mean([_heldout(r) for r in rs]) * 100),
             'fold_acc': [round(float(a), 2) for a in accs],
