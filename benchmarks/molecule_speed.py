@@ -35,6 +35,7 @@ MODELS = {
     'laplacian-native': ('laplacian', {'attention': 'native'}),
     'laplacian-full': ('laplacian', {'attention': 'full', 'edge_dim': 0}),
     'laplacian-native+full': ('laplacian', {'attention': 'native+full'}),
+    'transformer-native+full': ('transformer', {'attention': 'native+full'}),
     'ple-gps': ('ple-gps', {}),
 }
 FIELDS = ['model', 'name', 'params', 's_per_step', 'peak_gb', 'vs_gps', 'vs_native', 'vs_full', 'nodes_per_batch',
@@ -165,14 +166,16 @@ def main(argv=None):
     gps = rows.get('gps', {}).get('s_per_step')
     native = rows.get('laplacian-native', {}).get('s_per_step')
     full = rows.get('laplacian-full', {}).get('s_per_step')
-    for row in rows.values():
-        row['vs_gps'] = row['s_per_step'] / gps if gps else float('nan')
-        row['vs_native'] = row['s_per_step'] / native if native else float('nan')
-        row['vs_full'] = row['s_per_step'] / full if full else float('nan')
+    for row in rows.values():  # a ratio to a model that was not measured is left empty, not written as nan
+        row['vs_gps'] = row['s_per_step'] / gps if gps else None
+        laplacian = row['model'] == 'laplacian'
+        row['vs_native'] = row['s_per_step'] / native if native and laplacian else None
+        row['vs_full'] = row['s_per_step'] / full if full and laplacian else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = 'molecule_speed' + ('_real' if args.root else '') + ('' if args.device == 'cpu' else f'_{args.device}')
-    C.write_csv(out / f'{stem}.csv', FIELDS, [{k: row.get(k, '') for k in FIELDS} for row in rows.values()])
+    C.write_csv(out / f'{stem}.csv', FIELDS, [{k: '' if row.get(k) is None else row[k] for k in FIELDS}
+                                             for row in rows.values()])
     import platform
     import torch
     import torch_geometric
@@ -195,8 +198,7 @@ def main(argv=None):
         C.md_table(['model', 'params', 's / step', 'peak memory (GB)', 'x GPS', 'x same model, bonds only',
                     'x same model, all pairs without bond features'],
                    [[row['name'], row.get('params', ''), f"{row['s_per_step']:.3f}", f"{row['peak_gb']:.2f}",
-                     f"{row['vs_gps']:.2f}"] + ([f"{row['vs_native']:.2f}", f"{row['vs_full']:.2f}"]
-                                                if row['model'] == 'laplacian' else ['', ''])
+                     *('' if row[k] is None else f'{row[k]:.2f}' for k in ('vs_gps', 'vs_native', 'vs_full'))]
                     for row in rows.values()]),
     ]
     if rows:

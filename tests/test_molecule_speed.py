@@ -32,3 +32,20 @@ def test_molecule_speed_refuses_an_unknown_model():
     done = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'molecule_speed.py'), '--models', 'nope'],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and 'unknown nope' in done.stderr
+
+
+@pytest.mark.slow
+def test_molecule_speed_leaves_a_ratio_to_an_unmeasured_model_empty(tmp_path):
+    """Without GPS and the bonds-only Laplacian transformer their columns stay empty, in the CSV and the table."""
+    models = 'gine,laplacian-full,transformer-native+full'
+    done = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'molecule_speed.py'), '--batch-size', '2',
+                           '--hidden', '8', '--heads', '2', '--layers', '1', '--steps', '1', '--rounds', '1',
+                           '--models', models, '--out', str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {row['name']: row for row in csv.DictReader(open(tmp_path / 'molecule_speed.csv'))}
+    assert all(row['vs_gps'] == '' and row['vs_native'] == '' for row in rows.values())
+    assert float(rows['laplacian-full']['vs_full']) == 1.0 and rows['transformer-native+full']['vs_full'] == ''
+    table = (tmp_path / 'molecule_speed.md').read_text()
+    assert 'nan' not in table
+    assert [line.split('|')[5:8] for line in table.splitlines() if line.startswith('| laplacian-full ')] == \
+        [['  ', '  ', ' 1.00 ']]
