@@ -91,6 +91,22 @@ def _versions(folder: Path, state: dict) -> str:
     return f"torch {state.get('torch', '?')}"
 
 
+def validation_against_test(rows: list[dict]) -> list[str]:
+    """Whether the models' order on validation carries over to test, over the rows with every seed finished: their
+    Spearman rank correlation, and where validation's best model ranks on test. Nothing with fewer than 3 rows."""
+    from scipy.stats import rankdata, spearmanr
+    done = [r for r in rows if r['status'] == 'finished']
+    if len(done) < 3:
+        return []
+    val, test = [float(r['val_mean']) for r in done], [float(r['test_mean']) for r in done]
+    rho = spearmanr(val, test).statistic
+    best = done[max(range(len(done)), key=val.__getitem__)]
+    place = int(rankdata([-t for t in test], method='min')[done.index(best)])
+    name = best['model'] + (f" ({best['attention']})" if best['attention'] else '')
+    return ['', f'Validation against test over the {len(done)} rows with every seed finished: Spearman rank '
+            f'correlation {rho:+.2f}; the best on validation, {name}, is {place} of {len(done)} on test.']
+
+
 def plot_val_test(rows: list[dict], path: Path, metric: str) -> bool:
     """Validation against test metric, one point per model with finished seeds (error bars: std over seeds): whether
     validation orders the models as test does. Returns False when matplotlib is missing."""
@@ -172,6 +188,7 @@ def main(argv=None) -> int:
             t = targets.pop()
             budget = f' ({lo / t - 1:+.1%} to {hi / t - 1:+.1%} of the --params target {t:,})'
         md += ['', f'Parameters: {lo:,} to {hi:,}{budget}; the largest {hi / lo - 1:.1%} above the smallest.']
+    md += validation_against_test(rows)
     if status:
         md += ['', '## Unfinished seeds', ''] + [f'- {line}' for line in status]
         md += ['', 'Validation curves (one value per epoch):', '']

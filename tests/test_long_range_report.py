@@ -73,3 +73,24 @@ def test_unfinished_hiv_seeds_are_reported_in_percent_as_the_table(tmp_path):
     assert 'Split: rebuilt scaffold split (...).' in text and '78.80' in text
     assert 'Parameters: 1,000 to 1,000; the largest 0.0% above the smallest.' in text  # no --params: no target
     assert (out / 'molhiv.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and '](molhiv.png)' in text
+
+
+def test_rank_correlation_of_validation_and_test_over_finished_rows(tmp_path):
+    """Validation orders a < b < c, test orders c < a < b: rank differences -1, -1, +2, so rho = 1 - 6 * 6 / (3 * 8)
+    = -0.5, and validation's best (c) is last on test. A row with a seed missing does not count."""
+    base = {'dataset': 'hiv', 'task': {'kind': 'binary', 'metric': 'rocauc', 'higher_is_better': True},
+            'config': {'epochs': 2, 'grid': [{}]}, 'selected': {}, 'command': 'pyg-ple bench --dataset hiv'}
+    figures = {'gcn': [(0.70, 0.75)], 'gin': [(0.80, 0.76)], 'gps': [(0.90, 0.70)], 'laplacian': []}
+    folders = []
+    for model, runs in figures.items():
+        folder = tmp_path / model
+        folder.mkdir()
+        records = {f'{model}/cfg0/seed{r}': _record(model, r, v, t) for r, (v, t) in enumerate(runs)}
+        folder.joinpath('state.json').write_text(json.dumps({**base, 'runs': records}))
+        folders.append(str(folder))
+    out = tmp_path / 'out'
+    proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'long_range.py'), *folders, '--name', 'molhiv',
+                           '--seeds', '1', '--out', str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert ('Validation against test over the 3 rows with every seed finished: Spearman rank correlation -0.50; the '
+            'best on validation, gps, is 3 of 3 on test.') in (out / 'molhiv.md').read_text()
