@@ -10,14 +10,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _run_tiny(models: str, out: Path) -> dict[str, dict[str, str]]:
+    """The script on tiny batches and models, one step and one round; its CSV rows by model name."""
+    done = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'molecule_speed.py'), '--batch-size', '3',
+                           '--hidden', '8', '--heads', '2', '--layers', '1', '--steps', '1', '--rounds', '1',
+                           '--models', models, '--out', str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return {row['name']: row for row in csv.DictReader(open(out / 'molecule_speed.csv'))}
+
+
 @pytest.mark.slow
 def test_molecule_speed_writes_a_row_per_model_with_ratios(tmp_path):
     models = 'gps,laplacian-native,laplacian-full,laplacian-native+full'
-    done = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'molecule_speed.py'), '--batch-size', '3',
-                           '--hidden', '8', '--heads', '2', '--layers', '1', '--steps', '1', '--rounds', '1',
-                           '--models', models, '--out', str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    rows = {row['name']: row for row in csv.DictReader(open(tmp_path / 'molecule_speed.csv'))}
+    rows = _run_tiny(models, tmp_path)
     assert list(rows) == models.split(',')
     assert float(rows['gps']['vs_gps']) == 1.0 and float(rows['laplacian-native']['vs_native']) == 1.0
     for row in rows.values():
@@ -37,12 +42,7 @@ def test_molecule_speed_refuses_an_unknown_model():
 @pytest.mark.slow
 def test_molecule_speed_leaves_a_ratio_to_an_unmeasured_model_empty(tmp_path):
     """Without GPS and the bonds-only Laplacian transformer their columns stay empty, in the CSV and the table."""
-    models = 'gine,laplacian-full,transformer-native+full'
-    done = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'molecule_speed.py'), '--batch-size', '2',
-                           '--hidden', '8', '--heads', '2', '--layers', '1', '--steps', '1', '--rounds', '1',
-                           '--models', models, '--out', str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    rows = {row['name']: row for row in csv.DictReader(open(tmp_path / 'molecule_speed.csv'))}
+    rows = _run_tiny('gine,laplacian-full,transformer-native+full', tmp_path)
     assert all(row['vs_gps'] == '' and row['vs_native'] == '' for row in rows.values())
     assert float(rows['laplacian-full']['vs_full']) == 1.0 and rows['transformer-native+full']['vs_full'] == ''
     table = (tmp_path / 'molecule_speed.md').read_text()
