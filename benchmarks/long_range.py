@@ -19,9 +19,9 @@ from pathlib import Path
 
 import _common as C
 
-from pyg_ple.bench.fixed_split import METRIC_LABELS, summarize_fixed
+from pyg_ple.bench.fixed_split import summarize_fixed
 from pyg_ple.bench.io import load_torch_file
-from pyg_ple.bench.tasks import TASKS
+from pyg_ple.bench.tasks import METRIC_LABELS, TASKS
 
 COLUMNS = ['model', 'attention', 'params', 'epochs', 'seeds', 'val_mean', 'val_std', 'test_mean', 'test_std', 'status',
            'sec_per_epoch', 'best_epoch']
@@ -100,9 +100,9 @@ def validation_against_test(rows: list[dict]) -> list[str]:
         return []
     val, test = [float(r['val_mean']) for r in done], [float(r['test_mean']) for r in done]
     rho = spearmanr(val, test).statistic
-    best = done[max(range(len(done)), key=val.__getitem__)]
-    place = int(rankdata([-t for t in test], method='min')[done.index(best)])
-    name = best['model'] + (f" ({best['attention']})" if best['attention'] else '')
+    best = val.index(max(val))  # the first of equal ones
+    place = int(rankdata([-t for t in test], method='min')[best])
+    name = done[best]['model'] + (f" ({done[best]['attention']})" if done[best]['attention'] else '')
     return ['', f'Validation against test over the {len(done)} rows with every seed finished: Spearman rank '
             f'correlation {rho:+.2f}; the best on validation, {name}, is {place} of {len(done)} on test.']
 

@@ -36,12 +36,11 @@ import torch
 from pyg_ple.bench.io import RunFileError, RunFolder
 from pyg_ple.bench.models import CategoricalInput, build_model, count_parameters
 from pyg_ple.bench.settings import RECIPE_KEYS, BenchmarkConfig, differences, run_seed_of, split_settings
-from pyg_ple.bench.tasks import DatasetSpec, Task, dataset_spec
+from pyg_ple.bench.tasks import METRIC_LABELS, DatasetSpec, Task, dataset_spec
 from pyg_ple.bench.training import TrainConfig, fit, seed_everything
 
-__all__ = ['FIXED_SPLIT_DEFAULTS', 'METRIC_LABELS', 'takes_edge_features', 'model_settings', 'predict',
-           'evaluate_split', 'check_fixed_run_folder', 'run_fixed_split', 'summarize_fixed', 'results_table',
-           'cmd_fixed_split']
+__all__ = ['FIXED_SPLIT_DEFAULTS', 'takes_edge_features', 'model_settings', 'predict', 'evaluate_split',
+           'check_fixed_run_folder', 'run_fixed_split', 'summarize_fixed', 'results_table', 'cmd_fixed_split']
 
 # `pyg-ple bench --dataset peptides-func|hiv` without other options: the budget of benchmarks/long_range_plan.md.
 FIXED_SPLIT_DEFAULTS = dict(epochs=20, hidden=64, layers=4, batch_size=64, lr=1e-3, patience=None, node_attr=False,
@@ -268,10 +267,6 @@ def summarize_fixed(state: dict[str, Any], models: Sequence[str] | None = None,
                      'best_epoch': int(np.median([r['best_epoch'] for r in recs])), 'selected_config': j,
                      'hidden': recs[0]['hparams'].get('hidden')})
     return rows
-
-
-# How the tables name each metric (as the field writes it).
-METRIC_LABELS = {'ap': 'AP', 'rocauc': 'ROC-AUC (%)', 'mae': 'MAE', 'acc': 'accuracy (%)'}
 
 
 def _fmt(value: float, task: Task) -> str:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ['Task', 'TASKS', 'DatasetSpec', 'DATASETS', 'dataset_spec', 'accuracy', 'average_precision', 'roc_auc',
-           'mean_absolute_error', 'SPLIT_KINDS', 'HIV_SPLIT_NOTE']
+           'mean_absolute_error', 'METRIC_LABELS', 'SPLIT_KINDS', 'HIV_SPLIT_NOTE']
 
 SPLIT_KINDS = ('kfold', 'fixed')
 # Said by every result on HIV (see pyg_ple.bench.molecules.scaffold_split).
@@ -129,6 +129,8 @@ class Task:
 
 METRICS: dict[str, Callable[[Any, Any], float]] = {'acc': accuracy, 'ap': average_precision, 'rocauc': roc_auc,
                                                    'mae': mean_absolute_error}
+# How the tables name each metric (as the field writes it).
+METRIC_LABELS = {'ap': 'AP', 'rocauc': 'ROC-AUC (%)', 'mae': 'MAE', 'acc': 'accuracy (%)'}
 TASKS = {
     'multiclass': Task('multiclass', 'acc', True, 100.0),
     'multilabel': Task('multilabel', 'ap', True),
