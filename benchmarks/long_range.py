@@ -8,6 +8,15 @@ sec_per_epoch,best_epoch``), ``<dataset>.md`` (the runs' commands, the table, th
 seeds, the field's figures) and ``<dataset>.png`` (validation against test metric, one point per model).
 
     python benchmarks/long_range.py runs/peptides-func/*/ --name peptides_func
+
+Runs of one model that differ only in ``--seed`` (each with ``--final-runs 1``, run side by side or in different
+sessions) are pooled into one row. A run is a run folder or a state file that ``--keep-states DIR`` kept of one
+(``DIR/<folder>.json``, with ``--root DATA``), so that finished seeds outlive their folders. ``--earlier CSV`` keeps
+the rows of an earlier table whose runs are not given (their commands, split, versions and machine from the ``.md``
+beside it)::
+
+    python benchmarks/long_range.py runs/peptides-func/gps-seed0 runs/peptides-func/gps-seed1 --name peptides_func \
+        --earlier benchmarks/results/peptides_func.csv --keep-states benchmarks/results/peptides_func_runs
 """
 from __future__ import annotations
 
@@ -38,9 +47,48 @@ PUBLISHED = {
 }
 
 
-def folder_rows(folder: Path, state: dict, total: int) -> tuple[list[dict], list[str], str, dict]:
-    """Table rows, status lines and the command of one run folder (its ``state.json`` read as ``state``) whose
-    models run ``total`` seeds."""
+def read_run(path: Path) -> tuple[dict, list[Path]]:
+    """The state of one run and the checkpoint folders of its unfinished seeds: a run folder (its ``state.json``,
+    ``checkpoints/`` beside it) or a state file kept by ``--keep-states`` (no checkpoints)."""
+    file = path if path.is_file() else path / 'state.json'
+    if not file.exists():
+        raise ValueError(f'{path}: no state.json (not a run folder of pyg-ple bench, nor a state file)')
+    state = json.loads(file.read_text())
+    if not isinstance(state, dict) or 'dataset' not in state or 'runs' not in state:
+        raise ValueError(f'{path}: not a state of pyg-ple bench (no dataset or runs)')
+    return state, [] if path.is_file() else [path / 'checkpoints']
+
+
+def run_models(state: dict, checkpoints: list[Path]) -> list[str]:
+    """The models a run holds: those of its finished seeds, then those training in its checkpoints."""
+    names = [r['model'] for r in state['runs'].values()]
+    names += [d.name for c in checkpoints for d in sorted(c.glob('*')) if d.is_dir() and any(d.glob('*.pt'))]
+    return list(dict.fromkeys(names))
+
+
+def pool_runs(named: list[tuple[str, dict]]) -> dict:
+    """One state from runs of one model with one configuration that differ only in ``--seed``: their finished seeds
+    in the order given, numbered anew. Raises ``ValueError`` where they differ in anything else or share a seed."""
+    (first_name, first), runs = named[0], {}
+    config = {k: v for k, v in (first.get('config') or {}).items() if k != 'seed'}
+    for name, state in named:
+        if len((state.get('config') or {}).get('grid') or [{}]) != 1:
+            raise ValueError(f'{name}: a run with a grid of configurations cannot be pooled with others')
+        other = {k: v for k, v in (state.get('config') or {}).items() if k != 'seed'}
+        if other != config or state.get('split_sha256') != first.get('split_sha256'):
+            what = 'split' if other == config else 'settings'
+            raise ValueError(f'{name} and {first_name} differ in their {what}, not only in --seed: not pooled')
+        for record in sorted(state['runs'].values(), key=lambda r: r['seed_index']):
+            twin = next((r for r in runs.values() if r['seed'] == record['seed']), None)
+            if twin is not None:
+                raise ValueError(f"{name}: seed {record['seed']} of {record['model']} is in another run too")
+            runs[f"{record['model']}/cfg0/seed{len(runs)}"] = {**record, 'seed_index': len(runs)}
+    return {**first, 'runs': runs, 'selected': {r['model']: 0 for r in runs.values()}}
+
+
+def folder_rows(checkpoints: list[Path], state: dict, total: int) -> tuple[list[dict], list[str], dict]:
+    """Table rows, status lines and validation curves of one run (or runs pooled into ``state``) whose models run
+    ``total`` seeds; ``checkpoints``: the folders of its unfinished seeds."""
     config = state.get('config') or {}
     scale, digits = _scale(state)
     higher = (state.get('task') or {}).get('higher_is_better', True)
@@ -49,7 +97,7 @@ def folder_rows(folder: Path, state: dict, total: int) -> tuple[list[dict], list
             state.setdefault('selected', {}).setdefault(record['model'], 0)
     rows = summarize_fixed(state)
     lines, curves = [], {}
-    for ckpt in sorted((folder / 'checkpoints').glob('*/*.pt')):
+    for ckpt in (c for folder in checkpoints for c in sorted(folder.glob('*/*.pt'))):
         record = load_torch_file(ckpt, 'a training checkpoint')
         history = record.get('history') or []
         metric = next((k for k in (history[0] if history else {}) if k.startswith('val_') and k != 'val_loss'
@@ -57,21 +105,22 @@ def folder_rows(folder: Path, state: dict, total: int) -> tuple[list[dict], list
         if metric is None:
             continue
         name = ckpt.parent.name
-        curves[f'{name} {ckpt.stem}'] = [round(scale * h[metric], digits) for h in history]
+        run = f'{ckpt.parents[2].name}/' if len(checkpoints) > 1 else ''  # which of the pooled runs
+        curves[f'{run}{name} {ckpt.stem}'] = [round(scale * h[metric], digits) for h in history]
         best = (max if higher else min)(range(len(history)), key=lambda e: history[e][metric])
-        lines.append(f'{name}, {ckpt.stem}: epoch {len(history)} of {config.get("epochs", "?")}, best '
+        lines.append(f'{run}{name}, {ckpt.stem}: epoch {len(history)} of {config.get("epochs", "?")}, best '
                      f'{metric} so far {scale * history[best][metric]:.{digits}f} (epoch {best + 1}); unfinished, '
                      'no test metric yet')
     for row in rows:
         done = row['seeds']
         row['status'] = 'finished' if done >= total else f'{done} of {total} seeds finished'
     models = {r['model'] for r in rows}
-    for name in sorted({k.split()[0] for k in curves} - models):
+    for name in sorted({k.split()[0].split('/')[-1] for k in curves} - models):
         rows.append({**{k: '' for k in COLUMNS}, 'model': name, 'status': 'no seed finished'})
     attention = (config.get('hparams') or {}).get('attention', 'native')
     for row in rows:  # the transformers' candidate edge set, which --models does not name
         row['attention'] = attention if row['model'] in TRANSFORMERS else ''
-    return rows, lines, state.get('command', ''), curves
+    return rows, lines, curves
 
 
 def _scale(state: dict) -> tuple[float, int]:
@@ -86,7 +135,7 @@ def _versions(folder: Path, state: dict) -> str:
     if state.get('versions'):
         return state['versions']
     results = folder / 'results.json'
-    if results.exists():
+    if folder.is_dir() and results.exists():
         return json.loads(results.read_text()).get('versions') or f"torch {state.get('torch', '?')}"
     return f"torch {state.get('torch', '?')}"
 
@@ -131,40 +180,145 @@ def plot_val_test(rows: list[dict], path: Path, metric: str) -> bool:
     return True
 
 
+def earlier_table(path: Path) -> tuple[list[dict], dict[str, list[str]]]:
+    """The rows of an earlier table (this script's CSV) with the numbers as numbers, and what its ``.md`` beside
+    it records: ``commands``, ``split``, ``versions``, ``machine`` (each a list, empty where the ``.md`` is missing)."""
+    import csv
+    with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    if not rows or set(COLUMNS) - set(rows[0]):
+        raise ValueError(f'{path}: not a table of this script (columns {", ".join(COLUMNS)})')
+    for row in rows:
+        for key, kind in (('params', int), ('epochs', int), ('seeds', int), ('best_epoch', int),
+                          ('val_mean', float), ('val_std', float), ('test_mean', float), ('test_std', float),
+                          ('sec_per_epoch', float)):
+            row[key] = kind(float(row[key])) if row[key] not in ('', None) else ''
+    md = path.with_suffix('.md')
+    text = md.read_text().splitlines() if md.exists() else []
+    found = {'commands': [line.strip() for line in text if line.startswith('    pyg-ple bench ')]}
+    for key, label in (('split', 'Split'), ('versions', 'Versions'), ('machine', 'Machine')):
+        found[key] = [line[len(label) + 2:].rstrip('.') for line in text if line.startswith(f'{label}: ')]
+    return rows, found
+
+
+def command_of(row: dict, commands: list[str]) -> list[str]:
+    """The commands among ``commands`` that ran the row's model with its attention."""
+    def option(command: str, name: str) -> str:
+        found = re.search(rf'--{name} (\S+)', command)
+        return found.group(1) if found else ''
+    return [c for c in commands if option(c, 'models') == row['model']
+            and (option(c, 'attention') or 'native') == (row['attention'] or 'native')]
+
+
+def keep_state(state: dict, path: Path) -> None:
+    """Write ``state`` to ``path`` with ``--root DATA`` in its command; refuses to replace a file that is not a
+    state of pyg-ple bench."""
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = None
+        if not (isinstance(old, dict) and 'runs' in old and 'dataset' in old):
+            raise ValueError(f'{path} exists and is not a state of pyg-ple bench: not replaced')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    C.write_json(path, {**state, 'command': re.sub(r'--root \S+', '--root DATA', state.get('command', ''))})
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line on stderr, exit status 2
+        self.exit(2, f'{self.prog}: error: {" ".join(message.splitlines())}\n')
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('folders', nargs='+', type=Path, help='run folders of pyg-ple bench on one dataset')
+    p = _Parser(prog='long_range.py', description=__doc__.split('\n\n')[0])
+    p.add_argument('runs', nargs='+', type=Path, help='run folders of pyg-ple bench on one dataset, or state files '
+                   'kept by --keep-states')
     p.add_argument('--name', required=True, help='file stem of the results, e.g. peptides_func')
-    p.add_argument('--seeds', type=int, default=3, help="the runs' --final-runs")
+    p.add_argument('--seeds', type=int, default=3, help="the seeds every model runs (the runs' --final-runs)")
     p.add_argument('--out', type=Path, default=C.RESULTS)
+    p.add_argument('--earlier', type=Path, help='an earlier table (CSV) of this script: its rows whose model '
+                   'and attention no run gives are kept')
+    p.add_argument('--keep-states', type=Path, metavar='DIR', help='write each run folder\'s state (its finished '
+                   'seeds) to DIR/<folder>.json')
     args = p.parse_args(argv)
-    rows, status, commands, curves, dataset = [], [], [], {}, None
-    splits, versions, machines = {}, {}, {}  # in order of the folders, each once; machines: their folders
-    for folder in args.folders:
-        if not (folder / 'state.json').exists():
-            p.error(f'{folder}: no state.json (not a run folder of pyg-ple bench)')
-        state = json.loads((folder / 'state.json').read_text())
-        if dataset not in (None, state['dataset']):
-            p.error(f"{folder}: dataset {state['dataset']!r}, the others {dataset!r}")
-        dataset = state['dataset']
-        if state.get('split'):
-            splits[state['split']] = None
-        versions[_versions(folder, state)] = None
-        machines.setdefault(state.get('machine'), []).append(folder.name)
-        r, s, cmd, c = folder_rows(folder, state, args.seeds)
+    try:
+        loaded = [(path, *read_run(path)) for path in args.runs]
+        earlier = earlier_table(args.earlier) if args.earlier else ([], {})
+    except (OSError, ValueError) as e:
+        p.error(str(e))
+    dataset = loaded[0][1]['dataset']
+    for path, state, _ in loaded:
+        if state['dataset'] != dataset:
+            p.error(f"{path}: dataset {state['dataset']!r}, the others {dataset!r}")
+    # Runs of one model and attention are pooled (seeds run apart); the rest is one row (or more) per run.
+    groups: dict[tuple, list] = {}
+    for path, state, checkpoints in loaded:
+        models = run_models(state, checkpoints)
+        attention = ((state.get('config') or {}).get('hparams') or {}).get('attention', 'native')
+        key = (tuple(models), attention) if len(models) == 1 else (str(path),)
+        groups.setdefault(key, []).append((path, state, checkpoints))
+    rows, status, curves, pooled = [], [], {}, []
+    for key, members in groups.items():
+        state = members[0][1]
+        if len(members) > 1:
+            try:
+                state = pool_runs([(str(path), st) for path, st, _ in members])
+            except ValueError as e:
+                p.error(str(e))
+            seeds = ', '.join(str(r['seed']) for r in state['runs'].values())
+            names = ', '.join(path.stem if path.is_file() else path.name for path, _, _ in members)
+            pooled.append(f"{key[0][0]}: {names} (run seeds {seeds or 'none finished'})")
+        r, s, c = folder_rows([c for _, _, cks in members for c in cks], state, args.seeds)
         rows += r
         status += s
         curves.update(c)
-        commands.append(re.sub(r'--root \S+', '--root DATA', cmd))
+    commands = [re.sub(r'--root \S+', '--root DATA', st.get('command', '')) for _, st, _ in loaded]
+    splits = {st['split']: None for _, st, _ in loaded if st.get('split')}
+    versions = {_versions(path, st): None for path, st, _ in loaded}
+    machines: dict = {}
+    for path, st, _ in loaded:
+        machines.setdefault(st.get('machine'), []).append(path.stem if path.is_file() else path.name)
+
+    # Rows of the earlier table that no run gives, in its order; the runs' rows take their places.
+    given = {(r['model'], r['attention']) for r in rows}
+    old_rows, found = earlier
+    kept = [r for r in old_rows if (r['model'], r['attention']) not in given and r['seeds'] != '']
+    if kept:
+        order = [(r['model'], r['attention']) for r in old_rows]
+        place = lambda r: order.index((r['model'], r['attention'])) if (r['model'], r['attention']) in order \
+            else len(order)  # noqa: E731
+        rows = sorted(rows + kept, key=place)
+        commands = [c for r in kept for c in command_of(r, found['commands'])] + commands
+        for key, into in (('split', splits), ('versions', versions)):
+            into.update({v: None for v in found[key]})
+        for machine in found['machine']:
+            machines.setdefault(machine, [])
+
+    if args.keep_states:
+        try:
+            for path, st, _ in loaded:
+                if not path.is_file():
+                    keep_state(st, args.keep_states / f'{path.name}.json')
+        except (OSError, ValueError) as e:
+            p.error(str(e))
+
+    state = loaded[0][1]
     digits = _scale(state)[1]  # the rows are on the task's scale already (summarize_fixed)
     fmt = lambda v: f'{v:.{digits}f}'  # noqa: E731
     args.out.mkdir(parents=True, exist_ok=True)
     C.write_csv(args.out / f'{args.name}.csv', COLUMNS, [{k: row.get(k, '') for k in COLUMNS} for row in rows])
     what, published = PUBLISHED.get(dataset, ('', []))
+    built = ' '.join(str(f) for f in args.runs) + f' --name {args.name}' + \
+        (f' --earlier {args.earlier}' if args.earlier else '')
     md = [f'# {dataset}: pyg-ple bench on a fixed split', '',
-          'Built by `python benchmarks/long_range.py ' + ' '.join(str(f) for f in args.folders)
-          + f' --name {args.name}` from the run folders of these commands (one thread each, two at a time):', '']
+          f'Built by `python benchmarks/long_range.py {built}` from the runs of these commands (one thread each, two '
+          'at a time):', '']
     md += [f'    {c}' for c in commands]
+    if kept:
+        md += ['', f'Rows kept from the earlier table `{args.earlier.name}` (their runs are not at hand): '
+               + ', '.join(r['model'] + (f" ({r['attention']})" if r['attention'] else '') for r in kept) + '.']
+    if pooled:
+        md += ['', 'Seeds pooled from runs that differ only in `--seed`: ' + '; '.join(pooled) + '.']
     md += ['', f'Split: {"; ".join(splits) or "not recorded"}.', '', f'Versions: {"; ".join(versions)}.', '',
            'Machine: ' + '; '.join(m if m else f'not recorded in the run folder(s) {", ".join(f)}'
                                    for m, f in machines.items()) + '.']

@@ -5,6 +5,7 @@ at a time.
     python benchmarks/long_range_runs.py --dataset hiv --root DATA --arms gps,ple-gps
     python benchmarks/long_range_runs.py --dataset peptides-func --root DATA --budget field --device cuda --jobs 1
     python benchmarks/long_range_runs.py --dataset hiv --root DATA --dry-run      # the commands, one per line
+    python benchmarks/long_range_runs.py --dataset peptides-func --root DATA --arms gps --seed-jobs 0,1
 
 Each arm runs into ``OUT/<dataset>/<arm>`` with ``--resume --checkpoint-every 1`` and appends its output to
 ``OUT/<dataset>/<arm>.log``. Stopped (Ctrl-C, a closed session) and started again with the same arguments, every arm
@@ -13,6 +14,9 @@ continues from its last finished epoch; a finished arm loads its data, finds eve
 ``benchmarks/long_range_plan.md``: ``cpu`` is the one every model got on 2 CPU cores; ``field`` is the field's scale
 (500k parameters, 200 epochs, 4 seeds), for a GPU. Started a second time while the first is running, its arms stop
 at once: one process at a time writes a run folder.
+``--seed-jobs 0,1`` runs an arm's seeds apart, each its own job (``--seed S --final-runs 1`` into
+``OUT/<dataset>/<arm>-seed<S>``), so that they train side by side or in different sessions; ``long_range.py`` pools
+them into one row. Seed job 0 trains the seed every arm trains first.
 The exit status is 0 when every arm finished, 1 when one failed (its log says why), 2 for bad arguments.
 """
 from __future__ import annotations
@@ -68,6 +72,16 @@ def _arm_list(text: str) -> list[str]:
     return [n for n in ARM_NAMES if n in names]  # always in the planned order
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(n) for n in text.split(',')]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise argparse.ArgumentTypeError(f'{text!r} is not a comma-separated list of distinct seeds >= 0')
+    return seeds
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -86,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--arms', type=_arm_list, default=ARM_NAMES, help=f'comma-separated (default: all: '
                    f'{",".join(ARM_NAMES)})')
     p.add_argument('--jobs', type=_positive, default=2, help='arms running at once (default: 2)')
+    p.add_argument('--seed-jobs', type=_seed_list, metavar='S,...', help="run each arm's seeds apart: one job "
+                   'per --seed S with --final-runs 1 (folders <arm>-seed<S>)')
     p.add_argument('--threads', type=_positive, default=1, help='torch threads per arm (default: 1)')
     p.add_argument('--device', help='passed to pyg-ple bench (its default: cpu)')
     p.add_argument('--out', type=Path, default=Path('runs'), help='parent of the run folders (default: runs)')
@@ -93,18 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def arm_command(args: argparse.Namespace, arm: str) -> list[str]:
-    """The ``pyg-ple bench`` arguments of one arm (without the program name)."""
+def arm_command(args: argparse.Namespace, arm: str, seed: int | None = None) -> list[str]:
+    """The ``pyg-ple bench`` arguments of one arm (without the program name); with ``seed``, its job of that one
+    seed (see ``--seed-jobs``)."""
     _, model, options = next(a for a in ARMS if a[0] == arm)
     budget = BUDGETS[args.budget]
+    runs = ['--final-runs', str(budget['final_runs'])] if seed is None else ['--final-runs', '1', '--seed', str(seed)]
     root = ['--root', args.root] if args.root else []
     device = ['--device', args.device] if args.device else []
     return ['bench', '--dataset', args.dataset, *root, '--models', model, *options,
             '--params', str(budget['params']), '--layers', '4', '--heads', '4', '--epochs', str(budget['epochs']),
-            '--final-runs', str(budget['final_runs']), '--batch-size', '64', '--lr', '0.001', '--schedule', 'cosine',
+            *runs, '--batch-size', '64', '--lr', '0.001', '--schedule', 'cosine',
             '--warmup-epochs', '5', *DATASET_OPTIONS[args.dataset], '--pe', 'rw', '--pe-dim', '8', *device,
             '--threads', str(args.threads), '--checkpoint-every', '1', '--resume',
-            '--out', str(args.out / args.dataset / arm)]
+            '--out', str(args.out / args.dataset / job_name(arm, seed))]
+
+
+def job_name(arm: str, seed: int | None = None) -> str:
+    """The folder (and log) name of an arm's job: the arm, or ``<arm>-seed<S>`` for its job of seed ``S``."""
+    return arm if seed is None else f'{arm}-seed{seed}'
 
 
 def run_all(jobs: Sequence[tuple[str, list[str], Path]], parallel: int, poll: float = 1.0) -> dict[str, int]:
@@ -148,7 +171,9 @@ def run_all(jobs: Sequence[tuple[str, list[str], Path]], parallel: int, poll: fl
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     program = [sys.executable, '-m', 'pyg_ple']
-    jobs = [(arm, program + arm_command(args, arm), args.out / args.dataset / f'{arm}.log') for arm in args.arms]
+    jobs = [(job_name(arm, seed), program + arm_command(args, arm, seed),
+             args.out / args.dataset / f'{job_name(arm, seed)}.log')
+            for arm in args.arms for seed in (args.seed_jobs or [None])]
     if args.dry_run:
         for _, command, _ in jobs:
             print(shlex.join(['pyg-ple', *command[len(program):]]))

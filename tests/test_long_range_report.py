@@ -94,3 +94,97 @@ def test_rank_correlation_of_validation_and_test_over_finished_rows(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert ('Validation against test over the 3 rows with every seed finished: Spearman rank correlation -0.50; the '
             'best on validation, gps, is 3 of 3 on test.') in (out / 'molhiv.md').read_text()
+
+
+def _gps_run(folder, seed, val, test, command_seed=None, epochs=2):
+    """A run folder of GPS with one finished seed of run seed ``seed`` (``--seed`` ``command_seed``)."""
+    folder.mkdir(parents=True)
+    record = {**_record('gps', 0, val, test, params=1200), 'seed': seed}
+    folder.joinpath('state.json').write_text(json.dumps({
+        'dataset': 'peptides-func', 'task': {'kind': 'multilabel', 'metric': 'ap', 'higher_is_better': True},
+        'config': {'epochs': epochs, 'seed': command_seed, 'grid': [{}]}, 'selected': {'gps': 0},
+        'split_sha256': 'abc', 'runs': {'gps/cfg0/seed0': record},
+        'command': f'pyg-ple bench --dataset peptides-func --root /a/machine/path --models gps --seed {command_seed} '
+                   '--final-runs 1', 'split': 'official LRGB split', 'versions': 'torch 2.13', 'machine': '2 cores'}))
+    return folder
+
+
+def _long_range(*argv):
+    return subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'long_range.py'), *map(str, argv)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_runs_differing_only_in_seed_pool_into_one_row_and_outlive_their_folders(tmp_path):
+    a = _gps_run(tmp_path / 'gps-seed0', 0, 0.40, 0.30, command_seed=0)
+    b = _gps_run(tmp_path / 'gps-seed1', 1000003, 0.60, 0.50, command_seed=1)
+    out, kept = tmp_path / 'out', tmp_path / 'kept'
+    proc = _long_range(a, b, '--name', 'peptides_func', '--out', out, '--keep-states', kept)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(open(out / 'peptides_func.csv')))
+    assert len(rows) == 1 and rows[0]['seeds'] == '2' and rows[0]['status'] == '2 of 3 seeds finished'
+    assert abs(float(rows[0]['val_mean']) - 0.5) < 1e-9 and abs(float(rows[0]['test_std']) - 0.1) < 1e-9
+    text = (out / 'peptides_func.md').read_text()
+    assert 'gps: gps-seed0, gps-seed1 (run seeds 0, 1000003)' in text and '/a/machine/path' not in text
+    # the kept states hold no machine path and stand for their folders: the same table from them and a third seed
+    states = sorted(kept.glob('*.json'))
+    assert [s.name for s in states] == ['gps-seed0.json', 'gps-seed1.json']
+    assert '--root DATA' in states[0].read_text() and '/a/machine/path' not in states[0].read_text()
+    c = _gps_run(tmp_path / 'gps-seed2', 2000006, 0.50, 0.40, command_seed=2)
+    proc = _long_range(*states, c, '--name', 'peptides_func', '--out', out)
+    assert proc.returncode == 0, proc.stderr
+    row = next(csv.DictReader(open(out / 'peptides_func.csv')))
+    assert row['seeds'] == '3' and row['status'] == 'finished' and abs(float(row['test_mean']) - 0.4) < 1e-9
+
+
+def test_runs_that_differ_in_more_than_the_seed_are_not_pooled(tmp_path):
+    a = _gps_run(tmp_path / 'gps-seed0', 0, 0.40, 0.30, command_seed=0)
+    b = _gps_run(tmp_path / 'gps-seed1', 1000003, 0.60, 0.50, command_seed=1, epochs=3)
+    proc = _long_range(a, b, '--name', 'x', '--out', tmp_path / 'out')
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert 'differ in their settings, not only in --seed' in proc.stderr
+    same = _gps_run(tmp_path / 'again', 0, 0.40, 0.30, command_seed=0)
+    proc = _long_range(a, same, '--name', 'x', '--out', tmp_path / 'out')
+    assert proc.returncode == 2 and 'seed 0 of gps is in another run too' in proc.stderr
+    assert not (tmp_path / 'out').exists()
+
+
+def test_keep_states_refuses_to_replace_a_file_it_did_not_write(tmp_path):
+    a = _gps_run(tmp_path / 'gps-seed0', 0, 0.40, 0.30, command_seed=0)
+    kept = tmp_path / 'kept'
+    kept.mkdir()
+    (kept / 'gps-seed0.json').write_text('{"my": "notes"}')
+    proc = _long_range(a, '--name', 'x', '--out', tmp_path / 'out', '--keep-states', kept)
+    assert proc.returncode == 2 and 'is not a state of pyg-ple bench: not replaced' in proc.stderr
+    assert (kept / 'gps-seed0.json').read_text() == '{"my": "notes"}'
+
+
+def test_earlier_rows_are_kept_where_no_run_gives_them(tmp_path):
+    """A first table of GCN and the Laplacian transformer; then GPS alone, with the first table as --earlier: GCN's
+    and the transformer's rows, commands and machine are kept, in the earlier order, and GPS's row is added."""
+    base = {'dataset': 'peptides-func', 'task': {'kind': 'multilabel', 'metric': 'ap', 'higher_is_better': True},
+            'split': 'official LRGB split', 'versions': 'torch 2.13'}
+    folders = []
+    for model, attention, v, t in (('gcn', 'native', 0.5, 0.4), ('laplacian', 'native+full', 0.7, 0.6)):
+        folder = tmp_path / model
+        folder.mkdir()
+        folder.joinpath('state.json').write_text(json.dumps({
+            **base, 'config': {'epochs': 2, 'hparams': {'attention': attention}, 'grid': [{}]},
+            'selected': {model: 0}, 'runs': {f'{model}/cfg0/seed0': _record(model, 0, v, t)},
+            'machine': 'an older machine', 'command': f'pyg-ple bench --models {model} --attention {attention} '
+                                                     '--params 1000'}))
+        folders.append(folder)
+    first = tmp_path / 'first'
+    assert _long_range(*folders, '--name', 'peptides_func', '--seeds', '1', '--out', first).returncode == 0
+    gps = _gps_run(tmp_path / 'gps-seed0', 0, 0.6, 0.5, command_seed=0)
+    out = tmp_path / 'out'
+    proc = _long_range(gps, '--name', 'peptides_func', '--seeds', '1', '--out', out, '--earlier',
+                       first / 'peptides_func.csv')
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(open(out / 'peptides_func.csv')))
+    assert [(r['model'], r['attention']) for r in rows] == [('gcn', ''), ('laplacian', 'native+full'), ('gps', '')]
+    assert [r['test_mean'] for r in rows] == ['0.4', '0.6', '0.5'] and rows[1]['status'] == 'finished'
+    text = (out / 'peptides_func.md').read_text()
+    assert 'pyg-ple bench --models laplacian --attention native+full --params 1000' in text
+    assert 'Rows kept from the earlier table `peptides_func.csv` (their runs are not at hand): gcn, laplacian ' \
+        '(native+full).' in text
+    assert 'an older machine' in text and 'Spearman rank correlation +1.00' in text

@@ -42,13 +42,14 @@ def _config(command: str):
 def test_the_commands_are_those_the_results_files_record(dataset, table):
     """Every arm the committed table ran is rerun by this script with the same configuration and folder, so that
     ``--resume`` continues it rather than refusing it."""
-    proc = _script('--dataset', dataset, '--root', 'DATA', '--dry-run')
-    assert proc.returncode == 0, proc.stderr
     ours = {}
-    for line in proc.stdout.splitlines():
-        cfg, out = _config(line)
-        ours[out] = cfg
-    assert len(ours) == len(runs.ARMS)
+    for extra in ([], ['--seed-jobs', '0,1,2']):  # the arms, and their seeds run apart
+        proc = _script('--dataset', dataset, '--root', 'DATA', '--dry-run', *extra)
+        assert proc.returncode == 0, proc.stderr
+        for line in proc.stdout.splitlines():
+            cfg, out = _config(line)
+            ours[out] = cfg
+    assert len(ours) == 4 * len(runs.ARMS)
     recorded = re.findall(r'^ {4}(pyg-ple bench .*)$', (REPO / 'benchmarks' / 'results' / f'{table}.md').read_text(),
                           flags=re.M)
     assert len(recorded) >= 3
@@ -71,7 +72,26 @@ def test_the_field_budget_and_the_options_passed_through():
     assert '--root' not in argv  # left to $PYG_PLE_DATA
 
 
+def test_seed_jobs_run_the_seeds_of_an_arm_apart():
+    """One job per seed, each one seed (--final-runs 1) with its own --seed into its own folder, and otherwise the
+    arm's configuration: seed job 0 trains the arm's first seed."""
+    from pyg_ple.bench.settings import run_seed_of
+    whole = _script('--dataset', 'peptides-func', '--arms', 'gps', '--dry-run')
+    apart = _script('--dataset', 'peptides-func', '--arms', 'gcn,gps', '--seed-jobs', '0,3', '--dry-run')
+    assert whole.returncode == 0 and apart.returncode == 0, apart.stderr
+    arm, _ = _config(whole.stdout.strip())
+    jobs = [_config(line) for line in apart.stdout.splitlines()]
+    assert [out for _, out in jobs] == ['runs/peptides-func/gcn-seed0', 'runs/peptides-func/gcn-seed3',
+                                        'runs/peptides-func/gps-seed0', 'runs/peptides-func/gps-seed3']
+    for cfg, _ in jobs[2:]:
+        assert cfg.final_runs == 1 and cfg.comparable() == {**arm.comparable(), 'seed': cfg.seed}
+    assert [cfg.seed for cfg, _ in jobs[2:]] == [0, 3]
+    assert run_seed_of(jobs[2][0].seed, 0) == run_seed_of(arm.seed, 0)
+
+
 @pytest.mark.parametrize('args,flag', [
+    (['--seed-jobs', '0,0'], '--seed-jobs'), (['--seed-jobs', '-1'], '--seed-jobs'),
+    (['--seed-jobs', ''], '--seed-jobs'),
     (['--arms', 'gcn,nope'], '--arms'), (['--arms', 'gcn,gcn'], '--arms'), (['--arms', ','], '--arms'),
     (['--jobs', '0'], '--jobs'), (['--threads', 'x'], '--threads'), (['--budget', 'gpu'], '--budget')])
 def test_bad_arguments_are_one_line_and_status_2(args, flag):
