@@ -224,6 +224,34 @@ def keep_state(state: dict, path: Path) -> None:
     C.write_json(path, {**state, 'command': re.sub(r'--root \S+', '--root DATA', state.get('command', ''))})
 
 
+def _run_name(path: Path) -> str:
+    return path.stem if path.is_file() else path.name
+
+
+def gather(loaded: list[tuple[Path, dict, list[Path]]], total: int) -> tuple[list[dict], list[str], dict, list[str]]:
+    """Rows, status lines, validation curves and the pooled runs (one line each) of ``(path, state, checkpoints)``
+    runs whose models run ``total`` seeds: runs of one model and attention are pooled (seeds run apart), any other
+    run gives rows of its own. Raises ``ValueError`` where runs of one model cannot be pooled."""
+    groups: dict[tuple, list] = {}
+    for path, state, checkpoints in loaded:
+        models = run_models(state, checkpoints)
+        attention = ((state.get('config') or {}).get('hparams') or {}).get('attention', 'native')
+        key = (models[0], attention) if len(models) == 1 else (str(path),)
+        groups.setdefault(key, []).append((path, state, checkpoints))
+    rows, status, curves, pooled = [], [], {}, []
+    for key, members in groups.items():
+        state = members[0][1]
+        if len(members) > 1:
+            state = pool_runs([(str(path), st) for path, st, _ in members])
+            seeds = ', '.join(str(r['seed']) for r in state['runs'].values()) or 'none finished'
+            pooled.append(f"{key[0]}: {', '.join(_run_name(path) for path, _, _ in members)} (run seeds {seeds})")
+        r, s, c = folder_rows([c for _, _, cks in members for c in cks], state, total)
+        rows += r
+        status += s
+        curves.update(c)
+    return rows, status, curves, pooled
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line on stderr, exit status 2
         self.exit(2, f'{self.prog}: error: {" ".join(message.splitlines())}\n')
@@ -250,44 +278,24 @@ def main(argv=None) -> int:
     for path, state, _ in loaded:
         if state['dataset'] != dataset:
             p.error(f"{path}: dataset {state['dataset']!r}, the others {dataset!r}")
-    # Runs of one model and attention are pooled (seeds run apart); the rest is one row (or more) per run.
-    groups: dict[tuple, list] = {}
-    for path, state, checkpoints in loaded:
-        models = run_models(state, checkpoints)
-        attention = ((state.get('config') or {}).get('hparams') or {}).get('attention', 'native')
-        key = (tuple(models), attention) if len(models) == 1 else (str(path),)
-        groups.setdefault(key, []).append((path, state, checkpoints))
-    rows, status, curves, pooled = [], [], {}, []
-    for key, members in groups.items():
-        state = members[0][1]
-        if len(members) > 1:
-            try:
-                state = pool_runs([(str(path), st) for path, st, _ in members])
-            except ValueError as e:
-                p.error(str(e))
-            seeds = ', '.join(str(r['seed']) for r in state['runs'].values())
-            names = ', '.join(path.stem if path.is_file() else path.name for path, _, _ in members)
-            pooled.append(f"{key[0][0]}: {names} (run seeds {seeds or 'none finished'})")
-        r, s, c = folder_rows([c for _, _, cks in members for c in cks], state, args.seeds)
-        rows += r
-        status += s
-        curves.update(c)
+    try:
+        rows, status, curves, pooled = gather(loaded, args.seeds)
+    except ValueError as e:
+        p.error(str(e))
     commands = [re.sub(r'--root \S+', '--root DATA', st.get('command', '')) for _, st, _ in loaded]
     splits = {st['split']: None for _, st, _ in loaded if st.get('split')}
     versions = {_versions(path, st): None for path, st, _ in loaded}
     machines: dict = {}
     for path, st, _ in loaded:
-        machines.setdefault(st.get('machine'), []).append(path.stem if path.is_file() else path.name)
+        machines.setdefault(st.get('machine'), []).append(_run_name(path))
 
     # Rows of the earlier table that no run gives, in its order; the runs' rows take their places.
     given = {(r['model'], r['attention']) for r in rows}
     old_rows, found = earlier
     kept = [r for r in old_rows if (r['model'], r['attention']) not in given and r['seeds'] != '']
     if kept:
-        order = [(r['model'], r['attention']) for r in old_rows]
-        place = lambda r: order.index((r['model'], r['attention'])) if (r['model'], r['attention']) in order \
-            else len(order)  # noqa: E731
-        rows = sorted(rows + kept, key=place)
+        order = {(r['model'], r['attention']): i for i, r in enumerate(old_rows)}
+        rows = sorted(rows + kept, key=lambda r: order.get((r['model'], r['attention']), len(order)))
         commands = [c for r in kept for c in command_of(r, found['commands'])] + commands
         for key, into in (('split', splits), ('versions', versions)):
             into.update({v: None for v in found[key]})
