@@ -1,6 +1,6 @@
 """The long-range and molecule tables (Peptides-func, HIV) from ``pyg-ple bench`` run folders, finished or not.
 
-Finished seeds come from each folder's ``state.json`` (:func:`pyg_ple.bench.fixed_split.summarize_fixed`: the
+Finished seeds come from each folder's ``state.json`` (:func:`pyg_ple.bench.report.summarize_fixed`: the
 epoch of best validation metric per run, test scored once with it). A seed still training is reported by its
 status only (epochs done, validation metric so far, read from its checkpoint): its test metric does not exist yet.
 Writes ``<dataset>.csv`` (``model,attention,params,epochs,seeds,val_mean,val_std,test_mean,test_std,status,
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import _common as C
 
-from pyg_ple.bench.fixed_split import summarize_fixed
 from pyg_ple.bench.io import load_torch_file
+from pyg_ple.bench.report import summarize_fixed
 from pyg_ple.bench.tasks import METRIC_LABELS, TASKS
 
 COLUMNS = ['model', 'attention', 'params', 'epochs', 'seeds', 'val_mean', 'val_std', 'test_mean', 'test_std', 'status',

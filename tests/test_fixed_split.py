@@ -15,6 +15,7 @@ from pyg_ple.bench import fixed_split
 from pyg_ple.bench.budget import parameter_count, width_for_budget, widths_for_budget
 from pyg_ple.bench.cli import main
 from pyg_ple.bench.models import CategoricalInput
+from pyg_ple.bench.report import FIXED_RESULT_COLUMNS
 
 pytest.importorskip('rdkit')
 pytest.importorskip('ogb')
@@ -62,7 +63,7 @@ def test_peptides_run_writes_one_row_per_model_over_its_seeds(data_root, tmp_pat
     with open(out / 'results.csv') as f:
         rows = list(csv.DictReader(f))
     assert [r['model'] for r in rows] == ['gcn', 'gin']
-    assert list(rows[0])[:8] == list(fixed_split.RESULT_COLUMNS)
+    assert list(rows[0])[:8] == list(FIXED_RESULT_COLUMNS)
     for row in rows:
         assert row['seeds'] == '2' and row['epochs'] == '2'
         assert abs(int(row['params']) - 15000) <= 1500  # the budget: every model within 10 %

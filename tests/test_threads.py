@@ -128,10 +128,10 @@ def test_only_the_command_line_sets_torch_threads():
 
 
 def test_the_default_applies_to_fixed_split_datasets_too(tmp_path, monkeypatch, threads_restored):
-    """cmd_bench sets the threads before it hands a fixed-split dataset (peptides-func, hiv) to cmd_fixed_split."""
-    import pyg_ple.bench.fixed_split as fixed_split
+    """cmd_bench sets the threads before it hands a fixed-split dataset (peptides-func, hiv) to _bench_fixed_split."""
+    import pyg_ple.bench.cli as cli
     seen = []
-    monkeypatch.setattr(fixed_split, 'cmd_fixed_split', lambda args: seen.append(torch.get_num_threads()) or 0)
+    monkeypatch.setattr(cli, '_bench_fixed_split', lambda args: seen.append(torch.get_num_threads()) or 0)
     assert main(['bench', '--dataset', 'peptides-func', '--out', str(tmp_path / 'run')]) == 0
     assert main(['bench', '--dataset', 'hiv', '--threads', '2', '--out', str(tmp_path / 'run')]) == 0
     assert seen == [1, 2]

@@ -309,8 +309,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     holder = os.environ.get('RANK', '0') == '0'
     with run_folder_lock(_bench_out(args)) if holder else contextlib.nullcontext():
         if dataset_spec(args.dataset).split == 'fixed':  # an official split and several seeds, not k-fold
-            from pyg_ple.bench.fixed_split import cmd_fixed_split
-            return cmd_fixed_split(args)
+            return _bench_fixed_split(args)
         return _bench_k_fold(args, threads)
 
 
@@ -370,6 +369,87 @@ def _bench_k_fold(args: argparse.Namespace, threads: int) -> int:
 # --------------------------------------------------------------------------------------------------------------------
 # graph
 # --------------------------------------------------------------------------------------------------------------------
+def _bench_fixed_split(args: argparse.Namespace) -> int:
+    """``pyg-ple bench`` on a fixed-split dataset (Peptides-func, HIV): an official split and several seeds."""
+    import dataclasses
+
+    from pyg_ple.bench.budget import widths_for_budget
+    from pyg_ple.bench.fixed_split import (
+        check_fixed_run_folder,
+        model_settings,
+        run_fixed_split,
+        split_spec,
+    )
+    from pyg_ple.bench.io import RunFolder
+    from pyg_ple.bench.models import CategoricalInput
+    from pyg_ple.bench.molecules import MolExtraMissingError, atom_feature_dims, bond_feature_dims
+    from pyg_ple.bench.report import fixed_results_table, summarize_fixed, versions_text, write_fixed_results
+    from pyg_ple.bench.settings import check_setting, split_settings
+    from pyg_ple.bench.tasks import dataset_spec
+    spec = dataset_spec(args.dataset)
+    args.dataset = spec.name  # validate_bench_args fills the options not given from FIXED_SPLIT_DEFAULTS
+    if args.inner_splits > 1:
+        raise CommandError(f'--inner-splits applies to k-fold datasets; {spec.name} has a fixed split (--final-runs '
+                           'sets the seeds)')
+    params = getattr(args, 'params', None)
+    if params is not None:
+        try:
+            check_setting('epochs', params, '--params')  # an integer >= 1
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        if isinstance(args.hidden, tuple):
+            raise CommandError('--params sets each model\'s width: leave out --hidden')
+    cfg = validate_bench_args(args)
+    cfg.hparams.pop('edge_dim', None)  # set per model from its width (model_settings)
+    if params is not None and any('hidden' in c for c in cfg.grid):
+        raise CommandError('--params sets each model\'s width: the --grid must not set "hidden"')
+    try:
+        categorical = CategoricalInput(tuple(atom_feature_dims()), tuple(bond_feature_dims()))
+    except MolExtraMissingError as e:
+        raise CommandError(str(e)) from None
+    outputs = 10 if spec.name == 'peptides-func' else 1
+    if params is not None:
+        try:
+            widths = widths_for_budget(cfg.models, params, categorical, outputs, cfg.hparams, model_settings)
+        except ValueError as e:
+            raise CommandError(f'--params {e}') from None
+        cfg = dataclasses.replace(cfg, model_hparams={n: {'hidden': w} for n, (w, _) in widths.items()})
+    pe = None if args.pe == 'none' else args.pe
+    try:
+        data = spec.loader(spec.name, args.root, pe=pe, pe_dim=args.pe_dim)
+    except (FileNotFoundError, ValueError, MolExtraMissingError) as e:
+        raise CommandError(str(e)) from None
+    spec = split_spec(spec, data)
+    out = _bench_out(args)
+    try:
+        check_fixed_run_folder(out, data, cfg, resume=args.resume, overwrite=args.overwrite)
+    except RunFileError as e:
+        raise CommandError(f'--out {e}') from None
+    command = 'pyg-ple ' + ' '.join(shlex.quote(a) for a in (args.argv or []))
+    width = {n: split_settings(cfg, {}, n)[1]['hidden'] for n in cfg.models}
+    sizes = ' / '.join(f'{len(data.split[k]):,}' for k in ('train', 'val', 'test'))
+    print(f'pyg-ple bench: {data.name}, {len(data)} graphs, {spec.note} ({sizes}), {spec.task.kind}, metric '
+          f'{spec.task.metric}; models {", ".join(cfg.models)}; {cfg.final_runs} seed(s) x {len(cfg.grid)} '
+          f'config(s) x {cfg.epochs} epochs; width {", ".join(f"{n} {w}" for n, w in width.items())}; out {out}',
+          file=sys.stderr)
+    t0 = time.time()
+    try:
+        state = run_fixed_split(data, cfg, out, resume=args.resume, overwrite=args.overwrite, command=command,
+                                spec=spec)
+    except KeyboardInterrupt:
+        print(f'\npyg-ple bench: interrupted; finished runs are in {out / "state.json"}. Continue with the same '
+              'command and --resume.', file=sys.stderr)
+        return 130
+    rows = summarize_fixed(state, cfg.models, spec.task)
+    meta = {'command': command, 'dataset': data.name, 'split': spec.note, 'info': data.info,
+            'config': cfg.comparable(), 'seeds': cfg.final_runs, 'select': cfg.select, 'params_target': params,
+            'versions': versions_text(), 'seconds': time.time() - t0}
+    paths = write_fixed_results(RunFolder(out, 'add').prepare(), rows, meta, spec)
+    print(fixed_results_table(rows, spec.task))
+    print(f'\nresults: {", ".join(str(p) for p in paths.values())}')
+    return 0
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     import io
 

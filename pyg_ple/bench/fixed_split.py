@@ -13,39 +13,37 @@ rather than k-fold cross-validation.
   as wide as the model (``edge_dim = hidden``, as OGB's GNNs embed bonds per layer at the model's width) for every
   model that takes edge features (not GCN, the token models, or ``attention='full'``).
 
-Results go to a :class:`~pyg_ple.bench.io.RunFolder` as in :mod:`pyg_ple.bench.protocol`: ``state.json`` after every
-training run (``resume=True`` skips finished runs, and a run killed half-way continues from its last checkpoint),
-``results.json``/``.csv``/``.md``, and the kept model of every run under ``models/``.
+Runs go to a :class:`~pyg_ple.bench.io.RunFolder` as in :mod:`pyg_ple.bench.protocol`: ``state.json`` after every
+training run (``resume=True`` skips finished runs, and a run killed half-way continues from its last checkpoint) and
+the kept model of every run under ``models/``; :mod:`pyg_ple.bench.report` turns the state into the results files
+(``results.json``/``.csv``/``.md``, :func:`~pyg_ple.bench.report.write_fixed_results`), and ``pyg-ple bench
+--dataset peptides-func|hiv`` (:mod:`pyg_ple.bench.cli`) runs both.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import os
-import platform
-import shlex
-import sys
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from pyg_ple.bench.io import RunFileError, RunFolder
 from pyg_ple.bench.models import CategoricalInput, build_model, count_parameters
+from pyg_ple.bench.report import machine_text, versions_text
 from pyg_ple.bench.settings import RECIPE_KEYS, BenchmarkConfig, differences, run_seed_of, split_settings
-from pyg_ple.bench.tasks import METRIC_LABELS, DatasetSpec, Task, dataset_spec
+from pyg_ple.bench.tasks import DatasetSpec, Task, dataset_spec
 from pyg_ple.bench.training import TrainConfig, fit, seed_everything
 
 __all__ = ['FIXED_SPLIT_DEFAULTS', 'takes_edge_features', 'model_settings', 'predict', 'evaluate_split',
-           'check_fixed_run_folder', 'run_fixed_split', 'summarize_fixed', 'results_table', 'cmd_fixed_split']
+           'check_fixed_run_folder', 'run_fixed_split']
 
 # `pyg-ple bench --dataset peptides-func|hiv` without other options: the budget of benchmarks/long_range_plan.md.
 FIXED_SPLIT_DEFAULTS = dict(epochs=20, hidden=64, layers=4, batch_size=64, lr=1e-3, patience=None, node_attr=False,
                             final_runs=3)
-RESULT_COLUMNS = ('model', 'params', 'epochs', 'seeds', 'val_mean', 'val_std', 'test_mean', 'test_std')
 
 
 def takes_edge_features(name: str, hparams: dict[str, Any]) -> bool:
@@ -184,8 +182,8 @@ def run_fixed_split(data: Any, cfg: BenchmarkConfig, out: str | os.PathLike, res
                              'task': {'kind': spec.task.kind, 'metric': spec.task.metric,
                                       'higher_is_better': spec.task.higher_is_better},
                              'info': data.info, 'config': cfg.comparable(), 'runs': {}, 'selected': {},
-                             'command': command, 'torch': torch.__version__, 'versions': _versions(),
-                             'machine': _machine()}
+                             'command': command, 'torch': torch.__version__, 'versions': versions_text(),
+                             'machine': machine_text()}
     if resume and (run.root / 'state.json').exists():
         old = json.loads((run.root / 'state.json').read_text())
         state['runs'], state['selected'] = old.get('runs', {}), old.get('selected', {})
@@ -237,175 +235,3 @@ def _run_once(data: Any, spec: DatasetSpec, name: str, cfg: BenchmarkConfig, run
         run.remove(rel)
     if bar is not None:
         bar.update(1)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------------------------------
-def summarize_fixed(state: dict[str, Any], models: Sequence[str] | None = None,
-                    task: Task | None = None) -> list[dict[str, Any]]:
-    """One row per model over the seeds of its selected configuration: ``model, params, epochs, seeds, val_mean,
-    val_std, test_mean, test_std`` (population std over seeds; the metric as the field writes it: AP as a fraction,
-    ROC-AUC in percent), and ``sec_per_epoch``, ``best_epoch`` (median), ``selected_config``."""
-    task = task or dataset_spec(state['dataset']).task
-    runs = state['runs']
-    names = list(models) if models else list(dict.fromkeys(r['model'] for r in runs.values()))
-    rows = []
-    for name in names:
-        j = state.get('selected', {}).get(name)
-        recs = sorted((r for r in runs.values() if r['model'] == name and r['config_index'] == j),
-                      key=lambda r: r['seed_index']) if j is not None else []
-        if not recs:
-            continue
-        val = np.array([r['val_metric'] for r in recs]) * task.scale
-        test = np.array([r['test_metric'] for r in recs]) * task.scale
-        rows.append({'dataset': state['dataset'], 'model': name, 'params': int(recs[0]['params']),
-                     'epochs': int((state.get('config') or {}).get('epochs', recs[0]['epochs_run'])),
-                     'seeds': len(recs), 'val_mean': float(val.mean()), 'val_std': float(val.std()),
-                     'test_mean': float(test.mean()), 'test_std': float(test.std()),
-                     'sec_per_epoch': float(np.mean([r['sec_per_epoch'] for r in recs])),
-                     'best_epoch': int(np.median([r['best_epoch'] for r in recs])), 'selected_config': j,
-                     'hidden': recs[0]['hparams'].get('hidden')})
-    return rows
-
-
-def _fmt(value: float, task: Task) -> str:
-    return f'{value:.2f}' if task.scale != 1 else f'{value:.4f}'
-
-
-def results_table(rows: Sequence[dict[str, Any]], task: Task) -> str:
-    """The rows as a Markdown table (metric as the field writes it)."""
-    name = METRIC_LABELS[task.metric]
-    lines = [f'| model | params | width | epochs | seeds | val {name} | test {name} | s/epoch | '
-             'selected epoch (median) |',
-             '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['hidden']} | {r['epochs']} | {r['seeds']} | "
-                     f"{_fmt(r['val_mean'], task)} ± {_fmt(r['val_std'], task)} | "
-                     f"{_fmt(r['test_mean'], task)} ± {_fmt(r['test_std'], task)} | {r['sec_per_epoch']:.1f} | "
-                     f"{r['best_epoch']} |")
-    return '\n'.join(lines)
-
-
-def results_csv(rows: Sequence[dict[str, Any]], task: Task) -> str:
-    import csv
-    import io
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator='\n')
-    w.writerow([*RESULT_COLUMNS, 'sec_per_epoch'])
-    for r in rows:
-        w.writerow([r['model'], r['params'], r['epochs'], r['seeds'], *(_fmt(r[k], task) for k in
-                    ('val_mean', 'val_std', 'test_mean', 'test_std')), f"{r['sec_per_epoch']:.2f}"])
-    return buf.getvalue()
-
-
-def write_fixed_results(run: RunFolder, rows: Sequence[dict[str, Any]], meta: dict[str, Any], spec: DatasetSpec) -> \
-        dict[str, Any]:
-    """``results.json``, ``results.csv`` (the columns of :data:`RESULT_COLUMNS` and s/epoch) and ``results.md`` (the
-    command, the split, the metric, versions and the table) in ``run``."""
-    task = spec.task
-    md = [f'# {spec.name}: {task.kind} classification, {task.metric}' if task.kind != 'regression'
-          else f'# {spec.name}: regression, {task.metric}', '']
-    if meta.get('command'):
-        md += ['Command:', '', '```', str(meta['command']), '```', '']
-    md += [results_table(rows, task), '',
-           f'Split: {spec.note}. Each model trained with {meta.get("seeds")} seed(s) on the training split; the epoch '
-           f'{"of lowest validation loss" if meta.get("select") == "loss" else "of best validation " + task.metric} '
-           'is kept and scored once on test; mean ± population std over seeds. Parameter counts as stated (width '
-           'per model from the budget where --params is given).',
-           f'Versions: {meta.get("versions")}.', '']
-    return {'json': run.write_json('results.json', {**meta, 'results': list(rows)}),
-            'csv': run.write_text('results.csv', results_csv(rows, task)),
-            'md': run.write_text('results.md', '\n'.join(md))}
-
-
-def _machine() -> str:
-    """What the timings ran on: cores and architecture (never a host name or a path)."""
-    return f'{os.cpu_count()} cores, {platform.machine()}, {platform.system()}'
-
-
-def _versions() -> str:
-    parts = [f'python {platform.python_version()}', f'torch {torch.__version__}']
-    for module in ('torch_geometric', 'ogb', 'rdkit', 'sklearn'):
-        try:
-            parts.append(f'{module} {__import__(module).__version__}')
-        except (ImportError, AttributeError):
-            pass
-    return ', '.join(parts)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Command line: `pyg-ple bench --dataset peptides-func|hiv`
-# --------------------------------------------------------------------------------------------------------------------
-def cmd_fixed_split(args: argparse.Namespace) -> int:
-    """``pyg-ple bench`` on a fixed-split dataset (called by :func:`pyg_ple.bench.cli.cmd_bench`); usage errors raise
-    :class:`pyg_ple.bench.cli.CommandError`."""
-    from pyg_ple.bench.budget import widths_for_budget
-    from pyg_ple.bench.cli import CommandError, validate_bench_args
-    from pyg_ple.bench.molecules import MolExtraMissingError, atom_feature_dims, bond_feature_dims
-    from pyg_ple.bench.settings import check_setting
-    spec = dataset_spec(args.dataset)
-    args.dataset = spec.name  # validate_bench_args fills the options not given from FIXED_SPLIT_DEFAULTS
-    if args.inner_splits > 1:
-        raise CommandError(f'--inner-splits applies to k-fold datasets; {spec.name} has a fixed split (--final-runs '
-                           'sets the seeds)')
-    params = getattr(args, 'params', None)
-    if params is not None:
-        try:
-            check_setting('epochs', params, '--params')  # an integer >= 1
-        except ValueError as e:
-            raise CommandError(str(e)) from None
-        if isinstance(args.hidden, tuple):
-            raise CommandError('--params sets each model\'s width: leave out --hidden')
-    cfg = validate_bench_args(args)
-    cfg.hparams.pop('edge_dim', None)  # set per model from its width (model_settings)
-    if params is not None and any('hidden' in c for c in cfg.grid):
-        raise CommandError('--params sets each model\'s width: the --grid must not set "hidden"')
-    try:
-        categorical = CategoricalInput(tuple(atom_feature_dims()), tuple(bond_feature_dims()))
-    except MolExtraMissingError as e:
-        raise CommandError(str(e)) from None
-    outputs = 10 if spec.name == 'peptides-func' else 1
-    if params is not None:
-        try:
-            widths = widths_for_budget(cfg.models, params, categorical, outputs, cfg.hparams, model_settings)
-        except ValueError as e:
-            raise CommandError(f'--params {e}') from None
-        cfg = dataclasses.replace(cfg, model_hparams={n: {'hidden': w} for n, (w, _) in widths.items()})
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    pe = None if args.pe == 'none' else args.pe
-    try:
-        data = spec.loader(spec.name, args.root, pe=pe, pe_dim=args.pe_dim)
-    except (FileNotFoundError, ValueError, MolExtraMissingError) as e:
-        raise CommandError(str(e)) from None
-    spec = split_spec(spec, data)
-    from pyg_ple.bench.cli import _bench_out
-    out = _bench_out(args)
-    try:
-        check_fixed_run_folder(out, data, cfg, resume=args.resume, overwrite=args.overwrite)
-    except RunFileError as e:
-        raise CommandError(f'--out {e}') from None
-    command = 'pyg-ple ' + ' '.join(shlex.quote(a) for a in (args.argv or []))
-    width = {n: split_settings(cfg, {}, n)[1]['hidden'] for n in cfg.models}
-    sizes = ' / '.join(f'{len(data.split[k]):,}' for k in ('train', 'val', 'test'))
-    print(f'pyg-ple bench: {data.name}, {len(data)} graphs, {spec.note} ({sizes}), {spec.task.kind}, metric '
-          f'{spec.task.metric}; models {", ".join(cfg.models)}; {cfg.final_runs} seed(s) x {len(cfg.grid)} '
-          f'config(s) x {cfg.epochs} epochs; width {", ".join(f"{n} {w}" for n, w in width.items())}; out {out}',
-          file=sys.stderr)
-    t0 = time.time()
-    try:
-        state = run_fixed_split(data, cfg, out, resume=args.resume, overwrite=args.overwrite, command=command,
-                                spec=spec)
-    except KeyboardInterrupt:
-        print(f'\npyg-ple bench: interrupted; finished runs are in {out / "state.json"}. Continue with the same '
-              'command and --resume.', file=sys.stderr)
-        return 130
-    rows = summarize_fixed(state, cfg.models, spec.task)
-    meta = {'command': command, 'dataset': data.name, 'split': spec.note, 'info': data.info,
-            'config': cfg.comparable(), 'seeds': cfg.final_runs, 'select': cfg.select, 'params_target': params,
-            'versions': _versions(), 'seconds': time.time() - t0}
-    paths = write_fixed_results(RunFolder(out, 'add').prepare(), rows, meta, spec)
-    print(results_table(rows, spec.task))
-    print(f'\nresults: {", ".join(str(p) for p in paths.values())}')
-    return 0

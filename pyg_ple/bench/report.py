@@ -1,18 +1,23 @@
 """What the harness shows: the results of :func:`pyg_ple.bench.protocol.run_benchmark` as tables and a plot (one row per
 (dataset, model) with the mean and population std of the test accuracy over the folds, as Errica et al. report it),
-written as JSON, CSV, Markdown and PNG; and the drawing of an attention graph that ``pyg-ple graph`` writes."""
+written as JSON, CSV, Markdown and PNG; those of :func:`pyg_ple.bench.fixed_split.run_fixed_split` (one row per model
+over its seeds, the metric as the field writes it); and the drawing of an attention graph that ``pyg-ple graph``
+writes."""
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from pyg_ple.bench.io import RunFolder
+from pyg_ple.bench.tasks import METRIC_LABELS, DatasetSpec, Task, dataset_spec
 
 __all__ = ['summarize', 'mean_over_runs', 'format_table', 'results_csv', 'results_figure', 'plot_results',
-           'write_results', 'draw_attention_graph']
+           'write_results', 'FIXED_RESULT_COLUMNS', 'summarize_fixed', 'fixed_results_table', 'fixed_results_csv',
+           'write_fixed_results', 'machine_text', 'versions_text', 'draw_attention_graph']
 
 
 def mean_over_runs(record: dict[str, Any], key: str) -> float:
@@ -174,6 +179,106 @@ def write_results(out: str | os.PathLike | RunFolder, rows: Sequence[dict[str, A
             'csv': run.write_text(f'{stem}.csv', results_csv(rows)),
             'md': run.write_text(f'{stem}.md', '\n'.join(md)),
             'png': run.write_bytes(f'{stem}.png', plot_results(rows, title))}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fixed official splits (Peptides-func, HIV): one row per model over its seeds, metric as the field writes it
+# --------------------------------------------------------------------------------------------------------------------
+FIXED_RESULT_COLUMNS = ('model', 'params', 'epochs', 'seeds', 'val_mean', 'val_std', 'test_mean', 'test_std')
+
+
+def summarize_fixed(state: dict[str, Any], models: Sequence[str] | None = None,
+                    task: Task | None = None) -> list[dict[str, Any]]:
+    """One row per model over the seeds of its selected configuration: ``model, params, epochs, seeds, val_mean,
+    val_std, test_mean, test_std`` (population std over seeds; the metric as the field writes it: AP as a fraction,
+    ROC-AUC in percent), and ``sec_per_epoch``, ``best_epoch`` (median), ``selected_config``."""
+    task = task or dataset_spec(state['dataset']).task
+    runs = state['runs']
+    names = list(models) if models else list(dict.fromkeys(r['model'] for r in runs.values()))
+    rows = []
+    for name in names:
+        j = state.get('selected', {}).get(name)
+        recs = sorted((r for r in runs.values() if r['model'] == name and r['config_index'] == j),
+                      key=lambda r: r['seed_index']) if j is not None else []
+        if not recs:
+            continue
+        val = np.array([r['val_metric'] for r in recs]) * task.scale
+        test = np.array([r['test_metric'] for r in recs]) * task.scale
+        rows.append({'dataset': state['dataset'], 'model': name, 'params': int(recs[0]['params']),
+                     'epochs': int((state.get('config') or {}).get('epochs', recs[0]['epochs_run'])),
+                     'seeds': len(recs), 'val_mean': float(val.mean()), 'val_std': float(val.std()),
+                     'test_mean': float(test.mean()), 'test_std': float(test.std()),
+                     'sec_per_epoch': float(np.mean([r['sec_per_epoch'] for r in recs])),
+                     'best_epoch': int(np.median([r['best_epoch'] for r in recs])), 'selected_config': j,
+                     'hidden': recs[0]['hparams'].get('hidden')})
+    return rows
+
+
+def _fixed_fmt(value: float, task: Task) -> str:
+    return f'{value:.2f}' if task.scale != 1 else f'{value:.4f}'
+
+
+def fixed_results_table(rows: Sequence[dict[str, Any]], task: Task) -> str:
+    """The rows as a Markdown table (metric as the field writes it)."""
+    name = METRIC_LABELS[task.metric]
+    lines = [f'| model | params | width | epochs | seeds | val {name} | test {name} | s/epoch | '
+             'selected epoch (median) |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['params']:,} | {r['hidden']} | {r['epochs']} | {r['seeds']} | "
+                     f"{_fixed_fmt(r['val_mean'], task)} ± {_fixed_fmt(r['val_std'], task)} | "
+                     f"{_fixed_fmt(r['test_mean'], task)} ± {_fixed_fmt(r['test_std'], task)} | {r['sec_per_epoch']:.1f} | "
+                     f"{r['best_epoch']} |")
+    return '\n'.join(lines)
+
+
+def fixed_results_csv(rows: Sequence[dict[str, Any]], task: Task) -> str:
+    import csv
+    import io
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator='\n')
+    w.writerow([*FIXED_RESULT_COLUMNS, 'sec_per_epoch'])
+    for r in rows:
+        w.writerow([r['model'], r['params'], r['epochs'], r['seeds'], *(_fixed_fmt(r[k], task) for k in
+                    ('val_mean', 'val_std', 'test_mean', 'test_std')), f"{r['sec_per_epoch']:.2f}"])
+    return buf.getvalue()
+
+
+def write_fixed_results(run: RunFolder, rows: Sequence[dict[str, Any]], meta: dict[str, Any], spec: DatasetSpec) -> \
+        dict[str, Any]:
+    """``results.json``, ``results.csv`` (the columns of :data:`FIXED_RESULT_COLUMNS` and s/epoch) and ``results.md`` (the
+    command, the split, the metric, versions and the table) in ``run``."""
+    task = spec.task
+    md = [f'# {spec.name}: {task.kind} classification, {task.metric}' if task.kind != 'regression'
+          else f'# {spec.name}: regression, {task.metric}', '']
+    if meta.get('command'):
+        md += ['Command:', '', '```', str(meta['command']), '```', '']
+    md += [fixed_results_table(rows, task), '',
+           f'Split: {spec.note}. Each model trained with {meta.get("seeds")} seed(s) on the training split; the epoch '
+           f'{"of lowest validation loss" if meta.get("select") == "loss" else "of best validation " + task.metric} '
+           'is kept and scored once on test; mean ± population std over seeds. Parameter counts as stated (width '
+           'per model from the budget where --params is given).',
+           f'Versions: {meta.get("versions")}.', '']
+    return {'json': run.write_json('results.json', {**meta, 'results': list(rows)}),
+            'csv': run.write_text('results.csv', fixed_results_csv(rows, task)),
+            'md': run.write_text('results.md', '\n'.join(md))}
+
+
+def machine_text() -> str:
+    """What the timings ran on: cores and architecture (never a host name or a path)."""
+    return f'{os.cpu_count()} cores, {platform.machine()}, {platform.system()}'
+
+
+def versions_text() -> str:
+    """The versions a fixed-split run records: python, torch and the libraries that shape its numbers."""
+    import torch
+    parts = [f'python {platform.python_version()}', f'torch {torch.__version__}']
+    for module in ('torch_geometric', 'ogb', 'rdkit', 'sklearn'):
+        try:
+            parts.append(f'{module} {__import__(module).__version__}')
+        except (ImportError, AttributeError):
+            pass
+    return ', '.join(parts)
 
 
 def draw_attention_graph(G: Any, data: Any, name: str, min_weight: float = 0.0) -> bytes:
