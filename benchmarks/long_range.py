@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -210,9 +211,24 @@ def command_of(row: dict, commands: list[str]) -> list[str]:
             and (option(c, 'attention') or 'native') == (row['attention'] or 'native')]
 
 
+def without_paths(state: dict) -> dict:
+    """``state`` without this machine's paths: ``--root DATA`` in its command, the data root written ``DATA`` in its
+    dataset's description, which keeps no other absolute path (the cache folder)."""
+    command = state.get('command', '')
+    found = re.search(r'--root (\S+)', command)
+    root = found.group(1) if found else os.environ.get('PYG_PLE_DATA')
+    info = {}
+    for key, value in (state.get('info') or {}).items():
+        if isinstance(value, str) and root:
+            value = value.replace(str(Path(root).resolve()), 'DATA').replace(root.rstrip('/'), 'DATA')
+        if not (isinstance(value, str) and re.search(r'(^|\s)/\S', value)):
+            info[key] = value
+    return {**state, 'command': re.sub(r'--root \S+', '--root DATA', command), 'info': info}
+
+
 def keep_state(state: dict, path: Path) -> None:
-    """Write ``state`` to ``path`` with ``--root DATA`` in its command; refuses to replace a file that is not a
-    state of pyg-ple bench."""
+    """Write ``state`` to ``path`` without this machine's paths (:func:`without_paths`); refuses to replace a file
+    that is not a state of pyg-ple bench."""
     if path.exists():
         try:
             old = json.loads(path.read_text())
@@ -221,7 +237,7 @@ def keep_state(state: dict, path: Path) -> None:
         if not (isinstance(old, dict) and 'runs' in old and 'dataset' in old):
             raise ValueError(f'{path} exists and is not a state of pyg-ple bench: not replaced')
     path.parent.mkdir(parents=True, exist_ok=True)
-    C.write_json(path, {**state, 'command': re.sub(r'--root \S+', '--root DATA', state.get('command', ''))})
+    C.write_json(path, without_paths(state))
 
 
 def _run_name(path: Path) -> str:
