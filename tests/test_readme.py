@@ -50,3 +50,27 @@ def test_every_cited_screening_log_entry_exists():
     assert cited, 'nothing cites the screening log'
     assert cited <= anchors, sorted(cited - anchors)
     assert not list((REPO / 'benchmarks').glob('*_notes.md')), 'a notes file outside the log'
+
+
+def test_the_long_range_figures_are_those_of_the_results_files():
+    """The README's Peptides-func and HIV rows: every test figure is the results CSV's mean, written as the table
+    writes it, and a model with fewer seeds than the others says how many."""
+    import csv
+    columns = {'Laplacian transformer': ('laplacian', 'native+full'), 'GCN': ('gcn', ''), 'GINE': ('gin', ''),
+               'GatedGCN': ('gatedgcn', ''), 'GPS': ('gps', ''), 'standard heads': ('transformer', 'native+full'),
+               'ple-gps': ('ple-gps', '')}
+    lines = README.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith('| Peptides-func (AP) |'))
+    header = lines[first - 2]
+    names = [c.strip() for c in header.strip('|').split('|')][1:-1]
+    assert set(names) == set(columns)
+    for label, stem, digits in (('Peptides-func (AP)', 'peptides_func', 4), ('HIV (ROC-AUC, %)', 'molhiv', 2)):
+        line = next(line for line in lines if line.startswith(f'| {label} |'))
+        cells = [c.strip().strip('*') for c in line.strip('|').split('|')][1:-1]
+        with open(REPO / 'benchmarks' / 'results' / f'{stem}.csv', newline='') as f:
+            rows = {(r['model'], r['attention']): r for r in csv.DictReader(f)}
+        for name, cell in zip(names, cells):
+            row = rows[columns[name]]
+            figure = f"{float(row['test_mean']):.{digits}f}"
+            seeds = int(row['seeds'])
+            assert cell == (figure if seeds == 3 else f'{figure} ({seeds} seeds)'), (label, name)
